@@ -1,0 +1,329 @@
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+/// Uplink address of the host namespace.
+pub const HOST_UPLINK_IP: &str = "198.18.0.1";
+/// Address of the outside namespace on the uplink.
+pub const OUTSIDE_IP: &str = "198.18.0.2";
+/// Name of the uplink inside the host namespace.
+pub const UPLINK: &str = "uplink0";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique, short prefix (interface names are limited to 15 bytes).
+fn unique_prefix() -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("pt{:x}{n:x}", std::process::id() & 0xfffff)
+}
+
+pub struct TestHost {
+    pub prefix: String,
+    /// Name of the host namespace under /run/netns.
+    pub host_ns: String,
+    /// Name of the outside namespace under /run/netns.
+    pub outside_ns: String,
+    /// Extra namespaces made by [`TestHost::add_netns`].
+    extra_ns: Vec<String>,
+    /// Scratch directory: agent state, run dir, socket, logs.
+    pub dir: PathBuf,
+    /// bpffs directory the agent of this host pins into.
+    pub bpffs_dir: PathBuf,
+    agents: Vec<Child>,
+}
+
+impl TestHost {
+    /// Build a host namespace and an outside namespace joined by the uplink.
+    pub fn new() -> Self {
+        let prefix = unique_prefix();
+        let h = TestHost {
+            host_ns: format!("{prefix}-host"),
+            outside_ns: format!("{prefix}-out"),
+            extra_ns: Vec::new(),
+            dir: std::env::temp_dir().join(format!("pier-test-{prefix}")),
+            bpffs_dir: PathBuf::from(format!("/sys/fs/bpf/pier-test-{prefix}")),
+            agents: Vec::new(),
+            prefix,
+        };
+        // From here on, Drop cleans up whatever was made.
+        std::fs::create_dir_all(&h.dir).expect("scratch dir");
+        sh(&["ip", "netns", "add", &h.host_ns]);
+        sh(&["ip", "netns", "add", &h.outside_ns]);
+        // The veth is created inside the host namespace, so its names never
+        // meet the machine's real interfaces.
+        sh(&[
+            "ip",
+            "-n",
+            &h.host_ns,
+            "link",
+            "add",
+            UPLINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &h.outside_ns,
+        ]);
+        for (ns, dev, ip) in [
+            (&h.host_ns, UPLINK, HOST_UPLINK_IP),
+            (&h.outside_ns, "eth0", OUTSIDE_IP),
+        ] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                dev,
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // The host's default route points at the outside, like a real uplink.
+        sh(&[
+            "ip", "-n", &h.host_ns, "route", "add", "default", "via", OUTSIDE_IP,
+        ]);
+        h
+    }
+
+    /// Make another namespace owned by this host (removed on drop).
+    pub fn add_netns(&mut self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.prefix);
+        sh(&["ip", "netns", "add", &name]);
+        self.extra_ns.push(name.clone());
+        name
+    }
+
+    /// A command that runs inside namespace `ns` (network namespace only).
+    pub fn cmd_in(ns: &str, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// Run `args` in the host namespace; panic on failure; return stdout.
+    pub fn host(&self, args: &[&str]) -> String {
+        run_ok(Self::cmd_in(&self.host_ns, args[0]).args(&args[1..]))
+    }
+
+    /// Run `args` in the outside namespace; panic on failure; return stdout.
+    pub fn outside(&self, args: &[&str]) -> String {
+        run_ok(Self::cmd_in(&self.outside_ns, args[0]).args(&args[1..]))
+    }
+
+    /// Run `args` in the outside namespace and return the whole output.
+    pub fn outside_output(&self, args: &[&str]) -> Output {
+        Self::cmd_in(&self.outside_ns, args[0])
+            .args(&args[1..])
+            .output()
+            .expect("spawn")
+    }
+
+    /// Run `f` on a fresh thread that has joined namespace `ns`. Socket and
+    /// netlink handles opened there belong to `ns`.
+    pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{ns}");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let fd = std::fs::File::open(&path).expect("open netns");
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("thread in netns panicked")
+        })
+    }
+
+    /// Path of the agent's API socket in this host.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("run/pier.sock")
+    }
+
+    /// Start `pier agent` in the host namespace with this host's dirs.
+    pub fn start_agent(&mut self, extra: &[&str]) -> Agent {
+        let log = self.dir.join(format!("agent-{}.log", self.agents.len()));
+        let logf = std::fs::File::create(&log).expect("agent log");
+        let mut c = Self::cmd_in(&self.host_ns, &pier_bin().to_string_lossy());
+        c.arg("agent")
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--run-dir")
+            .arg(self.dir.join("run"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs_dir)
+            .arg("--uplink")
+            .arg(UPLINK)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .env("RUST_LOG", "info");
+        // Own process group, so a stop reaches the agent and not nsenter only.
+        c.process_group(0);
+        let child = c.spawn().expect("spawn agent");
+        let pid = child.id();
+        self.agents.push(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket().exists() {
+            if Instant::now() > deadline {
+                panic!(
+                    "agent did not open its socket in 20 s; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent { pid, log }
+    }
+
+    /// Run the `pier` CLI against this host's agent.
+    pub fn pier(&self, args: &[&str]) -> Output {
+        Command::new(pier_bin())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("spawn pier")
+    }
+
+    /// Like [`TestHost::pier`], panicking unless it succeeds; returns stdout.
+    pub fn pier_ok(&self, args: &[&str]) -> String {
+        let out = self.pier(args);
+        assert!(
+            out.status.success(),
+            "pier {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Stop an agent with `signal` and wait for it to exit.
+    pub fn stop_agent(&mut self, agent: &Agent, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(agent.pid as i32), signal);
+        if let Some(i) = self.agents.iter().position(|c| c.id() == agent.pid) {
+            let mut c = self.agents.remove(i);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        for c in &mut self.agents {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = c.wait();
+        }
+        // Containers an agent made live under its run dir as bind mounts.
+        unmount_below(&self.dir);
+        for ns in self
+            .extra_ns
+            .iter()
+            .chain([&self.outside_ns, &self.host_ns])
+        {
+            kill_netns_processes(ns);
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if self.bpffs_dir.exists() {
+            let _ = std::fs::remove_dir_all(&self.bpffs_dir);
+        }
+        if std::env::var_os("PIER_KEEP_TEST_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Kill every process whose network namespace is `ns`.
+fn kill_netns_processes(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Lazily unmount every mount point at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let dir = dir.to_string_lossy().into_owned();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A running agent started by [`TestHost::start_agent`].
+pub struct Agent {
+    pub pid: u32,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The `pier` binary under test: `$PIER_BIN`, else target/debug/pier.
+pub fn pier_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PIER_BIN") {
+        return p.into();
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pier");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo xtask build` (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
+/// Run a command; panic with its output unless it succeeds.
+pub fn sh(args: &[&str]) -> String {
+    run_ok(Command::new(args[0]).args(&args[1..]))
+}
+
+pub fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("spawn {c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

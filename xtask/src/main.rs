@@ -1,0 +1,62 @@
+//! Developer commands: `cargo xtask setup | build-ebpf | test | demo`.
+mod build;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "pier's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks (Debian packages, bpf-linker, rust-src).
+    #[command(alias = "set-up")]
+    Setup,
+    /// Build the kernel programs (nightly, bpfel-unknown-none, bpf-linker).
+    BuildEbpf,
+    /// Build the agent (with the kernel programs embedded).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// fmt + clippy + unit tests + root integration tests.
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (a test name filter, ...).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// pier's main job end to end, in a sandbox of namespaces.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::ensure(),
+        Cmd::BuildEbpf => {
+            setup::ensure()?;
+            build::ebpf()
+        }
+        Cmd::Build { release } => {
+            setup::ensure()?;
+            build::ebpf()?;
+            build::agent(release)
+        }
+        Cmd::Test { no_lint, args } => test::run(no_lint, &args),
+        Cmd::Demo => {
+            setup::ensure()?;
+            build::ebpf()?;
+            build::agent(false)?;
+            util::run(util::cmd(util::root().join("target/debug/pier")).arg("--version"))?;
+            util::run(util::cmd(util::root().join("target/debug/pier")).arg("features"))
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `cargo xtask test`: the one test command (README, .ci/run).
+use anyhow::bail;
+
+use crate::{
+    build, setup,
+    util::{self, cargo, is_root},
+};
+
+pub fn run(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
+    setup::ensure()?;
+    build::ebpf()?;
+    if !no_lint {
+        println!("test: cargo fmt --check");
+        util::run(cargo().args(["fmt", "--all", "--check"]))?;
+        println!("test: cargo clippy");
+        util::run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    build::agent(false)?;
+    if !is_root() {
+        bail!("the integration tests build network namespaces: run `cargo xtask test` as root");
+    }
+    println!("test: cargo test (unit and root integration tests)");
+    util::run(cargo().args(["test", "--workspace"]).arg("--").args(args))
+}
