@@ -1,4 +1,13 @@
-//! The pier agent and CLI as a library, so tests and benchmarks can reuse
-//! its pieces (the embedded eBPF object, the feature probe, the API types).
+//! The pier agent and CLI as a library, so tests and benchmarks can reuse its
+//! pieces (the embedded eBPF object, the feature probe, the API types).
+//!
+//! Boundaries (each behind a trait with a fake/no-op implementation):
+//! - `topology`: bridges, veths, namespaces, addresses, routes (netlink, syscalls).
+//! - `runtime`: processes inside containers (namespaces, private /etc files).
+//! - `dataplane`: the eBPF programs and their maps, driven by one `sync`.
+//! - `dns`: the embedded resolver.
 pub mod dataplane;
+pub mod dns;
 pub mod features;
+pub mod runtime;
+pub mod topology;

@@ -1,4 +1,12 @@
-//! Loading the kernel programs and keeping their maps in sync.
+//! Loading the kernel programs and keeping their maps in sync with the store.
+//!
+//! The agent derives a [`DesiredState`] from its store after every change (and
+//! once at start) and calls [`Dataplane::sync`]; the dataplane makes maps and
+//! attachments agree with it. The same call serves a normal change and the
+//! reconcile after a restart.
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use ipnet::Ipv4Net;
 
 /// The ELF object of `dataplane-ebpf`, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PIER_EBPF_OBJECT"));
@@ -7,4 +15,114 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PIER_EBPF_OBJE
 pub mod programs {
     /// TC smoke test: counts packets into `SMOKE_COUNTERS`.
     pub const SMOKE: &str = "pier_smoke";
+}
+
+/// Start-up configuration of the dataplane.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// Per-agent bpffs directory for pins (e.g. /sys/fs/bpf/pier).
+    pub bpffs_dir: PathBuf,
+    /// Uplink interfaces (published ports are served on them; masquerade leaves by them).
+    pub uplinks: Vec<String>,
+    /// cgroup v2 directory for the socket hooks (host-local clients).
+    pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// A network as the dataplane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// Small numeric id, unique among this agent's networks.
+    pub id: u32,
+    /// Bridge interface name.
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// `--internal`: no way out, published ports not reachable.
+    pub internal: bool,
+    /// `com.docker.network.bridge.enable_icc` (default true).
+    pub icc: bool,
+    /// `com.docker.network.bridge.enable_ip_masquerade` (default true).
+    pub masquerade: bool,
+}
+
+/// One container interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub network_id: u32,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// Host-side veth name.
+    pub host_ifname: String,
+}
+
+/// One published port (ranges are expanded by the agent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// `None`: every host address.
+    pub host_ip: Option<Ipv4Addr>,
+    pub proto: Proto,
+    pub host_port: u16,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
+}
+
+/// Everything the maps and attachments must reflect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub networks: Vec<NetworkSpec>,
+    pub endpoints: Vec<EndpointSpec>,
+    pub ports: Vec<PortSpec>,
+}
+
+/// Per published port counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortStats {
+    pub port: PortSpec,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading program {program}: {msg} (verifier log: {log})")]
+    Verifier {
+        program: String,
+        msg: String,
+        log: String,
+    },
+    #[error("port is already allocated: {0}")]
+    PortInUse(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub trait Dataplane: Send {
+    /// Load, pin (or re-open the pins of a previous run) and attach.
+    fn start(&mut self) -> Result<(), DataplaneError>;
+    /// Make maps, attachments and port reservations agree with `desired`.
+    fn sync(&mut self, desired: &DesiredState) -> Result<(), DataplaneError>;
+    /// Counters per published port.
+    fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError>;
+}
+
+/// A dataplane that does nothing: topology-only runs and unit tests.
+#[derive(Debug, Default)]
+pub struct NoopDataplane;
+
+impl Dataplane for NoopDataplane {
+    fn start(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    fn sync(&mut self, _desired: &DesiredState) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
+        Ok(Vec::new())
+    }
 }

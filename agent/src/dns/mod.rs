@@ -1,0 +1,1 @@
+//! The embedded DNS resolver that containers on user-defined networks use.
