@@ -56,7 +56,15 @@ fn main() -> anyhow::Result<()> {
             build::ebpf()?;
             build::agent(false)?;
             util::run(util::cmd(util::root().join("target/debug/pier")).arg("--version"))?;
-            util::run(util::cmd(util::root().join("target/debug/pier")).arg("features"))
+            util::run(util::cmd(util::root().join("target/debug/pier")).arg("features"))?;
+            util::run(util::cargo().args([
+                "run",
+                "--quiet",
+                "-p",
+                "pier-tests",
+                "--bin",
+                "pier-demo",
+            ]))
         }
     }
 }
