@@ -146,13 +146,7 @@ fn main() -> ExitCode {
     let (ok, _) = d.pier(&["exec", "tomcat81", "--", "ping", "-c1", "-W2", "tomcat82"]);
     d.step("tomcat81 reaches tomcat82 by name on mynet", ok, "");
 
-    let (_, ip) = d.pier(&[
-        "inspect",
-        "--format",
-        "{{.NetworkSettings.Networks.mynet.IPAddress}}",
-        "tomcat82",
-    ]);
-    let ip = ip.trim().to_string();
+    let ip = container_ip(&d.host, "tomcat82", "mynet");
     let (reached, _) = d.pier(&["exec", "web1", "--", "ping", "-c1", "-W1", &ip]);
     d.step(
         "web1 on the default bridge cannot reach tomcat82 on mynet (isolation)",
