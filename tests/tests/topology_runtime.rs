@@ -284,3 +284,38 @@ fn bad_specs_are_refused_with_a_clear_error() {
         "start sh: join the container's network namespace: Invalid argument (os error 22)"
     );
 }
+
+/// Whether `path` is a mount point in the mount namespace of `pid`.
+fn mounted_in(pid: u32, path: &Path) -> bool {
+    let p = path.to_string_lossy().into_owned();
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+#[test]
+fn removing_a_namespace_reaches_running_containers_mount_namespaces() {
+    require_root!();
+    let host = TestHost::new();
+    let (_, out) = out_file(&host, "out");
+    TestHost::in_netns(&host.host_ns, || {
+        let topo = NetlinkTopology::new().unwrap();
+        let a = host.dir.join("run/netns/a");
+        let b = host.dir.join("run/netns/b");
+        topo.create_netns(&a).unwrap();
+        topo.create_netns(&b).unwrap();
+        let p = runtime::spawn(spec(Some(&a), None, out, "exec sleep 60")).unwrap();
+        let _g = KillOnDrop(p.identity);
+        // The container's mount namespace is a copy: it holds b's mount too...
+        assert!(mounted_in(p.pid, &b));
+        // ...and removing b detaches that copy, so the container does not
+        // keep b alive.
+        topo.remove_netns(&b).unwrap();
+        assert!(!mounted_in(p.pid, &b));
+        assert!(mounted_in(p.pid, &a));
+        assert!(p.identity.signal(Signal::SIGKILL).unwrap());
+        p.wait();
+        topo.remove_netns(&a).unwrap();
+    });
+}
