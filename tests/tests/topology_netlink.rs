@@ -191,6 +191,24 @@ fn endpoint_is_configured_reaches_the_gateway_and_is_removed() {
             .unwrap();
         assert_eq!(eth0["address"], "02:42:0a:58:00:02");
         assert_eq!(inet(eth0), vec!["10.88.0.2/16".to_string()]);
+        // IPv4 only, like Docker without IPv6: no link-local on eth0; lo keeps ::1.
+        let inet6 = |l: &Value| -> Vec<String> {
+            l["addr_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["family"] == "inet6")
+                .map(|a| a["local"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(inet6(eth0), Vec::<String>::new());
+        let lo = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["ifname"] == "lo")
+            .unwrap();
+        assert_eq!(inet6(lo), vec!["::1".to_string()]);
         assert!(eth0["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
         let routes = ip_at(&c1, &["route"]);
         let default: Vec<&Value> = routes

@@ -108,6 +108,16 @@ pub(crate) fn create(path: &Path) -> Result<OwnedFd> {
             // Only this thread moves to the new namespace; it ends afterwards.
             unshare(CloneFlags::CLONE_NEWNET).map_err(|e| os("unshare(CLONE_NEWNET)", e.into()))?;
             let sock = netlink_socket().map_err(|e| os("netlink socket in new netns", e))?;
+            // pier's networks are IPv4 only: like Docker for a network without
+            // IPv6, interfaces made in the container later get no IPv6 (no
+            // link-local address, no router solicitations). `lo` keeps ::1.
+            // /proc/sys/net is this thread's (new) namespace's.
+            match std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1") {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(os("disable IPv6 in the new netns", e));
+                }
+                _ => {}
+            }
             mount(
                 Some("/proc/thread-self/ns/net"),
                 target.as_c_str(),
