@@ -447,13 +447,16 @@ impl Topology for NetlinkTopology {
                     nl(format!("create veth {} / {}", ep.host_ifname, ep.ifname))(e)
                 }
             })?;
-            let host = link_by_name(&h, &ep.host_ifname).await?.ok_or_else(|| {
-                TopologyError::Invalid(format!("veth {} vanished after creation", ep.host_ifname))
-            });
-            let host = match host {
-                Ok(l) => l.header.index,
-                Err(e) => return Err(e),
-            };
+            let host = link_by_name(&h, &ep.host_ifname)
+                .await?
+                .ok_or_else(|| {
+                    TopologyError::Invalid(format!(
+                        "veth {} vanished after creation",
+                        ep.host_ifname
+                    ))
+                })?
+                .header
+                .index;
             let (ns, conn) = ns_connection(ns_sock);
             let r = configure_inside(&ns, &ep).await;
             if r.is_err() {
