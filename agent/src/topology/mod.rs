@@ -8,6 +8,13 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
+pub mod netlink;
+pub mod netns;
+pub mod sysctl;
+mod worker;
+
+pub use netlink::NetlinkTopology;
+
 /// A bridge pier owns (the default `pier0`-style bridge or a user network's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
