@@ -1,1 +1,74 @@
 //! The embedded DNS resolver that containers on user-defined networks use.
+//!
+//! How the agent wires it in:
+//! 1. One [`Resolver`] per agent, made with the default upstreams
+//!    (`--dns-upstream`, else [`host_upstreams`] of the host's resolv.conf).
+//! 2. After every change to its store, the agent builds a [`NameSnapshot`]
+//!    from its networks and members (plus [`NameSnapshot::with_upstreams`] for
+//!    `pier run --dns`) and calls [`Resolver::publish`]; the next query sees it.
+//! 3. For each container namespace on a user-defined network, the agent calls
+//!    [`spawn_in_netns`] (from its runtime, in the host namespace) and keeps
+//!    the [`ServerHandle`] while the namespace lives; the container's
+//!    resolv.conf is [`resolv_conf`]`(&[DNS_IP.into()], &search, true)`.
+//!
+//! Wire format is hickory-proto's; the matching rules are in [`table`].
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+};
+
+mod conf;
+mod forward;
+mod resolver;
+mod server;
+pub mod table;
+#[doc(hidden)]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;
+
+pub use conf::{host_search, host_upstreams, resolv_conf};
+pub use forward::Transport;
+pub use resolver::{MAX_UDP_PAYLOAD, Resolver, ResolverConfig, arpa_addr};
+pub use server::{ServerHandle, serve, spawn_in_netns};
+pub use table::{Lookup, MemberInput, NameSnapshot, NetworkInput, Reverse};
+
+/// The address the resolver listens on inside every container, as Docker.
+pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+/// TTL of local answers, as Docker.
+pub const TTL: u32 = 600;
+/// Upstreams tried per query, in order.
+pub const MAX_UPSTREAMS: usize = 3;
+
+/// Upstream socket addresses (port 53) for plain resolver addresses.
+pub fn upstream_addrs(ips: &[std::net::IpAddr]) -> Vec<SocketAddr> {
+    ips.iter().map(|ip| SocketAddr::new(*ip, 53)).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("open network namespace {}: {source}", path.display())]
+    Netns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("join network namespace {}: {source}", path.display())]
+    Setns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bind {addr} in {}: {source} (is `lo` up in that namespace?)", path.display())]
+    Bind {
+        addr: SocketAddr,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dns socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("the DNS server must be started from within a tokio runtime")]
+    NoRuntime,
+}
