@@ -60,7 +60,7 @@ pub enum DnsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("bind {addr} in {}: {source} (is `lo` up in that namespace?)", path.display())]
+    #[error("bind {addr} in {}: {source}", path.display())]
     Bind {
         addr: SocketAddr,
         path: PathBuf,

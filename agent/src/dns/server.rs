@@ -72,12 +72,13 @@ impl Drop for ServerHandle {
 ///
 /// Must be called from within a tokio runtime whose threads are in the
 /// namespace that forwarding should use (the agent's host namespace). The
-/// container's `lo` must be up.
+/// container's `lo` may still be down: queries arrive once it is up.
 pub fn spawn_in_netns(
     netns_path: &Path,
     resolver: Arc<Resolver>,
     asker_container_id: &str,
 ) -> Result<ServerHandle, DnsError> {
+    tokio::runtime::Handle::try_current().map_err(|_| DnsError::NoRuntime)?;
     let addr = SocketAddr::from((DNS_IP, 53));
     let (udp, tcp) = open_in_netns(netns_path, addr)?;
     serve(udp, Some(tcp), resolver, asker_container_id)
