@@ -25,6 +25,29 @@ pub fn host_upstreams(resolv_conf_text: &str) -> Vec<IpAddr> {
     out
 }
 
+/// The host's upstreams as Docker finds them: from `/etc/resolv.conf`, or,
+/// when that only names systemd-resolved's stub (127.0.0.53), from
+/// `/run/systemd/resolve/resolv.conf`, which lists the real servers.
+pub fn system_upstreams() -> Vec<IpAddr> {
+    let main = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolved = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok();
+    upstreams_with_resolved(&main, resolved.as_deref())
+}
+
+/// [`system_upstreams`] on given texts.
+pub fn upstreams_with_resolved(main: &str, resolved: Option<&str>) -> Vec<IpAddr> {
+    let ups = host_upstreams(main);
+    let stub = IpAddr::from([127, 0, 0, 53]);
+    let names_stub = main.lines().any(|l| {
+        let mut w = l.split_whitespace();
+        w.next() == Some("nameserver") && w.next().and_then(|a| a.parse().ok()) == Some(stub)
+    });
+    match resolved {
+        Some(text) if ups.is_empty() && names_stub => host_upstreams(text),
+        _ => ups,
+    }
+}
+
 /// Search domains of a resolv.conf text (the last `search` or `domain` line
 /// wins, as in glibc).
 pub fn host_search(resolv_conf_text: &str) -> Vec<String> {
@@ -75,6 +98,23 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert!(host_upstreams("nameserver 127.0.1.1\n").is_empty());
+    }
+
+    #[test]
+    fn systemd_resolved_stub_is_looked_through() {
+        let main = "nameserver 127.0.0.53\noptions edns0 trust-ad\n";
+        let resolved = "nameserver 192.0.2.53\nnameserver 192.0.2.54\n";
+        let want: Vec<IpAddr> = vec!["192.0.2.53".parse().unwrap(), "192.0.2.54".parse().unwrap()];
+        assert_eq!(upstreams_with_resolved(main, Some(resolved)), want);
+        assert!(upstreams_with_resolved(main, None).is_empty());
+        // A real server in the main file wins.
+        let main = "nameserver 192.0.2.1\nnameserver 127.0.0.53\n";
+        assert_eq!(
+            upstreams_with_resolved(main, Some(resolved)),
+            ["192.0.2.1".parse::<IpAddr>().unwrap()]
+        );
+        // Another loopback stub (dnsmasq) is not systemd-resolved's.
+        assert!(upstreams_with_resolved("nameserver 127.0.1.1\n", Some(resolved)).is_empty());
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use conf::{host_search, host_upstreams, resolv_conf};
+pub use conf::{
+    host_search, host_upstreams, resolv_conf, system_upstreams, upstreams_with_resolved,
+};
 pub use forward::Transport;
 pub use resolver::{MAX_UDP_PAYLOAD, Resolver, ResolverConfig, arpa_addr};
 pub use server::{ServerHandle, serve, spawn_in_netns};

@@ -319,6 +319,30 @@ async fn answers_too_big_for_udp_come_back_truncated_and_whole_over_tcp() {
 }
 
 #[tokio::test]
+async fn many_local_addresses_are_truncated_over_udp_and_whole_over_tcp() {
+    let members: Vec<_> = (0..60)
+        .map(|i| {
+            m(
+                &format!("w{i}"),
+                &format!("w{i}"),
+                &["pool"],
+                &format!("10.5.0.{}", i + 2),
+            )
+        })
+        .collect();
+    let r = Resolver::new(ResolverConfig::default());
+    r.publish(NameSnapshot::new(&[net("n", false, members)]));
+    let msg = ask(&r, "w0", "pool", RecordType::A).await;
+    assert!(msg.metadata.truncation);
+    assert!(msg.answers.is_empty());
+    assert_eq!(msg.queries.len(), 1);
+    let q = query("pool", RecordType::A);
+    let whole = parse(&r.handle_tcp("w0", &q).await.unwrap());
+    assert!(!whole.metadata.truncation);
+    assert_eq!(a_addrs(&whole).iter().collect::<HashSet<_>>().len(), 60);
+}
+
+#[tokio::test]
 async fn upstream_timeout_is_servfail_and_next_upstream_is_tried() {
     let silent = FakeUpstream::start("127.0.0.1:0".parse().unwrap(), Mode::Silent).unwrap();
     let failing = FakeUpstream::start("127.0.0.1:0".parse().unwrap(), Mode::ServFail).unwrap();
