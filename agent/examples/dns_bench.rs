@@ -76,6 +76,8 @@ struct Row {
     p50_us: f64,
     p99_us: f64,
     lat_samples: usize,
+    build_ms: f64,
+    publish_us: f64,
 }
 
 fn bench_handler(r: &Resolver, qs: &[Vec<u8>], dur: Duration) -> f64 {
@@ -181,7 +183,12 @@ fn main() {
     let mut rows = Vec::new();
     for n in SIZES {
         let r = Arc::new(Resolver::new(ResolverConfig::default()));
-        r.publish(snapshot(n));
+        let t = Instant::now();
+        let snap = snapshot(n);
+        let build_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        r.publish(snap);
+        let publish_us = t.elapsed().as_secs_f64() * 1e6;
         let qs = queries(n);
         let handler_qps = bench_handler(&r, &qs, dur / 2);
         let (udp_qps, p50_us, p99_us, lat_samples) = bench_udp(r, &qs, dur);
@@ -192,6 +199,8 @@ fn main() {
             p50_us,
             p99_us,
             lat_samples,
+            build_ms,
+            publish_us,
         });
     }
     println!(
@@ -203,14 +212,28 @@ fn main() {
         }
     );
     println!(
-        "{:>10} | {:>14} | {:>12} | {:>12} | {:>12} | {:>8}",
-        "containers", "handler q/s", "udp q/s", "udp p50 µs", "udp p99 µs", "samples"
+        "{:>10} | {:>12} | {:>10} | {:>10} | {:>10} | {:>8} | {:>9} | {:>10}",
+        "containers",
+        "handler q/s",
+        "udp q/s",
+        "p50 µs",
+        "p99 µs",
+        "samples",
+        "build ms",
+        "publish µs"
     );
-    println!("{}", "-".repeat(83));
+    println!("{}", "-".repeat(102));
     for r in &rows {
         println!(
-            "{:>10} | {:>14.0} | {:>12.0} | {:>12.1} | {:>12.1} | {:>8}",
-            r.n, r.handler_qps, r.udp_qps, r.p50_us, r.p99_us, r.lat_samples
+            "{:>10} | {:>12.0} | {:>10.0} | {:>10.1} | {:>10.1} | {:>8} | {:>9.2} | {:>10.1}",
+            r.n,
+            r.handler_qps,
+            r.udp_qps,
+            r.p50_us,
+            r.p99_us,
+            r.lat_samples,
+            r.build_ms,
+            r.publish_us
         );
     }
 }
