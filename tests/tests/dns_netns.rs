@@ -500,3 +500,31 @@ fn dns_server_stops_with_its_handle_and_reports_bad_input() {
         .unwrap();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }
+
+#[test]
+fn dns_service_starts_and_stops_servers_per_container() {
+    require_root!();
+    let (w, ns) = World::new(&["c1", "c2"], vec![]);
+    let svc = dns::DnsService::new(ResolverConfig::default());
+    svc.publish(scenario());
+    {
+        let _g = w.rt.enter();
+        svc.start("c1", &netns_path(&ns[0])).unwrap();
+        // Idempotent.
+        svc.start("c1", &netns_path(&ns[0])).unwrap();
+        svc.start("c2", &netns_path(&ns[1])).unwrap();
+    }
+    assert_eq!(svc.served(), ["c1", "c2"]);
+    assert_eq!(addrs(&ask(&ns[0], "c2", RecordType::A)), [ip("10.88.0.3")]);
+    assert_eq!(addrs(&ask(&ns[1], "c1", RecordType::A)), [ip("10.88.0.2")]);
+    assert!(svc.stop("c2"));
+    assert!(!svc.stop("c2"));
+    assert_eq!(svc.served(), ["c1"]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(udp_ask(&ns[1], "c1", RecordType::A).is_none());
+    assert_eq!(addrs(&ask(&ns[0], "c3", RecordType::A)), [ip("10.88.0.4")]);
+    // A bad namespace: an error, and nothing recorded.
+    let _g = w.rt.enter();
+    assert!(svc.start("c9", Path::new("/run/netns/no-such-ns")).is_err());
+    assert_eq!(svc.served(), ["c1"]);
+}

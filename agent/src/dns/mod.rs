@@ -11,6 +11,11 @@
 //!    the [`ServerHandle`] while the namespace lives; the container's
 //!    resolv.conf is [`resolv_conf`]`(&[DNS_IP.into()], &search, true)`.
 //!
+//! [`DnsService`] bundles 1 and 3 (a resolver and a map of running servers).
+//! Containers sharing a namespace (`container:NAME`) share NAME's server.
+//! After an agent restart the new agent starts the servers again for the
+//! containers it finds (the old sockets died with the old process).
+//!
 //! Wire format is hickory-proto's; the matching rules are in [`table`].
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -21,6 +26,7 @@ mod conf;
 mod forward;
 mod resolver;
 mod server;
+mod service;
 pub mod table;
 #[doc(hidden)]
 pub mod testing;
@@ -34,6 +40,7 @@ pub use conf::{
 pub use forward::Transport;
 pub use resolver::{MAX_UDP_PAYLOAD, Resolver, ResolverConfig, arpa_addr};
 pub use server::{ServerHandle, serve, spawn_in_netns};
+pub use service::DnsService;
 pub use table::{Lookup, MemberInput, NameSnapshot, NetworkInput, Reverse};
 
 /// The address the resolver listens on inside every container, as Docker.

@@ -319,6 +319,43 @@ async fn answers_too_big_for_udp_come_back_truncated_and_whole_over_tcp() {
 }
 
 #[tokio::test]
+async fn dual_stack_members_answer_aaaa_and_ip6_ptr() {
+    let r = Resolver::new(ResolverConfig::default());
+    r.publish(NameSnapshot::new(&[net(
+        "v6net",
+        false,
+        vec![
+            MemberInput {
+                container_id: "a".into(),
+                name: "a".into(),
+                aliases: vec![],
+                ips: vec!["10.6.0.2".parse().unwrap(), "fd00:6::2".parse().unwrap()],
+            },
+            m("b", "b", &[], "10.6.0.3"),
+        ],
+    )]));
+    let msg = ask(&r, "b", "a", RecordType::AAAA).await;
+    assert_eq!(a_addrs(&msg), ["fd00:6::2".parse::<IpAddr>().unwrap()]);
+    let msg = ask(&r, "b", "a", RecordType::ANY).await;
+    assert_eq!(
+        a_addrs(&msg),
+        [
+            "10.6.0.2".parse::<IpAddr>().unwrap(),
+            "fd00:6::2".parse().unwrap()
+        ]
+    );
+    let arpa = "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.0.0.0.0.0.d.f.ip6.arpa.";
+    let msg = ask(&r, "b", arpa, RecordType::PTR).await;
+    match &msg.answers[..] {
+        [rec] => match &rec.data {
+            RData::PTR(p) => assert_eq!(p.0.to_ascii(), "a.v6net."),
+            o => panic!("{o:?}"),
+        },
+        o => panic!("{o:?}"),
+    }
+}
+
+#[tokio::test]
 async fn many_local_addresses_are_truncated_over_udp_and_whole_over_tcp() {
     let members: Vec<_> = (0..60)
         .map(|i| {
