@@ -2,10 +2,13 @@
 //!
 //! How the agent wires it in:
 //! 1. One [`Resolver`] per agent, made with the default upstreams
-//!    (`--dns-upstream`, else [`host_upstreams`] of the host's resolv.conf).
+//!    (`--dns-upstream`, else [`system_upstreams`]: the host's resolv.conf
+//!    without loopback servers), see [`upstream_addrs`].
 //! 2. After every change to its store, the agent builds a [`NameSnapshot`]
-//!    from its networks and members (plus [`NameSnapshot::with_upstreams`] for
-//!    `pier run --dns`) and calls [`Resolver::publish`]; the next query sees it.
+//!    from all its networks and members (the default bridge with
+//!    `names: false`, user-defined ones with `names: true`; plus
+//!    [`NameSnapshot::with_upstreams`] for `pier run --dns`) and calls
+//!    [`Resolver::publish`]; the next query sees it.
 //! 3. For each container namespace on a user-defined network, the agent calls
 //!    [`spawn_in_netns`] (from its runtime, in the host namespace) and keeps
 //!    the [`ServerHandle`] while the namespace lives; the container's
