@@ -1,0 +1,169 @@
+//! `pier_veth_in`: TC ingress of a container's host-side veth (what the
+//! container sends). In order: replies of published connections are
+//! reverse-translated and sent back out of the uplink (or into the client
+//! container, for hairpin); traffic to another pier network is dropped;
+//! hairpin to a published port is translated; `--internal` networks stop
+//! here; traffic leaving the host is masqueraded.
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, TC_ACT_OK},
+    helpers::bpf_get_prandom_u32,
+    macros::classifier,
+    programs::TcContext,
+};
+use pier_common::{
+    config::{NAT_PORT_MAX, NAT_PORT_MIN, NAT_PORT_TRIES},
+    ct::FlowKey,
+    drop::DropReason,
+    endpoint::{NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, UplinkVal},
+    nat::NatVal,
+};
+
+use crate::{
+    ct,
+    lookup::{count_port, endpoint, is_host_addr, network, published, subnet_of},
+    maps::{CT, SNAT_FWD, SNAT_REV, UPLINK},
+    nat,
+    parse::{self, Pkt},
+    programs::uplink_in::track,
+    redirect,
+    verdict::verdict,
+};
+
+#[classifier]
+pub fn pier_veth_in(ctx: TcContext) -> i32 {
+    verdict(&ctx, try_veth_in(&ctx))
+}
+
+#[inline(always)]
+fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
+    let Some(mut pkt) = parse::ipv4(ctx)? else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    // A reply of a published connection.
+    if pkt.has_ports()
+        && let Some(v) = CT.get_ptr_mut(&pkt.flow())
+    {
+        let now = ct::now();
+        let entry = unsafe {
+            (*v).flags = ct::next_flags((*v).flags, &pkt, true);
+            (*v).expires_ns = ct::expiry(now, &pkt, (*v).flags);
+            *v
+        };
+        nat::snat(ctx, &mut pkt, entry.orig_daddr_be, entry.orig_dport_be)?;
+        if entry.client_ifindex != 0 {
+            let client = endpoint(pkt.daddr).ok_or(DropReason::NoBackend)?;
+            return redirect::to_container(ctx, &client);
+        }
+        return redirect::to_uplink(entry.uplink_ifindex);
+    }
+    // Packets from an address pier does not know are left to the host.
+    let Some(src) = endpoint(pkt.saddr) else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    let Some(net) = network(src.network_id) else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    if let Some(dst_net) = subnet_of(pkt.daddr) {
+        if dst_net != src.network_id {
+            return Err(DropReason::Isolation);
+        }
+        if net.flags & NET_F_NO_ICC != 0
+            && pkt.daddr != net.gateway_be
+            && pkt.daddr != pkt.saddr
+            && endpoint(pkt.daddr).is_some()
+        {
+            return Err(DropReason::NoIcc);
+        }
+        return Ok(TC_ACT_OK as i32);
+    }
+    if net.flags & NET_F_INTERNAL != 0 {
+        return Err(DropReason::Internal);
+    }
+    // Hairpin: a container dialling a published port on a host address.
+    if pkt.has_ports()
+        && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto)
+    {
+        let backend = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        track(&pkt, port.backend_be, port.backend_port_be, ifindex, 0);
+        count_port(&key, ctx.len());
+        nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
+        return redirect::to_container(ctx, &backend);
+    }
+    if is_host_addr(pkt.daddr) || net.flags & NET_F_MASQUERADE == 0 {
+        return Ok(TC_ACT_OK as i32);
+    }
+    masquerade(ctx, &mut pkt)
+}
+
+#[inline(always)]
+fn masquerade(ctx: &TcContext, pkt: &mut Pkt) -> Result<i32, DropReason> {
+    if !pkt.has_ports() {
+        return Err(DropReason::NatUnsupported);
+    }
+    let Some(up) = UPLINK.get(0).copied() else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    if up.ifindex == 0 {
+        return Ok(TC_ACT_OK as i32);
+    }
+    let fkey = pkt.flow();
+    let now = ct::now();
+    let nat = match SNAT_FWD.get_ptr_mut(&fkey) {
+        Some(v) => unsafe {
+            (*v).flags = ct::next_flags((*v).flags, pkt, false);
+            (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
+            *v
+        },
+        None => allocate(&fkey, &up, pkt, now)?,
+    };
+    nat::snat(ctx, pkt, nat.addr_be, nat.port_be)?;
+    redirect::to_uplink(up.ifindex)
+}
+
+/// Pick a free source port on the uplink address for `fkey` and record both
+/// directions; the reverse entry is claimed first (`BPF_NOEXIST`), so two
+/// flows never share a port towards the same peer.
+#[inline(always)]
+fn allocate(fkey: &FlowKey, up: &UplinkVal, pkt: &Pkt, now: u64) -> Result<NatVal, DropReason> {
+    const RANGE: u32 = (NAT_PORT_MAX - NAT_PORT_MIN) as u32 + 1;
+    let start = unsafe { bpf_get_prandom_u32() };
+    let flags = ct::next_flags(0, pkt, false);
+    let expires_ns = ct::expiry(now, pkt, flags);
+    for i in 0..NAT_PORT_TRIES {
+        let port = (NAT_PORT_MIN as u32 + (start.wrapping_add(i) % RANGE)) as u16;
+        let port_be = port.to_be();
+        let rkey = FlowKey {
+            saddr_be: fkey.daddr_be,
+            daddr_be: up.addr_be,
+            sport_be: fkey.dport_be,
+            dport_be: port_be,
+            proto: fkey.proto,
+            _pad: [0; 3],
+        };
+        let rval = NatVal {
+            addr_be: fkey.saddr_be,
+            port_be: fkey.sport_be,
+            _pad: 0,
+            expires_ns,
+            flags,
+            _pad2: 0,
+        };
+        if SNAT_REV.insert(&rkey, &rval, BPF_NOEXIST as u64).is_ok() {
+            let fval = NatVal {
+                addr_be: up.addr_be,
+                port_be,
+                _pad: 0,
+                expires_ns,
+                flags,
+                _pad2: 0,
+            };
+            if SNAT_FWD.insert(fkey, &fval, 0).is_err() {
+                let _ = SNAT_REV.remove(&rkey);
+                return Err(DropReason::NatExhausted);
+            }
+            return Ok(fval);
+        }
+    }
+    Err(DropReason::NatExhausted)
+}
