@@ -90,16 +90,26 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
         return redirect::to_container(ctx, &backend);
     }
-    if is_host_addr(pkt.daddr) || net.flags & NET_F_MASQUERADE == 0 {
+    if is_host_addr(pkt.daddr) {
         return Ok(TC_ACT_OK as i32);
     }
-    masquerade(ctx, &mut pkt)
+    masquerade(ctx, &mut pkt, net.flags & NET_F_MASQUERADE != 0)
 }
 
+/// Leaving the host: with `masq`, rewrite the source to the uplink's address
+/// and an allocated port; without, record the flow unchanged (identity entry)
+/// so its replies pass the uplink's exposure check, and let it be routed.
 #[inline(always)]
-fn masquerade(ctx: &TcContext, pkt: &mut Pkt) -> Result<i32, DropReason> {
+fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropReason> {
     if !pkt.has_ports() {
-        return Err(DropReason::NatUnsupported);
+        if masq {
+            return Err(DropReason::NatUnsupported);
+        }
+        return Ok(TC_ACT_OK as i32);
+    }
+    if !masq {
+        track_routed(pkt);
+        return Ok(TC_ACT_OK as i32);
     }
     let Some(up) = UPLINK.get(0).copied() else {
         return Ok(TC_ACT_OK as i32);
@@ -119,6 +129,35 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt) -> Result<i32, DropReason> {
     };
     nat::snat(ctx, pkt, nat.addr_be, nat.port_be)?;
     redirect::to_uplink(up.ifindex)
+}
+
+/// Record a routed (not masqueraded) flow so its replies are let in.
+#[inline(always)]
+fn track_routed(pkt: &Pkt) {
+    let now = ct::now();
+    let fkey = pkt.flow();
+    let flags = match SNAT_FWD.get_ptr_mut(&fkey) {
+        Some(v) => unsafe { ct::next_flags((*v).flags, pkt, false) },
+        None => ct::next_flags(0, pkt, false),
+    };
+    let val = NatVal {
+        addr_be: pkt.saddr,
+        port_be: pkt.sport,
+        _pad: 0,
+        expires_ns: ct::expiry(now, pkt, flags),
+        flags,
+        _pad2: 0,
+    };
+    let rkey = FlowKey {
+        saddr_be: pkt.daddr,
+        daddr_be: pkt.saddr,
+        sport_be: pkt.dport,
+        dport_be: pkt.sport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    let _ = SNAT_FWD.insert(&fkey, &val, 0);
+    let _ = SNAT_REV.insert(&rkey, &val, 0);
 }
 
 /// Pick a free source port on the uplink address for `fkey` and record both

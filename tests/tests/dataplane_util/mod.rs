@@ -187,6 +187,11 @@ impl World {
             self.fw_host,
             "the host namespace's firewall changed"
         );
+        self.assert_machine_firewall_untouched();
+    }
+
+    /// Compare the machine's firewall with its state before the test.
+    pub fn assert_machine_firewall_untouched(&self) {
         assert_eq!(
             firewall_snapshot(None),
             self.fw_machine,
@@ -329,4 +334,38 @@ pub fn udp_ask(ns: &str, bind: Option<&str>, dst: &str, msg: &str) -> std::io::R
 /// The peer address part of a server answer.
 pub fn peer_ip(answer: &str) -> String {
     answer.split(':').next().unwrap_or_default().to_string()
+}
+
+/// Like [`tcp_ask`], from local port `src_port` (bound before connecting).
+pub fn tcp_ask_from(ns: &str, src_port: u16, dst: &str, msg: &str) -> std::io::Result<String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let dst: std::net::SocketAddrV4 = dst.parse().unwrap();
+    let msg = msg.to_string();
+    TestHost::in_netns(ns, move || {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let src = SockaddrIn::from(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, src_port));
+        bind(fd.as_raw_fd(), &src)?;
+        connect(fd.as_raw_fd(), &SockaddrIn::from(dst))?;
+        let mut s = TcpStream::from(fd);
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.write_all(format!("{msg}\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+}
+
+/// `ping -c1` from `ns`; true when answered.
+pub fn ping(ns: &str, dst: &str) -> bool {
+    TestHost::cmd_in(ns, "ping")
+        .args(["-c1", "-W2", dst])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
