@@ -36,7 +36,9 @@ pub struct CtVal {
     /// `bpf_ktime_get_ns` after which the entry may be retired.
     pub expires_ns: u64,
     pub flags: u32,
-    pub _pad2: u32,
+    /// A hairpin client dialling its own published port is seen by itself
+    /// as coming from the gateway; replies go back to this address. 0: none.
+    pub client_be: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<CtVal>() == 32);

@@ -15,8 +15,14 @@ use aya::programs::{
 
 use super::DataplaneError;
 
-fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneError {
-    DataplaneError::Other(format!("{what}: {e}"))
+fn err(what: impl std::fmt::Display, e: impl std::error::Error) -> DataplaneError {
+    let mut msg = format!("{what}: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    DataplaneError::Other(msg)
 }
 
 pub fn links_dir(bpffs_dir: &Path) -> PathBuf {
@@ -78,7 +84,8 @@ pub fn attach_cgroup(
     let what = || format!("attaching {prog_name} to {}", cgroup.display());
     let cg = File::open(cgroup).map_err(|e| err(what(), e))?;
     let id = prog
-        .attach(&cg, CgroupAttachMode::AllowMultiple)
+        // bpf_link_create takes no flags for cgroups; links are always multi.
+        .attach(&cg, CgroupAttachMode::Single)
         .map_err(|e| err(what(), e))?;
     let link = prog.take_link(id).map_err(|e| err(what(), e))?;
     let fd = FdLink::try_from(link).map_err(|e| err(what(), e))?;

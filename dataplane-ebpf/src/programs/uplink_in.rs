@@ -40,7 +40,7 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
         if let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto) {
             let ep = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
             let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-            track(&pkt, port.backend_be, port.backend_port_be, 0, ifindex);
+            track(&pkt, port.backend_be, port.backend_port_be, 0, ifindex, 0);
             count_port(&key, ctx.len());
             nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
             return redirect::to_container(ctx, &ep);
@@ -55,7 +55,14 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
 /// Create or refresh the conntrack entry of a published connection, keyed by
 /// its reply direction (backend → client).
 #[inline(always)]
-pub fn track(pkt: &parse::Pkt, backend: u32, backend_port: u16, client_ifindex: u32, uplink: u32) {
+pub fn track(
+    pkt: &parse::Pkt,
+    backend: u32,
+    backend_port: u16,
+    client_ifindex: u32,
+    uplink: u32,
+    client_be: u32,
+) {
     let key = pier_common::ct::FlowKey {
         saddr_be: backend,
         daddr_be: pkt.saddr,
@@ -83,7 +90,7 @@ pub fn track(pkt: &parse::Pkt, backend: u32, backend_port: u16, client_ifindex: 
         uplink_ifindex: uplink,
         expires_ns: ct::expiry(now, pkt, flags),
         flags,
-        _pad2: 0,
+        client_be,
     };
     let _ = CT.insert(&key, &val, 0);
 }

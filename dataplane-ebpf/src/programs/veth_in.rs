@@ -50,6 +50,10 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             *v
         };
         nat::snat(ctx, &mut pkt, entry.orig_daddr_be, entry.orig_dport_be)?;
+        if entry.client_be != 0 {
+            let dport = pkt.dport;
+            nat::dnat(ctx, &mut pkt, entry.client_be, dport)?;
+        }
         if entry.client_ifindex != 0 {
             let client = endpoint(pkt.daddr).ok_or(DropReason::NoBackend)?;
             return redirect::to_container(ctx, &client);
@@ -85,8 +89,27 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     {
         let backend = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
         let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-        track(&pkt, port.backend_be, port.backend_port_be, ifindex, 0);
         count_port(&key, ctx.len());
+        if port.backend_be == pkt.saddr {
+            // Its own published port: a packet from its own address would be
+            // a martian, so it comes from the gateway of the backend's network.
+            let gw = network(backend.network_id)
+                .ok_or(DropReason::NoBackend)?
+                .gateway_be;
+            let client = pkt.saddr;
+            let sport = pkt.sport;
+            nat::snat(ctx, &mut pkt, gw, sport)?;
+            track(
+                &pkt,
+                port.backend_be,
+                port.backend_port_be,
+                ifindex,
+                0,
+                client,
+            );
+        } else {
+            track(&pkt, port.backend_be, port.backend_port_be, ifindex, 0, 0);
+        }
         nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
         return redirect::to_container(ctx, &backend);
     }

@@ -250,12 +250,27 @@ pub fn spawn_in<T: Send + 'static>(
     })
 }
 
+/// Bind, retrying briefly on EADDRINUSE: a process forked by a parallel test
+/// holds copies of our sockets until it execs.
+fn bind_retrying<T>(f: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// A TCP server in `ns` on `port` answering `conns` connections: it reads one
 /// line and answers `<peer address>|<line>`. Joins to the peers it saw.
 pub fn tcp_server(ns: &str, port: u16, conns: usize) -> JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind server");
+        let l = bind_retrying(|| TcpListener::bind(("0.0.0.0", port))).expect("bind server");
         tx.send(()).unwrap();
         let mut peers = Vec::new();
         for _ in 0..conns {
@@ -297,7 +312,7 @@ pub fn tcp_ask(ns: &str, dst: &str, msg: &str) -> std::io::Result<String> {
 pub fn udp_server(ns: &str, port: u16, n: usize) -> JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp server");
+        let s = bind_retrying(|| UdpSocket::bind(("0.0.0.0", port))).expect("bind udp server");
         s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
         tx.send(()).unwrap();
         let mut peers = Vec::new();
@@ -368,4 +383,71 @@ pub fn ping(ns: &str, dst: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+impl World {
+    /// Connect an existing container namespace to another network with a
+    /// second interface `ifname` (host side `v<name>`).
+    pub fn connect(
+        &mut self,
+        ns: &str,
+        name: &str,
+        ifname: &str,
+        net: &NetworkSpec,
+        ip: &str,
+    ) -> Container {
+        let hns = self.host.host_ns.clone();
+        let host_ifname = format!("v{name}");
+        sh(&[
+            "ip",
+            "-n",
+            &hns,
+            "link",
+            "add",
+            &host_ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ifname,
+            "netns",
+            ns,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &hns,
+            "link",
+            "set",
+            &host_ifname,
+            "master",
+            &net.bridge,
+            "up",
+        ]);
+        let cidr = format!("{ip}/{}", net.subnet.prefix_len());
+        sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", ifname]);
+        sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+        let c = Container {
+            ip: ip.parse().unwrap(),
+            mac: mac_of(ns, ifname),
+            ns: ns.to_string(),
+            host_ifname,
+            network_id: net.id,
+        };
+        self.containers.push(c.clone());
+        c
+    }
+}
+
+/// The summed drop counter of `reason`.
+pub fn drops(
+    dp: &pier_agent::dataplane::EbpfDataplane,
+    reason: pier_common::drop::DropReason,
+) -> u64 {
+    dp.drop_counts()
+        .unwrap()
+        .into_iter()
+        .find(|(r, _)| *r == reason)
+        .map(|(_, c)| c.packets)
+        .unwrap_or(0)
 }
