@@ -12,7 +12,13 @@ pub const NAT_PORT_MAX: u16 = 65535;
 /// How many ports the allocator tries before giving up on a flow.
 pub const NAT_PORT_TRIES: u32 = 32;
 
-/// Conntrack lifetimes (nanoseconds, `bpf_ktime_get_ns` clock).
+/// Globals: conntrack lifetimes in nanoseconds (defaults below).
+pub const GLOBAL_CT_TCP_EST_NS: &str = "CT_TCP_EST_NS";
+pub const GLOBAL_CT_TCP_CLOSING_NS: &str = "CT_TCP_CLOSING_NS";
+pub const GLOBAL_CT_UDP_NS: &str = "CT_UDP_NS";
+pub const GLOBAL_CT_ICMP_NS: &str = "CT_ICMP_NS";
+
+/// Default conntrack lifetimes (nanoseconds, `bpf_ktime_get_ns` clock).
 pub const CT_TCP_ESTABLISHED_NS: u64 = 6 * 3600 * 1_000_000_000;
 pub const CT_TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
 pub const CT_UDP_NS: u64 = 60 * 1_000_000_000;

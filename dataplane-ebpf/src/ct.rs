@@ -1,12 +1,25 @@
 //! Connection tracking: lifetimes and TCP close detection shared by the
 //! publishing conntrack (`PIER_CT`) and masquerade (`PIER_SNAT_*`).
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{Global, helpers::bpf_ktime_get_ns};
 use pier_common::{
-    config::{CT_ICMP_NS, CT_TCP_CLOSING_NS, CT_TCP_ESTABLISHED_NS, CT_UDP_NS},
+    config::{
+        CT_ICMP_NS as CT_ICMP_DEFAULT, CT_TCP_CLOSING_NS as CT_TCP_CLOSING_DEFAULT,
+        CT_TCP_ESTABLISHED_NS, CT_UDP_NS as CT_UDP_DEFAULT,
+    },
     ct::{CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_RST},
 };
 
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Pkt, TCP_FIN, TCP_RST, TCP_SYN};
+
+// Lifetimes, overridable at load time (names in `pier_common::config`).
+#[unsafe(no_mangle)]
+static CT_TCP_EST_NS: Global<u64> = Global::new(CT_TCP_ESTABLISHED_NS);
+#[unsafe(no_mangle)]
+static CT_TCP_CLOSING_NS: Global<u64> = Global::new(CT_TCP_CLOSING_DEFAULT);
+#[unsafe(no_mangle)]
+static CT_UDP_NS: Global<u64> = Global::new(CT_UDP_DEFAULT);
+#[unsafe(no_mangle)]
+static CT_ICMP_NS: Global<u64> = Global::new(CT_ICMP_DEFAULT);
 
 #[inline(always)]
 pub fn now() -> u64 {
@@ -38,9 +51,9 @@ pub fn next_flags(flags: u32, pkt: &Pkt, reply: bool) -> u32 {
 #[inline(always)]
 pub fn expiry(now: u64, pkt: &Pkt, flags: u32) -> u64 {
     now + match pkt.proto {
-        IPPROTO_TCP if flags != 0 => CT_TCP_CLOSING_NS,
-        IPPROTO_TCP => CT_TCP_ESTABLISHED_NS,
-        IPPROTO_UDP => CT_UDP_NS,
-        _ => CT_ICMP_NS,
+        IPPROTO_TCP if flags != 0 => CT_TCP_CLOSING_NS.load(),
+        IPPROTO_TCP => CT_TCP_EST_NS.load(),
+        IPPROTO_UDP => CT_UDP_NS.load(),
+        _ => CT_ICMP_NS.load(),
     }
 }

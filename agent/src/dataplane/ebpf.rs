@@ -6,6 +6,7 @@ use std::{
     net::Ipv4Addr,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use aya::{
@@ -17,7 +18,7 @@ use aya::{
     programs::{CgroupSockAddr, ProgramError, SchedClassifier},
 };
 use pier_common::{
-    config::GLOBAL_HOST_NETNS_COOKIE,
+    config::{self, GLOBAL_HOST_NETNS_COOKIE},
     ct::{CtVal, FlowKey},
     drop::DropReason,
     endpoint::{
@@ -72,6 +73,28 @@ fn port_id(p: &PortSpec) -> PortId {
     (p.host_ip, p.proto, p.host_port)
 }
 
+/// Conntrack lifetimes (set at load time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtTimeouts {
+    pub tcp_established: Duration,
+    /// After a FIN or RST.
+    pub tcp_closing: Duration,
+    /// Idle UDP flows.
+    pub udp: Duration,
+    pub icmp: Duration,
+}
+
+impl Default for CtTimeouts {
+    fn default() -> Self {
+        CtTimeouts {
+            tcp_established: Duration::from_nanos(config::CT_TCP_ESTABLISHED_NS),
+            tcp_closing: Duration::from_nanos(config::CT_TCP_CLOSING_NS),
+            udp: Duration::from_nanos(config::CT_UDP_NS),
+            icmp: Duration::from_nanos(config::CT_ICMP_NS),
+        }
+    }
+}
+
 /// Conntrack sizes, for `gc_conntrack` and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CtCounts {
@@ -89,6 +112,7 @@ pub struct EbpfDataplane {
     veths: BTreeMap<String, PathBuf>,
     reservations: BTreeMap<PortId, OwnedFd>,
     applied: DesiredState,
+    timeouts: CtTimeouts,
 }
 
 impl EbpfDataplane {
@@ -99,7 +123,14 @@ impl EbpfDataplane {
             veths: BTreeMap::new(),
             reservations: BTreeMap::new(),
             applied: DesiredState::default(),
+            timeouts: CtTimeouts::default(),
         }
+    }
+
+    /// Use these conntrack lifetimes (before `start`).
+    pub fn with_ct_timeouts(mut self, t: CtTimeouts) -> Self {
+        self.timeouts = t;
+        self
     }
 
     pub fn config(&self) -> &DataplaneConfig {
@@ -601,6 +632,27 @@ impl EbpfDataplane {
         Ok(out)
     }
 
+    /// Run `program` once on `packet` with `BPF_PROG_TEST_RUN`; returns the
+    /// program's verdict and the packet as it left.
+    pub fn test_run(
+        &mut self,
+        program: &str,
+        packet: &[u8],
+    ) -> Result<(u32, Vec<u8>), DataplaneError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let prog = self.classifier(program)?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .map_err(|e| err(program, e))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
     /// Host-side veths that currently have `pier_veth_in` attached.
     pub fn attached_veths(&self) -> Vec<String> {
         self.veths.keys().cloned().collect()
@@ -696,9 +748,21 @@ impl Dataplane for EbpfDataplane {
         std::fs::create_dir_all(attach::links_dir(&self.cfg.bpffs_dir))
             .map_err(|e| err("links dir", e))?;
         let cookie = sys::netns_cookie()?;
+        let t = self.timeouts;
+        let ns = |d: Duration| d.as_nanos() as u64;
+        let (est, closing, udp, icmp) = (
+            ns(t.tcp_established),
+            ns(t.tcp_closing),
+            ns(t.udp),
+            ns(t.icmp),
+        );
         let mut bpf = EbpfLoader::new()
             .default_map_pin_directory(&self.cfg.bpffs_dir)
             .override_global(GLOBAL_HOST_NETNS_COOKIE, &cookie, true)
+            .override_global(config::GLOBAL_CT_TCP_EST_NS, &est, true)
+            .override_global(config::GLOBAL_CT_TCP_CLOSING_NS, &closing, true)
+            .override_global(config::GLOBAL_CT_UDP_NS, &udp, true)
+            .override_global(config::GLOBAL_CT_ICMP_NS, &icmp, true)
             .load(EBPF_OBJECT)
             .map_err(|e| err("loading the eBPF object", e))?;
         Self::load_programs(&mut bpf)?;

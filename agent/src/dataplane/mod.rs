@@ -13,7 +13,7 @@ pub mod ebpf;
 mod reserve;
 pub mod sys;
 
-pub use ebpf::EbpfDataplane;
+pub use ebpf::{CtCounts, CtTimeouts, EbpfDataplane};
 
 /// The ELF object of `dataplane-ebpf`, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PIER_EBPF_OBJECT"));
