@@ -43,6 +43,17 @@ fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneErro
     DataplaneError::Other(format!("{what}: {e}"))
 }
 
+/// Like [`err`], with the error's sources.
+fn err_chain(what: impl std::fmt::Display, e: impl std::error::Error) -> DataplaneError {
+    let mut msg = format!("{what}: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    DataplaneError::Other(msg)
+}
+
 /// `_be` form of an address: its bytes in packet order.
 pub fn addr_be(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
@@ -648,7 +659,7 @@ impl EbpfDataplane {
                 data_out: Some(&mut out),
                 ..Default::default()
             })
-            .map_err(|e| err(program, e))?;
+            .map_err(|e| err_chain(program, e))?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out))
     }
@@ -764,7 +775,7 @@ impl Dataplane for EbpfDataplane {
             .override_global(config::GLOBAL_CT_UDP_NS, &udp, true)
             .override_global(config::GLOBAL_CT_ICMP_NS, &icmp, true)
             .load(EBPF_OBJECT)
-            .map_err(|e| err("loading the eBPF object", e))?;
+            .map_err(|e| err_chain("loading the eBPF object", e))?;
         Self::load_programs(&mut bpf)?;
         self.bpf = Some(bpf);
         // Forwarding for networks without masquerade (routed through the host).
