@@ -224,10 +224,20 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
         assert_eq!((v, &out[..]), (TC_ACT_OK, &f[..]), "first fragment");
         let mut later = Frame::new(17, OUTSIDE, C1, 0, 0);
         later.frag = 0x0010; // offset 128
-        assert_eq!(run(up, &later.build()).0, TC_ACT_SHOT, "fragment to a container");
+        assert_eq!(
+            run(up, &later.build()).0,
+            TC_ACT_SHOT,
+            "fragment to a container"
+        );
         // Unknown protocol (GRE).
-        assert_eq!(run(up, &Frame::new(47, OUTSIDE, HOST, 0, 0).build()).0, TC_ACT_OK);
-        assert_eq!(run(up, &Frame::new(47, OUTSIDE, C1, 0, 0).build()).0, TC_ACT_SHOT);
+        assert_eq!(
+            run(up, &Frame::new(47, OUTSIDE, HOST, 0, 0).build()).0,
+            TC_ACT_OK
+        );
+        assert_eq!(
+            run(up, &Frame::new(47, OUTSIDE, C1, 0, 0).build()).0,
+            TC_ACT_SHOT
+        );
         // Not IPv4 at all: ARP passes untouched.
         let mut arp = good[..42].to_vec();
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
@@ -245,13 +255,19 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
             assert_checksums(&out);
         }
         // …and drops what it cannot translate.
-        assert_eq!(run(veth, &Frame::new(47, C1, OUTSIDE, 0, 0).build()).0, TC_ACT_SHOT);
+        assert_eq!(
+            run(veth, &Frame::new(47, C1, OUTSIDE, 0, 0).build()).0,
+            TC_ACT_SHOT
+        );
         let mut frag = Frame::new(17, C1, OUTSIDE, 4000, 53);
         frag.frag = 0x2000;
         assert_eq!(run(veth, &frag.build()).0, TC_ACT_SHOT);
         // Within the network, anything passes.
         let peer = [10, 106, 0, 9];
-        assert_eq!(run(veth, &Frame::new(47, C1, peer, 0, 0).build()).0, TC_ACT_OK);
+        assert_eq!(
+            run(veth, &Frame::new(47, C1, peer, 0, 0).build()).0,
+            TC_ACT_OK
+        );
 
         assert_eq!(
             drops(&dp, DropReason::Malformed),
@@ -261,6 +277,60 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
         assert_eq!(drops(&dp, DropReason::NotPublished), 2);
         assert_eq!(drops(&dp, DropReason::NatUnsupported), 2);
         dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
+
+/// The embedded object with the first instruction of `program` replaced by
+/// `exit` (the rest is unreachable: the verifier must refuse it).
+fn broken_object(program: &str) -> Vec<u8> {
+    let mut elf = pier_agent::dataplane::EBPF_OBJECT.to_vec();
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap()) as usize;
+    let (shoff, shentsize, shnum) = (u64_at(&elf, 0x28), u16_at(&elf, 0x3a), u16_at(&elf, 0x3c));
+    let sh = |i: usize| shoff + i * shentsize;
+    let symtab = (0..shnum)
+        .find(|&i| u32_at(&elf, sh(i) + 4) == 2)
+        .expect("a symbol table");
+    let (sym_off, sym_size) = (
+        u64_at(&elf, sh(symtab) + 0x18),
+        u64_at(&elf, sh(symtab) + 0x20),
+    );
+    let strtab = u32_at(&elf, sh(symtab) + 0x28);
+    let str_off = u64_at(&elf, sh(strtab) + 0x18);
+    for s in (sym_off..sym_off + sym_size).step_by(24) {
+        let name_off = str_off + u32_at(&elf, s);
+        let end = name_off + elf[name_off..].iter().position(|&b| b == 0).unwrap();
+        if &elf[name_off..end] == program.as_bytes() {
+            let shndx = u16_at(&elf, s + 6);
+            let at = u64_at(&elf, sh(shndx) + 0x18) + u64_at(&elf, s + 8);
+            elf[at..at + 8].copy_from_slice(&[0x95, 0, 0, 0, 0, 0, 0, 0]);
+            return elf;
+        }
+    }
+    panic!("symbol {program} not found");
+}
+
+#[test]
+fn a_verifier_rejection_names_the_program_and_leaves_its_log_in_a_file() {
+    require_root!();
+    let w = World::new(false);
+    let cfg = w.config();
+    let bpffs = cfg.bpffs_dir.clone();
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg).with_object(broken_object(programs::UPLINK_IN));
+        let e = dp.start().expect_err("the verifier refuses the program");
+        let pier_agent::dataplane::DataplaneError::Verifier { program, msg, log } = &e else {
+            panic!("not a verifier error: {e}");
+        };
+        assert_eq!(program, programs::UPLINK_IN);
+        assert!(!msg.is_empty());
+        let text = std::fs::read_to_string(log).expect("the log file");
+        assert!(text.contains("unreachable insn"), "{text}");
+        std::fs::remove_file(log).unwrap();
+        // Nothing half-made: no map or link pins.
+        assert!(!bpffs.exists(), "pins left after a failed start");
     });
     w.assert_firewalls_untouched();
 }

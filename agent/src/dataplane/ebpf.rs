@@ -124,6 +124,8 @@ pub struct EbpfDataplane {
     reservations: BTreeMap<PortId, OwnedFd>,
     applied: DesiredState,
     timeouts: CtTimeouts,
+    /// Another ELF object than [`EBPF_OBJECT`] (tests).
+    object: Option<Vec<u8>>,
 }
 
 impl EbpfDataplane {
@@ -135,7 +137,14 @@ impl EbpfDataplane {
             reservations: BTreeMap::new(),
             applied: DesiredState::default(),
             timeouts: CtTimeouts::default(),
+            object: None,
         }
+    }
+
+    /// Load this ELF object instead of the embedded one (tests).
+    pub fn with_object(mut self, object: Vec<u8>) -> Self {
+        self.object = Some(object);
+        self
     }
 
     /// Use these conntrack lifetimes (before `start`).
@@ -643,6 +652,73 @@ impl EbpfDataplane {
         Ok(out)
     }
 
+    fn start_inner(&mut self) -> Result<(), DataplaneError> {
+        sys::raise_nofile();
+        sys::ensure_bpffs(&self.cfg.bpffs_dir)?;
+
+        std::fs::create_dir_all(attach::links_dir(&self.cfg.bpffs_dir))
+            .map_err(|e| err("links dir", e))?;
+        let cookie = sys::netns_cookie()?;
+        let t = self.timeouts;
+        let ns = |d: Duration| d.as_nanos() as u64;
+        let (est, closing, udp, icmp) = (
+            ns(t.tcp_established),
+            ns(t.tcp_closing),
+            ns(t.udp),
+            ns(t.icmp),
+        );
+        let mut bpf = EbpfLoader::new()
+            .default_map_pin_directory(&self.cfg.bpffs_dir)
+            .override_global(GLOBAL_HOST_NETNS_COOKIE, &cookie, true)
+            .override_global(config::GLOBAL_CT_TCP_EST_NS, &est, true)
+            .override_global(config::GLOBAL_CT_TCP_CLOSING_NS, &closing, true)
+            .override_global(config::GLOBAL_CT_UDP_NS, &udp, true)
+            .override_global(config::GLOBAL_CT_ICMP_NS, &icmp, true)
+            .load(&aligned(self.object.as_deref().unwrap_or(EBPF_OBJECT)))
+            .map_err(|e| err_chain("loading the eBPF object", e))?;
+        Self::load_programs(&mut bpf)?;
+        self.bpf = Some(bpf);
+        // Forwarding for networks without masquerade (routed through the host).
+        sys::set_sysctl("net.ipv4.ip_forward", "1")?;
+        self.sync_host()?;
+        let dir = self.cfg.bpffs_dir.clone();
+        for up in self.cfg.uplinks.clone() {
+            let pin = attach::tc_pin(&dir, programs::UPLINK_IN, &up);
+            let prog = self.classifier(programs::UPLINK_IN)?;
+            attach::attach_tc(prog, programs::UPLINK_IN, &up, &pin)?;
+        }
+        // Host-side veths attached by a previous run: keep them, the next sync
+        // swaps their programs or detaches them.
+        if let Ok(rd) = std::fs::read_dir(attach::links_dir(&dir)) {
+            let prefix = format!("tc_{}_", programs::VETH_IN);
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(ifname) = name.strip_prefix(&prefix) {
+                    let prog = self.classifier(programs::VETH_IN)?;
+                    let pin = e.path();
+                    if attach::attach_tc(prog, programs::VETH_IN, ifname, &pin).is_ok() {
+                        self.veths.insert(ifname.to_string(), pin);
+                    } else {
+                        attach::detach_pin(&pin);
+                    }
+                }
+            }
+        }
+        if let Some(cg) = self.cfg.cgroup.clone() {
+            for name in programs::SOCK_HOOKS {
+                let pin = attach::cg_pin(&dir, name);
+                let prog: &mut CgroupSockAddr = self
+                    .bpf()?
+                    .program_mut(name)
+                    .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
+                    .try_into()
+                    .map_err(|e| err(name, e))?;
+                attach::attach_cgroup(prog, name, &cg, &pin)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Run `program` once on `packet` with `BPF_PROG_TEST_RUN`; returns the
     /// program's verdict and the packet as it left.
     pub fn test_run(
@@ -695,6 +771,32 @@ impl EbpfDataplane {
         } else {
             Err(DataplaneError::Other(errors.join("; ")))
         }
+    }
+}
+
+/// A copy of `bytes` at 8-byte alignment (ELF parsing needs it).
+fn aligned(bytes: &[u8]) -> AlignedBytes {
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    // SAFETY: the u64 buffer is at least bytes.len() long.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast(), bytes.len());
+    }
+    AlignedBytes {
+        words,
+        len: bytes.len(),
+    }
+}
+
+struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl std::ops::Deref for AlignedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `words` holds `len` initialised bytes.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), self.len) }
     }
 }
 
@@ -754,71 +856,18 @@ impl Dataplane for EbpfDataplane {
         if self.bpf.is_some() {
             return Ok(());
         }
-        sys::raise_nofile();
-        sys::ensure_bpffs(&self.cfg.bpffs_dir)?;
-        std::fs::create_dir_all(attach::links_dir(&self.cfg.bpffs_dir))
-            .map_err(|e| err("links dir", e))?;
-        let cookie = sys::netns_cookie()?;
-        let t = self.timeouts;
-        let ns = |d: Duration| d.as_nanos() as u64;
-        let (est, closing, udp, icmp) = (
-            ns(t.tcp_established),
-            ns(t.tcp_closing),
-            ns(t.udp),
-            ns(t.icmp),
-        );
-        let mut bpf = EbpfLoader::new()
-            .default_map_pin_directory(&self.cfg.bpffs_dir)
-            .override_global(GLOBAL_HOST_NETNS_COOKIE, &cookie, true)
-            .override_global(config::GLOBAL_CT_TCP_EST_NS, &est, true)
-            .override_global(config::GLOBAL_CT_TCP_CLOSING_NS, &closing, true)
-            .override_global(config::GLOBAL_CT_UDP_NS, &udp, true)
-            .override_global(config::GLOBAL_CT_ICMP_NS, &icmp, true)
-            .load(EBPF_OBJECT)
-            .map_err(|e| err_chain("loading the eBPF object", e))?;
-        Self::load_programs(&mut bpf)?;
-        self.bpf = Some(bpf);
-        // Forwarding for networks without masquerade (routed through the host).
-        sys::set_sysctl("net.ipv4.ip_forward", "1")?;
-        self.sync_host()?;
-        let dir = self.cfg.bpffs_dir.clone();
-        for up in self.cfg.uplinks.clone() {
-            let pin = attach::tc_pin(&dir, programs::UPLINK_IN, &up);
-            let prog = self.classifier(programs::UPLINK_IN)?;
-            attach::attach_tc(prog, programs::UPLINK_IN, &up, &pin)?;
-        }
-        // Host-side veths attached by a previous run: keep them, the next sync
-        // swaps their programs or detaches them.
-        if let Ok(rd) = std::fs::read_dir(attach::links_dir(&dir)) {
-            let prefix = format!("tc_{}_", programs::VETH_IN);
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(ifname) = name.strip_prefix(&prefix) {
-                    let prog = self.classifier(programs::VETH_IN)?;
-                    let pin = e.path();
-                    if attach::attach_tc(prog, programs::VETH_IN, ifname, &pin).is_ok() {
-                        self.veths.insert(ifname.to_string(), pin);
-                    } else {
-                        attach::detach_pin(&pin);
-                    }
-                }
+        let fresh = !self.cfg.bpffs_dir.exists();
+        let r = self.start_inner();
+        if r.is_err() {
+            // Nothing half-made: drop what this start loaded, and the pins
+            // too when the directory is ours (a previous run's stay).
+            self.bpf = None;
+            if fresh {
+                let _ = self.remove_all();
             }
         }
-        if let Some(cg) = self.cfg.cgroup.clone() {
-            for name in programs::SOCK_HOOKS {
-                let pin = attach::cg_pin(&dir, name);
-                let prog: &mut CgroupSockAddr = self
-                    .bpf()?
-                    .program_mut(name)
-                    .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
-                    .try_into()
-                    .map_err(|e| err(name, e))?;
-                attach::attach_cgroup(prog, name, &cg, &pin)?;
-            }
-        }
-        Ok(())
+        r
     }
-
     fn sync(&mut self, desired: &DesiredState) -> Result<(), DataplaneError> {
         if self.bpf.is_none() {
             return Err(DataplaneError::Other("the dataplane is not started".into()));
