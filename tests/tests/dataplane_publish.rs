@@ -238,3 +238,34 @@ fn the_same_port_twice_or_a_port_held_by_a_host_process_is_refused() {
     });
     w.assert_firewalls_untouched();
 }
+
+#[test]
+fn port_stats_count_exactly_what_each_published_port_carried() {
+    require_root!();
+    let mut w = World::new(false);
+    let net = w.network(1, "10.107.0.0/24");
+    let c1 = w.container("c1", &net, "10.107.0.2");
+    let out = w.host.outside_ns.clone();
+    let desired = w.desired(vec![udp(8083, c1.ip, 9090), udp(8084, c1.ip, 9091)]);
+    let cfg = w.config();
+    const N: usize = 25;
+    const LEN: usize = 300;
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        let u = udp_server(&c1.ns, 9090, N);
+        pier_tests::net::send_udp(&out, &format!("{HOST_UPLINK_IP}:8083"), N, LEN);
+        assert_eq!(u.join().unwrap().len(), N, "every datagram arrived");
+        let stats = dp.port_stats().unwrap();
+        assert_eq!(stats.len(), 2);
+        let s8083 = stats.iter().find(|s| s.port.host_port == 8083).unwrap();
+        let s8084 = stats.iter().find(|s| s.port.host_port == 8084).unwrap();
+        assert_eq!(s8083.packets, N as u64);
+        // Ethernet 14 + IPv4 20 + UDP 8 + payload, as seen on the uplink.
+        assert_eq!(s8083.bytes, (N * (14 + 20 + 8 + LEN)) as u64);
+        assert_eq!((s8084.packets, s8084.bytes), (0, 0));
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
