@@ -132,3 +132,120 @@ fn a_new_dataplane_on_the_same_pins_takes_over_without_cutting_connections() {
     assert!(!w.host.bpffs_dir.exists());
     w.assert_firewalls_untouched();
 }
+
+/// Not a test on its own: the "agent" process that
+/// `a_killed_agent_leaves_the_dataplane_working` starts and SIGKILLs. It
+/// builds its dataplane from `PIER_DP_CHILD` and waits to be killed.
+#[test]
+#[ignore = "helper process of a_killed_agent_leaves_the_dataplane_working"]
+fn child_agent() {
+    let Ok(spec) = std::env::var("PIER_DP_CHILD") else {
+        return;
+    };
+    let f: Vec<&str> = spec.split(',').collect();
+    let [host_ns, bpffs, bridge, subnet, ip, mac, ifname] = f[..] else {
+        panic!("bad PIER_DP_CHILD {spec}");
+    };
+    let fd = std::fs::File::open(format!("/run/netns/{host_ns}")).unwrap();
+    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let subnet: ipnet::Ipv4Net = subnet.parse().unwrap();
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    let mut m = [0u8; 6];
+    for (i, b) in mac.split(':').enumerate() {
+        m[i] = u8::from_str_radix(b, 16).unwrap();
+    }
+    let desired = pier_agent::dataplane::DesiredState {
+        networks: vec![pier_agent::dataplane::NetworkSpec {
+            id: 1,
+            bridge: bridge.into(),
+            subnet,
+            gateway: subnet.hosts().next().unwrap(),
+            internal: false,
+            icc: true,
+            masquerade: true,
+        }],
+        endpoints: vec![pier_agent::dataplane::EndpointSpec {
+            network_id: 1,
+            ip,
+            mac: m,
+            host_ifname: ifname.into(),
+        }],
+        ports: vec![tcp(8081, ip, 8080)],
+    };
+    let mut dp = EbpfDataplane::new(pier_agent::dataplane::DataplaneConfig {
+        bpffs_dir: bpffs.into(),
+        uplinks: vec!["uplink0".into()],
+        cgroup: None,
+    });
+    dp.start().unwrap();
+    dp.sync(&desired).unwrap();
+    println!("PIER-CHILD-READY");
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn a_killed_agent_leaves_the_dataplane_working() {
+    require_root!();
+    use std::io::BufRead;
+    let mut w = World::new(false);
+    let net = w.network(1, "10.108.0.0/24");
+    let c1 = w.container("c1", &net, "10.108.0.2");
+    let out = w.host.outside_ns.clone();
+    let desired = w.desired(vec![tcp(8081, c1.ip, 8080)]);
+    let cfg = w.config();
+    let mac = c1
+        .mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let spec = format!(
+        "{},{},{},{},{},{},{}",
+        w.host.host_ns,
+        cfg.bpffs_dir.display(),
+        net.bridge,
+        net.subnet,
+        c1.ip,
+        mac,
+        c1.host_ifname
+    );
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["child_agent", "--exact", "--ignored", "--nocapture"])
+        .env("PIER_DP_CHILD", spec)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.map(|l| l == "PIER-CHILD-READY").unwrap_or(false)),
+        "the child agent did not come up"
+    );
+
+    let published = sink(&c1.ns, 8080);
+    let outbound = sink(&out, 7000);
+    let t1 = slow_send(&out, &format!("{HOST_UPLINK_IP}:8081"));
+    let t2 = slow_send(&c1.ns, &format!("{OUTSIDE_IP}:7000"));
+    std::thread::sleep(Duration::from_millis(400));
+    // SIGKILL: no destructor runs.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("restart after SIGKILL");
+        dp.sync(&desired).expect("sync");
+        assert_eq!(t1.join().unwrap(), expected(), "published transfer");
+        assert_eq!(t2.join().unwrap(), expected(), "masqueraded transfer");
+        published.join().unwrap();
+        outbound.join().unwrap();
+        let s = tcp_server(&c1.ns, 8080, 1);
+        let a = tcp_ask(&out, &format!("{HOST_UPLINK_IP}:8081"), "new").expect("new conn");
+        assert_eq!(peer_ip(&a), OUTSIDE_IP);
+        s.join().unwrap();
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
