@@ -12,7 +12,7 @@ use crate::maps::{ENDPOINTS, HOST_ADDRS, NETWORKS, PORT_STATS, PORTS, SUBNETS};
 #[inline(always)]
 pub fn is_host_addr(addr: u32) -> bool {
     // First octet 127, as the bytes sit in memory.
-    addr.to_ne_bytes()[0] == 127 || unsafe { HOST_ADDRS.get(&addr) }.is_some()
+    addr.to_ne_bytes()[0] == 127 || unsafe { HOST_ADDRS.get(addr) }.is_some()
 }
 
 /// The published port `(addr, port, proto)` leads to, if any: a binding to
@@ -25,14 +25,14 @@ pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, PortVal)> 
         proto,
         _pad: 0,
     };
-    if let Some(v) = unsafe { PORTS.get(&key) } {
+    if let Some(v) = unsafe { PORTS.get(key) } {
         return Some((key, *v));
     }
     if !is_host_addr(addr) {
         return None;
     }
     key.addr_be = 0;
-    unsafe { PORTS.get(&key) }.map(|v| (key, *v))
+    unsafe { PORTS.get(key) }.map(|v| (key, *v))
 }
 
 #[inline(always)]
@@ -49,12 +49,12 @@ pub fn count_port(key: &PortKey, len: u32) {
 
 #[inline(always)]
 pub fn endpoint(addr: u32) -> Option<EndpointVal> {
-    unsafe { ENDPOINTS.get(&addr) }.copied()
+    unsafe { ENDPOINTS.get(addr) }.copied()
 }
 
 #[inline(always)]
 pub fn network(id: u32) -> Option<NetworkVal> {
-    unsafe { NETWORKS.get(&id) }.copied()
+    unsafe { NETWORKS.get(id) }.copied()
 }
 
 /// The pier network whose subnet holds `addr`.

@@ -53,7 +53,7 @@ pub fn to_backend(ctx: &SockAddrContext) {
         port_be: port,
         _pad: 0,
     };
-    if SOCK_NAT.insert(&key, &val, 0).is_err() {
+    if SOCK_NAT.insert(key, val, 0).is_err() {
         return;
     }
     unsafe {
@@ -78,7 +78,7 @@ pub fn to_dialled(ctx: &SockAddrContext) {
             _pad: 0,
         }
     };
-    if let Some(v) = unsafe { SOCK_NAT.get(&key) } {
+    if let Some(v) = unsafe { SOCK_NAT.get(key) } {
         unsafe {
             (*sa).user_ip4 = v.addr_be;
             (*sa).user_port = v.port_be as u32;

@@ -18,7 +18,7 @@ pub fn verdict(ctx: &TcContext, r: Result<i32, DropReason>) -> i32 {
                     (*c).bytes += ctx.len() as u64;
                 }
             }
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }

@@ -21,11 +21,11 @@ pub fn pier_uplink_in(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(mut pkt) = parse::ipv4(ctx)? else {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     };
     if pkt.has_ports() {
         // A reply to a masqueraded flow.
-        if let Some(v) = SNAT_REV.get_ptr_mut(&pkt.flow()) {
+        if let Some(v) = SNAT_REV.get_ptr_mut(pkt.flow()) {
             let now = ct::now();
             let (addr, port) = unsafe {
                 (*v).flags = ct::next_flags((*v).flags, &pkt, true);
@@ -49,7 +49,7 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     if subnet_of(pkt.daddr).is_some() {
         return Err(DropReason::NotPublished);
     }
-    Ok(TC_ACT_OK as i32)
+    Ok(TC_ACT_OK)
 }
 
 /// Create or refresh the conntrack entry of a published connection, keyed by
@@ -72,7 +72,7 @@ pub fn track(
         _pad: [0; 3],
     };
     let now = ct::now();
-    if let Some(v) = CT.get_ptr_mut(&key) {
+    if let Some(v) = CT.get_ptr_mut(key) {
         unsafe {
             if (*v).orig_daddr_be == pkt.daddr && (*v).orig_dport_be == pkt.dport {
                 (*v).flags = ct::next_flags((*v).flags, pkt, false);
@@ -92,5 +92,5 @@ pub fn track(
         flags,
         client_be,
     };
-    let _ = CT.insert(&key, &val, 0);
+    let _ = CT.insert(key, val, 0);
 }

@@ -37,11 +37,11 @@ pub fn pier_veth_in(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(mut pkt) = parse::ipv4(ctx)? else {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     };
     // A reply of a published connection.
     if pkt.has_ports()
-        && let Some(v) = CT.get_ptr_mut(&pkt.flow())
+        && let Some(v) = CT.get_ptr_mut(pkt.flow())
     {
         let now = ct::now();
         let entry = unsafe {
@@ -62,10 +62,10 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     // Packets from an address pier does not know are left to the host.
     let Some(src) = endpoint(pkt.saddr) else {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     };
     let Some(net) = network(src.network_id) else {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     };
     if let Some(dst_net) = subnet_of(pkt.daddr) {
         if dst_net != src.network_id {
@@ -78,7 +78,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         {
             return Err(DropReason::NoIcc);
         }
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     }
     if net.flags & NET_F_INTERNAL != 0 {
         return Err(DropReason::Internal);
@@ -114,7 +114,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         return redirect::to_container(ctx, &backend);
     }
     if is_host_addr(pkt.daddr) {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     }
     masquerade(ctx, &mut pkt, net.flags & NET_F_MASQUERADE != 0)
 }
@@ -128,21 +128,21 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
         if masq {
             return Err(DropReason::NatUnsupported);
         }
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     }
     if !masq {
         track_routed(pkt);
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     }
     let Some(up) = UPLINK.get(0).copied() else {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     };
     if up.ifindex == 0 {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     }
     let fkey = pkt.flow();
     let now = ct::now();
-    let nat = match SNAT_FWD.get_ptr_mut(&fkey) {
+    let nat = match SNAT_FWD.get_ptr_mut(fkey) {
         Some(v) => unsafe {
             (*v).flags = ct::next_flags((*v).flags, pkt, false);
             (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
@@ -159,7 +159,7 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
 fn track_routed(pkt: &Pkt) {
     let now = ct::now();
     let fkey = pkt.flow();
-    let flags = match SNAT_FWD.get_ptr_mut(&fkey) {
+    let flags = match SNAT_FWD.get_ptr_mut(fkey) {
         Some(v) => unsafe { ct::next_flags((*v).flags, pkt, false) },
         None => ct::next_flags(0, pkt, false),
     };
@@ -179,8 +179,8 @@ fn track_routed(pkt: &Pkt) {
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    let _ = SNAT_FWD.insert(&fkey, &val, 0);
-    let _ = SNAT_REV.insert(&rkey, &val, 0);
+    let _ = SNAT_FWD.insert(fkey, val, 0);
+    let _ = SNAT_REV.insert(rkey, val, 0);
 }
 
 /// Pick a free source port on the uplink address for `fkey` and record both
@@ -211,7 +211,7 @@ fn allocate(fkey: &FlowKey, up: &UplinkVal, pkt: &Pkt, now: u64) -> Result<NatVa
             flags,
             _pad2: 0,
         };
-        if SNAT_REV.insert(&rkey, &rval, BPF_NOEXIST as u64).is_ok() {
+        if SNAT_REV.insert(rkey, rval, BPF_NOEXIST as u64).is_ok() {
             let fval = NatVal {
                 addr_be: up.addr_be,
                 port_be,
@@ -220,8 +220,8 @@ fn allocate(fkey: &FlowKey, up: &UplinkVal, pkt: &Pkt, now: u64) -> Result<NatVa
                 flags,
                 _pad2: 0,
             };
-            if SNAT_FWD.insert(fkey, &fval, 0).is_err() {
-                let _ = SNAT_REV.remove(&rkey);
+            if SNAT_FWD.insert(fkey, fval, 0).is_err() {
+                let _ = SNAT_REV.remove(rkey);
                 return Err(DropReason::NatExhausted);
             }
             return Ok(fval);
