@@ -1,6 +1,6 @@
 //! Map names (at most 15 bytes, the kernel's limit) and sizes.
 //!
-//! Maps marked "pinned" live under the agent's bpffs directory and outlive an
+//! The maps in [`PINNED`] live under the agent's bpffs directory and outlive an
 //! agent restart; the others are per load.
 
 /// Per-CPU packet/byte counters of the smoke-test program, indexed by [`crate::metrics::CounterIdx`].
@@ -41,6 +41,12 @@ pub const SOCK_NAT_LEN: u32 = 65536;
 /// Per-CPU drop counters indexed by [`crate::drop::DropReason`]. Pinned.
 pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 16;
+
+/// The maps the agent pins under its bpffs directory (they outlive a restart).
+pub const PINNED: [&str; 12] = [
+    PORTS, PORT_STATS, ENDPOINTS, NETWORKS, SUBNETS, HOST_ADDRS, UPLINK, CT, SNAT_FWD, SNAT_REV,
+    SOCK_NAT, DROPS,
+];
 
 const _: () = {
     let names = [

@@ -667,8 +667,17 @@ impl EbpfDataplane {
             ns(t.udp),
             ns(t.icmp),
         );
-        let mut bpf = EbpfLoader::new()
-            .default_map_pin_directory(&self.cfg.bpffs_dir)
+        let mut loader = EbpfLoader::new();
+        // Pinned explicitly, by name, under this agent's directory only: a
+        // plain `Ebpf::load` of the object (tests, benchmarks) pins nothing.
+        let pins: Vec<(&str, PathBuf)> = names::PINNED
+            .iter()
+            .map(|n| (*n, self.cfg.bpffs_dir.join(n)))
+            .collect();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut bpf = loader
             .override_global(GLOBAL_HOST_NETNS_COOKIE, &cookie, true)
             .override_global(config::GLOBAL_CT_TCP_EST_NS, &est, true)
             .override_global(config::GLOBAL_CT_TCP_CLOSING_NS, &closing, true)
