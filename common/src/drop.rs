@@ -21,10 +21,12 @@ pub enum DropReason {
     NatUnsupported = 8,
     /// A packet helper (store, checksum, redirect) failed.
     Helper = 9,
+    /// From a container, with a source address that is not its own.
+    Spoofed = 10,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -34,7 +36,8 @@ impl DropReason {
         DropReason::NatExhausted,
         DropReason::NatUnsupported,
         DropReason::Helper,
+        DropReason::Spoofed,
     ];
 }
 
-const _: () = assert!((DropReason::Helper as u32) < crate::maps::DROPS_LEN);
+const _: () = assert!((DropReason::Spoofed as u32) < crate::maps::DROPS_LEN);

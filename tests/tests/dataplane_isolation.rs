@@ -51,6 +51,26 @@ fn networks_are_isolated_and_a_container_on_both_reaches_both() {
         assert!(ping(&c3.ns, &c1.ip.to_string()) && ping(&c3.ns, &c2.ip.to_string()));
         t1.join().unwrap();
         t2.join().unwrap();
+        // c1 cannot sneak into n2 with an n2 source address of its own making.
+        pier_tests::host::sh(&[
+            "ip",
+            "-n",
+            &c1.ns,
+            "addr",
+            "add",
+            "10.97.0.50/32",
+            "dev",
+            "eth0",
+        ]);
+        let _u = udp_server(&c2.ns, 9091, 1);
+        udp_ask(
+            &c1.ns,
+            Some("10.97.0.50:0"),
+            &format!("{}:9091", c2.ip),
+            "spoof",
+        )
+        .expect_err("a spoofed source gets through");
+        assert!(drops(&dp, DropReason::Spoofed) >= 1);
         dp.remove_all().unwrap();
     });
     w.assert_firewalls_untouched();

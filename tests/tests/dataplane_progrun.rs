@@ -154,8 +154,10 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
         let mut dp = EbpfDataplane::new(cfg);
         dp.start().expect("start");
         dp.sync(&desired).expect("sync");
+        let vc1 = nix::net::if_::if_nametoindex("vc1").unwrap();
         let mut run = |prog: &str, f: &[u8]| {
-            dp.test_run(prog, f)
+            let ifindex = if prog == programs::VETH_IN { vc1 } else { 0 };
+            dp.test_run(prog, f, ifindex)
                 .unwrap_or_else(|e| panic!("test_run of {} bytes: {e}", f.len()))
         };
         let up = programs::UPLINK_IN;
@@ -268,6 +270,13 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
             run(veth, &Frame::new(47, C1, peer, 0, 0).build()).0,
             TC_ACT_OK
         );
+
+        // Spoofing: c1's address on another interface, another address on c1's.
+        let spoofed = Frame::new(17, C1, OUTSIDE, 4000, 53).build();
+        assert_eq!(dp.test_run(veth, &spoofed, 1).unwrap().0, TC_ACT_SHOT);
+        let other = Frame::new(17, [10, 106, 0, 77], [10, 106, 0, 9], 4000, 53).build();
+        assert_eq!(dp.test_run(veth, &other, vc1).unwrap().0, TC_ACT_SHOT);
+        assert_eq!(drops(&dp, DropReason::Spoofed), 2);
 
         assert_eq!(
             drops(&dp, DropReason::Malformed),

@@ -728,20 +728,26 @@ impl EbpfDataplane {
         Ok(())
     }
 
-    /// Run `program` once on `packet` with `BPF_PROG_TEST_RUN`; returns the
-    /// program's verdict and the packet as it left.
+    /// Run `program` once on `packet` with `BPF_PROG_TEST_RUN`, as if it
+    /// arrived on interface `ifindex` (0: loopback); returns the program's
+    /// verdict and the packet as it left.
     pub fn test_run(
         &mut self,
         program: &str,
         packet: &[u8],
+        ifindex: u32,
     ) -> Result<(u32, Vec<u8>), DataplaneError> {
         use aya::programs::{TestRun, TestRunOptions};
+        // A zeroed `struct __sk_buff` with only `ifindex` (offset 40) set.
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let prog = self.classifier(program)?;
         let mut out = vec![0u8; packet.len() + 256];
         let r = prog
             .test_run(TestRunOptions {
                 data_in: Some(packet),
                 data_out: Some(&mut out),
+                ctx_in: (ifindex != 0).then_some(&ctx[..]),
                 ..Default::default()
             })
             .map_err(|e| err_chain(program, e))?;

@@ -1,5 +1,6 @@
 //! `pier_veth_in`: TC ingress of a container's host-side veth (what the
-//! container sends). In order: replies of published connections are
+//! container sends). A source address other than the container's own is
+//! dropped. In order: replies of published connections are
 //! reverse-translated and sent back out of the uplink (or into the client
 //! container, for hairpin); traffic to another pier network is dropped;
 //! hairpin to a published port is translated; `--internal` networks stop
@@ -60,10 +61,11 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         }
         return redirect::to_uplink(entry.uplink_ifindex);
     }
-    // Packets from an address pier does not know are left to the host.
-    let Some(src) = endpoint(pkt.saddr) else {
-        return Ok(TC_ACT_OK);
-    };
+    // The source must be this veth's own container address.
+    let src = endpoint(pkt.saddr).ok_or(DropReason::Spoofed)?;
+    if src.ifindex != unsafe { (*ctx.skb.skb).ifindex } {
+        return Err(DropReason::Spoofed);
+    }
     let Some(net) = network(src.network_id) else {
         return Ok(TC_ACT_OK);
     };
