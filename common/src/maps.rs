@@ -11,6 +11,10 @@ pub const SMOKE_COUNTERS_LEN: u32 = 4;
 /// Published ports: [`crate::nat::PortKey`] → [`crate::nat::PortVal`]. Pinned.
 pub const PORTS: &str = "PIER_PORTS";
 pub const PORTS_LEN: u32 = 65536;
+/// Published backends: [`crate::nat::PortKey`] of the container side
+/// (address, port, proto) → the host side's `PortKey`. Lets a reply whose
+/// conntrack entry was evicted still leave with the published address. Pinned.
+pub const BACKENDS: &str = "PIER_BACKENDS";
 /// Per published port counters: [`crate::nat::PortKey`] → per-CPU [`crate::metrics::Counter`]. Pinned.
 pub const PORT_STATS: &str = "PIER_PORT_STATS";
 /// Container interfaces: container IPv4 (`_be`) → [`crate::endpoint::EndpointVal`]. Pinned.
@@ -43,15 +47,16 @@ pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 16;
 
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 12] = [
-    PORTS, PORT_STATS, ENDPOINTS, NETWORKS, SUBNETS, HOST_ADDRS, UPLINK, CT, SNAT_FWD, SNAT_REV,
-    SOCK_NAT, DROPS,
+pub const PINNED: [&str; 13] = [
+    PORTS, BACKENDS, PORT_STATS, ENDPOINTS, NETWORKS, SUBNETS, HOST_ADDRS, UPLINK, CT, SNAT_FWD,
+    SNAT_REV, SOCK_NAT, DROPS,
 ];
 
 const _: () = {
     let names = [
         SMOKE_COUNTERS,
         PORTS,
+        BACKENDS,
         PORT_STATS,
         ENDPOINTS,
         NETWORKS,

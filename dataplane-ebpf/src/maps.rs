@@ -18,6 +18,9 @@ pub static SMOKE_COUNTERS: PerCpuArray<Counter> =
 #[map(name = "PIER_PORTS")]
 pub static PORTS: HashMap<PortKey, PortVal> = HashMap::with_max_entries(PORTS_LEN, 0);
 
+#[map(name = "PIER_BACKENDS")]
+pub static BACKENDS: HashMap<PortKey, PortKey> = HashMap::with_max_entries(PORTS_LEN, 0);
+
 #[map(name = "PIER_PORT_STATS")]
 pub static PORT_STATS: PerCpuHashMap<PortKey, Counter> =
     PerCpuHashMap::with_max_entries(PORTS_LEN, 0);

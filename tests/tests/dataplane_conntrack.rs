@@ -203,3 +203,52 @@ fn masquerade_entries_are_retired_when_idle() {
     });
     w.assert_firewalls_untouched();
 }
+
+#[test]
+fn a_reply_whose_entry_is_gone_still_leaves_as_the_published_port() {
+    require_root!();
+    let mut w = World::new(false);
+    let net = w.network(1, "10.109.0.0/24");
+    let c1 = w.container("c1", &net, "10.109.0.2");
+    let out = w.host.outside_ns.clone();
+    let desired = w.desired(vec![tcp(8081, c1.ip, 8080)]);
+    let cfg = w.config();
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        // The server speaks first, when told to.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let server = spawn_in(&c1.ns, move || {
+            let l = TcpListener::bind("0.0.0.0:8080").unwrap();
+            ready_tx.send(()).unwrap();
+            let (mut s, peer) = l.accept().unwrap();
+            go_rx.recv().unwrap();
+            s.write_all(b"pushed").unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+            (peer, rest)
+        });
+        ready_rx.recv().unwrap();
+        let dst: SocketAddr = format!("{HOST_UPLINK_IP}:8081").parse().unwrap();
+        let mut client = TestHost::in_netns(&out, move || TcpStream::connect(dst).unwrap());
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(dp.flush_conntrack().unwrap(), 1, "one tracked connection");
+        go_tx.send(()).unwrap();
+        let mut got = [0u8; 6];
+        client.read_exact(&mut got).expect("the push arrives");
+        assert_eq!(&got, b"pushed");
+        assert_eq!(client.peer_addr().unwrap(), dst);
+        client.write_all(b"ack").unwrap();
+        drop(client);
+        let (peer, rest) = server.join().unwrap();
+        assert_eq!(peer.ip().to_string(), OUTSIDE_IP);
+        assert_eq!(rest, b"ack");
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}

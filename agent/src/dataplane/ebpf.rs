@@ -451,6 +451,30 @@ impl EbpfDataplane {
             }
         }
         {
+            // Backend → the (first) host port publishing it.
+            let mut backends: BTreeMap<PortKey, PortKey> = BTreeMap::new();
+            for (k, v) in &ports {
+                let b = PortKey {
+                    addr_be: v.backend_be,
+                    port_be: v.backend_port_be,
+                    proto: k.proto,
+                    _pad: 0,
+                };
+                backends.entry(b).or_insert(*k);
+            }
+            let mut m: HashMap<_, PortKey, PortKey> =
+                HashMap::try_from(self.map_mut(names::BACKENDS)?).map_err(|e| err("map", e))?;
+            for (k, v) in &backends {
+                m.insert(k, v, 0).map_err(|e| err(names::BACKENDS, e))?;
+            }
+            let have: Vec<PortKey> = m.keys().filter_map(Result::ok).collect();
+            for k in have {
+                if !backends.contains_key(&k) {
+                    let _ = m.remove(&k);
+                }
+            }
+        }
+        {
             let mut m: HashMap<_, PortKey, PortVal> =
                 HashMap::try_from(self.map_mut(names::PORTS)?).map_err(|e| err("map", e))?;
             for (k, v) in &ports {
@@ -606,6 +630,19 @@ impl EbpfDataplane {
             }
         }
         self.ct_counts()
+    }
+
+    /// Forget every published connection (like `conntrack -F` for `PIER_CT`).
+    /// Established connections keep working: replies are re-tracked from
+    /// `PIER_BACKENDS`, requests from `PIER_PORTS`.
+    pub fn flush_conntrack(&mut self) -> Result<usize, DataplaneError> {
+        let mut ct: HashMap<_, FlowKey, CtVal> =
+            HashMap::try_from(self.map_mut(names::CT)?).map_err(|e| err("map", e))?;
+        let keys: Vec<FlowKey> = ct.keys().filter_map(Result::ok).collect();
+        for k in &keys {
+            let _ = ct.remove(k);
+        }
+        Ok(keys.len())
     }
 
     /// How many entries the conntrack and NAT maps hold.

@@ -16,13 +16,13 @@ use pier_common::{
     ct::FlowKey,
     drop::DropReason,
     endpoint::{NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, UplinkVal},
-    nat::NatVal,
+    nat::{NatVal, PortKey},
 };
 
 use crate::{
     ct,
     lookup::{count_port, endpoint, is_host_addr, network, published, subnet_of},
-    maps::{CT, SNAT_FWD, SNAT_REV, UPLINK},
+    maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
     parse::{self, Pkt},
     programs::uplink_in::track,
@@ -84,6 +84,30 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     if net.flags & NET_F_INTERNAL != 0 {
         return Err(DropReason::Internal);
+    }
+    // A reply of a published connection whose entry is gone (evicted by the
+    // LRU, or expired while idle): it still leaves as the published port.
+    if pkt.has_ports()
+        && let Some(host) = unsafe {
+            BACKENDS.get(PortKey {
+                addr_be: pkt.saddr,
+                port_be: pkt.sport,
+                proto: pkt.proto,
+                _pad: 0,
+            })
+        }
+        .copied()
+        && let Some(up) = UPLINK.get(0).copied()
+        && up.ifindex != 0
+    {
+        let addr = if host.addr_be != 0 {
+            host.addr_be
+        } else {
+            up.addr_be
+        };
+        retrack(&pkt, addr, host.port_be, up.ifindex);
+        nat::snat(ctx, &mut pkt, addr, host.port_be)?;
+        return redirect::to_uplink(up.ifindex);
     }
     // Hairpin: a container dialling a published port on a host address.
     if pkt.has_ports()
@@ -154,6 +178,23 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
     };
     nat::snat(ctx, pkt, nat.addr_be, nat.port_be)?;
     redirect::to_uplink(up.ifindex)
+}
+
+/// Re-create the conntrack entry of a published connection from its reply.
+#[inline(always)]
+fn retrack(pkt: &Pkt, host_addr: u32, host_port: u16, uplink: u32) {
+    let flags = ct::next_flags(0, pkt, true);
+    let val = pier_common::ct::CtVal {
+        orig_daddr_be: host_addr,
+        orig_dport_be: host_port,
+        _pad: 0,
+        client_ifindex: 0,
+        uplink_ifindex: uplink,
+        expires_ns: ct::expiry(ct::now(), pkt, flags),
+        flags,
+        client_be: 0,
+    };
+    let _ = CT.insert(&pkt.flow(), &val, 0);
 }
 
 /// Record a routed (not masqueraded) flow so its replies are let in.
