@@ -962,3 +962,129 @@ impl Dataplane for EbpfDataplane {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> DesiredState {
+        DesiredState {
+            networks: vec![
+                NetworkSpec {
+                    id: 1,
+                    bridge: "br1".into(),
+                    subnet: "10.1.0.0/24".parse().unwrap(),
+                    gateway: "10.1.0.1".parse().unwrap(),
+                    internal: false,
+                    icc: true,
+                    masquerade: true,
+                },
+                NetworkSpec {
+                    id: 2,
+                    bridge: "br2".into(),
+                    subnet: "10.2.0.0/24".parse().unwrap(),
+                    gateway: "10.2.0.1".parse().unwrap(),
+                    internal: true,
+                    icc: true,
+                    masquerade: true,
+                },
+            ],
+            endpoints: vec![
+                EndpointSpec {
+                    network_id: 1,
+                    ip: "10.1.0.2".parse().unwrap(),
+                    mac: [2, 0, 0, 0, 0, 2],
+                    host_ifname: "v1".into(),
+                },
+                EndpointSpec {
+                    network_id: 2,
+                    ip: "10.2.0.2".parse().unwrap(),
+                    mac: [2, 0, 0, 0, 0, 3],
+                    host_ifname: "v2".into(),
+                },
+            ],
+            ports: Vec::new(),
+        }
+    }
+
+    fn port(ip: Option<&str>, proto: Proto, host_port: u16, to: &str) -> PortSpec {
+        PortSpec {
+            host_ip: ip.map(|i| i.parse().unwrap()),
+            proto,
+            host_port,
+            container_ip: to.parse().unwrap(),
+            container_port: 80,
+        }
+    }
+
+    #[test]
+    fn the_same_port_twice_is_refused_but_other_protocols_and_addresses_are_not() {
+        let mut s = state();
+        s.ports = vec![
+            port(None, Proto::Tcp, 8081, "10.1.0.2"),
+            port(None, Proto::Udp, 8081, "10.1.0.2"),
+            port(Some("192.0.2.1"), Proto::Tcp, 8082, "10.1.0.2"),
+            port(Some("192.0.2.2"), Proto::Tcp, 8082, "10.1.0.2"),
+        ];
+        EbpfDataplane::validate(&s).unwrap();
+        for (dup, want) in [
+            (port(None, Proto::Tcp, 8081, "10.1.0.2"), "0.0.0.0:8081/tcp"),
+            // An all-addresses binding overlaps every specific one.
+            (port(None, Proto::Tcp, 8082, "10.1.0.2"), "0.0.0.0:8082/tcp"),
+            (
+                port(Some("192.0.2.9"), Proto::Udp, 8081, "10.1.0.2"),
+                "192.0.2.9:8081/udp",
+            ),
+        ] {
+            let mut s2 = s.clone();
+            s2.ports.push(dup);
+            let e = EbpfDataplane::validate(&s2).unwrap_err();
+            assert_eq!(e.to_string(), format!("port is already allocated: {want}"));
+        }
+    }
+
+    #[test]
+    fn references_to_unknown_networks_and_containers_are_refused() {
+        let mut s = state();
+        s.ports = vec![port(None, Proto::Tcp, 8081, "10.1.0.99")];
+        assert_eq!(
+            EbpfDataplane::validate(&s).unwrap_err().to_string(),
+            "port 0.0.0.0:8081/tcp: 10.1.0.99 is not a container address"
+        );
+        let mut s = state();
+        s.endpoints[0].network_id = 7;
+        assert_eq!(
+            EbpfDataplane::validate(&s).unwrap_err().to_string(),
+            "endpoint 10.1.0.2 names unknown network 7"
+        );
+        let mut s = state();
+        s.endpoints[1].ip = s.endpoints[0].ip;
+        assert_eq!(
+            EbpfDataplane::validate(&s).unwrap_err().to_string(),
+            "endpoint address 10.1.0.2 is used twice"
+        );
+    }
+
+    #[test]
+    fn ports_of_internal_networks_get_no_map_entry() {
+        let mut s = state();
+        s.ports = vec![
+            port(None, Proto::Tcp, 8081, "10.1.0.2"),
+            port(None, Proto::Tcp, 8082, "10.2.0.2"),
+        ];
+        let eff: Vec<u16> = EbpfDataplane::effective_ports(&s)
+            .iter()
+            .map(|p| p.host_port)
+            .collect();
+        assert_eq!(eff, vec![8081]);
+        let k = port_key(&s.ports[0]);
+        assert_eq!((k.addr_be, u16::from_be(k.port_be), k.proto), (0, 8081, 6));
+        let k = port_key(&port(Some("192.0.2.1"), Proto::Udp, 53, "10.1.0.2"));
+        assert_eq!(
+            addr_from_be(k.addr_be),
+            "192.0.2.1".parse::<Ipv4Addr>().unwrap()
+        );
+        assert_eq!(k.addr_be.to_ne_bytes(), [192, 0, 2, 1], "packet byte order");
+        assert_eq!(k.proto, 17);
+    }
+}
