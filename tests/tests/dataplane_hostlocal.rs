@@ -67,6 +67,7 @@ fn host_local_clients_reach_published_ports_through_socket_hooks() {
     let c1 = w.container("c1", &net, "10.100.0.2");
     let desired = w.desired(vec![tcp(8081, c1.ip, 8080), udp(8083, c1.ip, 9090)]);
     let cfg = w.config();
+    let cfg2 = w.config();
     let cg = w.cgroup.clone().unwrap();
     let hns = w.host.host_ns.clone();
     let out = w.host.outside_ns.clone();
@@ -95,13 +96,28 @@ fn host_local_clients_reach_published_ports_through_socket_hooks() {
         u.join().unwrap();
         assert!(dp.ct_counts().unwrap().sock_nat >= 3);
 
-        // The same cgroup, another namespace: the hooks leave it alone.
-        let _s = tcp_server(&c1.ns, 8080, 1);
+        // The same cgroup, another namespace: the hooks leave it alone (the
+        // connect goes to that namespace's own loopback, where nothing listens).
         let o = client(&out, &cg, &["tcp", "127.0.0.1", "8081", "x"]);
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("ConnectionRefusedError"), "{err}");
+
+        // A restarted dataplane takes the hooks over.
+        drop(dp);
+        let mut dp = EbpfDataplane::new(cfg2);
+        dp.start().expect("restart");
+        dp.sync(&desired).expect("sync");
+        let s = tcp_server(&c1.ns, 8080, 1);
+        let (peer, _) = ok(&client(&hns, &cg, &["tcp", "127.0.0.1", "8081", "again"]));
+        assert_eq!(peer, "127.0.0.1:8081");
+        s.join().unwrap();
+
+        // Teardown detaches the hooks: nothing answers on 127.0.0.1:8081.
         dp.remove_all().unwrap();
+        let o = client(&hns, &cg, &["tcp", "127.0.0.1", "8081", "x"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ConnectionRefusedError"), "{err}");
     });
     w.assert_firewalls_untouched();
 }
