@@ -11,33 +11,26 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Array, HashMap, Map, PerCpuArray, PerCpuHashMap, PerCpuValues,
-        lpm_trie::{Key, LpmTrie},
-    },
     programs::{CgroupSockAddr, ProgramError, SchedClassifier},
 };
 use pier_common::{
     config::{self, GLOBAL_HOST_NETNS_COOKIE},
-    ct::{CtVal, FlowKey},
     drop::DropReason,
-    endpoint::{
-        EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, NetworkVal, UplinkVal,
-    },
+    endpoint::EndpointVal,
     maps as names,
     metrics::Counter,
-    nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+    nat::{PortKey, PortVal},
 };
 
+pub use super::maps::{CtCounts, addr_be, addr_from_be, port_key, proto_num};
 use super::{
-    Dataplane, DataplaneConfig, DataplaneError, DesiredState, EBPF_OBJECT, EndpointSpec,
-    NetworkSpec, PortSpec, PortStats, Proto, attach, programs,
+    Dataplane, DataplaneConfig, DataplaneError, DesiredState, EBPF_OBJECT, PortSpec, PortStats,
+    Proto, attach,
+    maps::{self, Tables},
+    programs,
     reserve::{self, PortId},
     sys,
 };
-
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneError {
     DataplaneError::Other(format!("{what}: {e}"))
@@ -52,32 +45,6 @@ fn err_chain(what: impl std::fmt::Display, e: impl std::error::Error) -> Datapla
         src = s.source();
     }
     DataplaneError::Other(msg)
-}
-
-/// `_be` form of an address: its bytes in packet order.
-pub fn addr_be(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
-}
-
-pub fn addr_from_be(v: u32) -> Ipv4Addr {
-    Ipv4Addr::from(v.to_ne_bytes())
-}
-
-pub fn proto_num(p: Proto) -> u8 {
-    match p {
-        Proto::Tcp => IPPROTO_TCP,
-        Proto::Udp => IPPROTO_UDP,
-    }
-}
-
-/// The `PIER_PORTS` key of a published port.
-pub fn port_key(p: &PortSpec) -> PortKey {
-    PortKey {
-        addr_be: p.host_ip.map(addr_be).unwrap_or(0),
-        port_be: p.host_port.to_be(),
-        proto: proto_num(p.proto),
-        _pad: 0,
-    }
 }
 
 fn port_id(p: &PortSpec) -> PortId {
@@ -104,15 +71,6 @@ impl Default for CtTimeouts {
             icmp: Duration::from_nanos(config::CT_ICMP_NS),
         }
     }
-}
-
-/// Conntrack sizes, for `gc_conntrack` and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CtCounts {
-    pub ct: usize,
-    pub snat_fwd: usize,
-    pub snat_rev: usize,
-    pub sock_nat: usize,
 }
 
 /// The eBPF dataplane of one agent (one host namespace, one bpffs directory).
@@ -163,20 +121,6 @@ impl EbpfDataplane {
             .ok_or_else(|| DataplaneError::Other("the dataplane is not started".into()))
     }
 
-    fn map_mut(&mut self, name: &str) -> Result<&mut Map, DataplaneError> {
-        self.bpf()?
-            .map_mut(name)
-            .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))
-    }
-
-    fn map(&self, name: &str) -> Result<&Map, DataplaneError> {
-        self.bpf
-            .as_ref()
-            .ok_or_else(|| DataplaneError::Other("the dataplane is not started".into()))?
-            .map(name)
-            .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))
-    }
-
     /// Load every program, surfacing a verifier rejection as
     /// [`DataplaneError::Verifier`] with the log written to a file.
     fn load_programs(bpf: &mut Ebpf) -> Result<(), DataplaneError> {
@@ -204,43 +148,8 @@ impl EbpfDataplane {
     /// Refresh `PIER_HOST_ADDRS` and `PIER_UPLINK` from the host's interfaces.
     fn sync_host(&mut self) -> Result<(), DataplaneError> {
         let ifaces = sys::interfaces()?;
-        let mut addrs = BTreeSet::new();
-        for i in ifaces.values() {
-            for a in &i.addrs {
-                if !a.is_loopback() {
-                    addrs.insert(addr_be(*a));
-                }
-            }
-        }
-        let mut uplink = UplinkVal::default();
-        for name in &self.cfg.uplinks {
-            let i = ifaces
-                .get(name)
-                .ok_or_else(|| DataplaneError::Other(format!("uplink {name} does not exist")))?;
-            if let Some(a) = i.addrs.first()
-                && uplink.ifindex == 0
-            {
-                uplink = UplinkVal {
-                    ifindex: i.ifindex,
-                    addr_be: addr_be(*a),
-                };
-            }
-        }
-        let mut m: HashMap<_, u32, u32> =
-            HashMap::try_from(self.map_mut(names::HOST_ADDRS)?).map_err(|e| err("map", e))?;
-        let have: Vec<u32> = m.keys().filter_map(Result::ok).collect();
-        for k in have {
-            if !addrs.contains(&k) {
-                let _ = m.remove(&k);
-            }
-        }
-        for a in &addrs {
-            m.insert(a, 1, 0).map_err(|e| err("PIER_HOST_ADDRS", e))?;
-        }
-        let mut u: Array<_, UplinkVal> =
-            Array::try_from(self.map_mut(names::UPLINK)?).map_err(|e| err("map", e))?;
-        u.set(0, uplink, 0).map_err(|e| err("PIER_UPLINK", e))?;
-        Ok(())
+        let uplinks = self.cfg.uplinks.clone();
+        maps::write_host(self.bpf()?, &ifaces, &uplinks)
     }
 
     /// Validate `desired` without touching anything.
@@ -286,236 +195,6 @@ impl EbpfDataplane {
                 return Err(DataplaneError::PortInUse(reserve::describe(&port_id(p))));
             }
             bound.push(p.host_ip);
-        }
-        Ok(())
-    }
-
-    /// The published ports that get map entries (not those of `--internal`
-    /// networks: their published ports are unreachable).
-    fn effective_ports(desired: &DesiredState) -> Vec<&PortSpec> {
-        let internal: BTreeSet<u32> = desired
-            .networks
-            .iter()
-            .filter(|n| n.internal)
-            .map(|n| n.id)
-            .collect();
-        let net_of: BTreeMap<Ipv4Addr, u32> = desired
-            .endpoints
-            .iter()
-            .map(|e| (e.ip, e.network_id))
-            .collect();
-        desired
-            .ports
-            .iter()
-            .filter(|p| {
-                net_of
-                    .get(&p.container_ip)
-                    .is_some_and(|n| !internal.contains(n))
-            })
-            .collect()
-    }
-
-    fn endpoint_vals(
-        desired: &DesiredState,
-    ) -> Result<BTreeMap<u32, (EndpointVal, &EndpointSpec)>, DataplaneError> {
-        let ifaces = sys::interfaces()?;
-        let bridges: BTreeMap<u32, &NetworkSpec> =
-            desired.networks.iter().map(|n| (n.id, n)).collect();
-        let mut out = BTreeMap::new();
-        for e in &desired.endpoints {
-            let net = bridges[&e.network_id];
-            let veth = ifaces.get(&e.host_ifname).ok_or_else(|| {
-                DataplaneError::Other(format!(
-                    "endpoint {}: interface {} does not exist",
-                    e.ip, e.host_ifname
-                ))
-            })?;
-            let bridge_mac = ifaces.get(&net.bridge).and_then(|b| b.mac).ok_or_else(|| {
-                DataplaneError::Other(format!(
-                    "network {}: bridge {} does not exist",
-                    net.id, net.bridge
-                ))
-            })?;
-            out.insert(
-                addr_be(e.ip),
-                (
-                    EndpointVal {
-                        ifindex: veth.ifindex,
-                        network_id: e.network_id,
-                        mac: e.mac,
-                        bridge_mac,
-                    },
-                    e,
-                ),
-            );
-        }
-        Ok(out)
-    }
-
-    fn write_maps(
-        &mut self,
-        desired: &DesiredState,
-        endpoints: &BTreeMap<u32, (EndpointVal, &EndpointSpec)>,
-    ) -> Result<(), DataplaneError> {
-        // Networks and their subnets.
-        let nets: BTreeMap<u32, NetworkVal> = desired
-            .networks
-            .iter()
-            .map(|n| {
-                let mut flags = 0;
-                if n.internal {
-                    flags |= NET_F_INTERNAL;
-                }
-                if !n.icc {
-                    flags |= NET_F_NO_ICC;
-                }
-                if n.masquerade {
-                    flags |= NET_F_MASQUERADE;
-                }
-                (
-                    n.id,
-                    NetworkVal {
-                        flags,
-                        gateway_be: addr_be(n.gateway),
-                    },
-                )
-            })
-            .collect();
-        let subnets: BTreeMap<(u32, u32), u32> = desired
-            .networks
-            .iter()
-            .map(|n| {
-                (
-                    (n.subnet.prefix_len() as u32, addr_be(n.subnet.network())),
-                    n.id,
-                )
-            })
-            .collect();
-        let ports: BTreeMap<PortKey, PortVal> = Self::effective_ports(desired)
-            .into_iter()
-            .map(|p| {
-                (
-                    port_key(p),
-                    PortVal {
-                        backend_be: addr_be(p.container_ip),
-                        backend_port_be: p.container_port.to_be(),
-                        _pad: 0,
-                    },
-                )
-            })
-            .collect();
-
-        // Add and update first (networks → endpoints → ports), remove after
-        // (ports → endpoints → networks), so no packet sees a dangling entry.
-        {
-            let mut m: HashMap<_, u32, NetworkVal> =
-                HashMap::try_from(self.map_mut(names::NETWORKS)?).map_err(|e| err("map", e))?;
-            for (k, v) in &nets {
-                m.insert(k, v, 0).map_err(|e| err(names::NETWORKS, e))?;
-            }
-        }
-        {
-            let mut m: LpmTrie<_, u32, u32> =
-                LpmTrie::try_from(self.map_mut(names::SUBNETS)?).map_err(|e| err("map", e))?;
-            for ((len, net), id) in &subnets {
-                m.insert(&Key::new(*len, *net), id, 0)
-                    .map_err(|e| err(names::SUBNETS, e))?;
-            }
-        }
-        {
-            let mut m: HashMap<_, u32, EndpointVal> =
-                HashMap::try_from(self.map_mut(names::ENDPOINTS)?).map_err(|e| err("map", e))?;
-            for (k, (v, _)) in endpoints {
-                m.insert(k, v, 0).map_err(|e| err(names::ENDPOINTS, e))?;
-            }
-        }
-        {
-            let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
-            let mut stats: PerCpuHashMap<_, PortKey, Counter> =
-                PerCpuHashMap::try_from(self.map_mut(names::PORT_STATS)?)
-                    .map_err(|e| err("map", e))?;
-            let have: BTreeSet<PortKey> = stats.keys().filter_map(Result::ok).collect();
-            for k in ports.keys() {
-                if !have.contains(k) {
-                    let zero = PerCpuValues::try_from(vec![Counter::default(); ncpu])
-                        .map_err(|e| err("per-cpu", e))?;
-                    stats
-                        .insert(k, zero, 0)
-                        .map_err(|e| err(names::PORT_STATS, e))?;
-                }
-            }
-            for k in have {
-                if !ports.contains_key(&k) {
-                    let _ = stats.remove(&k);
-                }
-            }
-        }
-        {
-            // Backend → the (first) host port publishing it.
-            let mut backends: BTreeMap<PortKey, PortKey> = BTreeMap::new();
-            for (k, v) in &ports {
-                let b = PortKey {
-                    addr_be: v.backend_be,
-                    port_be: v.backend_port_be,
-                    proto: k.proto,
-                    _pad: 0,
-                };
-                backends.entry(b).or_insert(*k);
-            }
-            let mut m: HashMap<_, PortKey, PortKey> =
-                HashMap::try_from(self.map_mut(names::BACKENDS)?).map_err(|e| err("map", e))?;
-            for (k, v) in &backends {
-                m.insert(k, v, 0).map_err(|e| err(names::BACKENDS, e))?;
-            }
-            let have: Vec<PortKey> = m.keys().filter_map(Result::ok).collect();
-            for k in have {
-                if !backends.contains_key(&k) {
-                    let _ = m.remove(&k);
-                }
-            }
-        }
-        {
-            let mut m: HashMap<_, PortKey, PortVal> =
-                HashMap::try_from(self.map_mut(names::PORTS)?).map_err(|e| err("map", e))?;
-            for (k, v) in &ports {
-                m.insert(k, v, 0).map_err(|e| err(names::PORTS, e))?;
-            }
-            let have: Vec<PortKey> = m.keys().filter_map(Result::ok).collect();
-            for k in have {
-                if !ports.contains_key(&k) {
-                    let _ = m.remove(&k);
-                }
-            }
-        }
-        {
-            let mut m: HashMap<_, u32, EndpointVal> =
-                HashMap::try_from(self.map_mut(names::ENDPOINTS)?).map_err(|e| err("map", e))?;
-            let have: Vec<u32> = m.keys().filter_map(Result::ok).collect();
-            for k in have {
-                if !endpoints.contains_key(&k) {
-                    let _ = m.remove(&k);
-                }
-            }
-        }
-        {
-            let mut m: LpmTrie<_, u32, u32> =
-                LpmTrie::try_from(self.map_mut(names::SUBNETS)?).map_err(|e| err("map", e))?;
-            let have: Vec<Key<u32>> = m.keys().filter_map(Result::ok).collect();
-            for k in have {
-                if !subnets.contains_key(&(k.prefix_len(), k.data())) {
-                    let _ = m.remove(&k);
-                }
-            }
-        }
-        {
-            let mut m: HashMap<_, u32, NetworkVal> =
-                HashMap::try_from(self.map_mut(names::NETWORKS)?).map_err(|e| err("map", e))?;
-            let have: Vec<u32> = m.keys().filter_map(Result::ok).collect();
-            for k in have {
-                if !nets.contains_key(&k) {
-                    let _ = m.remove(&k);
-                }
-            }
         }
         Ok(())
     }
@@ -576,59 +255,11 @@ impl EbpfDataplane {
         Ok(new)
     }
 
-    /// Remove conntrack and NAT entries whose lifetime is over. A masquerade
-    /// pair goes when both halves have expired.
+    /// Remove conntrack and NAT entries whose lifetime is over (also done by
+    /// every `sync`; the agent may call it on a timer). A masquerade pair goes
+    /// when both halves have expired.
     pub fn gc_conntrack(&mut self) -> Result<CtCounts, DataplaneError> {
-        let now = sys::monotonic_ns();
-        {
-            let mut ct: HashMap<_, FlowKey, CtVal> =
-                HashMap::try_from(self.map_mut(names::CT)?).map_err(|e| err("map", e))?;
-            let dead: Vec<FlowKey> = ct
-                .iter()
-                .filter_map(Result::ok)
-                .filter(|(_, v)| v.expires_ns < now)
-                .map(|(k, _)| k)
-                .collect();
-            for k in dead {
-                let _ = ct.remove(&k);
-            }
-        }
-        let [fwd, rev] = self
-            .bpf()?
-            .maps_disjoint_mut([names::SNAT_FWD, names::SNAT_REV]);
-        let (Some(fwd), Some(rev)) = (fwd, rev) else {
-            return Err(DataplaneError::Other("SNAT maps missing".into()));
-        };
-        let mut fwd: HashMap<_, FlowKey, NatVal> =
-            HashMap::try_from(fwd).map_err(|e| err("map", e))?;
-        let mut rev: HashMap<_, FlowKey, NatVal> =
-            HashMap::try_from(rev).map_err(|e| err("map", e))?;
-        let fwd_entries: Vec<(FlowKey, NatVal)> = fwd.iter().filter_map(Result::ok).collect();
-        let mut paired = BTreeSet::new();
-        for (k, v) in fwd_entries {
-            let rkey = FlowKey {
-                saddr_be: k.daddr_be,
-                daddr_be: v.addr_be,
-                sport_be: k.dport_be,
-                dport_be: v.port_be,
-                proto: k.proto,
-                _pad: [0; 3],
-            };
-            let r = rev.get(&rkey, 0).ok();
-            let newest = r.map_or(v.expires_ns, |r| r.expires_ns.max(v.expires_ns));
-            if newest < now {
-                let _ = fwd.remove(&k);
-                let _ = rev.remove(&rkey);
-            } else {
-                paired.insert(flow_tuple(&rkey));
-            }
-        }
-        let rev_entries: Vec<(FlowKey, NatVal)> = rev.iter().filter_map(Result::ok).collect();
-        for (k, v) in rev_entries {
-            if v.expires_ns < now && !paired.contains(&flow_tuple(&k)) {
-                let _ = rev.remove(&k);
-            }
-        }
+        maps::gc(self.bpf()?, sys::monotonic_ns())?;
         self.ct_counts()
     }
 
@@ -636,57 +267,33 @@ impl EbpfDataplane {
     /// Established connections keep working: replies are re-tracked from
     /// `PIER_BACKENDS`, requests from `PIER_PORTS`.
     pub fn flush_conntrack(&mut self) -> Result<usize, DataplaneError> {
-        let mut ct: HashMap<_, FlowKey, CtVal> =
-            HashMap::try_from(self.map_mut(names::CT)?).map_err(|e| err("map", e))?;
-        let keys: Vec<FlowKey> = ct.keys().filter_map(Result::ok).collect();
-        for k in &keys {
-            let _ = ct.remove(k);
-        }
-        Ok(keys.len())
+        maps::flush_ct(self.bpf()?)
+    }
+
+    fn bpf_ref(&self) -> Result<&Ebpf, DataplaneError> {
+        self.bpf
+            .as_ref()
+            .ok_or_else(|| DataplaneError::Other("the dataplane is not started".into()))
     }
 
     /// How many entries the conntrack and NAT maps hold.
     pub fn ct_counts(&self) -> Result<CtCounts, DataplaneError> {
-        fn count<K: aya::Pod, V: aya::Pod>(m: &Map) -> usize {
-            HashMap::<_, K, V>::try_from(m)
-                .map(|h| h.keys().count())
-                .unwrap_or(0)
-        }
-        Ok(CtCounts {
-            ct: count::<FlowKey, CtVal>(self.map(names::CT)?),
-            snat_fwd: count::<FlowKey, NatVal>(self.map(names::SNAT_FWD)?),
-            snat_rev: count::<FlowKey, NatVal>(self.map(names::SNAT_REV)?),
-            sock_nat: count::<SockKey, SockVal>(self.map(names::SOCK_NAT)?),
-        })
+        maps::counts(self.bpf_ref()?)
     }
 
-    /// Keys of `PIER_PORTS` as the kernel holds them.
+    /// `PIER_PORTS` as the kernel holds it.
     pub fn port_entries(&self) -> Result<Vec<(PortKey, PortVal)>, DataplaneError> {
-        let m: HashMap<_, PortKey, PortVal> =
-            HashMap::try_from(self.map(names::PORTS)?).map_err(|e| err("map", e))?;
-        Ok(m.iter().filter_map(Result::ok).collect())
+        maps::ports(self.bpf_ref()?)
     }
 
     /// `PIER_ENDPOINTS` as the kernel holds it (address → value).
     pub fn endpoint_entries(&self) -> Result<Vec<(Ipv4Addr, EndpointVal)>, DataplaneError> {
-        let m: HashMap<_, u32, EndpointVal> =
-            HashMap::try_from(self.map(names::ENDPOINTS)?).map_err(|e| err("map", e))?;
-        Ok(m.iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| (addr_from_be(k), v))
-            .collect())
+        maps::endpoints(self.bpf_ref()?)
     }
 
     /// Per-reason drop counters summed over the CPUs.
     pub fn drop_counts(&self) -> Result<Vec<(DropReason, Counter)>, DataplaneError> {
-        let m: PerCpuArray<_, Counter> =
-            PerCpuArray::try_from(self.map(names::DROPS)?).map_err(|e| err("map", e))?;
-        let mut out = Vec::new();
-        for r in DropReason::ALL {
-            let v = m.get(&(r as u32), 0).map_err(|e| err(names::DROPS, e))?;
-            out.push((r, sum(v.iter())));
-        }
-        Ok(out)
+        maps::drops(self.bpf_ref()?)
     }
 
     fn start_inner(&mut self) -> Result<(), DataplaneError> {
@@ -852,17 +459,6 @@ impl std::ops::Deref for AlignedBytes {
     }
 }
 
-fn flow_tuple(k: &FlowKey) -> (u32, u32, u16, u16, u8) {
-    (k.saddr_be, k.daddr_be, k.sport_be, k.dport_be, k.proto)
-}
-
-fn sum<'a>(it: impl Iterator<Item = &'a Counter>) -> Counter {
-    it.fold(Counter::default(), |a, c| Counter {
-        packets: a.packets + c.packets,
-        bytes: a.bytes + c.bytes,
-    })
-}
-
 /// bpffs allows unlink and rmdir only: remove depth first.
 fn remove_tree(dir: &Path) -> std::io::Result<()> {
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -925,11 +521,11 @@ impl Dataplane for EbpfDataplane {
             return Err(DataplaneError::Other("the dataplane is not started".into()));
         }
         Self::validate(desired)?;
-        let endpoints = Self::endpoint_vals(desired)?;
+        let tables = Tables::new(desired, &sys::interfaces()?)?;
         let new = self.reserve_ports(desired)?;
         let applied = self
             .sync_veths(desired)
-            .and_then(|()| self.write_maps(desired, &endpoints));
+            .and_then(|()| maps::write(self.bpf()?, &tables));
         if let Err(e) = applied {
             for id in &new {
                 self.reservations.remove(id);
@@ -945,27 +541,26 @@ impl Dataplane for EbpfDataplane {
     }
 
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
-        let m: PerCpuHashMap<_, PortKey, Counter> =
-            PerCpuHashMap::try_from(self.map(names::PORT_STATS)?).map_err(|e| err("map", e))?;
-        let mut out = Vec::new();
-        for p in &self.applied.ports {
-            let c = m
-                .get(&port_key(p), 0)
-                .map(|v| sum(v.iter()))
-                .unwrap_or_default();
-            out.push(PortStats {
-                port: p.clone(),
-                packets: c.packets,
-                bytes: c.bytes,
-            });
-        }
-        Ok(out)
+        let bpf = self.bpf_ref()?;
+        self.applied
+            .ports
+            .iter()
+            .map(|p| {
+                let c = maps::port_counter(bpf, &port_key(p))?;
+                Ok(PortStats {
+                    port: p.clone(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::{EndpointSpec, NetworkSpec};
 
     fn state() -> DesiredState {
         DesiredState {
@@ -1066,17 +661,38 @@ mod tests {
     }
 
     #[test]
-    fn ports_of_internal_networks_get_no_map_entry() {
+    fn tables_carry_interface_facts_and_skip_ports_of_internal_networks() {
         let mut s = state();
         s.ports = vec![
             port(None, Proto::Tcp, 8081, "10.1.0.2"),
             port(None, Proto::Tcp, 8082, "10.2.0.2"),
         ];
-        let eff: Vec<u16> = EbpfDataplane::effective_ports(&s)
+        let ifaces: BTreeMap<String, sys::Iface> = ["br1", "br2", "v1", "v2"]
             .iter()
-            .map(|p| p.host_port)
+            .enumerate()
+            .map(|(i, n)| {
+                let iface = sys::Iface {
+                    ifindex: 10 + i as u32,
+                    mac: Some([2, 0, 0, 0, 1, i as u8]),
+                    addrs: Vec::new(),
+                };
+                (n.to_string(), iface)
+            })
             .collect();
+        let t = Tables::new(&s, &ifaces).unwrap();
+        let eff: Vec<u16> = t.ports.keys().map(|k| u16::from_be(k.port_be)).collect();
         assert_eq!(eff, vec![8081]);
+        let ep = t.endpoints[&addr_be("10.1.0.2".parse().unwrap())];
+        assert_eq!(
+            (ep.ifindex, ep.network_id, ep.bridge_mac),
+            (12, 1, [2, 0, 0, 0, 1, 0])
+        );
+        // The backend leads back to its host port.
+        let (b, h) = t.backends.iter().next().unwrap();
+        assert_eq!(
+            (u16::from_be(b.port_be), u16::from_be(h.port_be)),
+            (80, 8081)
+        );
         let k = port_key(&s.ports[0]);
         assert_eq!((k.addr_be, u16::from_be(k.port_be), k.proto), (0, 8081, 6));
         let k = port_key(&port(Some("192.0.2.1"), Proto::Udp, 53, "10.1.0.2"));

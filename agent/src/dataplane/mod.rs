@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 
 mod attach;
 pub mod ebpf;
+mod maps;
 mod reserve;
 pub mod sys;
 
