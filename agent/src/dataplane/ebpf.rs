@@ -200,15 +200,10 @@ impl EbpfDataplane {
     }
 
     /// Attach `pier_veth_in` to every desired host-side veth; detach the rest.
-    fn sync_veths(&mut self, desired: &DesiredState) -> Result<(), DataplaneError> {
-        let want: BTreeSet<&str> = desired
-            .endpoints
-            .iter()
-            .map(|e| e.host_ifname.as_str())
-            .collect();
+    fn sync_veths(&mut self, want: &BTreeSet<String>) -> Result<(), DataplaneError> {
         let dir = self.cfg.bpffs_dir.clone();
-        for ifname in &want {
-            if self.veths.contains_key(*ifname) {
+        for ifname in want {
+            if self.veths.contains_key(ifname) {
                 continue;
             }
             let pin = attach::tc_pin(&dir, programs::VETH_IN, ifname);
@@ -219,7 +214,7 @@ impl EbpfDataplane {
         let gone: Vec<String> = self
             .veths
             .keys()
-            .filter(|k| !want.contains(k.as_str()))
+            .filter(|k| !want.contains(*k))
             .cloned()
             .collect();
         for ifname in gone {
@@ -524,7 +519,7 @@ impl Dataplane for EbpfDataplane {
         let tables = Tables::new(desired, &sys::interfaces()?)?;
         let new = self.reserve_ports(desired)?;
         let applied = self
-            .sync_veths(desired)
+            .sync_veths(&tables.veths)
             .and_then(|()| maps::write(self.bpf()?, &tables));
         if let Err(e) = applied {
             for id in &new {
@@ -638,6 +633,34 @@ mod tests {
         }
     }
 
+    fn ifaces(names: &[&str]) -> BTreeMap<String, sys::Iface> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let iface = sys::Iface {
+                    ifindex: 10 + i as u32,
+                    mac: Some([2, 0, 0, 0, 1, i as u8]),
+                    addrs: Vec::new(),
+                };
+                (n.to_string(), iface)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_endpoint_whose_interface_is_gone_is_skipped_with_its_ports() {
+        let mut s = state();
+        s.ports = vec![port(None, Proto::Tcp, 8081, "10.1.0.2")];
+        let t = Tables::new(&s, &ifaces(&["br1", "br2", "v2"])).unwrap();
+        let eps: Vec<Ipv4Addr> = t.endpoints.keys().map(|k| addr_from_be(*k)).collect();
+        assert_eq!(eps, vec!["10.2.0.2".parse::<Ipv4Addr>().unwrap()]);
+        assert!(t.ports.is_empty() && t.backends.is_empty());
+        assert_eq!(t.veths.iter().collect::<Vec<_>>(), vec!["v2"]);
+        let e = Tables::new(&s, &ifaces(&["br1", "v1", "v2"])).unwrap_err();
+        assert_eq!(e.to_string(), "network 2: bridge br2 does not exist");
+    }
+
     #[test]
     fn references_to_unknown_networks_and_containers_are_refused() {
         let mut s = state();
@@ -667,19 +690,7 @@ mod tests {
             port(None, Proto::Tcp, 8081, "10.1.0.2"),
             port(None, Proto::Tcp, 8082, "10.2.0.2"),
         ];
-        let ifaces: BTreeMap<String, sys::Iface> = ["br1", "br2", "v1", "v2"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let iface = sys::Iface {
-                    ifindex: 10 + i as u32,
-                    mac: Some([2, 0, 0, 0, 1, i as u8]),
-                    addrs: Vec::new(),
-                };
-                (n.to_string(), iface)
-            })
-            .collect();
-        let t = Tables::new(&s, &ifaces).unwrap();
+        let t = Tables::new(&s, &ifaces(&["br1", "br2", "v1", "v2"])).unwrap();
         let eff: Vec<u16> = t.ports.keys().map(|k| u16::from_be(k.port_be)).collect();
         assert_eq!(eff, vec![8081]);
         let ep = t.endpoints[&addr_be("10.1.0.2".parse().unwrap())];

@@ -74,6 +74,8 @@ pub struct Tables {
     pub endpoints: BTreeMap<u32, EndpointVal>,
     pub ports: BTreeMap<PortKey, PortVal>,
     pub backends: BTreeMap<PortKey, PortKey>,
+    /// Host-side veths that get `pier_veth_in`.
+    pub veths: BTreeSet<String>,
 }
 
 impl Tables {
@@ -119,12 +121,16 @@ impl Tables {
         }
         let mut net_of = BTreeMap::new();
         for e in &desired.endpoints {
-            let veth = ifaces.get(&e.host_ifname).ok_or_else(|| {
-                DataplaneError::Other(format!(
-                    "endpoint {}: interface {} does not exist",
-                    e.ip, e.host_ifname
-                ))
-            })?;
+            // A container whose interface is gone (stopped, being torn down)
+            // has no entries until it is back; the rest is still applied.
+            let Some(veth) = ifaces.get(&e.host_ifname) else {
+                tracing::warn!(
+                    "endpoint {}: interface {} does not exist; skipped",
+                    e.ip,
+                    e.host_ifname
+                );
+                continue;
+            };
             let bridge_mac = *bridge_mac.get(&e.network_id).ok_or_else(|| {
                 DataplaneError::Other(format!(
                     "endpoint {} names unknown network {}",
@@ -141,6 +147,7 @@ impl Tables {
                 },
             );
             net_of.insert(e.ip, e.network_id);
+            t.veths.insert(e.host_ifname.clone());
         }
         for p in &desired.ports {
             if net_of
