@@ -161,3 +161,45 @@ fn containers_reach_published_ports_on_the_host_address_hairpin() {
     });
     w.assert_firewalls_untouched();
 }
+
+#[test]
+fn two_agents_hooked_on_one_cgroup_each_translate_only_their_own_namespace() {
+    require_root!();
+    let mut a = World::new(true);
+    let mut b = World::new(false);
+    let cg = a.cgroup.clone().unwrap();
+    let na = a.network(1, "10.110.0.0/24");
+    let ca = a.container("c1", &na, "10.110.0.2");
+    let nb = b.network(1, "10.111.0.0/24");
+    let cb = b.container("c1", &nb, "10.111.0.2");
+    let da = a.desired(vec![tcp(8081, ca.ip, 8080)]);
+    let db = b.desired(vec![tcp(8081, cb.ip, 8080)]);
+    let cfg_a = a.config();
+    let mut cfg_b = b.config();
+    cfg_b.cgroup = Some(cg.clone());
+    let (ha, hb) = (a.host.host_ns.clone(), b.host.host_ns.clone());
+    let mut dpa = TestHost::in_netns(&ha, || {
+        let mut dp = EbpfDataplane::new(cfg_a);
+        dp.start().expect("start a");
+        dp.sync(&da).expect("sync a");
+        dp
+    });
+    let mut dpb = TestHost::in_netns(&hb, || {
+        let mut dp = EbpfDataplane::new(cfg_b);
+        dp.start().expect("start b");
+        dp.sync(&db).expect("sync b");
+        dp
+    });
+    for (ns, c, gw) in [(&ha, &ca, na.gateway), (&hb, &cb, nb.gateway)] {
+        let s = tcp_server(&c.ns, 8080, 1);
+        let (peer, answer) = ok(&client(ns, &cg, &["tcp", "127.0.0.1", "8081", "who"]));
+        assert_eq!(peer, "127.0.0.1:8081");
+        // Served by this host's container: it saw this host's gateway.
+        assert_eq!(peer_ip(&answer), gw.to_string(), "{answer}");
+        s.join().unwrap();
+    }
+    TestHost::in_netns(&ha, || dpa.remove_all().unwrap());
+    TestHost::in_netns(&hb, || dpb.remove_all().unwrap());
+    a.assert_firewalls_untouched();
+    b.assert_firewalls_untouched();
+}
