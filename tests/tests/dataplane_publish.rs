@@ -269,3 +269,41 @@ fn port_stats_count_exactly_what_each_published_port_carried() {
     });
     w.assert_firewalls_untouched();
 }
+
+#[test]
+fn ten_thousand_published_ports_are_all_served() {
+    require_root!();
+    let mut w = World::new(false);
+    let net = w.network(1, "10.112.0.0/24");
+    let c1 = w.container("c1", &net, "10.112.0.2");
+    let c2 = w.container("c2", &net, "10.112.0.3");
+    let out = w.host.outside_ns.clone();
+    // 5000 ports to each container.
+    let ports: Vec<PortSpec> = (0..10_000u16)
+        .map(|i| {
+            let c = if i % 2 == 0 { &c1 } else { &c2 };
+            tcp(40000 + i, c.ip, 8080)
+        })
+        .collect();
+    let desired = w.desired(ports);
+    let cfg = w.config();
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        let t = std::time::Instant::now();
+        dp.sync(&desired).expect("sync");
+        eprintln!("sync of 10000 ports: {:?}", t.elapsed());
+        assert_eq!(dp.port_entries().unwrap().len(), 10_000);
+        for (port, c) in [(40000, &c1), (49999, &c2), (45001, &c2)] {
+            let s = tcp_server(&c.ns, 8080, 1);
+            let a = tcp_ask(&out, &format!("{HOST_UPLINK_IP}:{port}"), "n").expect("served");
+            assert_eq!(peer_ip(&a), OUTSIDE_IP);
+            s.join().unwrap();
+        }
+        let t = std::time::Instant::now();
+        dp.sync(&desired).expect("sync again");
+        eprintln!("re-sync of 10000 ports: {:?}", t.elapsed());
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
