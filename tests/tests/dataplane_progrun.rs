@@ -264,6 +264,11 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
         let mut frag = Frame::new(17, C1, OUTSIDE, 4000, 53);
         frag.frag = 0x2000;
         assert_eq!(run(veth, &frag.build()).0, TC_ACT_SHOT);
+        // Multicast and broadcast are left to the host stack, untranslated.
+        for dst in [[224, 0, 0, 251], [255, 255, 255, 255]] {
+            let f = Frame::new(17, C1, dst, 5353, 5353).build();
+            assert_eq!(run(veth, &f), (TC_ACT_OK, f.clone()), "{dst:?}");
+        }
         // Within the network, anything passes.
         let peer = [10, 106, 0, 9];
         assert_eq!(

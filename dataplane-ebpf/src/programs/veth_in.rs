@@ -139,7 +139,9 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
         return redirect::to_container(ctx, &backend);
     }
-    if is_host_addr(pkt.daddr) {
+    // The host's own addresses, and multicast/broadcast (224.0.0.0 and up),
+    // which the host never forwards, are for the host stack.
+    if is_host_addr(pkt.daddr) || pkt.daddr.to_ne_bytes()[0] >= 224 {
         return Ok(TC_ACT_OK);
     }
     masquerade(ctx, &mut pkt, net.flags & NET_F_MASQUERADE != 0)
