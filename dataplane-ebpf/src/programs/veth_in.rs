@@ -196,7 +196,7 @@ fn retrack(pkt: &Pkt, host_addr: u32, host_port: u16, uplink: u32) {
         flags,
         client_be: 0,
     };
-    let _ = CT.insert(&pkt.flow(), &val, 0);
+    let _ = CT.insert(pkt.flow(), val, 0);
 }
 
 /// Record a routed (not masqueraded) flow so its replies are let in.
