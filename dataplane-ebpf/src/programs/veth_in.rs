@@ -3,8 +3,10 @@
 //! dropped. In order: replies of published connections are
 //! reverse-translated and sent back out of the uplink (or into the client
 //! container, for hairpin); traffic to another pier network is dropped;
-//! hairpin to a published port is translated; `--internal` networks stop
-//! here; traffic leaving the host is masqueraded.
+//! `--internal` networks stop here; hairpin to a published port is
+//! translated; the host's addresses and multicast go to the host stack; a
+//! reply whose conntrack entry is gone is re-tracked; traffic leaving the
+//! host is masqueraded.
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_OK},
     helpers::bpf_get_prandom_u32,
@@ -85,30 +87,6 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     if net.flags & NET_F_INTERNAL != 0 {
         return Err(DropReason::Internal);
     }
-    // A reply of a published connection whose entry is gone (evicted by the
-    // LRU, or expired while idle): it still leaves as the published port.
-    if pkt.has_ports()
-        && let Some(host) = unsafe {
-            BACKENDS.get(PortKey {
-                addr_be: pkt.saddr,
-                port_be: pkt.sport,
-                proto: pkt.proto,
-                _pad: 0,
-            })
-        }
-        .copied()
-        && let Some(up) = UPLINK.get(0).copied()
-        && up.ifindex != 0
-    {
-        let addr = if host.addr_be != 0 {
-            host.addr_be
-        } else {
-            up.addr_be
-        };
-        retrack(&pkt, addr, host.port_be, up.ifindex);
-        nat::snat(ctx, &mut pkt, addr, host.port_be)?;
-        return redirect::to_uplink(up.ifindex);
-    }
     // Hairpin: a container dialling a published port on a host address.
     if pkt.has_ports()
         && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto)
@@ -143,6 +121,30 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     // which the host never forwards, are for the host stack.
     if is_host_addr(pkt.daddr) || pkt.daddr.to_ne_bytes()[0] >= 224 {
         return Ok(TC_ACT_OK);
+    }
+    // A reply of a published connection whose entry is gone (evicted by the
+    // LRU, or expired while idle): it still leaves as the published port.
+    if pkt.has_ports()
+        && let Some(host) = unsafe {
+            BACKENDS.get(PortKey {
+                addr_be: pkt.saddr,
+                port_be: pkt.sport,
+                proto: pkt.proto,
+                _pad: 0,
+            })
+        }
+        .copied()
+        && let Some(up) = UPLINK.get(0).copied()
+        && up.ifindex != 0
+    {
+        let addr = if host.addr_be != 0 {
+            host.addr_be
+        } else {
+            up.addr_be
+        };
+        retrack(&pkt, addr, host.port_be, up.ifindex);
+        nat::snat(ctx, &mut pkt, addr, host.port_be)?;
+        return redirect::to_uplink(up.ifindex);
     }
     masquerade(ctx, &mut pkt, net.flags & NET_F_MASQUERADE != 0)
 }
