@@ -1,8 +1,77 @@
 //! Map names (at most 15 bytes, the kernel's limit) and sizes.
+//!
+//! The maps in [`PINNED`] live under the agent's bpffs directory and outlive an
+//! agent restart; the others are per load.
 
 /// Per-CPU packet/byte counters of the smoke-test program, indexed by [`crate::metrics::CounterIdx`].
 pub const SMOKE_COUNTERS: &str = "SMOKE_COUNTERS";
 /// Number of slots in [`SMOKE_COUNTERS`].
 pub const SMOKE_COUNTERS_LEN: u32 = 4;
 
-const _: () = assert!(SMOKE_COUNTERS.len() <= 15);
+/// Published ports: [`crate::nat::PortKey`] → [`crate::nat::PortVal`]. Pinned.
+pub const PORTS: &str = "PIER_PORTS";
+pub const PORTS_LEN: u32 = 65536;
+/// Published backends: [`crate::nat::PortKey`] of the container side
+/// (address, port, proto) → the host side's `PortKey`. Lets a reply whose
+/// conntrack entry was evicted still leave with the published address. Pinned.
+pub const BACKENDS: &str = "PIER_BACKENDS";
+/// Per published port counters: [`crate::nat::PortKey`] → per-CPU [`crate::metrics::Counter`]. Pinned.
+pub const PORT_STATS: &str = "PIER_PORT_STATS";
+/// Container interfaces: container IPv4 (`_be`) → [`crate::endpoint::EndpointVal`]. Pinned.
+pub const ENDPOINTS: &str = "PIER_ENDPOINTS";
+pub const ENDPOINTS_LEN: u32 = 16384;
+/// Networks: network id → [`crate::endpoint::NetworkVal`]. Pinned.
+pub const NETWORKS: &str = "PIER_NETWORKS";
+pub const NETWORKS_LEN: u32 = 1024;
+/// Subnets of the networks: LPM trie of IPv4 prefixes (`_be`) → network id. Pinned.
+pub const SUBNETS: &str = "PIER_SUBNETS";
+/// The host's own IPv4 addresses (`_be`) → 1. Pinned.
+pub const HOST_ADDRS: &str = "PIER_HOST_ADDRS";
+pub const HOST_ADDRS_LEN: u32 = 256;
+/// One slot: the uplink masquerade leaves by ([`crate::endpoint::UplinkVal`]). Pinned.
+pub const UPLINK: &str = "PIER_UPLINK";
+/// Published-connection tracking, keyed by the reply direction
+/// ([`crate::ct::FlowKey`] → [`crate::ct::CtVal`]). LRU, pinned.
+pub const CT: &str = "PIER_CT";
+pub const CT_LEN: u32 = 65536;
+/// Masquerade, outbound: container flow → allocated (address, port). LRU, pinned.
+pub const SNAT_FWD: &str = "PIER_SNAT_FWD";
+/// Masquerade, inbound: reply flow → container (address, port). LRU, pinned.
+pub const SNAT_REV: &str = "PIER_SNAT_REV";
+pub const SNAT_LEN: u32 = 65536;
+/// Socket-hook translations: [`crate::nat::SockKey`] → [`crate::nat::SockVal`]. LRU, pinned.
+pub const SOCK_NAT: &str = "PIER_SOCK_NAT";
+pub const SOCK_NAT_LEN: u32 = 65536;
+/// Per-CPU drop counters indexed by [`crate::drop::DropReason`]. Pinned.
+pub const DROPS: &str = "PIER_DROPS";
+pub const DROPS_LEN: u32 = 16;
+
+/// The maps the agent pins under its bpffs directory (they outlive a restart).
+pub const PINNED: [&str; 13] = [
+    PORTS, BACKENDS, PORT_STATS, ENDPOINTS, NETWORKS, SUBNETS, HOST_ADDRS, UPLINK, CT, SNAT_FWD,
+    SNAT_REV, SOCK_NAT, DROPS,
+];
+
+const _: () = {
+    let names = [
+        SMOKE_COUNTERS,
+        PORTS,
+        BACKENDS,
+        PORT_STATS,
+        ENDPOINTS,
+        NETWORKS,
+        SUBNETS,
+        HOST_ADDRS,
+        UPLINK,
+        CT,
+        SNAT_FWD,
+        SNAT_REV,
+        SOCK_NAT,
+        DROPS,
+    ];
+    let mut i = 0;
+    while i < names.len() {
+        assert!(names[i].len() <= 15);
+        i += 1;
+    }
+};

@@ -1,7 +1,56 @@
 //! Every map of the dataplane. Names and sizes come from `pier_common::maps`.
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use pier_common::{maps::SMOKE_COUNTERS_LEN, metrics::Counter};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+};
+use pier_common::{
+    ct::{CtVal, FlowKey},
+    endpoint::{EndpointVal, NetworkVal, UplinkVal},
+    maps::*,
+    metrics::Counter,
+    nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+};
 
 #[map(name = "SMOKE_COUNTERS")]
 pub static SMOKE_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(SMOKE_COUNTERS_LEN, 0);
+
+#[map(name = "PIER_PORTS")]
+pub static PORTS: HashMap<PortKey, PortVal> = HashMap::with_max_entries(PORTS_LEN, 0);
+
+#[map(name = "PIER_BACKENDS")]
+pub static BACKENDS: HashMap<PortKey, PortKey> = HashMap::with_max_entries(PORTS_LEN, 0);
+
+#[map(name = "PIER_PORT_STATS")]
+pub static PORT_STATS: PerCpuHashMap<PortKey, Counter> =
+    PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
+
+#[map(name = "PIER_ENDPOINTS")]
+pub static ENDPOINTS: HashMap<u32, EndpointVal> = HashMap::with_max_entries(ENDPOINTS_LEN, 0);
+
+#[map(name = "PIER_NETWORKS")]
+pub static NETWORKS: HashMap<u32, NetworkVal> = HashMap::with_max_entries(NETWORKS_LEN, 0);
+
+#[map(name = "PIER_SUBNETS")]
+pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::with_max_entries(NETWORKS_LEN, 0);
+
+#[map(name = "PIER_HOST_ADDRS")]
+pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(HOST_ADDRS_LEN, 0);
+
+#[map(name = "PIER_UPLINK")]
+pub static UPLINK: Array<UplinkVal> = Array::with_max_entries(1, 0);
+
+#[map(name = "PIER_CT")]
+pub static CT: LruHashMap<FlowKey, CtVal> = LruHashMap::with_max_entries(CT_LEN, 0);
+
+#[map(name = "PIER_SNAT_FWD")]
+pub static SNAT_FWD: LruHashMap<FlowKey, NatVal> = LruHashMap::with_max_entries(SNAT_LEN, 0);
+
+#[map(name = "PIER_SNAT_REV")]
+pub static SNAT_REV: LruHashMap<FlowKey, NatVal> = LruHashMap::with_max_entries(SNAT_LEN, 0);
+
+#[map(name = "PIER_SOCK_NAT")]
+pub static SOCK_NAT: LruHashMap<SockKey, SockVal> = LruHashMap::with_max_entries(SOCK_NAT_LEN, 0);
+
+#[map(name = "PIER_DROPS")]
+pub static DROPS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DROPS_LEN, 0);

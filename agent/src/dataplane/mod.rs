@@ -8,6 +8,14 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
+mod attach;
+pub mod ebpf;
+mod maps;
+mod reserve;
+pub mod sys;
+
+pub use ebpf::{CtCounts, CtTimeouts, EbpfDataplane};
+
 /// The ELF object of `dataplane-ebpf`, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PIER_EBPF_OBJECT"));
 
@@ -15,6 +23,17 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PIER_EBPF_OBJE
 pub mod programs {
     /// TC smoke test: counts packets into `SMOKE_COUNTERS`.
     pub const SMOKE: &str = "pier_smoke";
+    /// TC ingress of each uplink: publishing, masquerade replies, exposure.
+    pub const UPLINK_IN: &str = "pier_uplink_in";
+    /// TC ingress of each container's host-side veth: replies, isolation,
+    /// hairpin, masquerade.
+    pub const VETH_IN: &str = "pier_veth_in";
+    pub const CONNECT4: &str = "pier_connect4";
+    pub const SENDMSG4: &str = "pier_sendmsg4";
+    pub const RECVMSG4: &str = "pier_recvmsg4";
+    pub const GETPEERNAME4: &str = "pier_getpeername4";
+    /// The cgroup socket hooks for host-local clients.
+    pub const SOCK_HOOKS: [&str; 4] = [CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
 }
 
 /// Start-up configuration of the dataplane.

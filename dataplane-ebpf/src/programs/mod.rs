@@ -1,2 +1,8 @@
 //! One file per attach point; each holds a thin entry that calls shared logic.
+pub mod connect4;
+pub mod getpeername4;
+pub mod recvmsg4;
+pub mod sendmsg4;
 pub mod smoke;
+pub mod uplink_in;
+pub mod veth_in;

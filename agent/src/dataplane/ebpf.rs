@@ -1,0 +1,717 @@
+//! [`EbpfDataplane`]: loads the kernel programs, pins their maps and links
+//! under the agent's bpffs directory, and makes every map entry, attachment
+//! and port reservation agree with a [`DesiredState`] in one `sync`.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{CgroupSockAddr, ProgramError, SchedClassifier},
+};
+use pier_common::{
+    config::{self, GLOBAL_HOST_NETNS_COOKIE},
+    drop::DropReason,
+    endpoint::EndpointVal,
+    maps as names,
+    metrics::Counter,
+    nat::{PortKey, PortVal},
+};
+
+pub use super::maps::{CtCounts, addr_be, addr_from_be, port_key, proto_num};
+use super::{
+    Dataplane, DataplaneConfig, DataplaneError, DesiredState, EBPF_OBJECT, PortSpec, PortStats,
+    Proto, attach,
+    maps::{self, Tables},
+    programs,
+    reserve::{self, PortId},
+    sys,
+};
+
+fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneError {
+    DataplaneError::Other(format!("{what}: {e}"))
+}
+
+/// Like [`err`], with the error's sources.
+fn err_chain(what: impl std::fmt::Display, e: impl std::error::Error) -> DataplaneError {
+    let mut msg = format!("{what}: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    DataplaneError::Other(msg)
+}
+
+fn port_id(p: &PortSpec) -> PortId {
+    (p.host_ip, p.proto, p.host_port)
+}
+
+/// Conntrack lifetimes (set at load time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtTimeouts {
+    pub tcp_established: Duration,
+    /// After a FIN or RST.
+    pub tcp_closing: Duration,
+    /// Idle UDP flows.
+    pub udp: Duration,
+    pub icmp: Duration,
+}
+
+impl Default for CtTimeouts {
+    fn default() -> Self {
+        CtTimeouts {
+            tcp_established: Duration::from_nanos(config::CT_TCP_ESTABLISHED_NS),
+            tcp_closing: Duration::from_nanos(config::CT_TCP_CLOSING_NS),
+            udp: Duration::from_nanos(config::CT_UDP_NS),
+            icmp: Duration::from_nanos(config::CT_ICMP_NS),
+        }
+    }
+}
+
+/// The eBPF dataplane of one agent (one host namespace, one bpffs directory).
+pub struct EbpfDataplane {
+    cfg: DataplaneConfig,
+    bpf: Option<Ebpf>,
+    /// Host-side veths with `pier_veth_in` attached, and the pin of each link.
+    veths: BTreeMap<String, PathBuf>,
+    reservations: BTreeMap<PortId, OwnedFd>,
+    applied: DesiredState,
+    timeouts: CtTimeouts,
+    /// Another ELF object than [`EBPF_OBJECT`] (tests).
+    object: Option<Vec<u8>>,
+}
+
+impl EbpfDataplane {
+    pub fn new(cfg: DataplaneConfig) -> Self {
+        EbpfDataplane {
+            cfg,
+            bpf: None,
+            veths: BTreeMap::new(),
+            reservations: BTreeMap::new(),
+            applied: DesiredState::default(),
+            timeouts: CtTimeouts::default(),
+            object: None,
+        }
+    }
+
+    /// Load this ELF object instead of the embedded one (tests).
+    pub fn with_object(mut self, object: Vec<u8>) -> Self {
+        self.object = Some(object);
+        self
+    }
+
+    /// Use these conntrack lifetimes (before `start`).
+    pub fn with_ct_timeouts(mut self, t: CtTimeouts) -> Self {
+        self.timeouts = t;
+        self
+    }
+
+    pub fn config(&self) -> &DataplaneConfig {
+        &self.cfg
+    }
+
+    fn bpf(&mut self) -> Result<&mut Ebpf, DataplaneError> {
+        self.bpf
+            .as_mut()
+            .ok_or_else(|| DataplaneError::Other("the dataplane is not started".into()))
+    }
+
+    /// Load every program, surfacing a verifier rejection as
+    /// [`DataplaneError::Verifier`] with the log written to a file.
+    fn load_programs(bpf: &mut Ebpf) -> Result<(), DataplaneError> {
+        for (name, prog) in bpf.programs_mut() {
+            let r = match prog {
+                aya::programs::Program::SchedClassifier(p) => p.load(),
+                aya::programs::Program::CgroupSockAddr(p) => p.load(),
+                _ => continue,
+            };
+            if let Err(e) = r {
+                return Err(verifier_error(name, e));
+            }
+        }
+        Ok(())
+    }
+
+    fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.bpf()?
+            .program_mut(name)
+            .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
+            .try_into()
+            .map_err(|e| err(name, e))
+    }
+
+    /// Refresh `PIER_HOST_ADDRS` and `PIER_UPLINK` from the host's interfaces.
+    fn sync_host(&mut self) -> Result<(), DataplaneError> {
+        let ifaces = sys::interfaces()?;
+        let uplinks = self.cfg.uplinks.clone();
+        maps::write_host(self.bpf()?, &ifaces, &uplinks)
+    }
+
+    /// Validate `desired` without touching anything.
+    fn validate(desired: &DesiredState) -> Result<(), DataplaneError> {
+        let mut ids = BTreeSet::new();
+        for n in &desired.networks {
+            if !ids.insert(n.id) {
+                return Err(DataplaneError::Other(format!(
+                    "network id {} is used twice",
+                    n.id
+                )));
+            }
+        }
+        let mut ips = BTreeSet::new();
+        for e in &desired.endpoints {
+            if !ids.contains(&e.network_id) {
+                return Err(DataplaneError::Other(format!(
+                    "endpoint {} names unknown network {}",
+                    e.ip, e.network_id
+                )));
+            }
+            if !ips.insert(e.ip) {
+                return Err(DataplaneError::Other(format!(
+                    "endpoint address {} is used twice",
+                    e.ip
+                )));
+            }
+        }
+        let mut seen: BTreeMap<(Proto, u16), Vec<Option<Ipv4Addr>>> = BTreeMap::new();
+        for p in &desired.ports {
+            if !ips.contains(&p.container_ip) {
+                return Err(DataplaneError::Other(format!(
+                    "port {}: {} is not a container address",
+                    reserve::describe(&port_id(p)),
+                    p.container_ip
+                )));
+            }
+            let bound = seen.entry((p.proto, p.host_port)).or_default();
+            if bound
+                .iter()
+                .any(|b| b.is_none() || p.host_ip.is_none() || *b == p.host_ip)
+            {
+                return Err(DataplaneError::PortInUse(reserve::describe(&port_id(p))));
+            }
+            bound.push(p.host_ip);
+        }
+        Ok(())
+    }
+
+    /// Attach `pier_veth_in` to every desired host-side veth; detach the rest.
+    fn sync_veths(&mut self, want: &BTreeSet<String>) -> Result<(), DataplaneError> {
+        let dir = self.cfg.bpffs_dir.clone();
+        for ifname in want {
+            if self.veths.contains_key(ifname) {
+                continue;
+            }
+            let pin = attach::tc_pin(&dir, programs::VETH_IN, ifname);
+            let prog = self.classifier(programs::VETH_IN)?;
+            attach::attach_tc(prog, programs::VETH_IN, ifname, &pin)?;
+            self.veths.insert(ifname.to_string(), pin);
+        }
+        let gone: Vec<String> = self
+            .veths
+            .keys()
+            .filter(|k| !want.contains(*k))
+            .cloned()
+            .collect();
+        for ifname in gone {
+            if let Some(pin) = self.veths.remove(&ifname) {
+                attach::detach_pin(&pin);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reserve the desired ports not yet reserved; on failure release what this
+    /// call reserved and report the port.
+    fn reserve_ports(&mut self, desired: &DesiredState) -> Result<Vec<PortId>, DataplaneError> {
+        let mut new = Vec::new();
+        for p in &desired.ports {
+            let id = port_id(p);
+            if self.reservations.contains_key(&id) {
+                continue;
+            }
+            match reserve::reserve(&id) {
+                Ok(fd) => {
+                    self.reservations.insert(id, fd);
+                    new.push(id);
+                }
+                Err(e) => {
+                    for id in &new {
+                        self.reservations.remove(id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(new)
+    }
+
+    /// Remove conntrack and NAT entries whose lifetime is over (also done by
+    /// every `sync`; the agent may call it on a timer). A masquerade pair goes
+    /// when both halves have expired.
+    pub fn gc_conntrack(&mut self) -> Result<CtCounts, DataplaneError> {
+        maps::gc(self.bpf()?, sys::monotonic_ns())?;
+        self.ct_counts()
+    }
+
+    /// Forget every published connection (like `conntrack -F` for `PIER_CT`).
+    /// Established connections keep working: replies are re-tracked from
+    /// `PIER_BACKENDS`, requests from `PIER_PORTS`.
+    pub fn flush_conntrack(&mut self) -> Result<usize, DataplaneError> {
+        maps::flush_ct(self.bpf()?)
+    }
+
+    fn bpf_ref(&self) -> Result<&Ebpf, DataplaneError> {
+        self.bpf
+            .as_ref()
+            .ok_or_else(|| DataplaneError::Other("the dataplane is not started".into()))
+    }
+
+    /// How many entries the conntrack and NAT maps hold.
+    pub fn ct_counts(&self) -> Result<CtCounts, DataplaneError> {
+        maps::counts(self.bpf_ref()?)
+    }
+
+    /// `PIER_PORTS` as the kernel holds it.
+    pub fn port_entries(&self) -> Result<Vec<(PortKey, PortVal)>, DataplaneError> {
+        maps::ports(self.bpf_ref()?)
+    }
+
+    /// `PIER_ENDPOINTS` as the kernel holds it (address → value).
+    pub fn endpoint_entries(&self) -> Result<Vec<(Ipv4Addr, EndpointVal)>, DataplaneError> {
+        maps::endpoints(self.bpf_ref()?)
+    }
+
+    /// Per-reason drop counters summed over the CPUs.
+    pub fn drop_counts(&self) -> Result<Vec<(DropReason, Counter)>, DataplaneError> {
+        maps::drops(self.bpf_ref()?)
+    }
+
+    fn start_inner(&mut self) -> Result<(), DataplaneError> {
+        sys::raise_nofile();
+        sys::ensure_bpffs(&self.cfg.bpffs_dir)?;
+
+        std::fs::create_dir_all(attach::links_dir(&self.cfg.bpffs_dir))
+            .map_err(|e| err("links dir", e))?;
+        let cookie = sys::netns_cookie()?;
+        let t = self.timeouts;
+        let ns = |d: Duration| d.as_nanos() as u64;
+        let (est, closing, udp, icmp) = (
+            ns(t.tcp_established),
+            ns(t.tcp_closing),
+            ns(t.udp),
+            ns(t.icmp),
+        );
+        let mut loader = EbpfLoader::new();
+        // Pinned explicitly, by name, under this agent's directory only: a
+        // plain `Ebpf::load` of the object (tests, benchmarks) pins nothing.
+        let pins: Vec<(&str, PathBuf)> = names::PINNED
+            .iter()
+            .map(|n| (*n, self.cfg.bpffs_dir.join(n)))
+            .collect();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut bpf = loader
+            .override_global(GLOBAL_HOST_NETNS_COOKIE, &cookie, true)
+            .override_global(config::GLOBAL_CT_TCP_EST_NS, &est, true)
+            .override_global(config::GLOBAL_CT_TCP_CLOSING_NS, &closing, true)
+            .override_global(config::GLOBAL_CT_UDP_NS, &udp, true)
+            .override_global(config::GLOBAL_CT_ICMP_NS, &icmp, true)
+            .load(&aligned(self.object.as_deref().unwrap_or(EBPF_OBJECT)))
+            .map_err(|e| err_chain("loading the eBPF object", e))?;
+        Self::load_programs(&mut bpf)?;
+        self.bpf = Some(bpf);
+        // Forwarding for networks without masquerade (routed through the host).
+        sys::set_sysctl("net.ipv4.ip_forward", "1")?;
+        self.sync_host()?;
+        let dir = self.cfg.bpffs_dir.clone();
+        for up in self.cfg.uplinks.clone() {
+            let pin = attach::tc_pin(&dir, programs::UPLINK_IN, &up);
+            let prog = self.classifier(programs::UPLINK_IN)?;
+            attach::attach_tc(prog, programs::UPLINK_IN, &up, &pin)?;
+        }
+        // Host-side veths attached by a previous run: keep them, the next sync
+        // swaps their programs or detaches them.
+        if let Ok(rd) = std::fs::read_dir(attach::links_dir(&dir)) {
+            let prefix = format!("tc_{}_", programs::VETH_IN);
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(ifname) = name.strip_prefix(&prefix) {
+                    let prog = self.classifier(programs::VETH_IN)?;
+                    let pin = e.path();
+                    if attach::attach_tc(prog, programs::VETH_IN, ifname, &pin).is_ok() {
+                        self.veths.insert(ifname.to_string(), pin);
+                    } else {
+                        attach::detach_pin(&pin);
+                    }
+                }
+            }
+        }
+        if let Some(cg) = self.cfg.cgroup.clone() {
+            for name in programs::SOCK_HOOKS {
+                let pin = attach::cg_pin(&dir, name);
+                let prog: &mut CgroupSockAddr = self
+                    .bpf()?
+                    .program_mut(name)
+                    .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
+                    .try_into()
+                    .map_err(|e| err(name, e))?;
+                attach::attach_cgroup(prog, name, &cg, &pin)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Run `program` once on `packet` with `BPF_PROG_TEST_RUN`, as if it
+    /// arrived on interface `ifindex` (0: loopback); returns the program's
+    /// verdict and the packet as it left.
+    pub fn test_run(
+        &mut self,
+        program: &str,
+        packet: &[u8],
+        ifindex: u32,
+    ) -> Result<(u32, Vec<u8>), DataplaneError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        // A zeroed `struct __sk_buff` with only `ifindex` (offset 40) set.
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let prog = self.classifier(program)?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ctx_in: (ifindex != 0).then_some(&ctx[..]),
+                ..Default::default()
+            })
+            .map_err(|e| err_chain(program, e))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// Host-side veths that currently have `pier_veth_in` attached.
+    pub fn attached_veths(&self) -> Vec<String> {
+        self.veths.keys().cloned().collect()
+    }
+
+    /// Detach every program, release every reservation and remove every pin
+    /// and the bpffs directory (the agent's `system reset`). Best effort: all
+    /// steps run, failures are collected.
+    pub fn remove_all(&mut self) -> Result<(), DataplaneError> {
+        let mut errors = Vec::new();
+        self.reservations.clear();
+        self.veths.clear();
+        self.bpf = None;
+        self.applied = DesiredState::default();
+        let dir = self.cfg.bpffs_dir.clone();
+        let links = attach::links_dir(&dir);
+        if let Ok(rd) = std::fs::read_dir(&links) {
+            for e in rd.flatten() {
+                attach::detach_pin(&e.path());
+            }
+        }
+        if let Err(e) = remove_tree(&dir)
+            && dir.exists()
+        {
+            errors.push(format!("{}: {e}", dir.display()));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(DataplaneError::Other(errors.join("; ")))
+        }
+    }
+}
+
+/// A copy of `bytes` at 8-byte alignment (ELF parsing needs it).
+fn aligned(bytes: &[u8]) -> AlignedBytes {
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    // SAFETY: the u64 buffer is at least bytes.len() long.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast(), bytes.len());
+    }
+    AlignedBytes {
+        words,
+        len: bytes.len(),
+    }
+}
+
+struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl std::ops::Deref for AlignedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `words` holds `len` initialised bytes.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), self.len) }
+    }
+}
+
+/// bpffs allows unlink and rmdir only: remove depth first.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_tree(&p)?;
+            } else {
+                std::fs::remove_file(&p)?;
+            }
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
+/// Map a program load failure to [`DataplaneError::Verifier`], writing the
+/// verifier log to a file named after the program.
+pub fn verifier_error(program: &str, e: ProgramError) -> DataplaneError {
+    let (msg, log) = match &e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => (io_error.to_string(), verifier_log.to_string()),
+        other => (other.to_string(), String::new()),
+    };
+    let path = std::env::temp_dir().join(format!(
+        "pier-verifier-{program}-{}.log",
+        std::process::id()
+    ));
+    let log_ref = match std::fs::write(&path, &log) {
+        Ok(()) => path.display().to_string(),
+        Err(w) => format!("(could not write {}: {w})", path.display()),
+    };
+    DataplaneError::Verifier {
+        program: program.to_string(),
+        msg,
+        log: log_ref,
+    }
+}
+
+impl Dataplane for EbpfDataplane {
+    fn start(&mut self) -> Result<(), DataplaneError> {
+        if self.bpf.is_some() {
+            return Ok(());
+        }
+        let fresh = !self.cfg.bpffs_dir.exists();
+        let r = self.start_inner();
+        if r.is_err() {
+            // Nothing half-made: drop what this start loaded, and the pins
+            // too when the directory is ours (a previous run's stay).
+            self.bpf = None;
+            if fresh {
+                let _ = self.remove_all();
+            }
+        }
+        r
+    }
+    fn sync(&mut self, desired: &DesiredState) -> Result<(), DataplaneError> {
+        if self.bpf.is_none() {
+            return Err(DataplaneError::Other("the dataplane is not started".into()));
+        }
+        Self::validate(desired)?;
+        let tables = Tables::new(desired, &sys::interfaces()?)?;
+        let new = self.reserve_ports(desired)?;
+        let applied = self
+            .sync_veths(&tables.veths)
+            .and_then(|()| maps::write(self.bpf()?, &tables));
+        if let Err(e) = applied {
+            for id in &new {
+                self.reservations.remove(id);
+            }
+            return Err(e);
+        }
+        let want: BTreeSet<PortId> = desired.ports.iter().map(port_id).collect();
+        self.reservations.retain(|id, _| want.contains(id));
+        self.applied = desired.clone();
+        self.sync_host()?;
+        self.gc_conntrack()?;
+        Ok(())
+    }
+
+    fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
+        let bpf = self.bpf_ref()?;
+        self.applied
+            .ports
+            .iter()
+            .map(|p| {
+                let c = maps::port_counter(bpf, &port_key(p))?;
+                Ok(PortStats {
+                    port: p.clone(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{EndpointSpec, NetworkSpec};
+
+    fn state() -> DesiredState {
+        DesiredState {
+            networks: vec![
+                NetworkSpec {
+                    id: 1,
+                    bridge: "br1".into(),
+                    subnet: "10.1.0.0/24".parse().unwrap(),
+                    gateway: "10.1.0.1".parse().unwrap(),
+                    internal: false,
+                    icc: true,
+                    masquerade: true,
+                },
+                NetworkSpec {
+                    id: 2,
+                    bridge: "br2".into(),
+                    subnet: "10.2.0.0/24".parse().unwrap(),
+                    gateway: "10.2.0.1".parse().unwrap(),
+                    internal: true,
+                    icc: true,
+                    masquerade: true,
+                },
+            ],
+            endpoints: vec![
+                EndpointSpec {
+                    network_id: 1,
+                    ip: "10.1.0.2".parse().unwrap(),
+                    mac: [2, 0, 0, 0, 0, 2],
+                    host_ifname: "v1".into(),
+                },
+                EndpointSpec {
+                    network_id: 2,
+                    ip: "10.2.0.2".parse().unwrap(),
+                    mac: [2, 0, 0, 0, 0, 3],
+                    host_ifname: "v2".into(),
+                },
+            ],
+            ports: Vec::new(),
+        }
+    }
+
+    fn port(ip: Option<&str>, proto: Proto, host_port: u16, to: &str) -> PortSpec {
+        PortSpec {
+            host_ip: ip.map(|i| i.parse().unwrap()),
+            proto,
+            host_port,
+            container_ip: to.parse().unwrap(),
+            container_port: 80,
+        }
+    }
+
+    #[test]
+    fn the_same_port_twice_is_refused_but_other_protocols_and_addresses_are_not() {
+        let mut s = state();
+        s.ports = vec![
+            port(None, Proto::Tcp, 8081, "10.1.0.2"),
+            port(None, Proto::Udp, 8081, "10.1.0.2"),
+            port(Some("192.0.2.1"), Proto::Tcp, 8082, "10.1.0.2"),
+            port(Some("192.0.2.2"), Proto::Tcp, 8082, "10.1.0.2"),
+        ];
+        EbpfDataplane::validate(&s).unwrap();
+        for (dup, want) in [
+            (port(None, Proto::Tcp, 8081, "10.1.0.2"), "0.0.0.0:8081/tcp"),
+            // An all-addresses binding overlaps every specific one.
+            (port(None, Proto::Tcp, 8082, "10.1.0.2"), "0.0.0.0:8082/tcp"),
+            (
+                port(Some("192.0.2.9"), Proto::Udp, 8081, "10.1.0.2"),
+                "192.0.2.9:8081/udp",
+            ),
+        ] {
+            let mut s2 = s.clone();
+            s2.ports.push(dup);
+            let e = EbpfDataplane::validate(&s2).unwrap_err();
+            assert_eq!(e.to_string(), format!("port is already allocated: {want}"));
+        }
+    }
+
+    fn ifaces(names: &[&str]) -> BTreeMap<String, sys::Iface> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let iface = sys::Iface {
+                    ifindex: 10 + i as u32,
+                    mac: Some([2, 0, 0, 0, 1, i as u8]),
+                    addrs: Vec::new(),
+                };
+                (n.to_string(), iface)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_endpoint_whose_interface_is_gone_is_skipped_with_its_ports() {
+        let mut s = state();
+        s.ports = vec![port(None, Proto::Tcp, 8081, "10.1.0.2")];
+        let t = Tables::new(&s, &ifaces(&["br1", "br2", "v2"])).unwrap();
+        let eps: Vec<Ipv4Addr> = t.endpoints.keys().map(|k| addr_from_be(*k)).collect();
+        assert_eq!(eps, vec!["10.2.0.2".parse::<Ipv4Addr>().unwrap()]);
+        assert!(t.ports.is_empty() && t.backends.is_empty());
+        assert_eq!(t.veths.iter().collect::<Vec<_>>(), vec!["v2"]);
+        let e = Tables::new(&s, &ifaces(&["br1", "v1", "v2"])).unwrap_err();
+        assert_eq!(e.to_string(), "network 2: bridge br2 does not exist");
+    }
+
+    #[test]
+    fn references_to_unknown_networks_and_containers_are_refused() {
+        let mut s = state();
+        s.ports = vec![port(None, Proto::Tcp, 8081, "10.1.0.99")];
+        assert_eq!(
+            EbpfDataplane::validate(&s).unwrap_err().to_string(),
+            "port 0.0.0.0:8081/tcp: 10.1.0.99 is not a container address"
+        );
+        let mut s = state();
+        s.endpoints[0].network_id = 7;
+        assert_eq!(
+            EbpfDataplane::validate(&s).unwrap_err().to_string(),
+            "endpoint 10.1.0.2 names unknown network 7"
+        );
+        let mut s = state();
+        s.endpoints[1].ip = s.endpoints[0].ip;
+        assert_eq!(
+            EbpfDataplane::validate(&s).unwrap_err().to_string(),
+            "endpoint address 10.1.0.2 is used twice"
+        );
+    }
+
+    #[test]
+    fn tables_carry_interface_facts_and_skip_ports_of_internal_networks() {
+        let mut s = state();
+        s.ports = vec![
+            port(None, Proto::Tcp, 8081, "10.1.0.2"),
+            port(None, Proto::Tcp, 8082, "10.2.0.2"),
+        ];
+        let t = Tables::new(&s, &ifaces(&["br1", "br2", "v1", "v2"])).unwrap();
+        let eff: Vec<u16> = t.ports.keys().map(|k| u16::from_be(k.port_be)).collect();
+        assert_eq!(eff, vec![8081]);
+        let ep = t.endpoints[&addr_be("10.1.0.2".parse().unwrap())];
+        assert_eq!(
+            (ep.ifindex, ep.network_id, ep.bridge_mac),
+            (12, 1, [2, 0, 0, 0, 1, 0])
+        );
+        // The backend leads back to its host port.
+        let (b, h) = t.backends.iter().next().unwrap();
+        assert_eq!(
+            (u16::from_be(b.port_be), u16::from_be(h.port_be)),
+            (80, 8081)
+        );
+        let k = port_key(&s.ports[0]);
+        assert_eq!((k.addr_be, u16::from_be(k.port_be), k.proto), (0, 8081, 6));
+        let k = port_key(&port(Some("192.0.2.1"), Proto::Udp, 53, "10.1.0.2"));
+        assert_eq!(
+            addr_from_be(k.addr_be),
+            "192.0.2.1".parse::<Ipv4Addr>().unwrap()
+        );
+        assert_eq!(k.addr_be.to_ne_bytes(), [192, 0, 2, 1], "packet byte order");
+        assert_eq!(k.proto, 17);
+    }
+}

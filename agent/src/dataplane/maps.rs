@@ -1,0 +1,449 @@
+//! The dataplane's maps from user space: the tables a [`DesiredState`]
+//! becomes, a diff-sync that makes each map hold exactly its table, and the
+//! readers (conntrack gc, counters, inspection).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use aya::{
+    Ebpf, Pod,
+    maps::{
+        Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        lpm_trie::{Key, LpmTrie},
+    },
+};
+use pier_common::{
+    ct::{CtVal, FlowKey},
+    drop::DropReason,
+    endpoint::{
+        EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, NetworkVal, UplinkVal,
+    },
+    maps as names,
+    metrics::Counter,
+    nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+};
+
+use super::{DataplaneError, DesiredState, PortSpec, Proto, sys::Iface};
+
+fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneError {
+    DataplaneError::Other(format!("{what}: {e}"))
+}
+
+/// `_be` form of an address: its bytes in packet order.
+pub fn addr_be(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+pub fn addr_from_be(v: u32) -> Ipv4Addr {
+    Ipv4Addr::from(v.to_ne_bytes())
+}
+
+pub fn proto_num(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    }
+}
+
+/// The `PIER_PORTS` key of a published port.
+pub fn port_key(p: &PortSpec) -> PortKey {
+    PortKey {
+        addr_be: p.host_ip.map(addr_be).unwrap_or(0),
+        port_be: p.host_port.to_be(),
+        proto: proto_num(p.proto),
+        _pad: 0,
+    }
+}
+
+/// Conntrack sizes, for `gc_conntrack` and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CtCounts {
+    pub ct: usize,
+    pub snat_fwd: usize,
+    pub snat_rev: usize,
+    pub sock_nat: usize,
+}
+
+/// Every map entry a [`DesiredState`] stands for.
+#[derive(Debug, Default)]
+pub struct Tables {
+    pub networks: BTreeMap<u32, NetworkVal>,
+    /// (prefix length, network `_be`) → network id.
+    pub subnets: BTreeMap<(u32, u32), u32>,
+    pub endpoints: BTreeMap<u32, EndpointVal>,
+    pub ports: BTreeMap<PortKey, PortVal>,
+    pub backends: BTreeMap<PortKey, PortKey>,
+    /// Host-side veths that get `pier_veth_in`.
+    pub veths: BTreeSet<String>,
+}
+
+impl Tables {
+    /// The tables of `desired`, with interface facts from `ifaces`. Ports of
+    /// `--internal` networks get no entry (they are unreachable).
+    pub fn new(
+        desired: &DesiredState,
+        ifaces: &BTreeMap<String, Iface>,
+    ) -> Result<Self, DataplaneError> {
+        let mut t = Tables::default();
+        let mut internal = BTreeSet::new();
+        let mut bridge_mac = BTreeMap::new();
+        for n in &desired.networks {
+            let mut flags = 0;
+            if n.internal {
+                flags |= NET_F_INTERNAL;
+                internal.insert(n.id);
+            }
+            if !n.icc {
+                flags |= NET_F_NO_ICC;
+            }
+            if n.masquerade {
+                flags |= NET_F_MASQUERADE;
+            }
+            t.networks.insert(
+                n.id,
+                NetworkVal {
+                    flags,
+                    gateway_be: addr_be(n.gateway),
+                },
+            );
+            t.subnets.insert(
+                (n.subnet.prefix_len() as u32, addr_be(n.subnet.network())),
+                n.id,
+            );
+            let mac = ifaces.get(&n.bridge).and_then(|b| b.mac).ok_or_else(|| {
+                DataplaneError::Other(format!(
+                    "network {}: bridge {} does not exist",
+                    n.id, n.bridge
+                ))
+            })?;
+            bridge_mac.insert(n.id, mac);
+        }
+        let mut net_of = BTreeMap::new();
+        for e in &desired.endpoints {
+            // A container whose interface is gone (stopped, being torn down)
+            // has no entries until it is back; the rest is still applied.
+            let Some(veth) = ifaces.get(&e.host_ifname) else {
+                tracing::warn!(
+                    "endpoint {}: interface {} does not exist; skipped",
+                    e.ip,
+                    e.host_ifname
+                );
+                continue;
+            };
+            let bridge_mac = *bridge_mac.get(&e.network_id).ok_or_else(|| {
+                DataplaneError::Other(format!(
+                    "endpoint {} names unknown network {}",
+                    e.ip, e.network_id
+                ))
+            })?;
+            t.endpoints.insert(
+                addr_be(e.ip),
+                EndpointVal {
+                    ifindex: veth.ifindex,
+                    network_id: e.network_id,
+                    mac: e.mac,
+                    bridge_mac,
+                },
+            );
+            net_of.insert(e.ip, e.network_id);
+            t.veths.insert(e.host_ifname.clone());
+        }
+        for p in &desired.ports {
+            if net_of
+                .get(&p.container_ip)
+                .is_none_or(|n| internal.contains(n))
+            {
+                continue;
+            }
+            let key = port_key(p);
+            let val = PortVal {
+                backend_be: addr_be(p.container_ip),
+                backend_port_be: p.container_port.to_be(),
+                _pad: 0,
+            };
+            t.ports.insert(key, val);
+            // Backend → the (first) host port publishing it.
+            let backend = PortKey {
+                addr_be: val.backend_be,
+                port_be: val.backend_port_be,
+                proto: key.proto,
+                _pad: 0,
+            };
+            t.backends.entry(backend).or_insert(key);
+        }
+        Ok(t)
+    }
+}
+
+/// A typed view of hash map `name`.
+fn hash<'a, K: Pod, V: Pod>(
+    bpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<HashMap<&'a mut MapData, K, V>, DataplaneError> {
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))?;
+    HashMap::try_from(map).map_err(|e| err(name, e))
+}
+
+fn hash_ro<'a, K: Pod, V: Pod>(
+    bpf: &'a Ebpf,
+    name: &str,
+) -> Result<HashMap<&'a MapData, K, V>, DataplaneError> {
+    let map = bpf
+        .map(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))?;
+    HashMap::try_from(map).map_err(|e| err(name, e))
+}
+
+fn lpm(bpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, u32, u32>, DataplaneError> {
+    let map = bpf
+        .map_mut(names::SUBNETS)
+        .ok_or_else(|| DataplaneError::Other("map PIER_SUBNETS missing".into()))?;
+    LpmTrie::try_from(map).map_err(|e| err(names::SUBNETS, e))
+}
+
+/// Insert or update every entry of `want`.
+fn upsert<K: Pod, V: Pod>(
+    bpf: &mut Ebpf,
+    name: &str,
+    want: &BTreeMap<K, V>,
+) -> Result<(), DataplaneError> {
+    let mut m = hash::<K, V>(bpf, name)?;
+    for (k, v) in want {
+        m.insert(k, v, 0).map_err(|e| err(name, e))?;
+    }
+    Ok(())
+}
+
+/// Remove every entry whose key is not in `want`.
+fn prune<K: Pod + Ord, V: Pod>(
+    bpf: &mut Ebpf,
+    name: &str,
+    want: &BTreeMap<K, V>,
+) -> Result<(), DataplaneError> {
+    let mut m = hash::<K, V>(bpf, name)?;
+    let stale: Vec<K> = m
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains_key(k))
+        .collect();
+    for k in stale {
+        m.remove(&k).map_err(|e| err(name, e))?;
+    }
+    Ok(())
+}
+
+/// Make the maps hold exactly `t`: add and update first (networks →
+/// endpoints → ports), remove after (ports → endpoints → networks), so no
+/// packet meets an entry pointing at a missing one.
+pub fn write(bpf: &mut Ebpf, t: &Tables) -> Result<(), DataplaneError> {
+    upsert(bpf, names::NETWORKS, &t.networks)?;
+    {
+        let mut m = lpm(bpf)?;
+        for ((len, net), id) in &t.subnets {
+            m.insert(&Key::new(*len, *net), id, 0)
+                .map_err(|e| err(names::SUBNETS, e))?;
+        }
+    }
+    upsert(bpf, names::ENDPOINTS, &t.endpoints)?;
+    {
+        // Counters start at zero for a new port and keep counting otherwise.
+        let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
+        let map = bpf
+            .map_mut(names::PORT_STATS)
+            .ok_or_else(|| DataplaneError::Other("map PIER_PORT_STATS missing".into()))?;
+        let mut stats: PerCpuHashMap<_, PortKey, Counter> =
+            PerCpuHashMap::try_from(map).map_err(|e| err(names::PORT_STATS, e))?;
+        let have: BTreeSet<PortKey> = stats.keys().filter_map(Result::ok).collect();
+        for k in t.ports.keys().filter(|k| !have.contains(k)) {
+            let zero = PerCpuValues::try_from(vec![Counter::default(); ncpu])
+                .map_err(|e| err(names::PORT_STATS, e))?;
+            stats
+                .insert(k, zero, 0)
+                .map_err(|e| err(names::PORT_STATS, e))?;
+        }
+        for k in have.iter().filter(|k| !t.ports.contains_key(k)) {
+            stats.remove(k).map_err(|e| err(names::PORT_STATS, e))?;
+        }
+    }
+    upsert(bpf, names::BACKENDS, &t.backends)?;
+    upsert(bpf, names::PORTS, &t.ports)?;
+    prune(bpf, names::PORTS, &t.ports)?;
+    prune(bpf, names::BACKENDS, &t.backends)?;
+    prune(bpf, names::ENDPOINTS, &t.endpoints)?;
+    {
+        let mut m = lpm(bpf)?;
+        let stale: Vec<Key<u32>> = m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !t.subnets.contains_key(&(k.prefix_len(), k.data())))
+            .collect();
+        for k in stale {
+            m.remove(&k).map_err(|e| err(names::SUBNETS, e))?;
+        }
+    }
+    prune(bpf, names::NETWORKS, &t.networks)
+}
+
+/// `PIER_HOST_ADDRS` := the host's addresses (but loopback); `PIER_UPLINK` :=
+/// the first of `uplinks` that has an address.
+pub fn write_host(
+    bpf: &mut Ebpf,
+    ifaces: &BTreeMap<String, Iface>,
+    uplinks: &[String],
+) -> Result<(), DataplaneError> {
+    let addrs: BTreeMap<u32, u32> = ifaces
+        .values()
+        .flat_map(|i| i.addrs.iter())
+        .filter(|a| !a.is_loopback())
+        .map(|a| (addr_be(*a), 1))
+        .collect();
+    let mut uplink = UplinkVal::default();
+    for name in uplinks {
+        let i = ifaces
+            .get(name)
+            .ok_or_else(|| DataplaneError::Other(format!("uplink {name} does not exist")))?;
+        if let Some(a) = i.addrs.first()
+            && uplink.ifindex == 0
+        {
+            uplink = UplinkVal {
+                ifindex: i.ifindex,
+                addr_be: addr_be(*a),
+            };
+        }
+    }
+    upsert(bpf, names::HOST_ADDRS, &addrs)?;
+    prune(bpf, names::HOST_ADDRS, &addrs)?;
+    let map = bpf
+        .map_mut(names::UPLINK)
+        .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK missing".into()))?;
+    let mut u: Array<_, UplinkVal> = Array::try_from(map).map_err(|e| err(names::UPLINK, e))?;
+    u.set(0, uplink, 0).map_err(|e| err(names::UPLINK, e))
+}
+
+fn flow_tuple(k: &FlowKey) -> (u32, u32, u16, u16, u8) {
+    (k.saddr_be, k.daddr_be, k.sport_be, k.dport_be, k.proto)
+}
+
+/// Remove conntrack and NAT entries whose lifetime ended before `now`
+/// (CLOCK_MONOTONIC ns). A masquerade pair goes when both halves expired.
+pub fn gc(bpf: &mut Ebpf, now: u64) -> Result<(), DataplaneError> {
+    {
+        let mut ct = hash::<FlowKey, CtVal>(bpf, names::CT)?;
+        let dead: Vec<FlowKey> = ct
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.expires_ns < now)
+            .map(|(k, _)| k)
+            .collect();
+        for k in dead {
+            let _ = ct.remove(&k);
+        }
+    }
+    let [fwd, rev] = bpf.maps_disjoint_mut([names::SNAT_FWD, names::SNAT_REV]);
+    let (Some(fwd), Some(rev)) = (fwd, rev) else {
+        return Err(DataplaneError::Other("SNAT maps missing".into()));
+    };
+    let mut fwd: HashMap<_, FlowKey, NatVal> =
+        HashMap::try_from(fwd).map_err(|e| err(names::SNAT_FWD, e))?;
+    let mut rev: HashMap<_, FlowKey, NatVal> =
+        HashMap::try_from(rev).map_err(|e| err(names::SNAT_REV, e))?;
+    let fwd_entries: Vec<(FlowKey, NatVal)> = fwd.iter().filter_map(Result::ok).collect();
+    let mut paired = BTreeSet::new();
+    for (k, v) in fwd_entries {
+        let rkey = FlowKey {
+            saddr_be: k.daddr_be,
+            daddr_be: v.addr_be,
+            sport_be: k.dport_be,
+            dport_be: v.port_be,
+            proto: k.proto,
+            _pad: [0; 3],
+        };
+        let r = rev.get(&rkey, 0).ok();
+        let newest = r.map_or(v.expires_ns, |r| r.expires_ns.max(v.expires_ns));
+        if newest < now {
+            let _ = fwd.remove(&k);
+            let _ = rev.remove(&rkey);
+        } else {
+            paired.insert(flow_tuple(&rkey));
+        }
+    }
+    let rev_entries: Vec<(FlowKey, NatVal)> = rev.iter().filter_map(Result::ok).collect();
+    for (k, v) in rev_entries {
+        if v.expires_ns < now && !paired.contains(&flow_tuple(&k)) {
+            let _ = rev.remove(&k);
+        }
+    }
+    Ok(())
+}
+
+/// Empty `PIER_CT`; returns how many entries it held.
+pub fn flush_ct(bpf: &mut Ebpf) -> Result<usize, DataplaneError> {
+    let mut ct = hash::<FlowKey, CtVal>(bpf, names::CT)?;
+    let keys: Vec<FlowKey> = ct.keys().filter_map(Result::ok).collect();
+    for k in &keys {
+        let _ = ct.remove(k);
+    }
+    Ok(keys.len())
+}
+
+pub fn counts(bpf: &Ebpf) -> Result<CtCounts, DataplaneError> {
+    fn count<K: Pod, V: Pod>(bpf: &Ebpf, name: &str) -> Result<usize, DataplaneError> {
+        Ok(hash_ro::<K, V>(bpf, name)?.keys().count())
+    }
+    Ok(CtCounts {
+        ct: count::<FlowKey, CtVal>(bpf, names::CT)?,
+        snat_fwd: count::<FlowKey, NatVal>(bpf, names::SNAT_FWD)?,
+        snat_rev: count::<FlowKey, NatVal>(bpf, names::SNAT_REV)?,
+        sock_nat: count::<SockKey, SockVal>(bpf, names::SOCK_NAT)?,
+    })
+}
+
+pub fn ports(bpf: &Ebpf) -> Result<Vec<(PortKey, PortVal)>, DataplaneError> {
+    Ok(hash_ro::<PortKey, PortVal>(bpf, names::PORTS)?
+        .iter()
+        .filter_map(Result::ok)
+        .collect())
+}
+
+pub fn endpoints(bpf: &Ebpf) -> Result<Vec<(Ipv4Addr, EndpointVal)>, DataplaneError> {
+    Ok(hash_ro::<u32, EndpointVal>(bpf, names::ENDPOINTS)?
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (addr_from_be(k), v))
+        .collect())
+}
+
+fn sum<'a>(it: impl Iterator<Item = &'a Counter>) -> Counter {
+    it.fold(Counter::default(), |a, c| Counter {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    })
+}
+
+pub fn drops(bpf: &Ebpf) -> Result<Vec<(DropReason, Counter)>, DataplaneError> {
+    let map = bpf
+        .map(names::DROPS)
+        .ok_or_else(|| DataplaneError::Other("map PIER_DROPS missing".into()))?;
+    let m: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(map).map_err(|e| err(names::DROPS, e))?;
+    DropReason::ALL
+        .into_iter()
+        .map(|r| {
+            let v = m.get(&(r as u32), 0).map_err(|e| err(names::DROPS, e))?;
+            Ok((r, sum(v.iter())))
+        })
+        .collect()
+}
+
+/// Packets and bytes of published port `key`, summed over the CPUs.
+pub fn port_counter(bpf: &Ebpf, key: &PortKey) -> Result<Counter, DataplaneError> {
+    let map = bpf
+        .map(names::PORT_STATS)
+        .ok_or_else(|| DataplaneError::Other("map PIER_PORT_STATS missing".into()))?;
+    let m: PerCpuHashMap<_, PortKey, Counter> =
+        PerCpuHashMap::try_from(map).map_err(|e| err(names::PORT_STATS, e))?;
+    Ok(m.get(key, 0).map(|v| sum(v.iter())).unwrap_or_default())
+}

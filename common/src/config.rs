@@ -1,0 +1,25 @@
+//! Load-time globals (set with `EbpfLoader::override_global`) and constants the
+//! kernel and user side agree on.
+
+/// Global: the network-namespace cookie of the agent's host namespace. The
+/// socket hooks act only on sockets of that namespace.
+pub const GLOBAL_HOST_NETNS_COOKIE: &str = "HOST_NETNS_COOKIE";
+
+/// Masquerade source ports are allocated from this range (above the default
+/// `ip_local_port_range`, so they do not meet the host's own sockets).
+pub const NAT_PORT_MIN: u16 = 61000;
+pub const NAT_PORT_MAX: u16 = 65535;
+/// How many ports the allocator tries before giving up on a flow.
+pub const NAT_PORT_TRIES: u32 = 32;
+
+/// Globals: conntrack lifetimes in nanoseconds (defaults below).
+pub const GLOBAL_CT_TCP_EST_NS: &str = "CT_TCP_EST_NS";
+pub const GLOBAL_CT_TCP_CLOSING_NS: &str = "CT_TCP_CLOSING_NS";
+pub const GLOBAL_CT_UDP_NS: &str = "CT_UDP_NS";
+pub const GLOBAL_CT_ICMP_NS: &str = "CT_ICMP_NS";
+
+/// Default conntrack lifetimes (nanoseconds, `bpf_ktime_get_ns` clock).
+pub const CT_TCP_ESTABLISHED_NS: u64 = 6 * 3600 * 1_000_000_000;
+pub const CT_TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
+pub const CT_UDP_NS: u64 = 60 * 1_000_000_000;
+pub const CT_ICMP_NS: u64 = 30 * 1_000_000_000;

@@ -1,0 +1,43 @@
+//! Why a packet was dropped: one per-CPU counter per reason (map `PIER_DROPS`).
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Headers shorter than they claim.
+    Malformed = 1,
+    /// Between two different pier networks.
+    Isolation = 2,
+    /// Leaving an `--internal` network.
+    Internal = 3,
+    /// Between containers of a network with `enable_icc=false`.
+    NoIcc = 4,
+    /// From outside, to a container address or port that is not published.
+    NotPublished = 5,
+    /// A published port whose container is unknown.
+    NoBackend = 6,
+    /// Masquerade could not allocate a source port.
+    NatExhausted = 7,
+    /// Masquerade cannot rewrite this packet (fragment, unknown protocol).
+    NatUnsupported = 8,
+    /// A packet helper (store, checksum, redirect) failed.
+    Helper = 9,
+    /// From a container, with a source address that is not its own.
+    Spoofed = 10,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 10] = [
+        DropReason::Malformed,
+        DropReason::Isolation,
+        DropReason::Internal,
+        DropReason::NoIcc,
+        DropReason::NotPublished,
+        DropReason::NoBackend,
+        DropReason::NatExhausted,
+        DropReason::NatUnsupported,
+        DropReason::Helper,
+        DropReason::Spoofed,
+    ];
+}
+
+const _: () = assert!((DropReason::Spoofed as u32) < crate::maps::DROPS_LEN);

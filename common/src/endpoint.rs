@@ -1,0 +1,42 @@
+//! Endpoint, network and uplink layouts.
+
+/// A container interface, found by its IPv4 address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointVal {
+    /// Host-side veth (redirect target).
+    pub ifindex: u32,
+    pub network_id: u32,
+    /// The container's MAC (destination of redirected frames).
+    pub mac: [u8; 6],
+    /// The bridge's MAC (source of redirected frames).
+    pub bridge_mac: [u8; 6],
+}
+
+const _: () = assert!(core::mem::size_of::<EndpointVal>() == 20);
+
+/// `NetworkVal::flags` bits.
+pub const NET_F_INTERNAL: u32 = 1;
+pub const NET_F_NO_ICC: u32 = 2;
+pub const NET_F_MASQUERADE: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkVal {
+    pub flags: u32,
+    pub gateway_be: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<NetworkVal>() == 8);
+
+/// The uplink masquerade uses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UplinkVal {
+    pub ifindex: u32,
+    pub addr_be: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<UplinkVal>() == 8);
+
+crate::pod!(EndpointVal, NetworkVal, UplinkVal);

@@ -1,0 +1,59 @@
+//! Connection tracking: lifetimes and TCP close detection shared by the
+//! publishing conntrack (`PIER_CT`) and masquerade (`PIER_SNAT_*`).
+use aya_ebpf::{Global, helpers::bpf_ktime_get_ns};
+use pier_common::{
+    config::{
+        CT_ICMP_NS as CT_ICMP_DEFAULT, CT_TCP_CLOSING_NS as CT_TCP_CLOSING_DEFAULT,
+        CT_TCP_ESTABLISHED_NS, CT_UDP_NS as CT_UDP_DEFAULT,
+    },
+    ct::{CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_RST},
+};
+
+use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Pkt, TCP_FIN, TCP_RST, TCP_SYN};
+
+// Lifetimes, overridable at load time (names in `pier_common::config`).
+#[unsafe(no_mangle)]
+static CT_TCP_EST_NS: Global<u64> = Global::new(CT_TCP_ESTABLISHED_NS);
+#[unsafe(no_mangle)]
+static CT_TCP_CLOSING_NS: Global<u64> = Global::new(CT_TCP_CLOSING_DEFAULT);
+#[unsafe(no_mangle)]
+static CT_UDP_NS: Global<u64> = Global::new(CT_UDP_DEFAULT);
+#[unsafe(no_mangle)]
+static CT_ICMP_NS: Global<u64> = Global::new(CT_ICMP_DEFAULT);
+
+#[inline(always)]
+pub fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The flags after seeing `pkt` (`reply`: it travels backend → client).
+#[inline(always)]
+pub fn next_flags(flags: u32, pkt: &Pkt, reply: bool) -> u32 {
+    if pkt.proto != IPPROTO_TCP {
+        return flags;
+    }
+    let f = pkt.tcp_flags;
+    if f & TCP_SYN != 0 && f & TCP_RST == 0 && !reply {
+        // A new connection on a reused tuple starts afresh.
+        return 0;
+    }
+    let mut flags = flags;
+    if f & TCP_RST != 0 {
+        flags |= CT_F_RST;
+    }
+    if f & TCP_FIN != 0 {
+        flags |= if reply { CT_F_FIN_REPLY } else { CT_F_FIN_ORIG };
+    }
+    flags
+}
+
+/// When an entry with `flags` for `pkt`'s protocol may be retired.
+#[inline(always)]
+pub fn expiry(now: u64, pkt: &Pkt, flags: u32) -> u64 {
+    now + match pkt.proto {
+        IPPROTO_TCP if flags != 0 => CT_TCP_CLOSING_NS.load(),
+        IPPROTO_TCP => CT_TCP_EST_NS.load(),
+        IPPROTO_UDP => CT_UDP_NS.load(),
+        _ => CT_ICMP_NS.load(),
+    }
+}

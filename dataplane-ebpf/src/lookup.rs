@@ -1,0 +1,64 @@
+//! Map lookups shared by the TC programs and the socket hooks.
+use aya_ebpf::maps::lpm_trie::Key;
+use pier_common::{
+    endpoint::{EndpointVal, NetworkVal},
+    metrics::Counter,
+    nat::{PortKey, PortVal},
+};
+
+use crate::maps::{ENDPOINTS, HOST_ADDRS, NETWORKS, PORT_STATS, PORTS, SUBNETS};
+
+/// Is `addr` one of the host's own addresses (or loopback)?
+#[inline(always)]
+pub fn is_host_addr(addr: u32) -> bool {
+    // First octet 127, as the bytes sit in memory.
+    addr.to_ne_bytes()[0] == 127 || unsafe { HOST_ADDRS.get(addr) }.is_some()
+}
+
+/// The published port `(addr, port, proto)` leads to, if any: a binding to
+/// that exact address first, then one to every host address.
+#[inline(always)]
+pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, PortVal)> {
+    let mut key = PortKey {
+        addr_be: addr,
+        port_be: port,
+        proto,
+        _pad: 0,
+    };
+    if let Some(v) = unsafe { PORTS.get(key) } {
+        return Some((key, *v));
+    }
+    if !is_host_addr(addr) {
+        return None;
+    }
+    key.addr_be = 0;
+    unsafe { PORTS.get(key) }.map(|v| (key, *v))
+}
+
+#[inline(always)]
+pub fn count_port(key: &PortKey, len: u32) {
+    if let Some(c) = PORT_STATS.get_ptr_mut(key) {
+        let c: *mut Counter = c;
+        // Per-CPU value: no other writer races with us.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn endpoint(addr: u32) -> Option<EndpointVal> {
+    unsafe { ENDPOINTS.get(addr) }.copied()
+}
+
+#[inline(always)]
+pub fn network(id: u32) -> Option<NetworkVal> {
+    unsafe { NETWORKS.get(id) }.copied()
+}
+
+/// The pier network whose subnet holds `addr`.
+#[inline(always)]
+pub fn subnet_of(addr: u32) -> Option<u32> {
+    SUBNETS.get(Key::new(32, addr)).copied()
+}

@@ -1,0 +1,96 @@
+//! `pier_uplink_in`: TC ingress of an uplink. Replies to masqueraded flows and
+//! packets to published ports are rewritten and redirected straight into the
+//! container; anything else addressed to a container subnet is dropped (only
+//! published ports are exposed); the rest goes to the host stack.
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use pier_common::{ct::CtVal, drop::DropReason};
+
+use crate::{
+    ct,
+    lookup::{count_port, endpoint, published, subnet_of},
+    maps::{CT, SNAT_REV},
+    nat, parse, redirect,
+    verdict::verdict,
+};
+
+#[classifier]
+pub fn pier_uplink_in(ctx: TcContext) -> i32 {
+    verdict(&ctx, try_uplink_in(&ctx))
+}
+
+#[inline(always)]
+fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
+    let Some(mut pkt) = parse::ipv4(ctx)? else {
+        return Ok(TC_ACT_OK);
+    };
+    if pkt.has_ports() {
+        // A reply to a masqueraded flow.
+        if let Some(v) = SNAT_REV.get_ptr_mut(pkt.flow()) {
+            let now = ct::now();
+            let (addr, port) = unsafe {
+                (*v).flags = ct::next_flags((*v).flags, &pkt, true);
+                (*v).expires_ns = ct::expiry(now, &pkt, (*v).flags);
+                ((*v).addr_be, (*v).port_be)
+            };
+            let ep = endpoint(addr).ok_or(DropReason::NoBackend)?;
+            nat::dnat(ctx, &mut pkt, addr, port)?;
+            return redirect::to_container(ctx, &ep);
+        }
+        // A published port.
+        if let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto) {
+            let ep = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
+            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            track(&pkt, port.backend_be, port.backend_port_be, 0, ifindex, 0);
+            count_port(&key, ctx.len());
+            nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
+            return redirect::to_container(ctx, &ep);
+        }
+    }
+    if subnet_of(pkt.daddr).is_some() {
+        return Err(DropReason::NotPublished);
+    }
+    Ok(TC_ACT_OK)
+}
+
+/// Create or refresh the conntrack entry of a published connection, keyed by
+/// its reply direction (backend → client).
+#[inline(always)]
+pub fn track(
+    pkt: &parse::Pkt,
+    backend: u32,
+    backend_port: u16,
+    client_ifindex: u32,
+    uplink: u32,
+    client_be: u32,
+) {
+    let key = pier_common::ct::FlowKey {
+        saddr_be: backend,
+        daddr_be: pkt.saddr,
+        sport_be: backend_port,
+        dport_be: pkt.sport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    let now = ct::now();
+    if let Some(v) = CT.get_ptr_mut(key) {
+        unsafe {
+            if (*v).orig_daddr_be == pkt.daddr && (*v).orig_dport_be == pkt.dport {
+                (*v).flags = ct::next_flags((*v).flags, pkt, false);
+                (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
+                return;
+            }
+        }
+    }
+    let flags = ct::next_flags(0, pkt, false);
+    let val = CtVal {
+        orig_daddr_be: pkt.daddr,
+        orig_dport_be: pkt.dport,
+        _pad: 0,
+        client_ifindex,
+        uplink_ifindex: uplink,
+        expires_ns: ct::expiry(now, pkt, flags),
+        flags,
+        client_be,
+    };
+    let _ = CT.insert(key, val, 0);
+}

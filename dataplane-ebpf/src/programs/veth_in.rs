@@ -1,0 +1,278 @@
+//! `pier_veth_in`: TC ingress of a container's host-side veth (what the
+//! container sends). A source address other than the container's own is
+//! dropped. In order: replies of published connections are
+//! reverse-translated and sent back out of the uplink (or into the client
+//! container, for hairpin); traffic to another pier network is dropped;
+//! `--internal` networks stop here; hairpin to a published port is
+//! translated; the host's addresses and multicast go to the host stack; a
+//! reply whose conntrack entry is gone is re-tracked; traffic leaving the
+//! host is masqueraded.
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, TC_ACT_OK},
+    helpers::bpf_get_prandom_u32,
+    macros::classifier,
+    programs::TcContext,
+};
+use pier_common::{
+    config::{NAT_PORT_MAX, NAT_PORT_MIN, NAT_PORT_TRIES},
+    ct::FlowKey,
+    drop::DropReason,
+    endpoint::{NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, UplinkVal},
+    nat::{NatVal, PortKey},
+};
+
+use crate::{
+    ct,
+    lookup::{count_port, endpoint, is_host_addr, network, published, subnet_of},
+    maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
+    nat,
+    parse::{self, Pkt},
+    programs::uplink_in::track,
+    redirect,
+    verdict::verdict,
+};
+
+#[classifier]
+pub fn pier_veth_in(ctx: TcContext) -> i32 {
+    verdict(&ctx, try_veth_in(&ctx))
+}
+
+#[inline(always)]
+fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
+    let Some(mut pkt) = parse::ipv4(ctx)? else {
+        return Ok(TC_ACT_OK);
+    };
+    // A reply of a published connection.
+    if pkt.has_ports()
+        && let Some(v) = CT.get_ptr_mut(pkt.flow())
+    {
+        let now = ct::now();
+        let entry = unsafe {
+            (*v).flags = ct::next_flags((*v).flags, &pkt, true);
+            (*v).expires_ns = ct::expiry(now, &pkt, (*v).flags);
+            *v
+        };
+        nat::snat(ctx, &mut pkt, entry.orig_daddr_be, entry.orig_dport_be)?;
+        if entry.client_be != 0 {
+            let dport = pkt.dport;
+            nat::dnat(ctx, &mut pkt, entry.client_be, dport)?;
+        }
+        if entry.client_ifindex != 0 {
+            let client = endpoint(pkt.daddr).ok_or(DropReason::NoBackend)?;
+            return redirect::to_container(ctx, &client);
+        }
+        return redirect::to_uplink(entry.uplink_ifindex);
+    }
+    // The source must be this veth's own container address.
+    let src = endpoint(pkt.saddr).ok_or(DropReason::Spoofed)?;
+    if src.ifindex != unsafe { (*ctx.skb.skb).ifindex } {
+        return Err(DropReason::Spoofed);
+    }
+    let Some(net) = network(src.network_id) else {
+        return Ok(TC_ACT_OK);
+    };
+    if let Some(dst_net) = subnet_of(pkt.daddr) {
+        if dst_net != src.network_id {
+            return Err(DropReason::Isolation);
+        }
+        if net.flags & NET_F_NO_ICC != 0
+            && pkt.daddr != net.gateway_be
+            && pkt.daddr != pkt.saddr
+            && endpoint(pkt.daddr).is_some()
+        {
+            return Err(DropReason::NoIcc);
+        }
+        return Ok(TC_ACT_OK);
+    }
+    if net.flags & NET_F_INTERNAL != 0 {
+        return Err(DropReason::Internal);
+    }
+    // Hairpin: a container dialling a published port on a host address.
+    if pkt.has_ports()
+        && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto)
+    {
+        let backend = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        count_port(&key, ctx.len());
+        if port.backend_be == pkt.saddr {
+            // Its own published port: a packet from its own address would be
+            // a martian, so it comes from the gateway of the backend's network.
+            let gw = network(backend.network_id)
+                .ok_or(DropReason::NoBackend)?
+                .gateway_be;
+            let client = pkt.saddr;
+            let sport = pkt.sport;
+            nat::snat(ctx, &mut pkt, gw, sport)?;
+            track(
+                &pkt,
+                port.backend_be,
+                port.backend_port_be,
+                ifindex,
+                0,
+                client,
+            );
+        } else {
+            track(&pkt, port.backend_be, port.backend_port_be, ifindex, 0, 0);
+        }
+        nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
+        return redirect::to_container(ctx, &backend);
+    }
+    // The host's own addresses, and multicast/broadcast (224.0.0.0 and up),
+    // which the host never forwards, are for the host stack.
+    if is_host_addr(pkt.daddr) || pkt.daddr.to_ne_bytes()[0] >= 224 {
+        return Ok(TC_ACT_OK);
+    }
+    // A reply of a published connection whose entry is gone (evicted by the
+    // LRU, or expired while idle): it still leaves as the published port.
+    if pkt.has_ports()
+        && let Some(host) = unsafe {
+            BACKENDS.get(PortKey {
+                addr_be: pkt.saddr,
+                port_be: pkt.sport,
+                proto: pkt.proto,
+                _pad: 0,
+            })
+        }
+        .copied()
+        && let Some(up) = UPLINK.get(0).copied()
+        && up.ifindex != 0
+    {
+        let addr = if host.addr_be != 0 {
+            host.addr_be
+        } else {
+            up.addr_be
+        };
+        retrack(&pkt, addr, host.port_be, up.ifindex);
+        nat::snat(ctx, &mut pkt, addr, host.port_be)?;
+        return redirect::to_uplink(up.ifindex);
+    }
+    masquerade(ctx, &mut pkt, net.flags & NET_F_MASQUERADE != 0)
+}
+
+/// Leaving the host: with `masq`, rewrite the source to the uplink's address
+/// and an allocated port; without, record the flow unchanged (identity entry)
+/// so its replies pass the uplink's exposure check, and let it be routed.
+#[inline(always)]
+fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropReason> {
+    if !pkt.has_ports() {
+        if masq {
+            return Err(DropReason::NatUnsupported);
+        }
+        return Ok(TC_ACT_OK);
+    }
+    if !masq {
+        track_routed(pkt);
+        return Ok(TC_ACT_OK);
+    }
+    let Some(up) = UPLINK.get(0).copied() else {
+        return Ok(TC_ACT_OK);
+    };
+    if up.ifindex == 0 {
+        return Ok(TC_ACT_OK);
+    }
+    let fkey = pkt.flow();
+    let now = ct::now();
+    let nat = match SNAT_FWD.get_ptr_mut(fkey) {
+        Some(v) => unsafe {
+            (*v).flags = ct::next_flags((*v).flags, pkt, false);
+            (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
+            *v
+        },
+        None => allocate(&fkey, &up, pkt, now)?,
+    };
+    nat::snat(ctx, pkt, nat.addr_be, nat.port_be)?;
+    redirect::to_uplink(up.ifindex)
+}
+
+/// Re-create the conntrack entry of a published connection from its reply.
+#[inline(always)]
+fn retrack(pkt: &Pkt, host_addr: u32, host_port: u16, uplink: u32) {
+    let flags = ct::next_flags(0, pkt, true);
+    let val = pier_common::ct::CtVal {
+        orig_daddr_be: host_addr,
+        orig_dport_be: host_port,
+        _pad: 0,
+        client_ifindex: 0,
+        uplink_ifindex: uplink,
+        expires_ns: ct::expiry(ct::now(), pkt, flags),
+        flags,
+        client_be: 0,
+    };
+    let _ = CT.insert(pkt.flow(), val, 0);
+}
+
+/// Record a routed (not masqueraded) flow so its replies are let in.
+#[inline(always)]
+fn track_routed(pkt: &Pkt) {
+    let now = ct::now();
+    let fkey = pkt.flow();
+    let flags = match SNAT_FWD.get_ptr_mut(fkey) {
+        Some(v) => unsafe { ct::next_flags((*v).flags, pkt, false) },
+        None => ct::next_flags(0, pkt, false),
+    };
+    let val = NatVal {
+        addr_be: pkt.saddr,
+        port_be: pkt.sport,
+        _pad: 0,
+        expires_ns: ct::expiry(now, pkt, flags),
+        flags,
+        _pad2: 0,
+    };
+    let rkey = FlowKey {
+        saddr_be: pkt.daddr,
+        daddr_be: pkt.saddr,
+        sport_be: pkt.dport,
+        dport_be: pkt.sport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    let _ = SNAT_FWD.insert(fkey, val, 0);
+    let _ = SNAT_REV.insert(rkey, val, 0);
+}
+
+/// Pick a free source port on the uplink address for `fkey` and record both
+/// directions; the reverse entry is claimed first (`BPF_NOEXIST`), so two
+/// flows never share a port towards the same peer.
+#[inline(always)]
+fn allocate(fkey: &FlowKey, up: &UplinkVal, pkt: &Pkt, now: u64) -> Result<NatVal, DropReason> {
+    const RANGE: u32 = (NAT_PORT_MAX - NAT_PORT_MIN) as u32 + 1;
+    let start = unsafe { bpf_get_prandom_u32() };
+    let flags = ct::next_flags(0, pkt, false);
+    let expires_ns = ct::expiry(now, pkt, flags);
+    for i in 0..NAT_PORT_TRIES {
+        let port = (NAT_PORT_MIN as u32 + (start.wrapping_add(i) % RANGE)) as u16;
+        let port_be = port.to_be();
+        let rkey = FlowKey {
+            saddr_be: fkey.daddr_be,
+            daddr_be: up.addr_be,
+            sport_be: fkey.dport_be,
+            dport_be: port_be,
+            proto: fkey.proto,
+            _pad: [0; 3],
+        };
+        let rval = NatVal {
+            addr_be: fkey.saddr_be,
+            port_be: fkey.sport_be,
+            _pad: 0,
+            expires_ns,
+            flags,
+            _pad2: 0,
+        };
+        if SNAT_REV.insert(rkey, rval, BPF_NOEXIST as u64).is_ok() {
+            let fval = NatVal {
+                addr_be: up.addr_be,
+                port_be,
+                _pad: 0,
+                expires_ns,
+                flags,
+                _pad2: 0,
+            };
+            if SNAT_FWD.insert(fkey, fval, 0).is_err() {
+                let _ = SNAT_REV.remove(rkey);
+                return Err(DropReason::NatExhausted);
+            }
+            return Ok(fval);
+        }
+    }
+    Err(DropReason::NatExhausted)
+}

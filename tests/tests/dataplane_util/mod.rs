@@ -1,0 +1,453 @@
+//! Shared fixture of the dataplane integration tests: a TestHost with bridges
+//! and container namespaces built by `ip`, an `EbpfDataplane` driven directly,
+//! and small traffic helpers (servers that report the peer they saw).
+#![allow(dead_code)]
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::PathBuf,
+    sync::mpsc,
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use ipnet::Ipv4Net;
+use pier_agent::dataplane::{
+    DataplaneConfig, DesiredState, EndpointSpec, NetworkSpec, PortSpec, Proto,
+};
+use pier_tests::{
+    TestHost,
+    host::{UPLINK, sh},
+    net::firewall_snapshot,
+};
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// A container: a namespace with `eth0` on a bridge of the host namespace.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub host_ifname: String,
+    pub network_id: u32,
+}
+
+impl Container {
+    pub fn endpoint(&self) -> EndpointSpec {
+        EndpointSpec {
+            network_id: self.network_id,
+            ip: self.ip,
+            mac: self.mac,
+            host_ifname: self.host_ifname.clone(),
+        }
+    }
+}
+
+/// A TestHost plus what the dataplane tests build in it. Checks on drop that
+/// neither the host namespace's nor the machine's firewall changed.
+pub struct World {
+    pub host: TestHost,
+    pub cgroup: Option<PathBuf>,
+    fw_host: String,
+    fw_machine: String,
+    pub networks: Vec<NetworkSpec>,
+    pub containers: Vec<Container>,
+}
+
+impl World {
+    pub fn new(with_cgroup: bool) -> Self {
+        let fw_machine = firewall_snapshot(None);
+        let host = TestHost::new();
+        let fw_host = firewall_snapshot(Some(&host.host_ns));
+        let cgroup = with_cgroup.then(|| {
+            let p = PathBuf::from(format!("/sys/fs/cgroup/unified/pier-{}", host.prefix));
+            std::fs::create_dir_all(&p).expect("create test cgroup");
+            p
+        });
+        World {
+            host,
+            cgroup,
+            fw_host,
+            fw_machine,
+            networks: Vec::new(),
+            containers: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> DataplaneConfig {
+        DataplaneConfig {
+            bpffs_dir: self.host.bpffs_dir.clone(),
+            uplinks: vec![UPLINK.to_string()],
+            cgroup: self.cgroup.clone(),
+        }
+    }
+
+    /// A bridge `br<id>` with gateway `.1` of `subnet` in the host namespace.
+    pub fn network(&mut self, id: u32, subnet: &str) -> NetworkSpec {
+        let subnet: Ipv4Net = subnet.parse().unwrap();
+        let gateway = subnet.hosts().next().unwrap();
+        let bridge = format!("br{id}");
+        let ns = self.host.host_ns.clone();
+        sh(&["ip", "-n", &ns, "link", "add", &bridge, "type", "bridge"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{gateway}/{}", subnet.prefix_len()),
+            "dev",
+            &bridge,
+        ]);
+        sh(&["ip", "-n", &ns, "link", "set", &bridge, "up"]);
+        let n = NetworkSpec {
+            id,
+            bridge,
+            subnet,
+            gateway,
+            internal: false,
+            icc: true,
+            masquerade: true,
+        };
+        self.networks.push(n.clone());
+        n
+    }
+
+    /// A container `name` on network `net` with address `ip`.
+    pub fn container(&mut self, name: &str, net: &NetworkSpec, ip: &str) -> Container {
+        let ns = self.host.add_netns(name);
+        let hns = self.host.host_ns.clone();
+        let host_ifname = format!("v{name}");
+        sh(&[
+            "ip",
+            "-n",
+            &hns,
+            "link",
+            "add",
+            &host_ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &hns,
+            "link",
+            "set",
+            &host_ifname,
+            "master",
+            &net.bridge,
+            "up",
+        ]);
+        let cidr = format!("{ip}/{}", net.subnet.prefix_len());
+        sh(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", "eth0"]);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &net.gateway.to_string(),
+        ]);
+        let c = Container {
+            ip: ip.parse().unwrap(),
+            mac: mac_of(&ns, "eth0"),
+            ns,
+            host_ifname,
+            network_id: net.id,
+        };
+        self.containers.push(c.clone());
+        c
+    }
+
+    /// Every network and container built so far, with `ports`.
+    pub fn desired(&self, ports: Vec<PortSpec>) -> DesiredState {
+        DesiredState {
+            networks: self.networks.clone(),
+            endpoints: self.containers.iter().map(Container::endpoint).collect(),
+            ports,
+        }
+    }
+
+    /// Compare the firewalls with their state before the test.
+    pub fn assert_firewalls_untouched(&self) {
+        assert_eq!(
+            firewall_snapshot(Some(&self.host.host_ns)),
+            self.fw_host,
+            "the host namespace's firewall changed"
+        );
+        self.assert_machine_firewall_untouched();
+    }
+
+    /// Compare the machine's firewall with its state before the test.
+    pub fn assert_machine_firewall_untouched(&self) {
+        assert_eq!(
+            firewall_snapshot(None),
+            self.fw_machine,
+            "the machine's firewall changed"
+        );
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(cg) = &self.cgroup {
+            // Processes of the test have exited; the cgroup is empty.
+            let _ = std::fs::remove_dir(cg);
+        }
+    }
+}
+
+pub fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
+    let out = sh(&["ip", "-n", ns, "-j", "link", "show", dev]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = v[0]["address"].as_str().unwrap();
+    let mut mac = [0u8; 6];
+    for (i, b) in s.split(':').enumerate() {
+        mac[i] = u8::from_str_radix(b, 16).unwrap();
+    }
+    mac
+}
+
+pub fn tcp(host_port: u16, ip: Ipv4Addr, port: u16) -> PortSpec {
+    PortSpec {
+        host_ip: None,
+        proto: Proto::Tcp,
+        host_port,
+        container_ip: ip,
+        container_port: port,
+    }
+}
+
+pub fn udp(host_port: u16, ip: Ipv4Addr, port: u16) -> PortSpec {
+    PortSpec {
+        proto: Proto::Udp,
+        ..tcp(host_port, ip, port)
+    }
+}
+
+/// Run `f` on a new thread inside namespace `ns`.
+pub fn spawn_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// Bind, retrying briefly on EADDRINUSE: a process forked by a parallel test
+/// holds copies of our sockets until it execs.
+fn bind_retrying<T>(f: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A TCP server in `ns` on `port` answering `conns` connections: it reads one
+/// line and answers `<peer address>|<line>`. Joins to the peers it saw.
+pub fn tcp_server(ns: &str, port: u16, conns: usize) -> JoinHandle<Vec<SocketAddr>> {
+    let (tx, rx) = mpsc::channel();
+    let h = spawn_in(ns, move || {
+        let l = bind_retrying(|| TcpListener::bind(("0.0.0.0", port))).expect("bind server");
+        tx.send(()).unwrap();
+        let mut peers = Vec::new();
+        for _ in 0..conns {
+            let (mut s, peer) = match l.accept() {
+                Ok(x) => x,
+                Err(_) => break,
+            };
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while s.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+                line.push(b[0]);
+            }
+            let _ = write!(s, "{peer}|{}", String::from_utf8_lossy(&line));
+            peers.push(peer);
+        }
+        peers
+    });
+    rx.recv_timeout(IO_TIMEOUT).expect("server ready");
+    h
+}
+
+/// Connect from `ns` to `dst`, send `msg`, return the server's answer.
+pub fn tcp_ask(ns: &str, dst: &str, msg: &str) -> std::io::Result<String> {
+    let dst: SocketAddr = dst.parse().unwrap();
+    let msg = msg.to_string();
+    TestHost::in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.write_all(format!("{msg}\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+}
+
+/// A UDP server in `ns` on `port` answering `n` datagrams with
+/// `<peer address>|<datagram>`.
+pub fn udp_server(ns: &str, port: u16, n: usize) -> JoinHandle<Vec<SocketAddr>> {
+    let (tx, rx) = mpsc::channel();
+    let h = spawn_in(ns, move || {
+        let s = bind_retrying(|| UdpSocket::bind(("0.0.0.0", port))).expect("bind udp server");
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        tx.send(()).unwrap();
+        let mut peers = Vec::new();
+        let mut buf = [0u8; 2048];
+        for _ in 0..n {
+            let Ok((len, peer)) = s.recv_from(&mut buf) else {
+                break;
+            };
+            let answer = format!("{peer}|{}", String::from_utf8_lossy(&buf[..len]));
+            let _ = s.send_to(answer.as_bytes(), peer);
+            peers.push(peer);
+        }
+        peers
+    });
+    rx.recv_timeout(IO_TIMEOUT).expect("udp server ready");
+    h
+}
+
+/// Send `msg` from `ns` (from `bind`, default any) to `dst` and return the answer.
+pub fn udp_ask(ns: &str, bind: Option<&str>, dst: &str, msg: &str) -> std::io::Result<String> {
+    let dst: SocketAddr = dst.parse().unwrap();
+    let bind = bind.unwrap_or("0.0.0.0:0").to_string();
+    let msg = msg.to_string();
+    TestHost::in_netns(ns, move || {
+        let s = UdpSocket::bind(&bind)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send_to(msg.as_bytes(), dst)?;
+        let mut buf = [0u8; 2048];
+        let (len, _) = s.recv_from(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+    })
+}
+
+/// The peer address part of a server answer.
+pub fn peer_ip(answer: &str) -> String {
+    answer.split(':').next().unwrap_or_default().to_string()
+}
+
+/// Like [`tcp_ask`], from local port `src_port` (bound before connecting).
+pub fn tcp_ask_from(ns: &str, src_port: u16, dst: &str, msg: &str) -> std::io::Result<String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let dst: std::net::SocketAddrV4 = dst.parse().unwrap();
+    let msg = msg.to_string();
+    TestHost::in_netns(ns, move || {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let src = SockaddrIn::from(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, src_port));
+        bind(fd.as_raw_fd(), &src)?;
+        connect(fd.as_raw_fd(), &SockaddrIn::from(dst))?;
+        let mut s = TcpStream::from(fd);
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.write_all(format!("{msg}\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+}
+
+/// `ping -c1` from `ns`; true when answered.
+pub fn ping(ns: &str, dst: &str) -> bool {
+    TestHost::cmd_in(ns, "ping")
+        .args(["-c1", "-W2", dst])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+impl World {
+    /// Connect an existing container namespace to another network with a
+    /// second interface `ifname` (host side `v<name>`).
+    pub fn connect(
+        &mut self,
+        ns: &str,
+        name: &str,
+        ifname: &str,
+        net: &NetworkSpec,
+        ip: &str,
+    ) -> Container {
+        let hns = self.host.host_ns.clone();
+        let host_ifname = format!("v{name}");
+        sh(&[
+            "ip",
+            "-n",
+            &hns,
+            "link",
+            "add",
+            &host_ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ifname,
+            "netns",
+            ns,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &hns,
+            "link",
+            "set",
+            &host_ifname,
+            "master",
+            &net.bridge,
+            "up",
+        ]);
+        let cidr = format!("{ip}/{}", net.subnet.prefix_len());
+        sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", ifname]);
+        sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+        let c = Container {
+            ip: ip.parse().unwrap(),
+            mac: mac_of(ns, ifname),
+            ns: ns.to_string(),
+            host_ifname,
+            network_id: net.id,
+        };
+        self.containers.push(c.clone());
+        c
+    }
+}
+
+/// The summed drop counter of `reason`.
+pub fn drops(
+    dp: &pier_agent::dataplane::EbpfDataplane,
+    reason: pier_common::drop::DropReason,
+) -> u64 {
+    dp.drop_counts()
+        .unwrap()
+        .into_iter()
+        .find(|(r, _)| *r == reason)
+        .map(|(_, c)| c.packets)
+        .unwrap_or(0)
+}
