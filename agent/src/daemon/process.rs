@@ -1,0 +1,91 @@
+//! How the daemon starts processes in containers: a small trait over the
+//! `runtime` module, so the daemon's logic is tested with a fake.
+use std::{os::fd::OwnedFd, path::PathBuf};
+
+/// One process to start "in a container".
+pub struct ProcSpec {
+    /// Network namespace to join; `None` stays in the agent's (host mode).
+    pub netns: Option<PathBuf>,
+    /// Directory with `hosts`, `resolv.conf`, `hostname` to bind over `/etc`.
+    pub etc_dir: Option<PathBuf>,
+    pub hostname: Option<String>,
+    pub argv: Vec<String>,
+    /// A live process of the container whose mount/UTS namespaces to join (exec).
+    pub join_pid: Option<i32>,
+    /// stdin, stdout, stderr.
+    pub stdio: [OwnedFd; 3],
+}
+
+/// A started process: pid and start time (to recognise it after a restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+pub trait Runner: Send + Sync {
+    /// Start a process that outlives the agent (own session, reaped for us).
+    fn spawn_detached(&self, spec: ProcSpec) -> Result<Proc, String>;
+    /// Start a process and return a handle to wait for it.
+    fn spawn_attached(&self, spec: ProcSpec) -> Result<Box<dyn Waitable>, String>;
+    /// Is `p` still the same live process?
+    fn alive(&self, p: Proc) -> bool;
+}
+
+pub trait Waitable: Send {
+    fn proc(&self) -> Proc;
+    /// Block until the process exits; its exit code (128+signal when killed).
+    fn wait(self: Box<Self>) -> Result<i32, String>;
+}
+
+/// Start time of `pid` from `/proc/<pid>/stat` (field 22), if it exists.
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may contain spaces and parentheses: split after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Is the process alive and not a zombie?
+pub fn pid_alive(p: Proc) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{}/stat", p.pid)) else {
+        return false;
+    };
+    let Some(i) = s.rfind(')') else { return false };
+    let state = s[i + 2..].chars().next();
+    state != Some('Z') && proc_start_time(p.pid) == Some(p.start_time)
+}
+
+/// The real runner, over `crate::runtime`.
+pub struct RuntimeRunner;
+
+impl Runner for RuntimeRunner {
+    fn spawn_detached(&self, _spec: ProcSpec) -> Result<Proc, String> {
+        Err("the process runtime is not wired yet".into())
+    }
+    fn spawn_attached(&self, _spec: ProcSpec) -> Result<Box<dyn Waitable>, String> {
+        Err("the process runtime is not wired yet".into())
+    }
+    fn alive(&self, p: Proc) -> bool {
+        pid_alive(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable_and_stable() {
+        let me = std::process::id() as i32;
+        let t = proc_start_time(me).expect("own stat");
+        assert!(pid_alive(Proc {
+            pid: me,
+            start_time: t
+        }));
+        assert!(!pid_alive(Proc {
+            pid: me,
+            start_time: t + 1
+        }));
+    }
+}

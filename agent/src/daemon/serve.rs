@@ -1,0 +1,132 @@
+//! `pier agent`: start the daemon and serve the API and exec sockets until
+//! SIGTERM/SIGINT (containers keep running) or `system reset`.
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+
+use anyhow::Context;
+
+use super::{Daemon, process::Runner};
+use crate::{
+    api::{exec, server, types::ExecResult},
+    config::AgentConfig,
+    dataplane::Dataplane,
+    topology::Topology,
+};
+
+fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // We hold the state dir's lock: a socket file left here is stale.
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(l)
+}
+
+fn handle_exec(d: &Daemon, s: std::os::unix::net::UnixStream) {
+    let r = match exec::read_request(&s) {
+        Ok((req, fds)) => match d.exec(&req.container, req.argv, req.main, fds) {
+            Ok(code) => ExecResult {
+                exit_code: Some(code),
+                error: None,
+            },
+            Err(e) => ExecResult {
+                exit_code: None,
+                error: Some(e.to_string()),
+            },
+        },
+        Err(e) => ExecResult {
+            exit_code: None,
+            error: Some(e.to_string()),
+        },
+    };
+    exec::write_result(&s, &r);
+}
+
+/// Run the agent until a signal or `system reset`.
+pub fn run(
+    cfg: AgentConfig,
+    topo: Box<dyn Topology>,
+    runner: Box<dyn Runner>,
+    dataplane: Box<dyn Dataplane>,
+) -> anyhow::Result<()> {
+    let api_path = cfg.socket.clone();
+    let exec_path = cfg.exec_socket();
+    let daemon = Arc::new(Daemon::start(cfg, topo, runner, dataplane)?);
+    tracing::info!(
+        "pier agent ready: {} networks, {} containers",
+        daemon.snapshot().networks.len(),
+        daemon.snapshot().containers.len()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result: anyhow::Result<()> = rt.block_on(async {
+        let exec_l = bind(&exec_path)?;
+        // The API socket last: its existence means "ready".
+        let api_l = bind(&api_path)?;
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = exec_l.accept().await else {
+                    continue;
+                };
+                let d = d.clone();
+                tokio::task::spawn_blocking(move || match s.into_std() {
+                    Ok(s) => {
+                        let _ = s.set_nonblocking(false);
+                        handle_exec(&d, s);
+                    }
+                    Err(e) => tracing::warn!("exec connection: {e}"),
+                });
+            }
+        });
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let app = server::router(daemon.clone(), shutdown.clone());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        axum::serve(api_l, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping, containers keep running"),
+                    _ = int.recv() => tracing::info!("SIGINT: stopping, containers keep running"),
+                    _ = shutdown.notified() => tracing::info!("reset done: stopping"),
+                }
+            })
+            .await?;
+        Ok(())
+    });
+    let _ = std::fs::remove_file(&api_path);
+    let _ = std::fs::remove_file(&exec_path);
+    // Do not wait for exec sessions still running: their processes carry on.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+/// The agent with the real backends: netlink topology, the process runtime,
+/// and the dataplane (no-op until the eBPF dataplane is wired in here).
+pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
+    let topo = crate::topology::netlink::NetlinkTopology::new().context("opening netlink")?;
+    if cfg.uplinks.is_empty() {
+        match topo.default_route_iface()? {
+            Some(i) => cfg.uplinks.push(i),
+            None => tracing::warn!(
+                "no default route and no --uplink: published ports and masquerade have no uplink"
+            ),
+        }
+    }
+    // Containers reach the outside through the host's routing.
+    if let Err(e) = crate::topology::sysctl::set("net.ipv4.ip_forward", "1") {
+        tracing::warn!("net.ipv4.ip_forward: {e}");
+    }
+    let dataplane: Box<dyn Dataplane> = Box::new(crate::dataplane::NoopDataplane);
+    run(
+        cfg,
+        Box::new(topo),
+        Box::new(super::process::RuntimeRunner),
+        dataplane,
+    )
+}
