@@ -473,6 +473,7 @@ impl Daemon {
                 }
                 names.push(n.name);
             }
+            names.sort();
             Ok(names)
         })
     }
