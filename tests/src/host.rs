@@ -405,3 +405,46 @@ impl TestHost {
         s
     }
 }
+
+impl TestHost {
+    /// Run `pier agent` with this host's dirs in the foreground and wait for
+    /// it to exit (for agents expected to fail at start).
+    pub fn run_agent_to_exit(&self, extra: &[&str]) -> Output {
+        let mut c = Self::cmd_in(&self.host_ns, &pier_bin().to_string_lossy());
+        c.arg("agent")
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--run-dir")
+            .arg(self.dir.join("run"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs_dir)
+            .arg("--uplink")
+            .arg(UPLINK)
+            .args(extra)
+            .stdin(Stdio::null());
+        c.output().expect("spawn agent")
+    }
+
+    /// Run the `pier` CLI with `stdin` as its input; the whole output.
+    pub fn pier_with_input(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(pier_bin())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pier");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait pier")
+    }
+}

@@ -73,7 +73,10 @@ fn create_inspect_rm_prune() {
     require_root!();
     let mut host = TestHost::new();
     let _agent = host.start_agent(&[]);
-    let id = host.pier_ok(&["network", "create", "mynet"]).trim().to_string();
+    let id = host
+        .pier_ok(&["network", "create", "mynet"])
+        .trim()
+        .to_string();
     assert_eq!(id.len(), 64, "{id}");
     let br = format!("br-{}", &id[..12]);
     // The next free /16 after the default bridge's.
@@ -176,25 +179,58 @@ fn bad_network_input_changes_nothing() {
             ],
             "no matching subnet for gateway 10.9.1.1",
         ),
-        (vec!["network", "create", "taken"], "network with name taken already exists"),
-        (vec!["network", "create", "bridge"], "network with name bridge already exists"),
-        (vec!["network", "create", &long], "is too long"),
-        (vec!["network", "create", "bad/name"], "invalid network name"),
         (
-            vec!["network", "create", "-o", "com.docker.network.bridge.name=uplink0", "x"],
+            vec!["network", "create", "taken"],
+            "network with name taken already exists",
+        ),
+        (
+            vec!["network", "create", "bridge"],
+            "network with name bridge already exists",
+        ),
+        (vec!["network", "create", &long], "is too long"),
+        (
+            vec!["network", "create", "bad/name"],
+            "invalid network name",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.name=uplink0",
+                "x",
+            ],
             "bridge name uplink0 is already in use",
         ),
         (
-            vec!["network", "create", "-o", "com.docker.network.driver.mtu=12", "x"],
+            vec![
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.driver.mtu=12",
+                "x",
+            ],
             "invalid value \"12\"",
         ),
         (
-            vec!["network", "create", "-o", "com.docker.network.bridge.enable_icc=maybe", "x"],
+            vec![
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.enable_icc=maybe",
+                "x",
+            ],
             "true or false",
         ),
         (vec!["network", "rm", "nosuch"], "network nosuch not found"),
-        (vec!["network", "inspect", "nosuch"], "network nosuch not found"),
-        (vec!["network", "rm", "bridge"], "bridge is a pre-defined network and cannot be removed"),
+        (
+            vec!["network", "inspect", "nosuch"],
+            "network nosuch not found",
+        ),
+        (
+            vec!["network", "rm", "bridge"],
+            "bridge is a pre-defined network and cannot be removed",
+        ),
         (vec!["network", "rm", "host"], "pre-defined network"),
     ] {
         refused(&host, &args, want);

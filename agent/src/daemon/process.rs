@@ -59,15 +59,64 @@ pub fn pid_alive(p: Proc) -> bool {
 /// The real runner, over `crate::runtime`.
 pub struct RuntimeRunner;
 
-impl Runner for RuntimeRunner {
-    fn spawn_detached(&self, _spec: ProcSpec) -> Result<Proc, String> {
-        Err("the process runtime is not wired yet".into())
+fn to_runtime(spec: ProcSpec, detached: bool) -> crate::runtime::ProcessSpec {
+    let [stdin, stdout, stderr] = spec.stdio;
+    crate::runtime::ProcessSpec {
+        netns: spec.netns,
+        etc_dir: spec.etc_dir,
+        hostname: spec.hostname,
+        argv: spec.argv,
+        env: vec![
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+            ("HOME".into(), "/root".into()),
+        ],
+        stdin,
+        stdout,
+        stderr,
+        detached,
     }
-    fn spawn_attached(&self, _spec: ProcSpec) -> Result<Box<dyn Waitable>, String> {
-        Err("the process runtime is not wired yet".into())
+}
+
+fn identity(p: Proc) -> crate::runtime::ProcIdentity {
+    crate::runtime::ProcIdentity {
+        pid: p.pid as u32,
+        start_time: p.start_time,
+    }
+}
+
+impl Runner for RuntimeRunner {
+    fn spawn_detached(&self, spec: ProcSpec) -> Result<Proc, String> {
+        let p = crate::runtime::spawn(to_runtime(spec, true)).map_err(|e| e.to_string())?;
+        Ok(Proc {
+            pid: p.identity.pid as i32,
+            start_time: p.identity.start_time,
+        })
+    }
+    fn spawn_attached(&self, spec: ProcSpec) -> Result<Box<dyn Waitable>, String> {
+        let main = spec
+            .join_pid
+            .and_then(|pid| crate::runtime::ProcIdentity::of(pid as u32));
+        let p = crate::runtime::exec_spawn(to_runtime(spec, false), main.as_ref())
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(p))
     }
     fn alive(&self, p: Proc) -> bool {
-        pid_alive(p)
+        identity(p).is_running()
+    }
+}
+
+impl Waitable for crate::runtime::Process {
+    fn proc(&self) -> Proc {
+        Proc {
+            pid: self.identity.pid as i32,
+            start_time: self.identity.start_time,
+        }
+    }
+    fn wait(self: Box<Self>) -> Result<i32, String> {
+        Ok(crate::runtime::Process::wait(&self))
     }
 }
 
