@@ -1096,7 +1096,13 @@ impl Daemon {
             txn.after_commit(Action::RemoveDir(self.cfg.run_dir.join("containers")));
             Ok(())
         })?;
-        let _ = std::fs::remove_dir(self.cfg.netns_dir());
+        // The namespace dir is a shared mount point of its own (see topology::netns).
+        let dir = self.cfg.netns_dir();
+        if reconcile::is_mount_point(&dir) {
+            let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(self.cfg.run_dir.join("containers"));
         Ok(())
     }
 }

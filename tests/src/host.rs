@@ -448,3 +448,18 @@ impl TestHost {
         child.wait_with_output().expect("wait pier")
     }
 }
+
+impl TestHost {
+    /// Wait until the agent answers on the socket (after a killed agent left
+    /// a stale socket file behind, `start_agent` returns early).
+    pub fn wait_agent_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.pier(&["network", "ls", "-q"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not answer in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

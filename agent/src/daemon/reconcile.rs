@@ -43,6 +43,17 @@ pub fn share_netns(src: &Path, dst: &Path) -> Result<(), TopologyError> {
     })
 }
 
+/// Is `dir` a mount point in our mount namespace?
+pub fn is_mount_point(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = dir.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .any(|p| p == want)
+}
+
 fn is_hex(s: &str, n: usize) -> bool {
     s.len() == n
         && s.bytes()
