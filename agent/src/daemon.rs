@@ -8,6 +8,9 @@ pub mod reconcile;
 pub mod serve;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
@@ -202,6 +205,7 @@ impl Daemon {
     /// state, registering undo steps; then the dataplane is synced and the
     /// store committed. Any failure undoes what `f` did and leaves the state.
     pub fn change<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R>) -> Result<R> {
+        let t0 = std::time::Instant::now();
         let mut inner = self.inner.lock().unwrap();
         let mut txn = Txn {
             d: self,
@@ -216,6 +220,7 @@ impl Daemon {
                 return Err(e);
             }
         };
+        let t_apply = t0.elapsed();
         let desired = desired_state(&txn.state);
         if desired != desired_state(&inner.state)
             && let Err(e) = inner.dataplane.sync(&desired)
@@ -232,6 +237,7 @@ impl Daemon {
             }
             return Err(e);
         }
+        let t_commit = t0.elapsed();
         inner.state = txn.state;
         let after = std::mem::take(&mut txn.after);
         let changed_names =
@@ -241,6 +247,12 @@ impl Daemon {
         if changed_names {
             self.dns_changed();
         }
+        tracing::debug!(
+            "change: apply {:?}, sync+commit {:?}, cleanup {:?}",
+            t_apply,
+            t_commit - t_apply,
+            t0.elapsed() - t_commit
+        );
         Ok(r)
     }
 
