@@ -142,7 +142,7 @@ pub enum NetworkCmd {
     },
     /// Remove all networks no container uses.
     Prune {
-        /// Do not ask.
+        /// Do not ask (it asks only when stdin is a terminal).
         #[arg(short, long)]
         force: bool,
     },
@@ -211,6 +211,7 @@ pub struct ExecArgs {
 pub enum SystemCmd {
     /// Remove everything this agent made and stop it.
     Reset {
+        /// Do not ask (it asks only when stdin is a terminal).
         #[arg(short, long)]
         force: bool,
     },
@@ -251,7 +252,12 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
+/// Ask on a terminal; without one (scripts), go ahead.
 fn confirm(question: &str) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut a = String::new();
