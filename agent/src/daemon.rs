@@ -1119,28 +1119,29 @@ impl Daemon {
     }
 }
 
-/// SIGTERM, wait up to `grace`, then SIGKILL; the exit code if known.
+/// SIGTERM, wait up to `grace`, then SIGKILL; the exit code (as the
+/// runner saw it, else 128 + the last signal sent).
 fn kill_and_wait(runner: &dyn Runner, p: Proc, grace: std::time::Duration) -> i32 {
-    use nix::sys::signal::{Signal, kill};
-    let pid = nix::unistd::Pid::from_raw(p.pid);
-    if !grace.is_zero() {
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if !runner.alive(p) {
-                return 128 + Signal::SIGTERM as i32;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+    use nix::sys::signal::Signal;
+    let wait_gone = |limit: std::time::Duration| {
+        let deadline = std::time::Instant::now() + limit;
+        while runner.alive(p) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        !runner.alive(p)
+    };
+    let mut last = Signal::SIGTERM;
+    if grace.is_zero() || !runner.signal(p, Signal::SIGTERM) || !wait_gone(grace) {
+        last = Signal::SIGKILL;
+        runner.signal(p, Signal::SIGKILL);
+        wait_gone(std::time::Duration::from_secs(2));
     }
-    if runner.alive(p) {
-        let _ = kill(pid, Signal::SIGKILL);
-        for _ in 0..250 {
-            if !runner.alive(p) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(4));
+    // The waiter thread records the code right after the process is reaped.
+    for _ in 0..50 {
+        if let Some(c) = runner.exit_code(p) {
+            return c;
         }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    128 + Signal::SIGKILL as i32
+    128 + last as i32
 }

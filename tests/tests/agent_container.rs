@@ -131,6 +131,17 @@ fn foreground_run_detached_logs_stop_start() {
     assert!(!host.pier_ok(&["ps"]).contains("fg"));
     host.pier_ok(&["rm", "fg"]);
 
+    // A detached command that ends on its own: its exit code is kept.
+    host.pier_ok(&["run", "-d", "--name", "quick", "--", "sh", "-c", "exit 5"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while inspect(&host, "quick")["State"]["Status"] != "exited" {
+        assert!(std::time::Instant::now() < deadline, "quick did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(inspect(&host, "quick")["State"]["ExitCode"], 5);
+    assert!(host.pier_ok(&["ps", "-a"]).contains("Exited (5)"));
+    host.pier_ok(&["rm", "quick"]);
+
     host.pier_ok(&[
         "run",
         "-d",
@@ -160,7 +171,9 @@ fn foreground_run_detached_logs_stop_start() {
             !s.contains("sleep")
         }
     );
-    assert_eq!(inspect(&host, "bg")["State"]["Status"], "exited");
+    let st = &inspect(&host, "bg")["State"];
+    assert_eq!(st["Status"], "exited");
+    assert_eq!(st["ExitCode"], 143, "SIGTERM ended it");
     assert!(!host.pier_ok(&["ps"]).contains("bg"));
     host.pier_ok(&["start", "bg"]);
     assert_eq!(inspect(&host, "bg")["State"]["Status"], "running");

@@ -79,6 +79,17 @@ fn ports_json(c: &Container) -> Value {
 }
 
 impl Daemon {
+    /// The recorded exit code, or the one the runner saw for a process that
+    /// ended on its own.
+    fn exit_code_of(&self, c: &Container) -> Option<i32> {
+        c.exit_code.or_else(|| {
+            self.runner.exit_code(Proc {
+                pid: c.pid?,
+                start_time: c.pid_start?,
+            })
+        })
+    }
+
     fn status_of(&self, c: &Container) -> (&'static str, bool, i32) {
         let live = match (c.pid, c.pid_start) {
             (Some(pid), Some(start_time)) => self.runner.alive(Proc { pid, start_time }),
@@ -169,7 +180,7 @@ impl Daemon {
                 "Status": status,
                 "Running": running,
                 "Pid": pid,
-                "ExitCode": c.exit_code.unwrap_or(0),
+                "ExitCode": self.exit_code_of(c).unwrap_or(0),
             },
             "LogPath": self.cfg.container_dir(&c.id).join("log"),
             "HostnamePath": self.cfg.container_dir(&c.id).join("hostname"),
@@ -198,7 +209,7 @@ impl Daemon {
 
     pub fn container_summary(&self, st: &State, c: &Container) -> ContainerSummary {
         let (status, running, _) = self.status_of(c);
-        let status = match (status, c.exit_code) {
+        let status = match (status, self.exit_code_of(c)) {
             ("exited", Some(code)) => format!("Exited ({code})"),
             ("exited", None) => "Exited".into(),
             ("running", _) => "Up".into(),

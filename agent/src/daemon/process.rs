@@ -30,6 +30,14 @@ pub trait Runner: Send + Sync {
     fn spawn_attached(&self, spec: ProcSpec) -> Result<Box<dyn Waitable>, String>;
     /// Is `p` still the same live process?
     fn alive(&self, p: Proc) -> bool;
+    /// The exit code of a process this runner started, once it has exited.
+    fn exit_code(&self, _p: Proc) -> Option<i32> {
+        None
+    }
+    /// Send `sig` if `p` still is that process; whether it was sent.
+    fn signal(&self, p: Proc, sig: nix::sys::signal::Signal) -> bool {
+        self.alive(p) && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig).is_ok()
+    }
 }
 
 pub trait Waitable: Send {
@@ -56,8 +64,12 @@ pub fn pid_alive(p: Proc) -> bool {
     state != Some('Z') && proc_start_time(p.pid) == Some(p.start_time)
 }
 
-/// The real runner, over `crate::runtime`.
-pub struct RuntimeRunner;
+/// The real runner, over `crate::runtime`. It keeps the handles of the
+/// detached processes it started (their waiter threads record exit codes).
+#[derive(Default)]
+pub struct RuntimeRunner {
+    started: std::sync::Mutex<std::collections::HashMap<i32, crate::runtime::Process>>,
+}
 
 fn to_runtime(spec: ProcSpec, detached: bool) -> crate::runtime::ProcessSpec {
     let [stdin, stdout, stderr] = spec.stdio;
@@ -90,6 +102,12 @@ fn identity(p: Proc) -> crate::runtime::ProcIdentity {
 impl Runner for RuntimeRunner {
     fn spawn_detached(&self, spec: ProcSpec) -> Result<Proc, String> {
         let p = crate::runtime::spawn(to_runtime(spec, true)).map_err(|e| e.to_string())?;
+        let mut started = self.started.lock().unwrap();
+        // Forget the handles of processes long gone whose codes nobody asked for.
+        if started.len() > 4096 {
+            started.retain(|_, p| p.exit_code().is_none());
+        }
+        started.insert(p.identity.pid as i32, p.clone());
         Ok(Proc {
             pid: p.identity.pid as i32,
             start_time: p.identity.start_time,
@@ -105,6 +123,16 @@ impl Runner for RuntimeRunner {
     }
     fn alive(&self, p: Proc) -> bool {
         identity(p).is_running()
+    }
+    fn signal(&self, p: Proc, sig: nix::sys::signal::Signal) -> bool {
+        identity(p).signal(sig).unwrap_or(false)
+    }
+    fn exit_code(&self, p: Proc) -> Option<i32> {
+        let started = self.started.lock().unwrap();
+        let h = started.get(&p.pid)?;
+        (h.identity.start_time == p.start_time)
+            .then(|| h.exit_code())
+            .flatten()
     }
 }
 

@@ -126,7 +126,7 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
     run(
         cfg,
         Box::new(topo),
-        Box::new(super::process::RuntimeRunner),
+        Box::new(super::process::RuntimeRunner::default()),
         dataplane,
     )
 }
