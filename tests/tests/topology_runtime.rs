@@ -69,12 +69,13 @@ fn spec(ns: Option<&Path>, etc: Option<&Path>, out: OwnedFd, script: &str) -> Pr
     }
 }
 
-/// Kills a long-running test process if the test fails before it does.
+/// Kills a long-running test process (and its group, if detached) if the
+/// test fails before it does.
 struct KillOnDrop(ProcIdentity);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.0.signal(Signal::SIGKILL);
+        let _ = self.0.stop(Duration::ZERO);
     }
 }
 
@@ -182,6 +183,19 @@ fn exec_joins_the_running_container_and_passes_the_exit_code() {
     });
 }
 
+/// Processes whose network namespace is the one bind-mounted at `path`.
+fn pids_in_netns(path: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(path).unwrap().ino();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == want)
+        })
+        .collect()
+}
+
 /// Session id and process group id from /proc/<pid>/stat (fields 5 and 6).
 fn session_and_group(pid: u32) -> (u32, u32) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -283,4 +297,98 @@ fn bad_specs_are_refused_with_a_clear_error() {
         e,
         "start sh: join the container's network namespace: Invalid argument (os error 22)"
     );
+}
+
+/// Whether `path` is a mount point in the mount namespace of `pid`.
+fn mounted_in(pid: u32, path: &Path) -> bool {
+    let p = path.to_string_lossy().into_owned();
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+#[test]
+fn removing_a_namespace_reaches_running_containers_mount_namespaces() {
+    require_root!();
+    let host = TestHost::new();
+    let (_, out) = out_file(&host, "out");
+    TestHost::in_netns(&host.host_ns, || {
+        let topo = NetlinkTopology::new().unwrap();
+        let a = host.dir.join("run/netns/a");
+        let b = host.dir.join("run/netns/b");
+        topo.create_netns(&a).unwrap();
+        topo.create_netns(&b).unwrap();
+        let p = runtime::spawn(spec(Some(&a), None, out, "exec sleep 60")).unwrap();
+        let _g = KillOnDrop(p.identity);
+        // The container's mount namespace is a copy: it holds b's mount too...
+        assert!(mounted_in(p.pid, &b));
+        // ...and removing b detaches that copy, so the container does not
+        // keep b alive.
+        topo.remove_netns(&b).unwrap();
+        assert!(!mounted_in(p.pid, &b));
+        assert!(mounted_in(p.pid, &a));
+        assert!(p.identity.signal(Signal::SIGKILL).unwrap());
+        p.wait();
+        topo.remove_netns(&a).unwrap();
+    });
+}
+
+#[test]
+fn stop_terminates_then_kills_and_hosts_updates_in_place_are_seen() {
+    require_root!();
+    let host = TestHost::new();
+    let (_, out1) = out_file(&host, "out1");
+    let (_, out2) = out_file(&host, "out2");
+    let (cat_path, cat_out) = out_file(&host, "cat");
+    TestHost::in_netns(&host.host_ns, || {
+        let topo = NetlinkTopology::new().unwrap();
+        let (ns, etc) = container(&host, &topo);
+        let mut polite = spec(Some(&ns), Some(&etc), out1, "exec sleep 60");
+        polite.detached = true;
+        let polite = runtime::spawn(polite).unwrap();
+        let _g1 = KillOnDrop(polite.identity);
+        let mut stubborn = spec(
+            Some(&ns),
+            Some(&etc),
+            out2,
+            "trap '' TERM; sleep 60 & wait; sleep 60",
+        );
+        stubborn.detached = true;
+        let stubborn = runtime::spawn(stubborn).unwrap();
+        let _g2 = KillOnDrop(stubborn.identity);
+
+        // The container's files are bind mounts of the agent's: rewritten in
+        // place (not replaced by rename), the running container sees it.
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::write(etc.join("hosts"), "10.88.0.7\tnewcomer\n").unwrap();
+        let code = runtime::exec(
+            spec(None, None, cat_out, "cat /etc/hosts"),
+            Some(&polite.identity),
+        )
+        .unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(
+            std::fs::read_to_string(&cat_path).unwrap(),
+            "10.88.0.7\tnewcomer\n"
+        );
+
+        // SIGTERM is enough for one...
+        let t = std::time::Instant::now();
+        assert!(polite.identity.stop(Duration::from_secs(5)).unwrap());
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        assert_eq!(polite.wait_timeout(Duration::from_secs(1)), Some(128 + 15));
+        // ...the other ignores it and is killed after the grace period.
+        let t = std::time::Instant::now();
+        assert!(stubborn.identity.stop(Duration::from_millis(300)).unwrap());
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert_eq!(stubborn.wait_timeout(Duration::from_secs(1)), Some(128 + 9));
+        // The whole group went: nothing runs in the container any more.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(pids_in_netns(&ns), Vec::<u32>::new());
+        // Stopping what is gone says so.
+        assert!(!polite.identity.stop(Duration::from_millis(10)).unwrap());
+        assert!(polite.identity.wait_exit(Duration::ZERO).unwrap());
+        topo.remove_netns(&ns).unwrap();
+    });
 }

@@ -125,24 +125,114 @@ impl ProcIdentity {
         ProcIdentity::of(self.pid) == Some(*self)
     }
 
-    /// Send `sig` if this very process still runs; `Ok(false)` if it does not.
-    /// Uses a pidfd, so a pid reused between the check and the signal cannot
-    /// be hit.
-    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<bool> {
+    /// A pidfd of this very process, or `None` if it no longer runs. Once
+    /// opened and checked, it cannot refer to a later process that reuses
+    /// the pid.
+    fn pidfd(&self) -> Result<Option<OwnedFd>> {
         // SAFETY: pidfd_open(2) with no flags; we own the returned fd.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid as libc::pid_t, 0) };
         if fd < 0 {
             let e = std::io::Error::last_os_error();
             return match e.raw_os_error() {
-                Some(libc::ESRCH) => Ok(false),
+                Some(libc::ESRCH) => Ok(None),
                 _ => Err(os(format!("pidfd_open {}", self.pid), e)),
             };
         }
         // SAFETY: fd is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        if !self.is_running() {
+        Ok(self.is_running().then_some(fd))
+    }
+
+    /// Wait up to `timeout` for this process to exit (works for processes
+    /// that are not our children, e.g. left by a previous agent). `true` if
+    /// it is gone.
+    pub fn wait_exit(&self, timeout: Duration) -> Result<bool> {
+        let Some(fd) = self.pidfd()? else {
+            return Ok(true);
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: poll(2) on one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r > 0 {
+                return Ok(true);
+            }
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(os(format!("wait for {}", self.pid), e));
+                }
+            }
+            if r == 0 && left.is_zero() {
+                // A zombie child of ours counts as gone as well.
+                return Ok(!self.is_running());
+            }
+        }
+    }
+
+    /// Docker's `stop`: SIGTERM, up to `grace` to exit, then SIGKILL. A
+    /// detached process (leader of its own process group) is signalled with
+    /// its whole group, so its children go too. `Ok(false)` if it was not
+    /// running.
+    pub fn stop(&self, grace: Duration) -> Result<bool> {
+        let group = self.is_group_leader();
+        let send = |sig| {
+            if group {
+                self.signal_group(sig)
+            } else {
+                self.signal(sig)
+            }
+        };
+        if !send(nix::sys::signal::Signal::SIGTERM)? {
             return Ok(false);
         }
+        if !self.wait_exit(grace)? {
+            send(nix::sys::signal::Signal::SIGKILL)?;
+            self.wait_exit(Duration::from_secs(5))?;
+        } else if group {
+            // The leader went; make sure what it left in its group goes too.
+            let _ = send(nix::sys::signal::Signal::SIGKILL);
+        }
+        Ok(true)
+    }
+
+    /// Whether the process leads its own process group (detached ones do).
+    fn is_group_leader(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+            })
+            == Some(self.pid)
+    }
+
+    /// Send `sig` if this very process still runs; `Ok(false)` if it does not.
+    /// Uses a pidfd, so a pid reused between the check and the signal cannot
+    /// be hit.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<bool> {
+        self.pidfd_signal(sig, 0)
+    }
+
+    /// Like [`ProcIdentity::signal`], to the process's whole process group
+    /// (`PIDFD_SIGNAL_PROCESS_GROUP`). Only meant for detached processes,
+    /// which lead their own group.
+    pub fn signal_group(&self, sig: nix::sys::signal::Signal) -> Result<bool> {
+        const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+        self.pidfd_signal(sig, PIDFD_SIGNAL_PROCESS_GROUP)
+    }
+
+    fn pidfd_signal(&self, sig: nix::sys::signal::Signal, flags: libc::c_uint) -> Result<bool> {
+        let Some(fd) = self.pidfd()? else {
+            return Ok(false);
+        };
         // SAFETY: pidfd_send_signal(2) on our pidfd, no siginfo, no flags.
         let r = unsafe {
             libc::syscall(
@@ -150,7 +240,7 @@ impl ProcIdentity {
                 fd.as_raw_fd(),
                 sig as libc::c_int,
                 std::ptr::null::<libc::siginfo_t>(),
-                0,
+                flags,
             )
         };
         if r < 0 {

@@ -4,6 +4,11 @@
 //! [`NetlinkTopology`] was created in (the agent's host namespace). For work
 //! inside a container namespace a second socket is opened on a short-lived
 //! thread that joined it, and driven from the same worker.
+//!
+//! An endpoint is one RTM_NEWLINK that creates the veth pair with the host end
+//! on the bridge and the peer directly inside the container (final name, MAC,
+//! MTU), then up, address and default route inside. Removal hands the
+//! deletion to a thread of its own and returns once the pair is unlisted.
 use std::{
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsRawFd, OwnedFd},
@@ -14,10 +19,12 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::{
     address::AddressAttribute,
-    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType},
 };
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use super::{
     BridgeSpec, EndpointSpec, Result, Topology, TopologyError, netns,
@@ -156,6 +163,36 @@ async fn delete_link(h: &Handle, index: u32, what: &str) -> Result<()> {
         Err(e) if errno(&e) == Some(ENODEV) => Ok(()),
         Err(e) => Err(nl(format!("delete {what}"))(e)),
     }
+}
+
+/// Delete link `index` of the calling thread's namespace from a thread of its
+/// own (with its own socket, opened here so it belongs to this namespace).
+/// The result arrives when the kernel has finished, RCU barrier included.
+fn delete_in_background(
+    index: u32,
+    what: String,
+) -> Result<tokio::sync::oneshot::Receiver<Result<()>>> {
+    let sock = netns::netlink_socket().map_err(|e| super::worker::os("netlink socket", e))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("pier-nl-delete".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build();
+            let r = match rt {
+                Ok(rt) => rt.block_on(async move {
+                    let (h, conn) = ns_connection(sock);
+                    let r = delete_link(&h, index, &what).await;
+                    conn.abort();
+                    r
+                }),
+                Err(e) => Err(super::worker::os("start netlink runtime", e)),
+            };
+            let _ = tx.send(r);
+        })
+        .map_err(|e| super::worker::os("spawn netlink thread", e))?;
+    Ok(rx)
 }
 
 /// The MAC pier gives a bridge it creates: locally administered, derived
@@ -372,30 +409,56 @@ impl Topology for NetlinkTopology {
                     )));
                 }
             };
-            let tmp = format!("piertmp{:08x}", rand::random::<u32>());
-            h.link()
-                .add(LinkVeth::new(&ep.host_ifname, &tmp).build())
-                .execute()
-                .await
-                .map_err(|e| {
-                    if errno(&e) == Some(EEXIST) {
-                        TopologyError::Invalid(format!(
-                            "interface {} already exists",
-                            ep.host_ifname
-                        ))
-                    } else {
-                        nl(format!("create veth {}", ep.host_ifname))(e)
-                    }
-                })?;
-            let host = link_by_name(&h, &ep.host_ifname).await?.ok_or_else(|| {
-                TopologyError::Invalid(format!("veth {} vanished after creation", ep.host_ifname))
-            });
-            let host = match host {
-                Ok(l) => l.header.index,
-                Err(e) => return Err(e),
-            };
+            // One request makes both ends: the host end enslaved and up, the
+            // peer directly inside the container with its final name, MAC and
+            // MTU. Creating the peer in place spares the move between
+            // namespaces (which costs a synchronize_net, ~15 ms) and any
+            // temporary name in the host namespace.
+            // (The peer cannot be set up in the same request: veth refuses to
+            // open a peer before its other end exists, ENOTCONN.)
+            let mut peer = LinkUnspec::new_with_name(&ep.ifname)
+                .address(ep.mac.to_vec())
+                .setns_by_fd(ns_file.as_raw_fd());
+            let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name(ep.host_ifname.clone())
+                .controller(bridge)
+                .up();
+            if let Some(m) = ep.mtu {
+                peer = peer.mtu(m);
+                host = host.mtu(m);
+            }
+            let msg = host
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+                .build();
+            if link_by_name(&h, &ep.host_ifname).await?.is_some() {
+                return Err(TopologyError::Invalid(format!(
+                    "interface {} already exists",
+                    ep.host_ifname
+                )));
+            }
+            h.link().add(msg).execute().await.map_err(|e| {
+                if errno(&e) == Some(EEXIST) {
+                    TopologyError::Invalid(format!(
+                        "interface {} already exists in {}",
+                        ep.ifname,
+                        ep.netns.display()
+                    ))
+                } else {
+                    nl(format!("create veth {} / {}", ep.host_ifname, ep.ifname))(e)
+                }
+            })?;
+            let host = link_by_name(&h, &ep.host_ifname)
+                .await?
+                .ok_or_else(|| {
+                    TopologyError::Invalid(format!(
+                        "veth {} vanished after creation",
+                        ep.host_ifname
+                    ))
+                })?
+                .header
+                .index;
             let (ns, conn) = ns_connection(ns_sock);
-            let r = configure_endpoint(&h, &ns, &ep, &tmp, host, bridge, &ns_file).await;
+            let r = configure_inside(&ns, &ep).await;
             if r.is_err() {
                 // Deleting the host end removes the peer too, wherever it is.
                 let _ = delete_link(&h, host, "veth").await;
@@ -409,12 +472,34 @@ impl Topology for NetlinkTopology {
         check_ifname(&ep.host_ifname)?;
         let name = ep.host_ifname.clone();
         self.worker.run(move |h| async move {
-            match link_by_name(&h, &name).await? {
-                None => Ok(()),
-                Some(l) if link_kind(&l) != Some(&InfoKind::Veth) => Err(TopologyError::Invalid(
-                    format!("interface {name} is not a veth"),
-                )),
-                Some(l) => delete_link(&h, l.header.index, &format!("veth {name}")).await,
+            let index = match link_by_name(&h, &name).await? {
+                None => return Ok(()),
+                Some(l) if link_kind(&l) != Some(&InfoKind::Veth) => {
+                    return Err(TopologyError::Invalid(format!(
+                        "interface {name} is not a veth"
+                    )));
+                }
+                Some(l) => l.header.index,
+            };
+            // The kernel unlists the pair early, then the deleting request
+            // waits for an RCU barrier (~20 ms) before it is answered. That
+            // wait happens on a thread of its own; we return once the pair is
+            // gone from both namespaces.
+            let mut done = delete_in_background(index, format!("veth {name}"))?;
+            loop {
+                match done.try_recv() {
+                    Ok(r) => return r,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        return Err(TopologyError::Invalid(format!(
+                            "deleting veth {name}: the deleting thread died"
+                        )));
+                    }
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                }
+                if link_by_index(&h, index).await?.is_none() {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_micros(250)).await;
             }
         })
     }
@@ -469,54 +554,14 @@ impl Topology for NetlinkTopology {
     }
 }
 
-/// Move the peer into the container, configure it there, and put the host
-/// end on the bridge. The caller removes the pair if this fails.
-async fn configure_endpoint(
-    h: &Handle,
-    ns: &Handle,
-    ep: &EndpointSpec,
-    tmp: &str,
-    host: u32,
-    bridge: u32,
-    ns_file: &std::fs::File,
-) -> Result<()> {
-    let peer = link_by_name(h, tmp)
+/// Up, address and default route on the container's end (already named).
+/// The caller removes the pair if this fails.
+async fn configure_inside(ns: &Handle, ep: &EndpointSpec) -> Result<()> {
+    let inner = link_by_name(ns, &ep.ifname)
         .await?
-        .ok_or_else(|| TopologyError::Invalid(format!("veth peer {tmp} vanished")))?
+        .ok_or_else(|| TopologyError::Invalid(format!("{} is not in the container", ep.ifname)))?
         .header
         .index;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(peer)
-                .setns_by_fd(ns_file.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(nl(format!("move {tmp} into {}", ep.netns.display())))?;
-    // The index may change when it is taken in the container: look it up again.
-    let inner = link_by_name(ns, tmp)
-        .await?
-        .ok_or_else(|| TopologyError::Invalid(format!("veth peer {tmp} not in the container")))?
-        .header
-        .index;
-    let mut set = LinkUnspec::new_with_index(inner)
-        .name(ep.ifname.clone())
-        .address(ep.mac.to_vec());
-    if let Some(m) = ep.mtu {
-        set = set.mtu(m);
-    }
-    ns.link().set(set.build()).execute().await.map_err(|e| {
-        if errno(&e) == Some(EEXIST) {
-            TopologyError::Invalid(format!(
-                "interface {} already exists in {}",
-                ep.ifname,
-                ep.netns.display()
-            ))
-        } else {
-            nl(format!("configure {} in the container", ep.ifname))(e)
-        }
-    })?;
     ns.link()
         .set(LinkUnspec::new_with_index(inner).up().build())
         .execute()
@@ -543,18 +588,6 @@ async fn configure_endpoint(
             .await
             .map_err(nl(format!("add default route via {gw}")))?;
     }
-    let mut set = LinkUnspec::new_with_index(host).controller(bridge).up();
-    if let Some(m) = ep.mtu {
-        set = set.mtu(m);
-    }
-    h.link()
-        .set(set.build())
-        .execute()
-        .await
-        .map_err(nl(format!(
-            "attach {} to bridge {}",
-            ep.host_ifname, ep.bridge
-        )))?;
     Ok(())
 }
 

@@ -2,10 +2,10 @@
 //! thread `unshare`s a new network namespace and bind-mounts its
 //! `/proc/thread-self/ns/net` onto the requested path.
 //!
-//! The directory holding the bind mounts is made a shared mount point (the
-//! `ip netns` convention), so that mount namespaces of container processes,
-//! which are slaves of the agent's, see a namespace's unmount and do not keep
-//! it alive.
+//! Removal unmounts and unlinks the file. Unlinking matters: the kernel then
+//! detaches copies of that mount in every other mount namespace (those of
+//! container processes, made while the namespace existed), so none of them
+//! keeps a removed namespace alive. No shared mount point is needed.
 use std::{
     ffi::CString,
     os::fd::{FromRawFd, OwnedFd},
@@ -72,71 +72,6 @@ pub(crate) fn netlink_socket_in(path: &Path) -> Result<OwnedFd> {
         .map_err(|e| os(format!("netlink socket in {}", path.display()), e))
 }
 
-/// Make `dir` a shared mount point (bind-mounting it onto itself first if it
-/// is not a mount point yet), like `ip netns` does with `/run/netns`.
-fn ensure_shared_dir(dir: &Path) -> Result<()> {
-    let shared = || {
-        mount(
-            None::<&str>,
-            dir,
-            None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
-    if is_mount_point(dir) {
-        return shared().map_err(|e| os(format!("make {} shared", dir.display()), e.into()));
-    }
-    mount(
-        Some(dir),
-        dir,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| {
-        os(
-            format!("bind-mount {} onto itself", dir.display()),
-            e.into(),
-        )
-    })?;
-    shared().map_err(|e| os(format!("make {} shared", dir.display()), e.into()))
-}
-
-/// Whether `dir` is a mount point in our mount namespace.
-fn is_mount_point(dir: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = dir.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| unescape_mount_path(p) == want)
-}
-
-/// Mount paths in /proc/self/mountinfo escape space, tab, newline and `\` as octal.
-fn unescape_mount_path(p: &str) -> String {
-    let b = p.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = u32::from(b[i + 1] - b'0') * 64
-                + u32::from(b[i + 2] - b'0') * 8
-                + u32::from(b[i + 3] - b'0');
-            out.push(v as u8);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Create a network namespace bind-mounted at `path`; returns a netlink socket
 /// opened inside it (for bringing `lo` up). On error nothing is left.
 pub(crate) fn create(path: &Path) -> Result<OwnedFd> {
@@ -150,7 +85,6 @@ pub(crate) fn create(path: &Path) -> Result<OwnedFd> {
         .parent()
         .ok_or_else(|| TopologyError::Invalid(format!("netns path has no parent: {path:?}")))?;
     std::fs::create_dir_all(parent).map_err(|e| os(format!("create {}", parent.display()), e))?;
-    ensure_shared_dir(parent)?;
     if is_netns_mount(path) {
         return Err(TopologyError::Invalid(format!(
             "network namespace {} already exists",
@@ -174,6 +108,16 @@ pub(crate) fn create(path: &Path) -> Result<OwnedFd> {
             // Only this thread moves to the new namespace; it ends afterwards.
             unshare(CloneFlags::CLONE_NEWNET).map_err(|e| os("unshare(CLONE_NEWNET)", e.into()))?;
             let sock = netlink_socket().map_err(|e| os("netlink socket in new netns", e))?;
+            // pier's networks are IPv4 only: like Docker for a network without
+            // IPv6, interfaces made in the container later get no IPv6 (no
+            // link-local address, no router solicitations). `lo` keeps ::1.
+            // /proc/sys/net is this thread's (new) namespace's.
+            match std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1") {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(os("disable IPv6 in the new netns", e));
+                }
+                _ => {}
+            }
             mount(
                 Some("/proc/thread-self/ns/net"),
                 target.as_c_str(),
@@ -200,26 +144,17 @@ pub(crate) fn create(path: &Path) -> Result<OwnedFd> {
 
 /// Unmount and remove a namespace bind mount; absent is fine.
 pub(crate) fn remove(path: &Path) -> Result<()> {
-    match umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::EINVAL) => {}
-        Err(e) => return Err(os(format!("unmount {}", path.display()), e.into())),
+    // Mounts may be stacked (the same path bind-mounted twice): unmount all.
+    for _ in 0..16 {
+        match umount2(path, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::EINVAL) => break,
+            Err(e) => return Err(os(format!("unmount {}", path.display()), e.into())),
+        }
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(os(format!("remove {}", path.display()), e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unescape_mount_path;
-
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path("/tmp/a\\040b"), "/tmp/a b");
-        assert_eq!(unescape_mount_path("/run/netns"), "/run/netns");
-        assert_eq!(unescape_mount_path("/x\\134y"), "/x\\y");
-        assert_eq!(unescape_mount_path("/end\\"), "/end\\");
     }
 }

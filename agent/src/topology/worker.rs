@@ -14,6 +14,7 @@ use std::{
     thread::JoinHandle,
 };
 
+use futures::FutureExt;
 use rtnetlink::{Handle, sys::TokioSocket};
 use tokio::sync::mpsc;
 
@@ -82,7 +83,11 @@ impl Worker {
         let (rtx, rrx) = std_mpsc::sync_channel::<Result<T>>(1);
         let job: Job = Box::new(move |h| {
             Box::pin(async move {
-                let _ = rtx.send(f(h).await);
+                // A panicking job fails its own call, not the worker.
+                let r = std::panic::AssertUnwindSafe(f(h)).catch_unwind().await;
+                let _ = rtx.send(r.unwrap_or_else(|_| {
+                    Err(TopologyError::Invalid("netlink job panicked".into()))
+                }));
             })
         });
         let dead = || TopologyError::Invalid("netlink worker is gone".into());
@@ -120,5 +125,30 @@ pub(crate) fn os(op: impl Into<String>, source: std::io::Error) -> TopologyError
     TopologyError::Os {
         op: op.into(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_job_fails_its_call_and_the_worker_lives_on() {
+        let w = Worker::start().expect("worker");
+        let r: Result<()> = w.run(|_| async { panic!("boom") });
+        assert_eq!(r.unwrap_err().to_string(), "netlink job panicked");
+        let links = w
+            .run(|h| async move {
+                use futures::TryStreamExt;
+                let l: Vec<_> = h.link().get().execute().try_collect().await.map_err(|e| {
+                    TopologyError::Netlink {
+                        op: "list".into(),
+                        msg: e.to_string(),
+                    }
+                })?;
+                Ok(l.len())
+            })
+            .expect("worker still serves");
+        assert!(links >= 1, "at least lo");
     }
 }
