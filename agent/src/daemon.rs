@@ -1119,23 +1119,10 @@ impl Daemon {
     }
 }
 
-/// SIGTERM, wait up to `grace`, then SIGKILL; the exit code (as the
-/// runner saw it, else 128 + the last signal sent).
+/// Stop `p` (SIGTERM, up to `grace`, then SIGKILL; zero grace: SIGKILL at
+/// once); its exit code as the runner saw it, else 128 + the signal.
 fn kill_and_wait(runner: &dyn Runner, p: Proc, grace: std::time::Duration) -> i32 {
-    use nix::sys::signal::Signal;
-    let wait_gone = |limit: std::time::Duration| {
-        let deadline = std::time::Instant::now() + limit;
-        while runner.alive(p) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        !runner.alive(p)
-    };
-    let mut last = Signal::SIGTERM;
-    if grace.is_zero() || !runner.signal(p, Signal::SIGTERM) || !wait_gone(grace) {
-        last = Signal::SIGKILL;
-        runner.signal(p, Signal::SIGKILL);
-        wait_gone(std::time::Duration::from_secs(2));
-    }
+    runner.stop(p, grace);
     // The waiter thread records the code right after the process is reaped.
     for _ in 0..50 {
         if let Some(c) = runner.exit_code(p) {
@@ -1143,5 +1130,5 @@ fn kill_and_wait(runner: &dyn Runner, p: Proc, grace: std::time::Duration) -> i3
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    128 + last as i32
+    128 + if grace.is_zero() { 9 } else { 15 }
 }

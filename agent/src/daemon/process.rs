@@ -34,9 +34,29 @@ pub trait Runner: Send + Sync {
     fn exit_code(&self, _p: Proc) -> Option<i32> {
         None
     }
-    /// Send `sig` if `p` still is that process; whether it was sent.
-    fn signal(&self, p: Proc, sig: nix::sys::signal::Signal) -> bool {
-        self.alive(p) && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig).is_ok()
+    /// SIGTERM, up to `grace` to exit, then SIGKILL (at once if `grace` is
+    /// zero); returns when the process is gone (or after a few seconds).
+    fn stop(&self, p: Proc, grace: std::time::Duration) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(p.pid);
+        let wait_gone = |limit: std::time::Duration| {
+            let deadline = std::time::Instant::now() + limit;
+            while self.alive(p) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            !self.alive(p)
+        };
+        if !grace.is_zero()
+            && self.alive(p)
+            && kill(pid, Signal::SIGTERM).is_ok()
+            && wait_gone(grace)
+        {
+            return;
+        }
+        if self.alive(p) {
+            let _ = kill(pid, Signal::SIGKILL);
+            wait_gone(std::time::Duration::from_secs(5));
+        }
     }
 }
 
@@ -124,8 +144,12 @@ impl Runner for RuntimeRunner {
     fn alive(&self, p: Proc) -> bool {
         identity(p).is_running()
     }
-    fn signal(&self, p: Proc, sig: nix::sys::signal::Signal) -> bool {
-        identity(p).signal(sig).unwrap_or(false)
+    fn stop(&self, p: Proc, grace: std::time::Duration) {
+        // At least a moment of grace: the runtime's stop always starts with SIGTERM.
+        let grace = grace.max(std::time::Duration::from_millis(1));
+        if let Err(e) = identity(p).stop(grace) {
+            tracing::warn!("stopping process {}: {e}", p.pid);
+        }
     }
     fn exit_code(&self, p: Proc) -> Option<i32> {
         let started = self.started.lock().unwrap();
