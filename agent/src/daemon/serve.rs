@@ -122,6 +122,13 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
     if let Err(e) = crate::topology::sysctl::set("net.ipv4.ip_forward", "1") {
         tracing::warn!("net.ipv4.ip_forward: {e}");
     }
+    // The eBPF dataplane plugs in here: `EbpfDataplane::new(dp_cfg)`.
+    let dp_cfg = crate::dataplane::DataplaneConfig {
+        bpffs_dir: cfg.bpffs_dir.clone(),
+        uplinks: cfg.uplinks.clone(),
+        cgroup: None,
+    };
+    tracing::info!("dataplane: {dp_cfg:?}");
     let dataplane: Box<dyn Dataplane> = Box::new(crate::dataplane::NoopDataplane);
     run(
         cfg,
