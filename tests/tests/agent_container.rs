@@ -353,3 +353,24 @@ fn connect_disconnect_and_inspect() {
     host.pier_ok(&["network", "connect", "--ip", "172.18.9.9", "mynet", "c1"]);
     assert_eq!(ip_of(&host, "c1", "mynet"), "172.18.9.9");
 }
+
+#[test]
+fn parallel_runs_get_distinct_addresses() {
+    require_root!();
+    let mut host = TestHost::new();
+    let _agent = host.start_agent(&[]);
+    let host = &host;
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            s.spawn(move || host.pier_ok(&["run", "-d", "--name", &format!("p{i}")]));
+        }
+    });
+    let mut ips: Vec<String> = (0..8)
+        .map(|i| ip_of(host, &format!("p{i}"), "bridge"))
+        .collect();
+    ips.sort_by_key(|ip| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap());
+    let want: Vec<String> = (2..10).map(|i| format!("172.17.0.{i}")).collect();
+    assert_eq!(ips, want);
+    let master = host.host(&["ip", "-o", "link", "show", "master", "pier0"]);
+    assert_eq!(master.lines().count(), 8, "{master}");
+}

@@ -53,6 +53,31 @@ fn default_networks_and_bridge() {
     assert_eq!(v[0]["Options"]["com.docker.network.bridge.name"], "pier0");
     assert_eq!(v[0]["Containers"], serde_json::json!({}));
     assert_eq!(v[0]["Id"].as_str().unwrap().len(), 64);
+    // The sockets are the agent's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for sock in [host.socket(), host.socket().with_extension("exec.sock")] {
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", sock.display());
+    }
+    // PIER_SOCKET finds the agent as --socket does.
+    let out = std::process::Command::new(pier_tests::host::pier_bin())
+        .args(["network", "ls", "-q"])
+        .env("PIER_SOCKET", host.socket())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), q);
+    // Without an agent: one clear line.
+    let out = std::process::Command::new(pier_tests::host::pier_bin())
+        .args(["--socket", "/nonexistent/pier.sock", "network", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("Error: cannot connect to the pier agent at /nonexistent/pier.sock")
+            && err.lines().count() == 1,
+        "{err}"
+    );
     // JSON format.
     let j = host.pier_ok(&["network", "ls", "--format", "json"]);
     let first = json(j.lines().next().unwrap());
