@@ -3,7 +3,7 @@
 //! that died while no agent ran, remove pier-made leftovers nothing records.
 use std::{collections::BTreeSet, path::Path};
 
-use super::{Action, Daemon, bridge_spec, endpoint_spec, process::Proc};
+use super::{Daemon, bridge_spec, endpoint_spec, process::Proc};
 use crate::{
     config::DEFAULT_BRIDGE,
     error::{AgentError, Result},
@@ -138,42 +138,45 @@ impl Daemon {
             let mut order: Vec<_> = st.containers.values().collect();
             order.sort_by_key(|c| matches!(c.mode, NetMode::Container(_)));
             for c in order {
-                if let Some(p) = &c.netns
-                    && !is_netns_mount(p)
-                {
-                    tracing::info!("recreating the namespace of {}", c.name);
-                    let owner_ns = match &c.mode {
-                        NetMode::Container(o) => st
-                            .containers
-                            .get(o)
-                            .and_then(|o| o.netns.clone())
-                            .filter(|p| is_netns_mount(p)),
-                        _ => None,
-                    };
-                    match owner_ns {
-                        Some(src) => share_netns(&src, p)?,
-                        None => topo.create_netns(p)?,
+                // Best effort per container: one that cannot be repaired is
+                // logged, and the agent still starts for all the others.
+                let repair = || -> Result<()> {
+                    if let Some(p) = &c.netns
+                        && !is_netns_mount(p)
+                    {
+                        tracing::info!("recreating the namespace of {}", c.name);
+                        let owner_ns = match &c.mode {
+                            NetMode::Container(o) => st
+                                .containers
+                                .get(o)
+                                .and_then(|o| o.netns.clone())
+                                .filter(|p| is_netns_mount(p)),
+                            _ => None,
+                        };
+                        match owner_ns {
+                            Some(src) => share_netns(&src, p)?,
+                            None => topo.create_netns(p)?,
+                        }
                     }
-                    txn.on_fail(Action::RemoveNetns(p.clone()));
-                }
-                for (i, e) in c.endpoints.iter().enumerate() {
-                    if links.contains(&e.host_ifname) {
-                        continue;
+                    for (i, e) in c.endpoints.iter().enumerate() {
+                        if links.contains(&e.host_ifname) {
+                            continue;
+                        }
+                        let (Some(n), Some(p)) = (st.networks.get(&e.network_id), &c.netns) else {
+                            continue;
+                        };
+                        tracing::info!("recreating {} of {}", e.ifname, c.name);
+                        topo.add_endpoint(&endpoint_spec(p, e, n, i == 0))?;
                     }
-                    let (Some(n), Some(p)) = (st.networks.get(&e.network_id), &c.netns) else {
-                        continue;
-                    };
-                    tracing::info!("recreating {} of {}", e.ifname, c.name);
-                    let spec = endpoint_spec(p, e, n, i == 0);
-                    topo.add_endpoint(&spec)?;
-                    txn.on_fail(Action::RemoveEndpoint(spec));
-                }
-                if !self.cfg.container_dir(&c.id).join("hosts").exists() {
-                    if let NetMode::Container(_) = c.mode {
-                        // Re-created from the owner's on its next change; keep going.
-                    } else {
+                    if !self.cfg.container_dir(&c.id).join("hosts").exists()
+                        && !matches!(c.mode, NetMode::Container(_))
+                    {
                         self.write_files(c, &st)?;
                     }
+                    Ok(())
+                };
+                if let Err(e) = repair() {
+                    tracing::error!("reconcile: container {} ({}): {e}", c.name, c.short_id());
                 }
                 let cm = txn.state.containers.get_mut(&c.id).unwrap();
                 if let (Some(pid), Some(start_time)) = (c.pid, c.pid_start)
