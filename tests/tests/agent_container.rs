@@ -374,3 +374,44 @@ fn parallel_runs_get_distinct_addresses() {
     let master = host.host(&["ip", "-o", "link", "show", "master", "pier0"]);
     assert_eq!(master.lines().count(), 8, "{master}");
 }
+
+#[test]
+fn published_ports_are_recorded_in_dockers_shape() {
+    require_root!();
+    let mut host = TestHost::new();
+    let _agent = host.start_agent(&[]);
+    host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8081:8080",
+        "-p",
+        "127.0.0.1:5000-5001:6000-6001/udp",
+    ]);
+    let i = inspect(&host, "web");
+    assert_eq!(
+        i["HostConfig"]["PortBindings"],
+        serde_json::json!({
+            "8080/tcp": [{"HostIp": "", "HostPort": "8081"}],
+            "6000/udp": [{"HostIp": "127.0.0.1", "HostPort": "5000"}],
+            "6001/udp": [{"HostIp": "127.0.0.1", "HostPort": "5001"}],
+        })
+    );
+    let ps = host.pier_ok(&["ps"]);
+    assert!(
+        ps.contains("0.0.0.0:8081->8080/tcp, 127.0.0.1:5000-5001->6000-6001/udp"),
+        "{ps}"
+    );
+    // Another container may take a port the first does not use, not one it uses.
+    host.pier_ok(&["run", "-d", "--name", "web2", "-p", "8082:8080"]);
+    let e = host.pier_err(&["run", "-d", "--name", "web3", "-p", "127.0.0.1:5001:80/udp"]);
+    assert!(
+        e.contains("Bind for 127.0.0.1:5001 failed: port is already allocated"),
+        "{e}"
+    );
+    // A removed container frees its ports.
+    host.pier_ok(&["rm", "web"]);
+    host.pier_ok(&["run", "-d", "--name", "web3", "-p", "8081:80"]);
+}
