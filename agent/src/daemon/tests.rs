@@ -282,3 +282,72 @@ fn restart_finds_committed_state_and_reuses_numbers() {
         *nums.iter().max().unwrap() + 1
     );
 }
+
+#[test]
+fn desired_state_reflects_options_endpoints_and_running_ports() {
+    let env = Env::new("desired");
+    let d = env.start();
+    let mut opts = std::collections::BTreeMap::new();
+    opts.insert(
+        "com.docker.network.bridge.enable_icc".to_string(),
+        "false".to_string(),
+    );
+    opts.insert(
+        "com.docker.network.bridge.enable_ip_masquerade".to_string(),
+        "false".to_string(),
+    );
+    d.network_create(NetworkCreate {
+        name: "iso".into(),
+        subnet: Some("10.7.0.0/24".into()),
+        internal: true,
+        options: opts,
+        ..Default::default()
+    })
+    .unwrap();
+    d.container_create(run("a", Some("iso"), &["7000-7001:80-81/udp"]))
+        .unwrap();
+    d.container_create(run("h", Some("host"), &["7100:80"]))
+        .unwrap();
+    let st = d.snapshot();
+    let want = super::desired_state(&st);
+    let iso = want
+        .networks
+        .iter()
+        .find(|n| n.bridge.starts_with("br-"))
+        .unwrap();
+    assert_eq!(
+        (
+            iso.internal,
+            iso.icc,
+            iso.masquerade,
+            iso.subnet.to_string()
+        ),
+        (true, false, false, "10.7.0.0/24".to_string())
+    );
+    let pier0 = want.networks.iter().find(|n| n.bridge == "pier0").unwrap();
+    assert!(!pier0.internal && pier0.icc && pier0.masquerade);
+    assert_ne!(iso.id, pier0.id);
+    assert_eq!(want.endpoints.len(), 1, "host mode has no endpoint");
+    assert_eq!(want.endpoints[0].network_id, iso.id);
+    assert_eq!(want.endpoints[0].mac, [0x02, 0x42, 10, 7, 0, 2]);
+    let ports: Vec<(u16, u16)> = want
+        .ports
+        .iter()
+        .map(|p| (p.host_port, p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [(7000, 80), (7001, 81)],
+        "host-mode ports are discarded"
+    );
+    assert!(want.ports.iter().all(
+        |p| p.proto == crate::dataplane::Proto::Udp && p.container_ip.to_string() == "10.7.0.2"
+    ));
+    // The dataplane got exactly this state last.
+    assert_eq!(env.dp.synced.lock().unwrap().last().unwrap(), &want);
+    // A stopped container's ports leave the dataplane.
+    d.container_stop("a").unwrap();
+    let last = env.dp.synced.lock().unwrap().last().unwrap().clone();
+    assert!(last.ports.is_empty());
+    assert_eq!(last.endpoints.len(), 1);
+}
