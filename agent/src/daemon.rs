@@ -1039,12 +1039,14 @@ impl Daemon {
 
     /// Run `argv` in a container with the caller's stdio; its exit code.
     /// With `main`, start the container's own command in the foreground.
+    /// `started` learns the process once it runs (e.g. to watch the caller).
     pub fn exec(
         &self,
         key: &str,
         argv: Vec<String>,
         main: bool,
         stdio: [std::os::fd::OwnedFd; 3],
+        started: impl FnOnce(Proc),
     ) -> Result<i32> {
         let c = self
             .snapshot()
@@ -1066,6 +1068,7 @@ impl Daemon {
             .runner
             .spawn_attached(spec)
             .map_err(|e| AgentError::Internal(format!("starting {argv:?}: {e}")))?;
+        started(w.proc());
         if main {
             let p = w.proc();
             self.change(|txn| {

@@ -415,3 +415,56 @@ fn published_ports_are_recorded_in_dockers_shape() {
     host.pier_ok(&["rm", "web"]);
     host.pier_ok(&["run", "-d", "--name", "web3", "-p", "8081:80"]);
 }
+
+/// Pids whose command line is exactly `argv`.
+fn pids_of(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+#[test]
+fn interrupting_the_cli_interrupts_the_process() {
+    require_root!();
+    let mut host = TestHost::new();
+    let _agent = host.start_agent(&[]);
+    host.pier_ok(&["run", "-d", "--name", "c"]);
+    // A duration no other test uses, to find the process.
+    let argv = ["sleep", "4242.4242"];
+    let mut cli = std::process::Command::new(pier_tests::host::pier_bin())
+        .arg("--socket")
+        .arg(host.socket())
+        .args(["exec", "c", "--"])
+        .args(argv)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pids_of(&argv).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cli.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let _ = cli.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !pids_of(&argv).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process outlived its CLI"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

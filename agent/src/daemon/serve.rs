@@ -4,7 +4,10 @@ use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
 use anyhow::Context;
 
-use super::{Daemon, process::Runner};
+use super::{
+    Daemon,
+    process::{Proc, Runner},
+};
 use crate::{
     api::{exec, server, types::ExecResult},
     config::AgentConfig,
@@ -25,9 +28,50 @@ fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
+/// Watch the exec connection while the process runs: when the client goes
+/// away (Ctrl-C on `pier exec`/`pier run`), interrupt the process as a
+/// terminal would (SIGINT), like Docker's signal proxy.
+fn watch_client(
+    s: &std::os::unix::net::UnixStream,
+    p: Proc,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    runner_signal: impl Fn(Proc) + Send + 'static,
+) {
+    use std::os::fd::AsRawFd;
+    let Ok(s) = s.try_clone() else { return };
+    std::thread::spawn(move || {
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut pfd = libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid pollfd we own.
+            let r = unsafe { libc::poll(&mut pfd, 1, 200) };
+            if r > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+                if !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!("exec client went away: interrupting process {}", p.pid);
+                    runner_signal(p);
+                }
+                return;
+            }
+        }
+    });
+}
+
 fn handle_exec(d: &Daemon, s: std::os::unix::net::UnixStream) {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = |p: Proc| {
+        watch_client(&s, p, done.clone(), move |p| {
+            if let Some(id) = crate::runtime::ProcIdentity::of(p.pid as u32)
+                && id.start_time == p.start_time
+            {
+                let _ = id.signal(nix::sys::signal::Signal::SIGINT);
+            }
+        })
+    };
     let r = match exec::read_request(&s) {
-        Ok((req, fds)) => match d.exec(&req.container, req.argv, req.main, fds) {
+        Ok((req, fds)) => match d.exec(&req.container, req.argv, req.main, fds, started) {
             Ok(code) => ExecResult {
                 exit_code: Some(code),
                 error: None,
@@ -42,6 +86,7 @@ fn handle_exec(d: &Daemon, s: std::os::unix::net::UnixStream) {
             error: Some(e.to_string()),
         },
     };
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     exec::write_result(&s, &r);
 }
 
