@@ -313,6 +313,15 @@ impl Daemon {
                 labels: BTreeMap::new(),
             }
         };
+        if let Some(n) = txn.state.networks.values().find(|n| n.default)
+            && n.subnet != Some(cfg.default_subnet)
+        {
+            tracing::warn!(
+                "the default network keeps its recorded subnet {:?}; --default-subnet {} applies after `pier system reset`",
+                n.subnet,
+                cfg.default_subnet
+            );
+        }
         if !txn.state.networks.values().any(|n| n.default) {
             let mut n = mk(&mut txn.state, "bridge", DRIVER_BRIDGE);
             n.default = true;

@@ -58,7 +58,11 @@ impl Client {
                 let msg = serde_json::from_slice::<ErrorBody>(&bytes)
                     .map(|e| e.message)
                     .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
-                bail!("{msg}");
+                if msg.is_empty() {
+                    bail!("the agent answered {status} to {path}");
+                }
+                // One line, whatever the server sent.
+                bail!("{}", msg.lines().collect::<Vec<_>>().join(" "));
             }
             Ok(bytes)
         })
