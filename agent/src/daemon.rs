@@ -281,8 +281,11 @@ impl Daemon {
         errs
     }
 
-    /// Called after every change to containers, aliases or networks: the
-    /// place where the embedded DNS resolver gets its new name table.
+    /// Called after every change to containers, aliases or networks (also
+    /// the one at start, from reconcile), without the state lock held: the
+    /// place where the embedded DNS resolver gets its new name table
+    /// (`self.snapshot()`) and per-container servers are started/stopped.
+    /// Runs on a thread with the agent's tokio runtime entered.
     pub fn dns_changed(&self) {
         tracing::debug!("names changed");
     }

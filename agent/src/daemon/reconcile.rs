@@ -196,6 +196,9 @@ impl Daemon {
         let mut inner = self.inner.lock().unwrap();
         let desired = super::desired_state(&inner.state);
         inner.dataplane.sync(&desired)?;
+        drop(inner);
+        // And the names, whether or not reconcile changed any.
+        self.dns_changed();
         Ok(())
     }
 }

@@ -99,16 +99,19 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let api_path = cfg.socket.clone();
     let exec_path = cfg.exec_socket();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // The daemon's own work (reconcile included) may spawn tasks, e.g. DNS
+    // servers from `dns_changed`: give it the runtime's context.
+    let guard = rt.enter();
     let daemon = Arc::new(Daemon::start(cfg, topo, runner, dataplane)?);
     tracing::info!(
         "pier agent ready: {} networks, {} containers",
         daemon.snapshot().networks.len(),
         daemon.snapshot().containers.len()
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let result: anyhow::Result<()> = rt.block_on(async {
         let exec_l = bind(&exec_path)?;
         // The API socket last: its existence means "ready".
@@ -144,6 +147,7 @@ pub fn run(
             .await?;
         Ok(())
     });
+    drop(guard);
     let _ = std::fs::remove_file(&api_path);
     let _ = std::fs::remove_file(&exec_path);
     // Do not wait for exec sessions still running: their processes carry on.
