@@ -44,11 +44,18 @@ pub enum Action {
     Kill(Proc),
 }
 
+/// Called with the committed state after every change to containers,
+/// aliases or networks, and once at start: where DNS plugs in.
+pub type NamesHook = Box<dyn Fn(&State) + Send + Sync>;
+
 pub struct Daemon {
     pub cfg: AgentConfig,
     topo: Box<dyn Topology>,
     runner: Box<dyn Runner>,
     inner: Mutex<Inner>,
+    names_hook: Option<NamesHook>,
+    /// Serialises hook calls, so that the last call sees the newest state.
+    hook_lock: Mutex<()>,
 }
 
 struct Inner {
@@ -173,7 +180,18 @@ impl Daemon {
         cfg: AgentConfig,
         topo: Box<dyn Topology>,
         runner: Box<dyn Runner>,
+        dataplane: Box<dyn Dataplane>,
+    ) -> Result<Self> {
+        Self::start_with_hook(cfg, topo, runner, dataplane, None)
+    }
+
+    /// [`Daemon::start`] with a hook for name changes (see [`NamesHook`]).
+    pub fn start_with_hook(
+        cfg: AgentConfig,
+        topo: Box<dyn Topology>,
+        runner: Box<dyn Runner>,
         mut dataplane: Box<dyn Dataplane>,
+        names_hook: Option<NamesHook>,
     ) -> Result<Self> {
         let store = Store::open(&cfg.state_dir)?;
         let state = store.load()?;
@@ -187,6 +205,8 @@ impl Daemon {
                 store,
                 dataplane,
             }),
+            names_hook,
+            hook_lock: Mutex::new(()),
         };
         d.reconcile()?;
         Ok(d)
@@ -288,6 +308,10 @@ impl Daemon {
     /// Runs on a thread with the agent's tokio runtime entered.
     pub fn dns_changed(&self) {
         tracing::debug!("names changed");
+        if let Some(h) = &self.names_hook {
+            let _g = self.hook_lock.lock().unwrap();
+            h(&self.snapshot());
+        }
     }
 
     // ----- networks -------------------------------------------------------

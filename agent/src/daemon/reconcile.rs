@@ -71,6 +71,7 @@ pub fn is_pier_veth_name(s: &str) -> bool {
 
 impl Daemon {
     pub(crate) fn reconcile(&self) -> Result<()> {
+        let before = self.snapshot();
         self.change(|txn| {
             Daemon::ensure_builtin(txn)?;
             let st = txn.state.clone();
@@ -196,9 +197,13 @@ impl Daemon {
         let mut inner = self.inner.lock().unwrap();
         let desired = super::desired_state(&inner.state);
         inner.dataplane.sync(&desired)?;
+        let unchanged =
+            inner.state.containers == before.containers && inner.state.networks == before.networks;
         drop(inner);
-        // And the names, whether or not reconcile changed any.
-        self.dns_changed();
+        // The names once at start: `change` did it if reconcile changed any.
+        if unchanged {
+            self.dns_changed();
+        }
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 use anyhow::Context;
 
 use super::{
-    Daemon,
+    Daemon, NamesHook,
     process::{Proc, Runner},
 };
 use crate::{
@@ -96,6 +96,7 @@ pub fn run(
     topo: Box<dyn Topology>,
     runner: Box<dyn Runner>,
     dataplane: Box<dyn Dataplane>,
+    names_hook: Option<NamesHook>,
 ) -> anyhow::Result<()> {
     let api_path = cfg.socket.clone();
     let exec_path = cfg.exec_socket();
@@ -106,7 +107,9 @@ pub fn run(
     // The daemon's own work (reconcile included) may spawn tasks, e.g. DNS
     // servers from `dns_changed`: give it the runtime's context.
     let guard = rt.enter();
-    let daemon = Arc::new(Daemon::start(cfg, topo, runner, dataplane)?);
+    let daemon = Arc::new(Daemon::start_with_hook(
+        cfg, topo, runner, dataplane, names_hook,
+    )?);
     tracing::info!(
         "pier agent ready: {} networks, {} containers",
         daemon.snapshot().networks.len(),
@@ -184,5 +187,8 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
         Box::new(topo),
         Box::new(super::process::RuntimeRunner::default()),
         dataplane,
+        // DNS plugs in here: a hook that publishes the names of the state it
+        // gets and starts/stops the per-container servers.
+        None,
     )
 }

@@ -351,3 +351,74 @@ fn desired_state_reflects_options_endpoints_and_running_ports() {
     assert!(last.ports.is_empty());
     assert_eq!(last.endpoints.len(), 1);
 }
+
+#[test]
+fn names_hook_sees_every_committed_change_and_the_start() {
+    let env = Env::new("hook");
+    let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let s2 = seen.clone();
+    let cfg = AgentConfig::new(
+        env.dir.join("state"),
+        env.dir.join("run"),
+        env.dir.join("run/pier.sock"),
+        env.dir.join("bpf"),
+        vec![],
+        None,
+    )
+    .unwrap();
+    let d = Daemon::start_with_hook(
+        cfg,
+        Box::new(env.topo.clone()),
+        Box::new(NoRunner),
+        Box::new(env.dp.clone()),
+        Some(Box::new(move |st: &crate::state::State| {
+            let mut names: Vec<String> = st.containers.values().map(|c| c.name.clone()).collect();
+            names.sort();
+            s2.lock().unwrap().push(names);
+        })),
+    )
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().clone(), vec![Vec::<String>::new()]);
+    d.container_create(run("a", None, &[])).unwrap();
+    d.container_create(run("b", None, &[])).unwrap();
+    // A refused change calls nothing.
+    assert!(d.container_create(run("a", None, &[])).is_err());
+    d.container_rm("a", false).unwrap();
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![
+            vec![],
+            vec!["a".to_string()],
+            vec!["a".to_string(), "b".to_string()],
+            vec!["b".to_string()],
+        ]
+    );
+}
+
+#[test]
+fn names_hook_runs_once_at_a_restart_without_changes() {
+    let env = Env::new("hook2");
+    drop(env.start());
+    let calls = Arc::new(Mutex::new(0));
+    let c2 = calls.clone();
+    let cfg = AgentConfig::new(
+        env.dir.join("state"),
+        env.dir.join("run"),
+        env.dir.join("run/pier.sock"),
+        env.dir.join("bpf"),
+        vec![],
+        None,
+    )
+    .unwrap();
+    let _d = Daemon::start_with_hook(
+        cfg,
+        Box::new(env.topo.clone()),
+        Box::new(NoRunner),
+        Box::new(env.dp.clone()),
+        Some(Box::new(move |_: &crate::state::State| {
+            *c2.lock().unwrap() += 1
+        })),
+    )
+    .unwrap();
+    assert_eq!(*calls.lock().unwrap(), 1);
+}
