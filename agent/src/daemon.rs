@@ -1147,6 +1147,8 @@ impl Daemon {
             txn.after_commit(Action::RemoveDir(self.cfg.run_dir.join("containers")));
             Ok(())
         })?;
+        // Detach programs and remove pins: nothing of the dataplane is left.
+        self.inner.lock().unwrap().dataplane.teardown()?;
         // The namespace dir is a shared mount point of its own (see topology::netns).
         let dir = self.cfg.netns_dir();
         if reconcile::is_mount_point(&dir) {

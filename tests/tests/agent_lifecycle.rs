@@ -174,6 +174,11 @@ fn system_reset_removes_everything() {
             s.contains(") Z ") || !s.contains("(sleep)")
         }
     );
+    assert!(
+        !host.bpffs_dir.exists(),
+        "pins are left in {}",
+        host.bpffs_dir.display()
+    );
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(
         !mounts.contains(&host.dir.to_string_lossy().into_owned()),

@@ -142,9 +142,11 @@ impl Daemon {
                 // Best effort per container: one that cannot be repaired is
                 // logged, and the agent still starts for all the others.
                 let repair = || -> Result<()> {
+                    let mut new_ns = false;
                     if let Some(p) = &c.netns
                         && !is_netns_mount(p)
                     {
+                        new_ns = true;
                         tracing::info!("recreating the namespace of {}", c.name);
                         let owner_ns = match &c.mode {
                             NetMode::Container(o) => st
@@ -160,14 +162,20 @@ impl Daemon {
                         }
                     }
                     for (i, e) in c.endpoints.iter().enumerate() {
-                        if links.contains(&e.host_ifname) {
-                            continue;
-                        }
                         let (Some(n), Some(p)) = (st.networks.get(&e.network_id), &c.netns) else {
                             continue;
                         };
+                        let spec = endpoint_spec(p, e, n, i == 0);
+                        if links.contains(&e.host_ifname) {
+                            if !new_ns {
+                                continue;
+                            }
+                            // Its peer was in the lost namespace, which the
+                            // kernel tears down in the background: replace it.
+                            topo.remove_endpoint(&spec)?;
+                        }
                         tracing::info!("recreating {} of {}", e.ifname, c.name);
-                        topo.add_endpoint(&endpoint_spec(p, e, n, i == 0))?;
+                        topo.add_endpoint(&spec)?;
                     }
                     if !self.cfg.container_dir(&c.id).join("hosts").exists()
                         && !matches!(c.mode, NetMode::Container(_))
