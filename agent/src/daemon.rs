@@ -212,13 +212,20 @@ impl Daemon {
         Ok(d)
     }
 
+    /// The state lock. A panic while it was held cannot have left a half
+    /// change (changes are made on a copy and swapped in at the end), so a
+    /// poisoned lock is taken over rather than taking the agent down.
+    fn lock_inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn topology(&self) -> &dyn Topology {
         self.topo.as_ref()
     }
 
     /// A copy of the current state (for reads).
     pub fn snapshot(&self) -> State {
-        self.inner.lock().unwrap().state.clone()
+        self.lock_inner().state.clone()
     }
 
     /// Apply a change: `f` validates and applies kernel steps on a copy of the
@@ -226,7 +233,7 @@ impl Daemon {
     /// store committed. Any failure undoes what `f` did and leaves the state.
     pub fn change<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R>) -> Result<R> {
         let t0 = std::time::Instant::now();
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.lock_inner();
         let mut txn = Txn {
             d: self,
             state: inner.state.clone(),
@@ -309,7 +316,7 @@ impl Daemon {
     pub fn dns_changed(&self) {
         tracing::debug!("names changed");
         if let Some(h) = &self.names_hook {
-            let _g = self.hook_lock.lock().unwrap();
+            let _g = self.hook_lock.lock().unwrap_or_else(|e| e.into_inner());
             h(&self.snapshot());
         }
     }
@@ -742,9 +749,11 @@ impl Daemon {
                         .state
                         .find_container(key)
                         .ok_or_else(|| not_found(format!("No such container: {key}")))?;
-                    // Sharing a sharer means sharing its owner.
+                    // Sharing a sharer means sharing its owner (while it exists).
                     let owner = match &o.mode {
-                        NetMode::Container(oid) => oid.clone(),
+                        NetMode::Container(oid) if txn.state.containers.contains_key(oid) => {
+                            oid.clone()
+                        }
                         _ => o.id.clone(),
                     };
                     (NetMode::Container(owner), None)
@@ -1148,7 +1157,7 @@ impl Daemon {
             Ok(())
         })?;
         // Detach programs and remove pins: nothing of the dataplane is left.
-        self.inner.lock().unwrap().dataplane.teardown()?;
+        self.lock_inner().dataplane.teardown()?;
         // The namespace dir is a shared mount point of its own (see topology::netns).
         let dir = self.cfg.netns_dir();
         if reconcile::is_mount_point(&dir) {

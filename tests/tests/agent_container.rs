@@ -263,7 +263,16 @@ fn container_mode_shares_and_outlives_its_owner() {
     host.pier_ok(&["rm", "a"]);
     assert_eq!(links_in(&host, "b"), ["lo"]);
     host.pier_ok(&["exec", "b", "--", "true"]);
-    host.pier_ok(&["rm", "b"]);
+    // Sharing the orphan shares its namespace (the owner is gone).
+    host.pier_ok(&["run", "-d", "--name", "d", "--network", "container:b"]);
+    host.in_container(
+        "b",
+        &[
+            "ip", "link", "add", "x7a", "type", "veth", "peer", "name", "x7b",
+        ],
+    );
+    assert_eq!(links_in(&host, "d"), ["lo", "x7b", "x7a"]);
+    host.pier_ok(&["rm", "b", "d"]);
 }
 
 #[test]

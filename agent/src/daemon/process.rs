@@ -122,7 +122,7 @@ fn identity(p: Proc) -> crate::runtime::ProcIdentity {
 impl Runner for RuntimeRunner {
     fn spawn_detached(&self, spec: ProcSpec) -> Result<Proc, String> {
         let p = crate::runtime::spawn(to_runtime(spec, true)).map_err(|e| e.to_string())?;
-        let mut started = self.started.lock().unwrap();
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         // Forget the handles of processes long gone whose codes nobody asked for.
         if started.len() > 4096 {
             started.retain(|_, p| p.exit_code().is_none());
@@ -152,7 +152,7 @@ impl Runner for RuntimeRunner {
         }
     }
     fn exit_code(&self, p: Proc) -> Option<i32> {
-        let started = self.started.lock().unwrap();
+        let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         let h = started.get(&p.pid)?;
         (h.identity.start_time == p.start_time)
             .then(|| h.exit_code())

@@ -202,7 +202,7 @@ impl Daemon {
             Ok(())
         })?;
         // Whatever the dataplane held before, make it agree now.
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.lock_inner();
         let desired = super::desired_state(&inner.state);
         inner.dataplane.sync(&desired)?;
         let unchanged =
