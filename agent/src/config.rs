@@ -20,6 +20,8 @@ pub struct AgentConfig {
     /// Empty: the interface of the default route, found at start.
     pub uplinks: Vec<String>,
     pub default_subnet: Ipv4Net,
+    /// cgroup v2 directory for the dataplane's socket hooks.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -55,6 +57,7 @@ impl AgentConfig {
             bpffs_dir,
             uplinks,
             default_subnet,
+            cgroup: None,
         })
     }
 

@@ -12,7 +12,13 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = AgentConfig::new(
+    let cgroup = a.cgroup.clone();
+    if let Some(cg) = &cgroup
+        && !cg.join("cgroup.procs").exists()
+    {
+        anyhow::bail!("--cgroup: {} is not a cgroup v2 directory", cg.display());
+    }
+    let mut cfg = AgentConfig::new(
         a.state_dir,
         a.run_dir,
         socket,
@@ -20,6 +26,7 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         a.uplinks,
         a.default_subnet.as_deref(),
     )?;
+    cfg.cgroup = cgroup;
     pier_agent::daemon::serve::run_default(cfg)
 }
 

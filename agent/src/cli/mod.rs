@@ -94,6 +94,10 @@ pub struct AgentArgs {
     /// Subnet of the default `bridge` network.
     #[arg(long)]
     pub default_subnet: Option<String>,
+    /// cgroup v2 directory whose processes get the socket hooks (host-local
+    /// clients of published ports); none by default.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

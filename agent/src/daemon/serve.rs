@@ -178,7 +178,7 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
     let dp_cfg = crate::dataplane::DataplaneConfig {
         bpffs_dir: cfg.bpffs_dir.clone(),
         uplinks: cfg.uplinks.clone(),
-        cgroup: None,
+        cgroup: cfg.cgroup.clone(),
     };
     tracing::info!("dataplane: {dp_cfg:?}");
     let dataplane: Box<dyn Dataplane> = Box::new(crate::dataplane::NoopDataplane);
