@@ -6,7 +6,6 @@
 //! transaction, so the store always holds a whole state, never half of one.
 use std::{
     fs::File,
-    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -50,7 +49,6 @@ impl Store {
                     dir.display()
                 ))
             })?;
-        let _ = lock.as_fd();
         let db = Database::create(dir.join("pier.redb")).map_err(store_err)?;
         let s = Store {
             db,
