@@ -6,8 +6,15 @@
 //! - `runtime`: processes inside containers (namespaces, private /etc files).
 //! - `dataplane`: the eBPF programs and their maps, driven by one `sync`.
 //! - `dns`: the embedded resolver.
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod error;
 pub mod features;
+pub mod ipam;
 pub mod runtime;
+pub mod state;
 pub mod topology;

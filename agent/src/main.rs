@@ -1,27 +1,50 @@
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use pier_agent::{
+    cli::{Cli, Cmd},
+    config::AgentConfig,
+};
 
-#[derive(Parser)]
-#[command(
-    name = "pier",
-    version,
-    about = "Docker's container network model, with an eBPF dataplane"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
+fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cgroup = a.cgroup.clone();
+    if let Some(cg) = &cgroup
+        && !cg.join("cgroup.procs").exists()
+    {
+        anyhow::bail!("--cgroup: {} is not a cgroup v2 directory", cg.display());
+    }
+    let mut cfg = AgentConfig::new(
+        a.state_dir,
+        a.run_dir,
+        socket,
+        a.bpffs_dir,
+        a.uplinks,
+        a.default_subnet.as_deref(),
+    )?;
+    cfg.cgroup = cgroup;
+    pier_agent::daemon::serve::run_default(cfg)
 }
 
-#[derive(Subcommand)]
-enum Cmd {
-    /// Print the kernel features pier uses.
-    Features,
-}
-
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
         Cmd::Features => {
             print!("{}", pier_agent::features::Features::probe().report());
-            Ok(())
+            Ok(0)
+        }
+        Cmd::Agent(a) => agent(cli.socket, a).map(|()| 0),
+        _ => pier_agent::cli::run(cli),
+    };
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
         }
     }
 }

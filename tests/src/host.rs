@@ -327,3 +327,139 @@ pub fn run_ok(c: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Helpers for agent tests: containers made by `pier`, and snapshots of what
+/// the agent made, to prove a failed command changed nothing.
+impl TestHost {
+    /// The run dir of agents started by [`TestHost::start_agent`].
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// Bind mount of a container's network namespace.
+    pub fn container_netns(&self, id: &str) -> PathBuf {
+        self.run_dir().join("netns").join(id)
+    }
+
+    /// Full id of a container, from `pier inspect`.
+    pub fn container_id(&self, name: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.pier_ok(&["inspect", name])).expect("inspect JSON");
+        v[0]["Id"].as_str().expect("Id").to_string()
+    }
+
+    /// Run `args` inside container `name`'s network namespace (nsenter);
+    /// panic on failure; return stdout.
+    pub fn in_container(&self, name: &str, args: &[&str]) -> String {
+        let ns = self.container_netns(&self.container_id(name));
+        run_ok(
+            Command::new("nsenter")
+                .arg(format!("--net={}", ns.display()))
+                .arg("--")
+                .args(args),
+        )
+    }
+
+    /// Run the `pier` CLI expecting failure; returns stderr.
+    pub fn pier_err(&self, args: &[&str]) -> String {
+        let out = self.pier(args);
+        assert!(
+            !out.status.success(),
+            "pier {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Interface names in the host namespace, sorted.
+    pub fn host_link_names(&self) -> Vec<String> {
+        let out = self.host(&["ip", "-o", "link", "show"]);
+        let mut v: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What the kernel and the agent hold: host links and addresses, the
+    /// agent's namespaces and files, `network ls`, `ps -a`.
+    pub fn world(&self) -> String {
+        let mut s = String::new();
+        s += &self.host(&["ip", "-br", "link", "show"]);
+        s += &self.host(&["ip", "-br", "-4", "addr", "show"]);
+        for sub in ["netns", "containers"] {
+            let mut names: Vec<String> = std::fs::read_dir(self.run_dir().join(sub))
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            s += &format!("{sub}: {names:?}\n");
+        }
+        s += &self.pier_ok(&["network", "ls"]);
+        s += &self.pier_ok(&["ps", "-a"]);
+        s
+    }
+}
+
+impl TestHost {
+    /// Run `pier agent` with this host's dirs in the foreground and wait for
+    /// it to exit (for agents expected to fail at start).
+    pub fn run_agent_to_exit(&self, extra: &[&str]) -> Output {
+        let mut c = Self::cmd_in(&self.host_ns, &pier_bin().to_string_lossy());
+        c.arg("agent")
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--run-dir")
+            .arg(self.dir.join("run"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs_dir)
+            .arg("--uplink")
+            .arg(UPLINK)
+            .args(extra)
+            .stdin(Stdio::null());
+        c.output().expect("spawn agent")
+    }
+
+    /// Run the `pier` CLI with `stdin` as its input; the whole output.
+    pub fn pier_with_input(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(pier_bin())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pier");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait pier")
+    }
+}
+
+impl TestHost {
+    /// Wait until the agent answers on the socket (after a killed agent left
+    /// a stale socket file behind, `start_agent` returns early).
+    pub fn wait_agent_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.pier(&["network", "ls", "-q"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not answer in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

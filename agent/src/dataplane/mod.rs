@@ -128,6 +128,10 @@ pub trait Dataplane: Send {
     fn sync(&mut self, desired: &DesiredState) -> Result<(), DataplaneError>;
     /// Counters per published port.
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError>;
+    /// Detach every program and remove every pin (`pier system reset`).
+    fn teardown(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
 }
 
 /// A dataplane that does nothing: topology-only runs and unit tests.

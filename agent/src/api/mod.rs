@@ -1,0 +1,6 @@
+//! The HTTP/1.1 JSON API on the unix socket (Docker Engine API shapes), its
+//! client, and the exec side channel that carries stdio fds (SCM_RIGHTS).
+pub mod client;
+pub mod exec;
+pub mod server;
+pub mod types;

@@ -1,0 +1,136 @@
+//! Request and response bodies: the contract between the CLI and the agent.
+//! Field names follow Docker's Engine API where one exists.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreate {
+    pub name: String,
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default, rename = "IPRange")]
+    pub ip_range: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreated {
+    pub id: String,
+}
+
+/// One row of `network ls`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSummary {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkConnect {
+    pub container: String,
+    #[serde(default, rename = "IPv4Address")]
+    pub ipv4_address: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkDisconnect {
+    pub container: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Pruned {
+    pub networks_deleted: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerCreate {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `bridge` (default), a network name, `host`, `none`, `container:NAME`.
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `NAME[:ALIAS]`.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// `-p` specs as typed.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// Start `cmd` now with its output to the log file. When false, the
+    /// client starts it through the exec socket with its own stdio.
+    #[serde(default)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerCreated {
+    pub id: String,
+    pub warnings: Vec<String>,
+}
+
+/// One row of `ps`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub command: String,
+    pub status: String,
+    pub running: bool,
+    pub network_mode: String,
+    pub networks: Vec<String>,
+    pub ports: Vec<String>,
+}
+
+/// API error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}
+
+/// What the CLI sends on the exec socket, together with its fds 0, 1, 2.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub container: String,
+    /// Empty with `main`: run the container's own command.
+    pub argv: Vec<String>,
+    /// Start the container's main process (foreground `pier run`).
+    #[serde(default)]
+    pub main: bool,
+}
+
+/// The agent's answer on the exec socket once the process has exited.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}

@@ -1,0 +1,551 @@
+//! The `pier` command line: a thin client of the agent's API (Docker's words).
+use std::{collections::BTreeMap, io::Write, path::PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::{
+    api::{
+        client::{Client, seg},
+        exec,
+        types::*,
+    },
+    config,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "pier",
+    version,
+    about = "Docker's container network model, with an eBPF dataplane"
+)]
+pub struct Cli {
+    /// The agent's API socket.
+    #[arg(long, global = true, env = "PIER_SOCKET", default_value = config::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the agent (the daemon that owns all kernel state).
+    Agent(AgentArgs),
+    /// Print the kernel features pier uses.
+    Features,
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Create a container and optionally run a command in it.
+    Run(RunArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// List containers.
+    Ps {
+        /// Show all containers (default shows just running).
+        #[arg(short, long)]
+        all: bool,
+        /// Only display container IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show a container's details (JSON).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show a container's output.
+    Logs { name: String },
+    /// Stop containers' processes.
+    Stop {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Start stopped containers.
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Remove also when its process runs (kill it).
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Agent-wide operations.
+    #[command(subcommand)]
+    System(SystemCmd),
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    #[arg(long, default_value = config::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    #[arg(long, default_value = config::DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+    #[arg(long, default_value = config::DEFAULT_BPFFS_DIR)]
+    pub bpffs_dir: PathBuf,
+    /// Uplink interface(s); default: the interface of the default route.
+    #[arg(long = "uplink")]
+    pub uplinks: Vec<String>,
+    /// Subnet of the default `bridge` network.
+    #[arg(long)]
+    pub default_subnet: Option<String>,
+    /// cgroup v2 directory whose processes get the socket hooks (host-local
+    /// clients of published ports); none by default.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        /// `json`: one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Create a bridge network.
+    Create {
+        /// Driver (only `bridge`).
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        ip_range: Option<String>,
+        /// No way out of the network.
+        #[arg(long)]
+        internal: bool,
+        /// Driver option KEY=VALUE.
+        #[arg(short = 'o', long = "opt")]
+        opts: Vec<String>,
+        /// Label KEY=VALUE.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        name: String,
+    },
+    /// Show networks' details (JSON array).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove all networks no container uses.
+    Prune {
+        /// Do not ask (it asks only when stdin is a terminal).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a container to a network.
+    Connect {
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// bridge (default), a network, host, none or container:NAME.
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    #[arg(long)]
+    pub ip: Option<String>,
+    #[arg(long = "alias", alias = "network-alias")]
+    pub aliases: Vec<String>,
+    /// NAME[:ALIAS]
+    #[arg(long = "link")]
+    pub links: Vec<String>,
+    /// [IP:]HOSTPORT[-END]:CONTPORT[-END][/tcp|udp]
+    #[arg(short = 'p', long = "publish")]
+    pub ports: Vec<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Accepted for Docker's fingers; stdio always passes through.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Command and arguments (after `--`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    pub name: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum SystemCmd {
+    /// Remove everything this agent made and stop it.
+    Reset {
+        /// Do not ask (it asks only when stdin is a terminal).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    list.iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("invalid {what} {s:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s += c;
+            } else {
+                s += &format!("{c:<width$}   ", width = w[i]);
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in &rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// Ask on a terminal; without one (scripts), go ahead.
+fn confirm(question: &str) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut a = String::new();
+    std::io::stdin().read_line(&mut a).is_ok() && matches!(a.trim(), "y" | "Y" | "yes")
+}
+
+/// Apply `f` to each name; print what succeeded, report each failure; fail if any did.
+fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Run a CLI command; the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let socket = cli.socket.clone();
+    let c = || Client::new(&socket);
+    match cli.cmd {
+        Cmd::Agent(_) | Cmd::Features => unreachable!("handled in main"),
+        Cmd::Network(n) => network(c()?, n),
+        Cmd::Run(r) => run_container(c()?, &socket, r),
+        Cmd::Exec(e) => exec::exec(
+            &config::exec_socket_path(&socket),
+            &ExecRequest {
+                container: e.name,
+                argv: e.cmd,
+                main: false,
+            },
+        ),
+        Cmd::Ps { all, quiet } => {
+            let list: Vec<ContainerSummary> =
+                c()?.get(&format!("/containers/json?all={}", u8::from(all)))?;
+            if quiet {
+                for s in list {
+                    println!("{}", &s.id[..12]);
+                }
+            } else {
+                let rows = list
+                    .into_iter()
+                    .map(|s| {
+                        vec![
+                            s.id[..12].to_string(),
+                            format!("{:?}", s.command),
+                            s.status,
+                            s.ports.join(", "),
+                            s.networks.join(","),
+                            s.name,
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(
+                        &[
+                            "CONTAINER ID",
+                            "COMMAND",
+                            "STATUS",
+                            "PORTS",
+                            "NETWORKS",
+                            "NAMES"
+                        ],
+                        rows
+                    )
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Inspect { names } => {
+            let c = c()?;
+            let mut out = Vec::new();
+            let mut code = 0;
+            for n in &names {
+                match c.get::<Value>(&format!("/containers/{}/json", seg(n))) {
+                    Ok(v) => out.push(v),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(code)
+        }
+        Cmd::Logs { name } => {
+            let b = c()?.raw(
+                hyper::Method::GET,
+                &format!("/containers/{}/logs", seg(&name)),
+                None,
+            )?;
+            std::io::stdout().write_all(&b)?;
+            Ok(0)
+        }
+        Cmd::Stop { names } => {
+            let c = c()?;
+            each(&names, |n| {
+                c.post_unit(&format!("/containers/{}/stop", seg(n)), &())
+            })
+        }
+        Cmd::Start { names } => {
+            let c = c()?;
+            each(&names, |n| {
+                c.post_unit(&format!("/containers/{}/start", seg(n)), &())
+            })
+        }
+        Cmd::Rm { force, names } => {
+            let c = c()?;
+            each(&names, |n| {
+                c.delete(&format!("/containers/{}?force={}", seg(n), u8::from(force)))
+            })
+        }
+        Cmd::System(SystemCmd::Reset { force }) => {
+            if !force
+                && !confirm(
+                    "WARNING! This removes every container, network and namespace this pier agent made, and stops the agent. Are you sure?",
+                )
+            {
+                return Ok(1);
+            }
+            let v: Value = c()?.post("/system/reset", &())?;
+            println!("{}", v["message"].as_str().unwrap_or("done"));
+            Ok(0)
+        }
+    }
+}
+
+fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
+    match cmd {
+        NetworkCmd::Ls { quiet, format } => {
+            let list: Vec<NetworkSummary> = c.get("/networks")?;
+            if quiet {
+                for n in list {
+                    println!("{}", &n.id[..12]);
+                }
+            } else if let Some(f) = format {
+                if f != "json" {
+                    bail!("unknown format {f:?}: only json");
+                }
+                for n in list {
+                    println!(
+                        "{}",
+                        serde_json::json!({"ID": &n.id[..12], "Name": n.name, "Driver": n.driver, "Scope": n.scope})
+                    );
+                }
+            } else {
+                let rows = list
+                    .into_iter()
+                    .map(|n| vec![n.id[..12].to_string(), n.name, n.driver, n.scope])
+                    .collect();
+                print!(
+                    "{}",
+                    table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows)
+                );
+            }
+            Ok(0)
+        }
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            internal,
+            opts,
+            labels,
+            name,
+        } => {
+            if driver != "bridge" {
+                bail!("unsupported driver {driver:?}: pier creates bridge networks");
+            }
+            let r: NetworkCreated = c.post(
+                "/networks/create",
+                &NetworkCreate {
+                    name,
+                    subnet,
+                    gateway,
+                    ip_range,
+                    internal,
+                    options: kv(&opts, "option")?,
+                    labels: kv(&labels, "label")?,
+                },
+            )?;
+            println!("{}", r.id);
+            Ok(0)
+        }
+        NetworkCmd::Inspect { names } => {
+            let mut out = Vec::new();
+            let mut code = 0;
+            for n in &names {
+                match c.get::<Value>(&format!("/networks/{}", seg(n))) {
+                    Ok(v) => out.push(v),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(code)
+        }
+        NetworkCmd::Rm { names } => each(&names, |n| c.delete(&format!("/networks/{}", seg(n)))),
+        NetworkCmd::Prune { force } => {
+            if !force
+                && !confirm(
+                    "WARNING! This will remove all networks not used by at least one container. Are you sure?",
+                )
+            {
+                return Ok(1);
+            }
+            let p: Pruned = c.post("/networks/prune", &())?;
+            if !p.networks_deleted.is_empty() {
+                println!("Deleted Networks:");
+                for n in p.networks_deleted {
+                    println!("{n}");
+                }
+            }
+            Ok(0)
+        }
+        NetworkCmd::Connect {
+            ip,
+            aliases,
+            network,
+            container,
+        } => {
+            c.post_unit(
+                &format!("/networks/{}/connect", seg(&network)),
+                &NetworkConnect {
+                    container,
+                    ipv4_address: ip,
+                    aliases,
+                },
+            )?;
+            Ok(0)
+        }
+        NetworkCmd::Disconnect {
+            force,
+            network,
+            container,
+        } => {
+            c.post_unit(
+                &format!("/networks/{}/disconnect", seg(&network)),
+                &NetworkDisconnect { container, force },
+            )?;
+            Ok(0)
+        }
+    }
+}
+
+fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Result<i32> {
+    let fg = !r.detach && !r.cmd.is_empty();
+    let created: ContainerCreated = c.post(
+        "/containers/create",
+        &ContainerCreate {
+            name: r.name,
+            network: r.network,
+            ip: r.ip,
+            aliases: r.aliases,
+            links: r.links,
+            ports: r.ports,
+            hostname: r.hostname,
+            cmd: r.cmd,
+            detach: !fg,
+        },
+    )?;
+    for w in &created.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    if !fg {
+        println!("{}", created.id);
+        return Ok(0);
+    }
+    exec::exec(
+        &config::exec_socket_path(socket),
+        &ExecRequest {
+            container: created.id,
+            argv: Vec::new(),
+            main: true,
+        },
+    )
+    .context("running the container's command")
+}

@@ -1,0 +1,1184 @@
+//! The daemon: owns the store, the topology, the dataplane and the processes,
+//! and applies every change as validate → apply (with an undo list) →
+//! dataplane sync → store commit, rolling back on the first error.
+pub mod files;
+pub mod inspect;
+pub mod process;
+pub mod reconcile;
+pub mod serve;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use ipnet::Ipv4Net;
+
+use crate::{
+    api::types::{ContainerCreate, NetworkConnect, NetworkCreate},
+    config::{AgentConfig, DEFAULT_BRIDGE},
+    dataplane::{self, Dataplane, DesiredState},
+    error::{AgentError, ErrorList, Result, conflict, invalid, not_found},
+    ipam,
+    state::{
+        Container, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, Endpoint, Link, NetMode, Network,
+        State, Store, mac_for, new_id, now_rfc3339, opts,
+    },
+    topology::{self, Topology},
+};
+use process::{Proc, ProcSpec, Runner};
+
+/// One step to undo if a change fails, or to finish once it is committed.
+#[derive(Debug, Clone)]
+pub enum Action {
+    RemoveBridge(String),
+    RemoveNetns(PathBuf),
+    RemoveEndpoint(topology::EndpointSpec),
+    RemoveDir(PathBuf),
+    Kill(Proc),
+}
+
+/// Called with the committed state after every change to containers,
+/// aliases or networks, and once at start: where DNS plugs in.
+pub type NamesHook = Box<dyn Fn(&State) + Send + Sync>;
+
+pub struct Daemon {
+    pub cfg: AgentConfig,
+    topo: Box<dyn Topology>,
+    runner: Box<dyn Runner>,
+    inner: Mutex<Inner>,
+    names_hook: Option<NamesHook>,
+    /// Serialises hook calls, so that the last call sees the newest state.
+    hook_lock: Mutex<()>,
+}
+
+struct Inner {
+    state: State,
+    store: Store,
+    dataplane: Box<dyn Dataplane>,
+}
+
+/// A change in progress: the new state plus what to undo or finish.
+pub struct Txn<'a> {
+    d: &'a Daemon,
+    pub state: State,
+    undo: Vec<Action>,
+    after: Vec<Action>,
+}
+
+impl Txn<'_> {
+    fn on_fail(&mut self, a: Action) {
+        self.undo.push(a);
+    }
+    fn after_commit(&mut self, a: Action) {
+        self.after.push(a);
+    }
+}
+
+/// The one function that derives what the dataplane must reflect from the store.
+pub fn desired_state(st: &State) -> DesiredState {
+    let mut d = DesiredState::default();
+    for n in st.networks.values().filter(|n| n.is_bridge()) {
+        let (Some(bridge), Some(subnet), Some(gateway)) = (&n.bridge, n.subnet, n.gateway) else {
+            continue;
+        };
+        d.networks.push(dataplane::NetworkSpec {
+            id: n.num,
+            bridge: bridge.clone(),
+            subnet,
+            gateway,
+            internal: n.internal,
+            icc: n.icc,
+            masquerade: n.masquerade,
+        });
+    }
+    for c in st.containers.values() {
+        for e in &c.endpoints {
+            let Some(n) = st.networks.get(&e.network_id) else {
+                continue;
+            };
+            d.endpoints.push(dataplane::EndpointSpec {
+                network_id: n.num,
+                ip: e.ip,
+                mac: e.mac,
+                host_ifname: e.host_ifname.clone(),
+            });
+        }
+        // Published ports lead to the container's first address while it runs.
+        let Some(first) = c.endpoints.first() else {
+            continue;
+        };
+        if !c.running {
+            continue;
+        }
+        for p in &c.ports {
+            for (hp, cp) in p.pairs() {
+                d.ports.push(dataplane::PortSpec {
+                    host_ip: p.host_ip,
+                    proto: match p.proto {
+                        crate::state::PortProto::Tcp => dataplane::Proto::Tcp,
+                        crate::state::PortProto::Udp => dataplane::Proto::Udp,
+                    },
+                    host_port: hp,
+                    container_ip: first.ip,
+                    container_port: cp,
+                });
+            }
+        }
+    }
+    d
+}
+
+/// The topology's view of an endpoint.
+pub fn endpoint_spec(
+    netns: &Path,
+    e: &Endpoint,
+    net: &Network,
+    default_route: bool,
+) -> topology::EndpointSpec {
+    topology::EndpointSpec {
+        netns: netns.to_path_buf(),
+        host_ifname: e.host_ifname.clone(),
+        ifname: e.ifname.clone(),
+        bridge: net.bridge.clone().unwrap_or_default(),
+        address: Ipv4Net::new(e.ip, e.prefix_len).expect("prefix ≤ 32"),
+        mac: e.mac,
+        default_gateway: if default_route { net.gateway } else { None },
+        mtu: net.mtu,
+    }
+}
+
+pub fn bridge_spec(n: &Network) -> Option<topology::BridgeSpec> {
+    Some(topology::BridgeSpec {
+        name: n.bridge.clone()?,
+        gateway: n.gateway?,
+        subnet: n.subnet?,
+        mtu: n.mtu,
+    })
+}
+
+fn parse_bool_opt(key: &str, v: Option<&String>) -> Result<bool> {
+    match v.map(String::as_str) {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(o) => Err(invalid(format!(
+            "invalid value {o:?} for option {key}: true or false"
+        ))),
+    }
+}
+
+impl Daemon {
+    /// Open the store (locking the state dir), reconcile the kernel with it,
+    /// start the dataplane. Fails at once if another agent holds the lock.
+    pub fn start(
+        cfg: AgentConfig,
+        topo: Box<dyn Topology>,
+        runner: Box<dyn Runner>,
+        dataplane: Box<dyn Dataplane>,
+    ) -> Result<Self> {
+        Self::start_with_hook(cfg, topo, runner, dataplane, None)
+    }
+
+    /// [`Daemon::start`] with a hook for name changes (see [`NamesHook`]).
+    pub fn start_with_hook(
+        cfg: AgentConfig,
+        topo: Box<dyn Topology>,
+        runner: Box<dyn Runner>,
+        mut dataplane: Box<dyn Dataplane>,
+        names_hook: Option<NamesHook>,
+    ) -> Result<Self> {
+        let store = Store::open(&cfg.state_dir)?;
+        let state = store.load()?;
+        dataplane.start()?;
+        let d = Daemon {
+            cfg,
+            topo,
+            runner,
+            inner: Mutex::new(Inner {
+                state,
+                store,
+                dataplane,
+            }),
+            names_hook,
+            hook_lock: Mutex::new(()),
+        };
+        d.reconcile()?;
+        Ok(d)
+    }
+
+    /// The state lock. A panic while it was held cannot have left a half
+    /// change (changes are made on a copy and swapped in at the end), so a
+    /// poisoned lock is taken over rather than taking the agent down.
+    fn lock_inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn topology(&self) -> &dyn Topology {
+        self.topo.as_ref()
+    }
+
+    /// A copy of the current state (for reads).
+    pub fn snapshot(&self) -> State {
+        self.lock_inner().state.clone()
+    }
+
+    /// Apply a change: `f` validates and applies kernel steps on a copy of the
+    /// state, registering undo steps; then the dataplane is synced and the
+    /// store committed. Any failure undoes what `f` did and leaves the state.
+    pub fn change<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R>) -> Result<R> {
+        let t0 = std::time::Instant::now();
+        let mut inner = self.lock_inner();
+        let mut txn = Txn {
+            d: self,
+            state: inner.state.clone(),
+            undo: Vec::new(),
+            after: Vec::new(),
+        };
+        let r = match f(&mut txn) {
+            Ok(r) => r,
+            Err(e) => {
+                self.run_actions(txn.undo.into_iter().rev(), "rollback");
+                return Err(e);
+            }
+        };
+        let t_apply = t0.elapsed();
+        let desired = desired_state(&txn.state);
+        if desired != desired_state(&inner.state)
+            && let Err(e) = inner.dataplane.sync(&desired)
+        {
+            self.run_actions(txn.undo.into_iter().rev(), "rollback");
+            return Err(e.into());
+        }
+        let old = inner.state.clone();
+        if let Err(e) = inner.store.commit(&old, &txn.state) {
+            self.run_actions(txn.undo.into_iter().rev(), "rollback");
+            let old_desired = desired_state(&old);
+            if let Err(e2) = inner.dataplane.sync(&old_desired) {
+                tracing::error!("restoring the dataplane after a failed commit: {e2}");
+            }
+            return Err(e);
+        }
+        let t_commit = t0.elapsed();
+        inner.state = txn.state;
+        let after = std::mem::take(&mut txn.after);
+        let changed_names =
+            old.containers != inner.state.containers || old.networks != inner.state.networks;
+        drop(inner);
+        self.run_actions(after.into_iter(), "cleanup");
+        if changed_names {
+            self.dns_changed();
+        }
+        tracing::debug!(
+            "change: apply {:?}, sync+commit {:?}, cleanup {:?}",
+            t_apply,
+            t_commit - t_apply,
+            t0.elapsed() - t_commit
+        );
+        Ok(r)
+    }
+
+    fn run_actions(&self, actions: impl Iterator<Item = Action>, what: &str) -> ErrorList {
+        let mut errs = ErrorList::default();
+        for a in actions {
+            let r = match &a {
+                Action::RemoveBridge(n) => self.topo.remove_bridge(n).map_err(|e| e.to_string()),
+                Action::RemoveNetns(p) => self.topo.remove_netns(p).map_err(|e| e.to_string()),
+                Action::RemoveEndpoint(ep) => {
+                    self.topo.remove_endpoint(ep).map_err(|e| e.to_string())
+                }
+                Action::RemoveDir(p) => match std::fs::remove_dir_all(p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                    _ => Ok(()),
+                },
+                Action::Kill(p) => {
+                    kill_and_wait(self.runner.as_ref(), *p, std::time::Duration::ZERO);
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                errs.push(&format!("{what}: {a:?}"), e);
+            }
+        }
+        errs
+    }
+
+    /// Called after every change to containers, aliases or networks (also
+    /// the one at start, from reconcile), without the state lock held: the
+    /// place where the embedded DNS resolver gets its new name table
+    /// (`self.snapshot()`) and per-container servers are started/stopped.
+    /// Runs on a thread with the agent's tokio runtime entered.
+    pub fn dns_changed(&self) {
+        tracing::debug!("names changed");
+        if let Some(h) = &self.names_hook {
+            let _g = self.hook_lock.lock().unwrap_or_else(|e| e.into_inner());
+            h(&self.snapshot());
+        }
+    }
+
+    // ----- networks -------------------------------------------------------
+
+    /// Create the built-in networks (`bridge`, `host`, `none`) if missing.
+    pub(crate) fn ensure_builtin(txn: &mut Txn) -> Result<()> {
+        let cfg = &txn.d.cfg;
+        let mk = |st: &mut State, name: &str, driver: &str| {
+            st.next_net_num += 1;
+            Network {
+                id: new_id(),
+                num: st.next_net_num,
+                name: name.into(),
+                driver: driver.into(),
+                created: now_rfc3339(),
+                default: false,
+                bridge: None,
+                subnet: None,
+                gateway: None,
+                ip_range: None,
+                internal: false,
+                icc: true,
+                masquerade: true,
+                mtu: None,
+                options: BTreeMap::new(),
+                labels: BTreeMap::new(),
+            }
+        };
+        if let Some(n) = txn.state.networks.values().find(|n| n.default)
+            && n.subnet != Some(cfg.default_subnet)
+        {
+            tracing::warn!(
+                "the default network keeps its recorded subnet {:?}; --default-subnet {} applies after `pier system reset`",
+                n.subnet,
+                cfg.default_subnet
+            );
+        }
+        if !txn.state.networks.values().any(|n| n.default) {
+            let mut n = mk(&mut txn.state, "bridge", DRIVER_BRIDGE);
+            n.default = true;
+            n.bridge = Some(DEFAULT_BRIDGE.into());
+            n.subnet = Some(cfg.default_subnet);
+            n.gateway = Some(ipam::first_host(&cfg.default_subnet));
+            for (k, v) in [
+                (opts::BRIDGE_NAME, DEFAULT_BRIDGE),
+                (opts::ENABLE_ICC, "true"),
+                (opts::ENABLE_MASQ, "true"),
+            ] {
+                n.options.insert(k.into(), v.into());
+            }
+            txn.state.networks.insert(n.id.clone(), n);
+        }
+        for (name, driver) in [("host", DRIVER_HOST), ("none", DRIVER_NULL)] {
+            if !txn.state.networks.values().any(|n| n.driver == driver) {
+                let n = mk(&mut txn.state, name, driver);
+                txn.state.networks.insert(n.id.clone(), n);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn network_create(&self, req: NetworkCreate) -> Result<String> {
+        validate::check_name("network", &req.name).map_err(invalid)?;
+        self.change(|txn| {
+            if txn.state.network_by_name(&req.name).is_some() {
+                return Err(conflict(format!(
+                    "network with name {} already exists",
+                    req.name
+                )));
+            }
+            let id = new_id();
+            let bridge = match req.options.get(opts::BRIDGE_NAME) {
+                Some(b) => {
+                    if !crate::config::valid_ifname(b) {
+                        return Err(invalid(format!(
+                            "invalid bridge name {b:?}: 1 to 15 characters, no '/', ':' or spaces"
+                        )));
+                    }
+                    b.clone()
+                }
+                None => format!("br-{}", &id[..12]),
+            };
+            if txn
+                .state
+                .networks
+                .values()
+                .any(|n| n.bridge.as_deref() == Some(&bridge))
+                || self.topo.host_links()?.contains(&bridge)
+            {
+                return Err(conflict(format!("bridge name {bridge} is already in use")));
+            }
+            let icc = parse_bool_opt(opts::ENABLE_ICC, req.options.get(opts::ENABLE_ICC))?;
+            let masquerade = parse_bool_opt(opts::ENABLE_MASQ, req.options.get(opts::ENABLE_MASQ))?;
+            let mtu = match req.options.get(opts::MTU) {
+                None => None,
+                Some(s) => match s.parse::<u32>() {
+                    Ok(m) if (68..=65535).contains(&m) => Some(m),
+                    _ => {
+                        return Err(invalid(format!(
+                            "invalid value {s:?} for option {}: an MTU between 68 and 65535",
+                            opts::MTU
+                        )));
+                    }
+                },
+            };
+            let ours: Vec<Ipv4Net> = txn
+                .state
+                .networks
+                .values()
+                .filter_map(|n| n.subnet)
+                .collect();
+            let subnet = match &req.subnet {
+                Some(s) => {
+                    let sn = ipam::parse_subnet(s).map_err(|e| invalid(e.to_string()))?;
+                    if ours.iter().any(|o| ipam::overlaps(o, &sn)) {
+                        return Err(conflict(ipam::IpamError::Overlap.to_string()));
+                    }
+                    sn
+                }
+                None => {
+                    if req.gateway.is_some() || req.ip_range.is_some() {
+                        return Err(invalid("--gateway and --ip-range need --subnet"));
+                    }
+                    let mut taken = ours.clone();
+                    taken.extend(
+                        self.topo
+                            .routed_subnets()?
+                            .into_iter()
+                            .filter(|n| n.prefix_len() > 0),
+                    );
+                    ipam::pick_subnet(&taken).map_err(|e| conflict(e.to_string()))?
+                }
+            };
+            let (gateway, ip_range) =
+                ipam::validate_pool(subnet, req.gateway.as_deref(), req.ip_range.as_deref())
+                    .map_err(|e| invalid(e.to_string()))?;
+            txn.state.next_net_num += 1;
+            let n = Network {
+                id: id.clone(),
+                num: txn.state.next_net_num,
+                name: req.name.clone(),
+                driver: DRIVER_BRIDGE.into(),
+                created: now_rfc3339(),
+                default: false,
+                bridge: Some(bridge),
+                subnet: Some(subnet),
+                gateway: Some(gateway),
+                ip_range,
+                internal: req.internal,
+                icc,
+                masquerade,
+                mtu,
+                options: req.options.clone(),
+                labels: req.labels.clone(),
+            };
+            let spec = bridge_spec(&n).expect("bridge network");
+            txn.on_fail(Action::RemoveBridge(spec.name.clone()));
+            self.topo.ensure_bridge(&spec)?;
+            txn.state.networks.insert(id.clone(), n);
+            Ok(id)
+        })
+    }
+
+    pub fn network_rm(&self, key: &str) -> Result<()> {
+        self.change(|txn| {
+            let n = txn
+                .state
+                .find_network(key)
+                .ok_or_else(|| not_found(format!("network {key} not found")))?
+                .clone();
+            if n.default || n.driver != DRIVER_BRIDGE {
+                return Err(conflict(format!(
+                    "{} is a pre-defined network and cannot be removed",
+                    n.name
+                )));
+            }
+            if !txn.state.containers_on(&n).is_empty() {
+                return Err(conflict(format!(
+                    "error while removing network: network {} id {} has active endpoints",
+                    n.name, n.id
+                )));
+            }
+            txn.state.networks.remove(&n.id);
+            if let Some(b) = n.bridge {
+                txn.after_commit(Action::RemoveBridge(b));
+            }
+            Ok(())
+        })
+    }
+
+    /// Remove every user network without containers; their names.
+    pub fn network_prune(&self) -> Result<Vec<String>> {
+        self.change(|txn| {
+            let unused: Vec<Network> = txn
+                .state
+                .networks
+                .values()
+                .filter(|n| !n.default && n.driver == DRIVER_BRIDGE)
+                .filter(|n| txn.state.containers_on(n).is_empty())
+                .cloned()
+                .collect();
+            let mut names = Vec::new();
+            for n in unused {
+                txn.state.networks.remove(&n.id);
+                if let Some(b) = n.bridge {
+                    txn.after_commit(Action::RemoveBridge(b));
+                }
+                names.push(n.name);
+            }
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    /// Add an endpoint on `net` to container `cid` (its namespace must exist).
+    fn attach(
+        txn: &mut Txn,
+        cid: &str,
+        net: &Network,
+        ip: Option<Ipv4Addr>,
+        aliases: Vec<String>,
+    ) -> Result<Endpoint> {
+        let c = txn.state.containers.get(cid).expect("container").clone();
+        let netns = c.netns.clone().expect("bridge mode has a namespace");
+        let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+            return Err(invalid(format!("network {} has no IPv4 pool", net.name)));
+        };
+        let used = txn.state.used_ips(&net.id);
+        let ip = ipam::allocate(&net.name, subnet, gateway, net.ip_range, &used, ip).map_err(
+            |e| match e {
+                ipam::IpamError::InUse(_) => conflict(e.to_string()),
+                ipam::IpamError::Exhausted(_) => conflict(e.to_string()),
+                _ => invalid(e.to_string()),
+            },
+        )?;
+        let idx = (0..)
+            .find(|i| !c.endpoints.iter().any(|e| e.ifname == format!("eth{i}")))
+            .unwrap();
+        // veth<7 hex> from the endpoint id; a new id on the rare clash.
+        let (id, host_ifname) = loop {
+            let id = new_id();
+            let h = format!("veth{}", &id[..7]);
+            let clash = txn
+                .state
+                .containers
+                .values()
+                .flat_map(|c| c.endpoints.iter())
+                .any(|e| e.host_ifname == h);
+            if !clash {
+                break (id, h);
+            }
+        };
+        let e = Endpoint {
+            id,
+            network_id: net.id.clone(),
+            ifname: format!("eth{idx}"),
+            host_ifname,
+            ip,
+            prefix_len: subnet.prefix_len(),
+            mac: mac_for(ip),
+            aliases,
+        };
+        let spec = endpoint_spec(&netns, &e, net, c.endpoints.is_empty());
+        txn.on_fail(Action::RemoveEndpoint(spec.clone()));
+        txn.d.topo.add_endpoint(&spec)?;
+        txn.state
+            .containers
+            .get_mut(cid)
+            .unwrap()
+            .endpoints
+            .push(e.clone());
+        Ok(e)
+    }
+
+    pub fn network_connect(&self, net_key: &str, req: NetworkConnect) -> Result<()> {
+        for a in &req.aliases {
+            validate::check_name("alias", a).map_err(invalid)?;
+        }
+        self.change(|txn| {
+            let net = txn
+                .state
+                .find_network(net_key)
+                .ok_or_else(|| not_found(format!("network {net_key} not found")))?
+                .clone();
+            let c = txn
+                .state
+                .find_container(&req.container)
+                .ok_or_else(|| not_found(format!("No such container: {}", req.container)))?
+                .clone();
+            if net.driver != DRIVER_BRIDGE {
+                return Err(invalid(format!(
+                    "container cannot be connected to the {} network",
+                    net.name
+                )));
+            }
+            if c.mode != NetMode::Bridge {
+                return Err(invalid(format!(
+                    "container {} is in {} network mode and cannot be connected to other networks",
+                    c.name, c.network_mode
+                )));
+            }
+            if c.endpoint_on(&net.id).is_some() {
+                return Err(conflict(format!(
+                    "endpoint with name {} already exists in network {}",
+                    c.name, net.name
+                )));
+            }
+            let ip = match &req.ipv4_address {
+                Some(s) if !s.is_empty() => {
+                    if net.default {
+                        return Err(invalid(
+                            "user specified IP address is supported on user defined networks only",
+                        ));
+                    }
+                    Some(s.parse::<Ipv4Addr>().map_err(|_| {
+                        invalid(format!("invalid IPv4 address {s:?}"))
+                    })?)
+                }
+                _ => None,
+            };
+            if net.default && !req.aliases.is_empty() {
+                return Err(invalid(
+                    "network-scoped alias is supported only for containers in user defined networks",
+                ));
+            }
+            Self::attach(txn, &c.id, &net, ip, req.aliases.clone())?;
+            Ok(())
+        })
+    }
+
+    pub fn network_disconnect(&self, net_key: &str, container: &str, force: bool) -> Result<()> {
+        self.change(|txn| {
+            let net = txn
+                .state
+                .find_network(net_key)
+                .ok_or_else(|| not_found(format!("network {net_key} not found")))?
+                .clone();
+            let c = match txn.state.find_container(container) {
+                Some(c) => c.clone(),
+                None if force => return Ok(()),
+                None => return Err(not_found(format!("No such container: {container}"))),
+            };
+            let Some(e) = c.endpoint_on(&net.id).cloned() else {
+                return Err(invalid(format!(
+                    "container {} is not connected to network {}",
+                    c.name, net.name
+                )));
+            };
+            let netns = c.netns.clone().expect("bridge mode");
+            txn.after_commit(Action::RemoveEndpoint(endpoint_spec(
+                &netns, &e, &net, false,
+            )));
+            txn.state
+                .containers
+                .get_mut(&c.id)
+                .unwrap()
+                .endpoints
+                .retain(|x| x.id != e.id);
+            Ok(())
+        })
+    }
+
+    // ----- containers -----------------------------------------------------
+
+    fn write_files(&self, c: &Container, st: &State) -> Result<()> {
+        let dir = self.cfg.container_dir(&c.id);
+        let own: Vec<Ipv4Addr> = c.endpoints.iter().map(|e| e.ip).collect();
+        let hosts = files::hosts(&c.hostname, &own, &c.links);
+        let first_net = c
+            .endpoints
+            .first()
+            .and_then(|e| st.networks.get(&e.network_id));
+        let resolv = match first_net {
+            Some(n) if !n.default => files::embedded_resolv_conf(),
+            _ => files::host_resolv_conf(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+        };
+        files::write_all(&dir, &c.hostname, &hosts, &resolv)
+            .map_err(|e| AgentError::Internal(format!("writing {}: {e}", dir.display())))
+    }
+
+    pub fn container_create(&self, req: ContainerCreate) -> Result<(String, Vec<String>)> {
+        let mut warnings = Vec::new();
+        if let Some(n) = &req.name {
+            validate::check_name("container", n).map_err(invalid)?;
+        }
+        if let Some(h) = &req.hostname {
+            validate::check_hostname(h).map_err(invalid)?;
+        }
+        for a in &req.aliases {
+            validate::check_name("alias", a).map_err(invalid)?;
+        }
+        let mut ports = Vec::new();
+        for p in &req.ports {
+            let b = validate::parse_port_spec(p).map_err(invalid)?;
+            if let Some(prev) = ports.iter().find_map(|q| validate::ports_clash(q, &b)) {
+                return Err(conflict(format!(
+                    "Bind for {} failed: port is already allocated",
+                    validate::bind_addr(&b, prev)
+                )));
+            }
+            ports.push(b);
+        }
+        let ip = match &req.ip {
+            Some(s) => Some(
+                s.parse::<Ipv4Addr>()
+                    .map_err(|_| invalid(format!("invalid IPv4 address {s:?}")))?,
+            ),
+            None => None,
+        };
+        let id = self.change(|txn| {
+            let id = new_id();
+            let name = req.name.clone().unwrap_or_else(|| format!("pier_{}", &id[..8]));
+            if let Some(o) = txn.state.containers.values().find(|c| c.name == name) {
+                return Err(conflict(format!(
+                    "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                    o.id
+                )));
+            }
+            let network_mode = req.network.clone().unwrap_or_else(|| "bridge".into());
+            let (mode, net) = match network_mode.as_str() {
+                "host" => (NetMode::Host, None),
+                "none" => (NetMode::None, None),
+                m if m.starts_with("container:") => {
+                    let key = &m["container:".len()..];
+                    let o = txn
+                        .state
+                        .find_container(key)
+                        .ok_or_else(|| not_found(format!("No such container: {key}")))?;
+                    // Sharing a sharer means sharing its owner (while it exists).
+                    let owner = match &o.mode {
+                        NetMode::Container(oid) if txn.state.containers.contains_key(oid) => {
+                            oid.clone()
+                        }
+                        _ => o.id.clone(),
+                    };
+                    (NetMode::Container(owner), None)
+                }
+                n => {
+                    let net = txn
+                        .state
+                        .find_network(n)
+                        .ok_or_else(|| not_found(format!("network {n} not found")))?
+                        .clone();
+                    match net.driver.as_str() {
+                        DRIVER_HOST => (NetMode::Host, None),
+                        DRIVER_NULL => (NetMode::None, None),
+                        _ => (NetMode::Bridge, Some(net)),
+                    }
+                }
+            };
+            let user_net = net.as_ref().is_some_and(|n| !n.default);
+            if let NetMode::Container(_) = mode {
+                if !ports.is_empty() {
+                    return Err(invalid(
+                        "conflicting options: port publishing and the container type network mode",
+                    ));
+                }
+                if req.hostname.is_some() {
+                    return Err(invalid(
+                        "conflicting options: hostname and the network mode",
+                    ));
+                }
+            }
+            if ip.is_some() && !user_net {
+                return Err(invalid(
+                    "user specified IP address is supported on user defined networks only",
+                ));
+            }
+            if !req.aliases.is_empty() && !user_net {
+                return Err(invalid(
+                    "network-scoped alias is supported only for containers in user defined networks",
+                ));
+            }
+            let mut ports = ports.clone();
+            if mode == NetMode::Host && !ports.is_empty() {
+                warnings.push("Published ports are discarded when using host network mode".into());
+                ports.clear();
+            }
+            // Host ports already taken by another container.
+            for b in &ports {
+                for o in txn.state.containers.values().filter(|o| o.running) {
+                    if let Some(p) = o.ports.iter().find_map(|q| validate::ports_clash(q, b)) {
+                        return Err(conflict(format!(
+                            "Bind for {} failed: port is already allocated",
+                            validate::bind_addr(b, p)
+                        )));
+                    }
+                }
+            }
+            let mut links = Vec::new();
+            for l in &req.links {
+                let (lname, alias) = match l.split_once(':') {
+                    Some((n, a)) => (n, Some(a.to_string())),
+                    None => (l.as_str(), None),
+                };
+                if let Some(a) = &alias {
+                    validate::check_name("link alias", a).map_err(invalid)?;
+                }
+                let t = txn
+                    .state
+                    .find_container(lname)
+                    .ok_or_else(|| invalid(format!("could not get container for {lname}")))?;
+                let Some(e) = t.endpoints.first() else {
+                    return Err(invalid(format!(
+                        "cannot link to {lname}: it has no address"
+                    )));
+                };
+                links.push(Link {
+                    container_id: t.id.clone(),
+                    name: t.name.clone(),
+                    alias,
+                    ip: e.ip,
+                });
+            }
+            let hostname = match &mode {
+                NetMode::Container(o) => txn.state.containers[o].hostname.clone(),
+                NetMode::Host => nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_else(|| id[..12].to_string()),
+                _ => req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            };
+            let netns = match &mode {
+                NetMode::Host => None,
+                _ => Some(self.cfg.netns_path(&id)),
+            };
+            let c = Container {
+                id: id.clone(),
+                name,
+                created: now_rfc3339(),
+                hostname,
+                mode: mode.clone(),
+                network_mode: network_mode.clone(),
+                netns: netns.clone(),
+                endpoints: Vec::new(),
+                links,
+                ports,
+                cmd: req.cmd.clone(),
+                running: true,
+                pid: None,
+                pid_start: None,
+                exit_code: None,
+            };
+            txn.state.containers.insert(id.clone(), c);
+            let dir = self.cfg.container_dir(&id);
+            txn.on_fail(Action::RemoveDir(dir));
+            match &mode {
+                NetMode::Host => {}
+                NetMode::None | NetMode::Bridge => {
+                    let p = netns.clone().unwrap();
+                    txn.on_fail(Action::RemoveNetns(p.clone()));
+                    self.topo.create_netns(&p)?;
+                }
+                NetMode::Container(owner) => {
+                    let p = netns.clone().unwrap();
+                    let src = txn.state.containers[owner]
+                        .netns
+                        .clone()
+                        .ok_or_else(|| {
+                            invalid("cannot share the namespace of a host-mode container")
+                        })?;
+                    txn.on_fail(Action::RemoveNetns(p.clone()));
+                    reconcile::share_netns(&src, &p)?;
+                }
+            }
+            if let Some(net) = &net {
+                Self::attach(txn, &id, net, ip, req.aliases.clone())?;
+            }
+            let c = txn.state.containers[&id].clone();
+            if let NetMode::Container(owner) = &mode {
+                // The sharer sees the owner's files.
+                let src = self.cfg.container_dir(owner);
+                let dst = self.cfg.container_dir(&id);
+                std::fs::create_dir_all(&dst)
+                    .and_then(|_| {
+                        for f in ["hosts", "resolv.conf", "hostname"] {
+                            std::fs::copy(src.join(f), dst.join(f))?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| AgentError::Internal(format!("copying /etc files: {e}")))?;
+            } else {
+                self.write_files(&c, &txn.state)?;
+            }
+            if req.detach && !req.cmd.is_empty() {
+                let p = self.spawn_main(&c)?;
+                txn.on_fail(Action::Kill(p));
+                let cm = txn.state.containers.get_mut(&id).unwrap();
+                cm.pid = Some(p.pid);
+                cm.pid_start = Some(p.start_time);
+            }
+            Ok(id)
+        })?;
+        Ok((id, warnings))
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.cfg.container_dir(id).join("log")
+    }
+
+    fn proc_spec(
+        &self,
+        c: &Container,
+        argv: Vec<String>,
+        stdio: [std::os::fd::OwnedFd; 3],
+    ) -> ProcSpec {
+        let etc = (c.mode != NetMode::Host).then(|| self.cfg.container_dir(&c.id));
+        let join_pid = match (c.pid, c.pid_start) {
+            (Some(pid), Some(st))
+                if self.runner.alive(Proc {
+                    pid,
+                    start_time: st,
+                }) =>
+            {
+                Some(pid)
+            }
+            _ => None,
+        };
+        ProcSpec {
+            netns: c.netns.clone(),
+            etc_dir: etc,
+            hostname: (c.mode != NetMode::Host).then(|| c.hostname.clone()),
+            argv,
+            join_pid,
+            stdio,
+        }
+    }
+
+    /// Start the container's command detached, output appended to its log.
+    fn spawn_main(&self, c: &Container) -> Result<Proc> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(&c.id))
+            .map_err(|e| AgentError::Internal(format!("opening the log: {e}")))?;
+        let null = std::fs::File::open("/dev/null")
+            .map_err(|e| AgentError::Internal(format!("/dev/null: {e}")))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+        let mut spec = self.proc_spec(c, c.cmd.clone(), [null.into(), log.into(), log2.into()]);
+        spec.join_pid = None;
+        self.runner
+            .spawn_detached(spec)
+            .map_err(|e| AgentError::Internal(format!("starting {:?}: {e}", c.cmd)))
+    }
+
+    /// Remove one container (`force`: also when its process runs).
+    pub fn container_rm(&self, key: &str, force: bool) -> Result<String> {
+        self.change(|txn| {
+            let c = txn
+                .state
+                .find_container(key)
+                .ok_or_else(|| not_found(format!("No such container: {key}")))?
+                .clone();
+            let live = self.live_proc(&c);
+            if live.is_some() && !force {
+                return Err(conflict(format!(
+                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    c.id
+                )));
+            }
+            if let Some(p) = live {
+                txn.after_commit(Action::Kill(p));
+            }
+            if let Some(netns) = &c.netns {
+                for e in &c.endpoints {
+                    if let Some(n) = txn.state.networks.get(&e.network_id) {
+                        txn.after_commit(Action::RemoveEndpoint(endpoint_spec(netns, e, n, false)));
+                    }
+                }
+                txn.after_commit(Action::RemoveNetns(netns.clone()));
+            }
+            txn.after_commit(Action::RemoveDir(self.cfg.container_dir(&c.id)));
+            txn.state.containers.remove(&c.id);
+            Ok(c.name)
+        })
+    }
+
+    fn live_proc(&self, c: &Container) -> Option<Proc> {
+        let p = Proc {
+            pid: c.pid?,
+            start_time: c.pid_start?,
+        };
+        self.runner.alive(p).then_some(p)
+    }
+
+    pub fn container_stop(&self, key: &str) -> Result<()> {
+        let c = self
+            .snapshot()
+            .find_container(key)
+            .cloned()
+            .ok_or_else(|| not_found(format!("No such container: {key}")))?;
+        let code = self
+            .live_proc(&c)
+            .map(|p| kill_and_wait(self.runner.as_ref(), p, std::time::Duration::from_secs(10)));
+        self.change(|txn| {
+            if let Some(cm) = txn.state.containers.get_mut(&c.id) {
+                cm.running = false;
+                cm.pid = None;
+                cm.pid_start = None;
+                if code.is_some() {
+                    cm.exit_code = code;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn container_start(&self, key: &str) -> Result<()> {
+        self.change(|txn| {
+            let c = txn
+                .state
+                .find_container(key)
+                .ok_or_else(|| not_found(format!("No such container: {key}")))?
+                .clone();
+            if self.live_proc(&c).is_some() {
+                return Ok(());
+            }
+            for b in &c.ports {
+                for o in txn
+                    .state
+                    .containers
+                    .values()
+                    .filter(|o| o.running && o.id != c.id)
+                {
+                    if let Some(p) = o.ports.iter().find_map(|q| validate::ports_clash(q, b)) {
+                        return Err(conflict(format!(
+                            "Bind for {} failed: port is already allocated",
+                            validate::bind_addr(b, p)
+                        )));
+                    }
+                }
+            }
+            let cm = txn.state.containers.get_mut(&c.id).unwrap();
+            cm.running = true;
+            cm.exit_code = None;
+            if !c.cmd.is_empty() {
+                let p = self.spawn_main(&c)?;
+                txn.on_fail(Action::Kill(p));
+                let cm = txn.state.containers.get_mut(&c.id).unwrap();
+                cm.pid = Some(p.pid);
+                cm.pid_start = Some(p.start_time);
+            }
+            Ok(())
+        })
+    }
+
+    pub fn container_logs(&self, key: &str) -> Result<Vec<u8>> {
+        let c = self
+            .snapshot()
+            .find_container(key)
+            .cloned()
+            .ok_or_else(|| not_found(format!("No such container: {key}")))?;
+        match std::fs::read(self.log_path(&c.id)) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(AgentError::Internal(format!("reading the log: {e}"))),
+        }
+    }
+
+    /// Run `argv` in a container with the caller's stdio; its exit code.
+    /// With `main`, start the container's own command in the foreground.
+    /// `started` learns the process once it runs (e.g. to watch the caller).
+    pub fn exec(
+        &self,
+        key: &str,
+        argv: Vec<String>,
+        main: bool,
+        stdio: [std::os::fd::OwnedFd; 3],
+        started: impl FnOnce(Proc),
+    ) -> Result<i32> {
+        let c = self
+            .snapshot()
+            .find_container(key)
+            .cloned()
+            .ok_or_else(|| not_found(format!("No such container: {key}")))?;
+        if !c.running {
+            return Err(conflict(format!("Container {} is not running", c.id)));
+        }
+        let argv = if main { c.cmd.clone() } else { argv };
+        if argv.is_empty() {
+            return Err(invalid("no command given"));
+        }
+        let mut spec = self.proc_spec(&c, argv.clone(), stdio);
+        if main {
+            spec.join_pid = None;
+        }
+        let w = self
+            .runner
+            .spawn_attached(spec)
+            .map_err(|e| AgentError::Internal(format!("starting {argv:?}: {e}")))?;
+        started(w.proc());
+        if main {
+            let p = w.proc();
+            self.change(|txn| {
+                if let Some(cm) = txn.state.containers.get_mut(&c.id) {
+                    cm.pid = Some(p.pid);
+                    cm.pid_start = Some(p.start_time);
+                }
+                Ok(())
+            })?;
+        }
+        let code = w.wait().map_err(AgentError::Internal)?;
+        if main {
+            self.change(|txn| {
+                if let Some(cm) = txn.state.containers.get_mut(&c.id) {
+                    cm.pid = None;
+                    cm.pid_start = None;
+                    cm.exit_code = Some(code);
+                    cm.running = false;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(code)
+    }
+
+    /// Remove everything this agent made: containers, networks (the default
+    /// bridge too), namespaces, files; the store ends empty.
+    pub fn system_reset(&self) -> Result<()> {
+        let ids: Vec<String> = self.snapshot().containers.keys().cloned().collect();
+        for id in ids {
+            self.container_rm(&id, true)?;
+        }
+        self.change(|txn| {
+            for n in std::mem::take(&mut txn.state.networks).into_values() {
+                if let Some(b) = n.bridge {
+                    txn.after_commit(Action::RemoveBridge(b));
+                }
+            }
+            txn.state.next_net_num = 0;
+            txn.after_commit(Action::RemoveDir(self.cfg.run_dir.join("containers")));
+            Ok(())
+        })?;
+        // Detach programs and remove pins: nothing of the dataplane is left.
+        self.lock_inner().dataplane.teardown()?;
+        // The namespace dir is a shared mount point of its own (see topology::netns).
+        let dir = self.cfg.netns_dir();
+        if reconcile::is_mount_point(&dir) {
+            let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(self.cfg.run_dir.join("containers"));
+        Ok(())
+    }
+}
+
+/// Stop `p` (SIGTERM, up to `grace`, then SIGKILL; zero grace: SIGKILL at
+/// once); its exit code as the runner saw it, else 128 + the signal.
+fn kill_and_wait(runner: &dyn Runner, p: Proc, grace: std::time::Duration) -> i32 {
+    runner.stop(p, grace);
+    // The waiter thread records the code right after the process is reaped.
+    for _ in 0..50 {
+        if let Some(c) = runner.exit_code(p) {
+            return c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    128 + if grace.is_zero() { 9 } else { 15 }
+}

@@ -1,0 +1,295 @@
+//! Docker-shaped views of the records: `network inspect`, `inspect`, `ls`, `ps`.
+use serde_json::{Value, json};
+
+use super::{Daemon, process::Proc};
+use crate::{
+    api::types::{ContainerSummary, NetworkSummary},
+    error::{Result, not_found},
+    state::{Container, NetMode, Network, State, mac_string},
+};
+
+pub fn network_summary(n: &Network) -> NetworkSummary {
+    NetworkSummary {
+        id: n.id.clone(),
+        name: n.name.clone(),
+        driver: n.driver.clone(),
+        scope: "local".into(),
+    }
+}
+
+pub fn network_json(st: &State, n: &Network) -> Value {
+    let mut containers = serde_json::Map::new();
+    for c in st.containers_on(n) {
+        let e = c.endpoint_on(&n.id);
+        containers.insert(
+            c.id.clone(),
+            json!({
+                "Name": c.name,
+                "EndpointID": e.map(|e| e.id.clone()).unwrap_or_default(),
+                "MacAddress": e.map(|e| mac_string(&e.mac)).unwrap_or_default(),
+                "IPv4Address": e.map(|e| format!("{}/{}", e.ip, e.prefix_len)).unwrap_or_default(),
+                "IPv6Address": "",
+            }),
+        );
+    }
+    let config: Vec<Value> = match (n.subnet, n.gateway) {
+        (Some(s), Some(g)) => {
+            let mut c = json!({"Subnet": s.to_string(), "Gateway": g.to_string()});
+            if let Some(r) = n.ip_range {
+                c["IPRange"] = json!(r.to_string());
+            }
+            vec![c]
+        }
+        _ => vec![],
+    };
+    json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": n.created,
+        "Scope": "local",
+        "Driver": n.driver,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": config},
+        "Internal": n.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "Containers": containers,
+        "Options": n.options,
+        "Labels": n.labels,
+    })
+}
+
+fn ports_json(c: &Container) -> Value {
+    let mut m = serde_json::Map::new();
+    for p in &c.ports {
+        for (hp, cp) in p.pairs() {
+            let key = format!("{cp}/{}", p.proto.as_str());
+            let entry = json!({
+                "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+                "HostPort": hp.to_string(),
+            });
+            m.entry(key)
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+                .unwrap()
+                .push(entry);
+        }
+    }
+    Value::Object(m)
+}
+
+impl Daemon {
+    /// The recorded exit code, or the one the runner saw for a process that
+    /// ended on its own.
+    fn exit_code_of(&self, c: &Container) -> Option<i32> {
+        c.exit_code.or_else(|| {
+            self.runner.exit_code(Proc {
+                pid: c.pid?,
+                start_time: c.pid_start?,
+            })
+        })
+    }
+
+    fn status_of(&self, c: &Container) -> (&'static str, bool, i32) {
+        let live = match (c.pid, c.pid_start) {
+            (Some(pid), Some(start_time)) => self.runner.alive(Proc { pid, start_time }),
+            _ => false,
+        };
+        if live {
+            return ("running", true, c.pid.unwrap_or(0));
+        }
+        if c.cmd.is_empty() {
+            // A namespace that waits for exec.
+            return if c.running {
+                ("running", true, 0)
+            } else {
+                ("exited", false, 0)
+            };
+        }
+        if c.running && c.pid.is_none() && c.exit_code.is_none() {
+            return ("created", false, 0);
+        }
+        ("exited", false, 0)
+    }
+
+    pub fn container_json(&self, st: &State, c: &Container) -> Value {
+        let (status, running, pid) = self.status_of(c);
+        let mut networks = serde_json::Map::new();
+        match &c.mode {
+            NetMode::Bridge => {
+                for e in &c.endpoints {
+                    let Some(n) = st.networks.get(&e.network_id) else {
+                        continue;
+                    };
+                    networks.insert(
+                        n.name.clone(),
+                        json!({
+                            "NetworkID": n.id,
+                            "EndpointID": e.id,
+                            "Gateway": n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                            "IPAddress": e.ip.to_string(),
+                            "IPPrefixLen": e.prefix_len,
+                            "MacAddress": mac_string(&e.mac),
+                            "Aliases": if e.aliases.is_empty() { Value::Null } else { json!(e.aliases) },
+                            "IPv6Gateway": "",
+                            "GlobalIPv6Address": "",
+                        }),
+                    );
+                }
+            }
+            NetMode::Host | NetMode::None => {
+                let driver = if c.mode == NetMode::Host {
+                    "host"
+                } else {
+                    "null"
+                };
+                if let Some(n) = st.networks.values().find(|n| n.driver == driver) {
+                    networks.insert(
+                        n.name.clone(),
+                        json!({
+                            "NetworkID": n.id,
+                            "EndpointID": "",
+                            "Gateway": "",
+                            "IPAddress": "",
+                            "IPPrefixLen": 0,
+                            "MacAddress": "",
+                            "Aliases": null,
+                            "IPv6Gateway": "",
+                            "GlobalIPv6Address": "",
+                        }),
+                    );
+                }
+            }
+            NetMode::Container(_) => {}
+        }
+        let first = c
+            .endpoints
+            .first()
+            .and_then(|e| st.networks.get(&e.network_id).map(|n| (e, n)));
+        let network_mode = match &c.mode {
+            NetMode::Container(o) => format!("container:{o}"),
+            _ => c.network_mode.clone(),
+        };
+        json!({
+            "Id": c.id,
+            "Created": c.created,
+            "Name": format!("/{}", c.name),
+            "Path": c.cmd.first().cloned().unwrap_or_default(),
+            "Args": c.cmd.iter().skip(1).collect::<Vec<_>>(),
+            "State": {
+                "Status": status,
+                "Running": running,
+                "Pid": pid,
+                "ExitCode": self.exit_code_of(c).unwrap_or(0),
+            },
+            "LogPath": self.cfg.container_dir(&c.id).join("log"),
+            "HostnamePath": self.cfg.container_dir(&c.id).join("hostname"),
+            "HostsPath": self.cfg.container_dir(&c.id).join("hosts"),
+            "ResolvConfPath": self.cfg.container_dir(&c.id).join("resolv.conf"),
+            "Config": {
+                "Hostname": c.hostname,
+                "Cmd": c.cmd,
+            },
+            "HostConfig": {
+                "NetworkMode": network_mode,
+                "PortBindings": ports_json(c),
+                "Links": c.links.iter().map(|l| format!("/{}:/{}/{}", l.name, c.name, l.alias.as_deref().unwrap_or(&l.name))).collect::<Vec<_>>(),
+            },
+            "NetworkSettings": {
+                "SandboxKey": c.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                "Ports": ports_json(c),
+                "Gateway": first.and_then(|(_, n)| n.gateway).map(|g| g.to_string()).unwrap_or_default(),
+                "IPAddress": first.map(|(e, _)| e.ip.to_string()).unwrap_or_default(),
+                "IPPrefixLen": first.map(|(e, _)| e.prefix_len).unwrap_or(0),
+                "MacAddress": first.map(|(e, _)| mac_string(&e.mac)).unwrap_or_default(),
+                "Networks": networks,
+            },
+        })
+    }
+
+    pub fn container_summary(&self, st: &State, c: &Container) -> ContainerSummary {
+        let (status, running, _) = self.status_of(c);
+        let status = match (status, self.exit_code_of(c)) {
+            ("exited", Some(code)) => format!("Exited ({code})"),
+            ("exited", None) => "Exited".into(),
+            ("running", _) => "Up".into(),
+            (s, _) => s.to_string(),
+        };
+        let ports = c
+            .ports
+            .iter()
+            .map(|p| {
+                let ip = p.host_ip.map(|i| i.to_string()).unwrap_or("0.0.0.0".into());
+                let range = |a: u16, b: u16| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                };
+                format!(
+                    "{ip}:{}->{}/{}",
+                    range(p.host_port, p.host_port_end),
+                    range(p.container_port, p.container_port_end),
+                    p.proto.as_str()
+                )
+            })
+            .collect();
+        let networks = match &c.mode {
+            NetMode::Bridge => c
+                .endpoints
+                .iter()
+                .filter_map(|e| st.networks.get(&e.network_id).map(|n| n.name.clone()))
+                .collect(),
+            NetMode::Host => vec!["host".into()],
+            NetMode::None => vec!["none".into()],
+            NetMode::Container(o) => vec![format!(
+                "container:{}",
+                st.containers.get(o).map(|o| o.name.as_str()).unwrap_or(o)
+            )],
+        };
+        ContainerSummary {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            command: c.cmd.join(" "),
+            status,
+            running,
+            network_mode: c.network_mode.clone(),
+            networks,
+            ports,
+        }
+    }
+
+    pub fn inspect_network(&self, key: &str) -> Result<Value> {
+        let st = self.snapshot();
+        let n = st
+            .find_network(key)
+            .ok_or_else(|| not_found(format!("network {key} not found")))?;
+        Ok(network_json(&st, n))
+    }
+
+    pub fn inspect_container(&self, key: &str) -> Result<Value> {
+        let st = self.snapshot();
+        let c = st
+            .find_container(key)
+            .ok_or_else(|| not_found(format!("No such container: {key}")))?;
+        Ok(self.container_json(&st, c))
+    }
+
+    pub fn list_networks(&self) -> Vec<NetworkSummary> {
+        let st = self.snapshot();
+        let mut v: Vec<_> = st.networks.values().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v.into_iter().map(network_summary).collect()
+    }
+
+    pub fn list_containers(&self, all: bool) -> Vec<ContainerSummary> {
+        let st = self.snapshot();
+        let mut v: Vec<_> = st.containers.values().collect();
+        v.sort_by(|a, b| b.created.cmp(&a.created));
+        v.into_iter()
+            .map(|c| self.container_summary(&st, c))
+            .filter(|s| all || s.running)
+            .collect()
+    }
+}

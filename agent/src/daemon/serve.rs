@@ -1,0 +1,194 @@
+//! `pier agent`: start the daemon and serve the API and exec sockets until
+//! SIGTERM/SIGINT (containers keep running) or `system reset`.
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+
+use anyhow::Context;
+
+use super::{
+    Daemon, NamesHook,
+    process::{Proc, Runner},
+};
+use crate::{
+    api::{exec, server, types::ExecResult},
+    config::AgentConfig,
+    dataplane::Dataplane,
+    topology::Topology,
+};
+
+fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // We hold the state dir's lock: a socket file left here is stale.
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(l)
+}
+
+/// Watch the exec connection while the process runs: when the client goes
+/// away (Ctrl-C on `pier exec`/`pier run`), interrupt the process as a
+/// terminal would (SIGINT), like Docker's signal proxy.
+fn watch_client(
+    s: &std::os::unix::net::UnixStream,
+    p: Proc,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    runner_signal: impl Fn(Proc) + Send + 'static,
+) {
+    use std::os::fd::AsRawFd;
+    let Ok(s) = s.try_clone() else { return };
+    std::thread::spawn(move || {
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut pfd = libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid pollfd we own.
+            let r = unsafe { libc::poll(&mut pfd, 1, 200) };
+            if r > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+                if !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!("exec client went away: interrupting process {}", p.pid);
+                    runner_signal(p);
+                }
+                return;
+            }
+        }
+    });
+}
+
+fn handle_exec(d: &Daemon, s: std::os::unix::net::UnixStream) {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = |p: Proc| {
+        watch_client(&s, p, done.clone(), move |p| {
+            if let Some(id) = crate::runtime::ProcIdentity::of(p.pid as u32)
+                && id.start_time == p.start_time
+            {
+                let _ = id.signal(nix::sys::signal::Signal::SIGINT);
+            }
+        })
+    };
+    let r = match exec::read_request(&s) {
+        Ok((req, fds)) => match d.exec(&req.container, req.argv, req.main, fds, started) {
+            Ok(code) => ExecResult {
+                exit_code: Some(code),
+                error: None,
+            },
+            Err(e) => ExecResult {
+                exit_code: None,
+                error: Some(e.to_string()),
+            },
+        },
+        Err(e) => ExecResult {
+            exit_code: None,
+            error: Some(e.to_string()),
+        },
+    };
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    exec::write_result(&s, &r);
+}
+
+/// Run the agent until a signal or `system reset`.
+pub fn run(
+    cfg: AgentConfig,
+    topo: Box<dyn Topology>,
+    runner: Box<dyn Runner>,
+    dataplane: Box<dyn Dataplane>,
+    names_hook: Option<NamesHook>,
+) -> anyhow::Result<()> {
+    let api_path = cfg.socket.clone();
+    let exec_path = cfg.exec_socket();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // The daemon's own work (reconcile included) may spawn tasks, e.g. DNS
+    // servers from `dns_changed`: give it the runtime's context.
+    let guard = rt.enter();
+    let daemon = Arc::new(Daemon::start_with_hook(
+        cfg, topo, runner, dataplane, names_hook,
+    )?);
+    tracing::info!(
+        "pier agent ready: {} networks, {} containers",
+        daemon.snapshot().networks.len(),
+        daemon.snapshot().containers.len()
+    );
+    let result: anyhow::Result<()> = rt.block_on(async {
+        let exec_l = bind(&exec_path)?;
+        // The API socket last: its existence means "ready".
+        let api_l = bind(&api_path)?;
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = exec_l.accept().await else {
+                    continue;
+                };
+                let d = d.clone();
+                tokio::task::spawn_blocking(move || match s.into_std() {
+                    Ok(s) => {
+                        let _ = s.set_nonblocking(false);
+                        handle_exec(&d, s);
+                    }
+                    Err(e) => tracing::warn!("exec connection: {e}"),
+                });
+            }
+        });
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let app = server::router(daemon.clone(), shutdown.clone());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        axum::serve(api_l, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping, containers keep running"),
+                    _ = int.recv() => tracing::info!("SIGINT: stopping, containers keep running"),
+                    _ = shutdown.notified() => tracing::info!("reset done: stopping"),
+                }
+            })
+            .await?;
+        Ok(())
+    });
+    drop(guard);
+    let _ = std::fs::remove_file(&api_path);
+    let _ = std::fs::remove_file(&exec_path);
+    // Do not wait for exec sessions still running: their processes carry on.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+/// The agent with the real backends: netlink topology, the process runtime,
+/// and the dataplane (no-op until the eBPF dataplane is wired in here).
+pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
+    let topo = crate::topology::netlink::NetlinkTopology::new().context("opening netlink")?;
+    if cfg.uplinks.is_empty() {
+        match topo.default_route_iface()? {
+            Some(i) => cfg.uplinks.push(i),
+            None => tracing::warn!(
+                "no default route and no --uplink: published ports and masquerade have no uplink"
+            ),
+        }
+    }
+    // Containers reach the outside through the host's routing.
+    if let Err(e) = crate::topology::sysctl::set("net.ipv4.ip_forward", "1") {
+        tracing::warn!("net.ipv4.ip_forward: {e}");
+    }
+    // The eBPF dataplane plugs in here: `EbpfDataplane::new(dp_cfg)`.
+    let dp_cfg = crate::dataplane::DataplaneConfig {
+        bpffs_dir: cfg.bpffs_dir.clone(),
+        uplinks: cfg.uplinks.clone(),
+        cgroup: cfg.cgroup.clone(),
+    };
+    tracing::info!("dataplane: {dp_cfg:?}");
+    let dataplane: Box<dyn Dataplane> = Box::new(crate::dataplane::NoopDataplane);
+    run(
+        cfg,
+        Box::new(topo),
+        Box::new(super::process::RuntimeRunner::default()),
+        dataplane,
+        // DNS plugs in here: a hook that publishes the names of the state it
+        // gets and starts/stops the per-container servers.
+        None,
+    )
+}

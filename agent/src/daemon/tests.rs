@@ -1,0 +1,424 @@
+//! The daemon's transaction logic with a fake topology and dataplane: every
+//! failure (topology, dataplane sync) leaves the store and the fake kernel
+//! exactly as before, and a restart finds what was committed.
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use super::{
+    Daemon,
+    process::{Proc, ProcSpec, Runner, Waitable},
+};
+use crate::{
+    api::types::{ContainerCreate, NetworkConnect, NetworkCreate},
+    config::AgentConfig,
+    dataplane::{Dataplane, DataplaneError, DesiredState, PortStats},
+    topology::{BridgeSpec, EndpointSpec, Topology, TopologyError},
+};
+
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+struct Kernel {
+    links: BTreeSet<String>,
+    netns: BTreeSet<PathBuf>,
+}
+
+#[derive(Clone, Default)]
+struct FakeTopo {
+    k: Arc<Mutex<Kernel>>,
+    /// Fail add_endpoint for this many calls from now on.
+    fail_endpoint: Arc<Mutex<bool>>,
+}
+
+impl Topology for FakeTopo {
+    fn ensure_bridge(&self, b: &BridgeSpec) -> Result<u32, TopologyError> {
+        self.k.lock().unwrap().links.insert(b.name.clone());
+        Ok(1)
+    }
+    fn remove_bridge(&self, name: &str) -> Result<(), TopologyError> {
+        self.k.lock().unwrap().links.remove(name);
+        Ok(())
+    }
+    fn create_netns(&self, p: &Path) -> Result<(), TopologyError> {
+        self.k.lock().unwrap().netns.insert(p.to_path_buf());
+        Ok(())
+    }
+    fn remove_netns(&self, p: &Path) -> Result<(), TopologyError> {
+        self.k.lock().unwrap().netns.remove(p);
+        Ok(())
+    }
+    fn add_endpoint(&self, ep: &EndpointSpec) -> Result<(), TopologyError> {
+        if *self.fail_endpoint.lock().unwrap() {
+            return Err(TopologyError::Invalid("injected failure".into()));
+        }
+        let mut k = self.k.lock().unwrap();
+        if !k.links.contains(&ep.bridge) {
+            return Err(TopologyError::Invalid(format!("no bridge {}", ep.bridge)));
+        }
+        k.links.insert(ep.host_ifname.clone());
+        Ok(())
+    }
+    fn remove_endpoint(&self, ep: &EndpointSpec) -> Result<(), TopologyError> {
+        self.k.lock().unwrap().links.remove(&ep.host_ifname);
+        Ok(())
+    }
+    fn host_links(&self) -> Result<Vec<String>, TopologyError> {
+        Ok(self.k.lock().unwrap().links.iter().cloned().collect())
+    }
+    fn routed_subnets(&self) -> Result<Vec<ipnet::Ipv4Net>, TopologyError> {
+        Ok(vec!["172.18.0.0/16".parse().unwrap()])
+    }
+    fn default_route_iface(&self) -> Result<Option<String>, TopologyError> {
+        Ok(None)
+    }
+}
+
+/// Refuses host port 9999, like a port another program holds.
+#[derive(Clone, Default)]
+struct FakeDataplane {
+    synced: Arc<Mutex<Vec<DesiredState>>>,
+}
+
+impl Dataplane for FakeDataplane {
+    fn start(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    fn sync(&mut self, d: &DesiredState) -> Result<(), DataplaneError> {
+        if d.ports.iter().any(|p| p.host_port == 9999) {
+            return Err(DataplaneError::PortInUse("0.0.0.0:9999/tcp".into()));
+        }
+        self.synced.lock().unwrap().push(d.clone());
+        Ok(())
+    }
+    fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
+        Ok(vec![])
+    }
+}
+
+struct NoRunner;
+impl Runner for NoRunner {
+    fn spawn_detached(&self, _: ProcSpec) -> Result<Proc, String> {
+        Err("no processes in unit tests".into())
+    }
+    fn spawn_attached(&self, _: ProcSpec) -> Result<Box<dyn Waitable>, String> {
+        Err("no processes in unit tests".into())
+    }
+    fn alive(&self, _: Proc) -> bool {
+        false
+    }
+}
+
+struct Env {
+    dir: PathBuf,
+    topo: FakeTopo,
+    dp: FakeDataplane,
+}
+
+impl Env {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pier-daemon-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Env {
+            dir,
+            topo: FakeTopo::default(),
+            dp: FakeDataplane::default(),
+        }
+    }
+    fn start(&self) -> Daemon {
+        let cfg = AgentConfig::new(
+            self.dir.join("state"),
+            self.dir.join("run"),
+            self.dir.join("run/pier.sock"),
+            self.dir.join("bpf"),
+            vec![],
+            None,
+        )
+        .unwrap();
+        Daemon::start(
+            cfg,
+            Box::new(self.topo.clone()),
+            Box::new(NoRunner),
+            Box::new(self.dp.clone()),
+        )
+        .unwrap()
+    }
+    fn kernel(&self) -> Kernel {
+        self.topo.k.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(name: &str, net: Option<&str>, ports: &[&str]) -> ContainerCreate {
+    ContainerCreate {
+        name: Some(name.into()),
+        network: net.map(Into::into),
+        ports: ports.iter().map(|s| s.to_string()).collect(),
+        detach: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn start_creates_defaults_and_syncs_once() {
+    let env = Env::new("start");
+    let d = env.start();
+    let st = d.snapshot();
+    let mut names: Vec<_> = st.networks.values().map(|n| n.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["bridge", "host", "none"]);
+    assert_eq!(env.kernel().links, BTreeSet::from(["pier0".to_string()]));
+    let synced = env.dp.synced.lock().unwrap().clone();
+    assert_eq!(synced.last().unwrap().networks.len(), 1);
+    assert_eq!(synced.last().unwrap().networks[0].bridge, "pier0");
+}
+
+#[test]
+fn dataplane_refusal_rolls_everything_back() {
+    let env = Env::new("dp");
+    let d = env.start();
+    d.container_create(run("ok", None, &["8080:80"])).unwrap();
+    let (st, k) = (d.snapshot(), env.kernel());
+    let e = d
+        .container_create(run("bad", None, &["9999:80"]))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "port is already allocated: 0.0.0.0:9999/tcp");
+    assert_eq!(e.status(), 409);
+    assert_eq!(d.snapshot(), st, "store unchanged");
+    assert_eq!(env.kernel(), k, "no veth or namespace left");
+    // The dataplane saw the ports of `ok` only.
+    let last = env.dp.synced.lock().unwrap().last().unwrap().clone();
+    assert_eq!(last.ports.len(), 1);
+    assert_eq!(last.ports[0].host_port, 8080);
+    assert_eq!(last.ports[0].container_ip.to_string(), "172.17.0.2");
+    assert_eq!(last.endpoints.len(), 1);
+}
+
+#[test]
+fn topology_failure_rolls_back_and_frees_the_address() {
+    let env = Env::new("topo");
+    let d = env.start();
+    let id = d
+        .network_create(NetworkCreate {
+            name: "mynet".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    // 172.18/16 is "routed" on the fake host: the next pool is used.
+    assert_eq!(
+        d.snapshot().networks[&id].subnet.unwrap().to_string(),
+        "172.19.0.0/16"
+    );
+    d.container_create(run("c1", None, &[])).unwrap();
+    let (st, k) = (d.snapshot(), env.kernel());
+    *env.topo.fail_endpoint.lock().unwrap() = true;
+    let e = d
+        .network_connect(
+            "mynet",
+            NetworkConnect {
+                container: "c1".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.to_string(), "injected failure");
+    assert!(d.container_create(run("c2", Some("mynet"), &[])).is_err());
+    assert_eq!(d.snapshot(), st);
+    assert_eq!(env.kernel(), k);
+    *env.topo.fail_endpoint.lock().unwrap() = false;
+    d.container_create(run("c2", Some("mynet"), &[])).unwrap();
+    let st = d.snapshot();
+    let c2 = st.find_container("c2").unwrap();
+    assert_eq!(c2.endpoints[0].ip.to_string(), "172.19.0.2");
+}
+
+#[test]
+fn restart_finds_committed_state_and_reuses_numbers() {
+    let env = Env::new("restart");
+    let (ids, nums) = {
+        let d = env.start();
+        d.network_create(NetworkCreate {
+            name: "a".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        d.container_create(run("c1", Some("a"), &["8081:80"]))
+            .unwrap();
+        let st = d.snapshot();
+        let ids: BTreeSet<String> = st.containers.keys().cloned().collect();
+        let nums: BTreeSet<u32> = st.networks.values().map(|n| n.num).collect();
+        (ids, nums)
+    };
+    // The fake kernel lost the veth: the restart recreates it.
+    let veth = env
+        .kernel()
+        .links
+        .iter()
+        .find(|l| l.starts_with("veth"))
+        .cloned()
+        .unwrap();
+    env.topo.k.lock().unwrap().links.remove(&veth);
+    let d = env.start();
+    let st = d.snapshot();
+    assert_eq!(st.containers.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    assert_eq!(
+        st.networks.values().map(|n| n.num).collect::<BTreeSet<_>>(),
+        nums
+    );
+    assert!(env.kernel().links.contains(&veth));
+    let n = d
+        .network_create(NetworkCreate {
+            name: "b".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        d.snapshot().networks[&n].num,
+        *nums.iter().max().unwrap() + 1
+    );
+}
+
+#[test]
+fn desired_state_reflects_options_endpoints_and_running_ports() {
+    let env = Env::new("desired");
+    let d = env.start();
+    let mut opts = std::collections::BTreeMap::new();
+    opts.insert(
+        "com.docker.network.bridge.enable_icc".to_string(),
+        "false".to_string(),
+    );
+    opts.insert(
+        "com.docker.network.bridge.enable_ip_masquerade".to_string(),
+        "false".to_string(),
+    );
+    d.network_create(NetworkCreate {
+        name: "iso".into(),
+        subnet: Some("10.7.0.0/24".into()),
+        internal: true,
+        options: opts,
+        ..Default::default()
+    })
+    .unwrap();
+    d.container_create(run("a", Some("iso"), &["7000-7001:80-81/udp"]))
+        .unwrap();
+    d.container_create(run("h", Some("host"), &["7100:80"]))
+        .unwrap();
+    let st = d.snapshot();
+    let want = super::desired_state(&st);
+    let iso = want
+        .networks
+        .iter()
+        .find(|n| n.bridge.starts_with("br-"))
+        .unwrap();
+    assert_eq!(
+        (
+            iso.internal,
+            iso.icc,
+            iso.masquerade,
+            iso.subnet.to_string()
+        ),
+        (true, false, false, "10.7.0.0/24".to_string())
+    );
+    let pier0 = want.networks.iter().find(|n| n.bridge == "pier0").unwrap();
+    assert!(!pier0.internal && pier0.icc && pier0.masquerade);
+    assert_ne!(iso.id, pier0.id);
+    assert_eq!(want.endpoints.len(), 1, "host mode has no endpoint");
+    assert_eq!(want.endpoints[0].network_id, iso.id);
+    assert_eq!(want.endpoints[0].mac, [0x02, 0x42, 10, 7, 0, 2]);
+    let ports: Vec<(u16, u16)> = want
+        .ports
+        .iter()
+        .map(|p| (p.host_port, p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [(7000, 80), (7001, 81)],
+        "host-mode ports are discarded"
+    );
+    assert!(want.ports.iter().all(
+        |p| p.proto == crate::dataplane::Proto::Udp && p.container_ip.to_string() == "10.7.0.2"
+    ));
+    // The dataplane got exactly this state last.
+    assert_eq!(env.dp.synced.lock().unwrap().last().unwrap(), &want);
+    // A stopped container's ports leave the dataplane.
+    d.container_stop("a").unwrap();
+    let last = env.dp.synced.lock().unwrap().last().unwrap().clone();
+    assert!(last.ports.is_empty());
+    assert_eq!(last.endpoints.len(), 1);
+}
+
+#[test]
+fn names_hook_sees_every_committed_change_and_the_start() {
+    let env = Env::new("hook");
+    let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let s2 = seen.clone();
+    let cfg = AgentConfig::new(
+        env.dir.join("state"),
+        env.dir.join("run"),
+        env.dir.join("run/pier.sock"),
+        env.dir.join("bpf"),
+        vec![],
+        None,
+    )
+    .unwrap();
+    let d = Daemon::start_with_hook(
+        cfg,
+        Box::new(env.topo.clone()),
+        Box::new(NoRunner),
+        Box::new(env.dp.clone()),
+        Some(Box::new(move |st: &crate::state::State| {
+            let mut names: Vec<String> = st.containers.values().map(|c| c.name.clone()).collect();
+            names.sort();
+            s2.lock().unwrap().push(names);
+        })),
+    )
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().clone(), vec![Vec::<String>::new()]);
+    d.container_create(run("a", None, &[])).unwrap();
+    d.container_create(run("b", None, &[])).unwrap();
+    // A refused change calls nothing.
+    assert!(d.container_create(run("a", None, &[])).is_err());
+    d.container_rm("a", false).unwrap();
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![
+            vec![],
+            vec!["a".to_string()],
+            vec!["a".to_string(), "b".to_string()],
+            vec!["b".to_string()],
+        ]
+    );
+}
+
+#[test]
+fn names_hook_runs_once_at_a_restart_without_changes() {
+    let env = Env::new("hook2");
+    drop(env.start());
+    let calls = Arc::new(Mutex::new(0));
+    let c2 = calls.clone();
+    let cfg = AgentConfig::new(
+        env.dir.join("state"),
+        env.dir.join("run"),
+        env.dir.join("run/pier.sock"),
+        env.dir.join("bpf"),
+        vec![],
+        None,
+    )
+    .unwrap();
+    let _d = Daemon::start_with_hook(
+        cfg,
+        Box::new(env.topo.clone()),
+        Box::new(NoRunner),
+        Box::new(env.dp.clone()),
+        Some(Box::new(move |_: &crate::state::State| {
+            *c2.lock().unwrap() += 1
+        })),
+    )
+    .unwrap();
+    assert_eq!(*calls.lock().unwrap(), 1);
+}

@@ -1,0 +1,313 @@
+//! Address management: pure functions, unit-tested without a kernel.
+//!
+//! - [`pick_subnet`]: the next free pool for a network created without `--subnet`.
+//! - [`allocate`]: the lowest free address of a subnet (or its `--ip-range`),
+//!   so a released address is handed out again, as the seed shows.
+//! - [`validate_pool`]: the checks `network create` makes on its arguments.
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use ipnet::Ipv4Net;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpamError {
+    #[error("invalid subnet {0}")]
+    InvalidSubnet(String),
+    #[error("invalid subnet {given}: it should be {want}")]
+    HostBitsSet { given: String, want: Ipv4Net },
+    #[error("subnet {0} is too small: the prefix length must be at most 30")]
+    TooSmall(Ipv4Net),
+    #[error("invalid gateway {0}")]
+    InvalidGateway(String),
+    #[error("no matching subnet for gateway {0}")]
+    GatewayOutside(Ipv4Addr),
+    #[error("invalid ip range {0}")]
+    InvalidRange(String),
+    #[error("ip range {range} is not inside subnet {subnet}")]
+    RangeOutside { range: Ipv4Net, subnet: Ipv4Net },
+    #[error("Pool overlaps with other one on this address space")]
+    Overlap,
+    #[error(
+        "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"
+    )]
+    NoPool,
+    #[error("no available IPv4 addresses on network {0}")]
+    Exhausted(String),
+    #[error("no available IPv4 address {ip}: it is not in network {net}'s range {range}")]
+    OutOfRange {
+        ip: Ipv4Addr,
+        net: String,
+        range: Ipv4Net,
+    },
+    #[error("Address already in use: {0}")]
+    InUse(Ipv4Addr),
+}
+
+/// Default pools: 172.17.0.0/16 … 172.31.0.0/16, then 192.168.0.0/20 blocks.
+pub fn default_pools() -> impl Iterator<Item = Ipv4Net> {
+    let b16 = (17u8..=31).map(|b| Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16).unwrap());
+    let b20 = (0u8..16).map(|i| Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).unwrap());
+    b16.chain(b20)
+}
+
+pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The first default pool that overlaps none of `taken` (networks of this
+/// agent and subnets routed on the host).
+pub fn pick_subnet(taken: &[Ipv4Net]) -> Result<Ipv4Net, IpamError> {
+    default_pools()
+        .find(|p| !taken.iter().any(|t| overlaps(p, t)))
+        .ok_or(IpamError::NoPool)
+}
+
+/// Parse a `--subnet`: a network address with a prefix length of at most 30.
+pub fn parse_subnet(s: &str) -> Result<Ipv4Net, IpamError> {
+    let n: Ipv4Net = s
+        .parse()
+        .map_err(|_| IpamError::InvalidSubnet(s.to_string()))?;
+    if n.addr() != n.network() {
+        return Err(IpamError::HostBitsSet {
+            given: s.to_string(),
+            want: n.trunc(),
+        });
+    }
+    if n.prefix_len() > 30 {
+        return Err(IpamError::TooSmall(n));
+    }
+    Ok(n)
+}
+
+/// The usable host addresses of `net`: all but the network and broadcast addresses.
+fn is_host(net: &Ipv4Net, ip: Ipv4Addr) -> bool {
+    net.contains(&ip) && ip != net.network() && ip != net.broadcast()
+}
+
+/// Check a pool's parts; returns the gateway (the first host address by default).
+pub fn validate_pool(
+    subnet: Ipv4Net,
+    gateway: Option<&str>,
+    ip_range: Option<&str>,
+) -> Result<(Ipv4Addr, Option<Ipv4Net>), IpamError> {
+    let gw = match gateway {
+        Some(g) => {
+            let ip: Ipv4Addr = g
+                .parse()
+                .map_err(|_| IpamError::InvalidGateway(g.to_string()))?;
+            if !is_host(&subnet, ip) {
+                return Err(IpamError::GatewayOutside(ip));
+            }
+            ip
+        }
+        None => first_host(&subnet),
+    };
+    let range = match ip_range {
+        Some(r) => {
+            let n: Ipv4Net = r
+                .parse()
+                .map_err(|_| IpamError::InvalidRange(r.to_string()))?;
+            if n.addr() != n.network() {
+                return Err(IpamError::InvalidRange(r.to_string()));
+            }
+            if !subnet.contains(&n) {
+                return Err(IpamError::RangeOutside { range: n, subnet });
+            }
+            Some(n)
+        }
+        None => None,
+    };
+    Ok((gw, range))
+}
+
+pub fn first_host(subnet: &Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + 1)
+}
+
+/// Pick an address on a network: `requested` if it is free and inside the
+/// subnet, else the lowest free host address of `range` (or the subnet),
+/// never the gateway.
+pub fn allocate(
+    net_name: &str,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    range: Option<Ipv4Net>,
+    used: &BTreeSet<Ipv4Addr>,
+    requested: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, IpamError> {
+    if let Some(ip) = requested {
+        if !is_host(&subnet, ip) {
+            return Err(IpamError::OutOfRange {
+                ip,
+                net: net_name.to_string(),
+                range: subnet,
+            });
+        }
+        if ip == gateway || used.contains(&ip) {
+            return Err(IpamError::InUse(ip));
+        }
+        return Ok(ip);
+    }
+    let pool = range.unwrap_or(subnet);
+    let (lo, hi) = (u32::from(pool.network()), u32::from(pool.broadcast()));
+    (lo..=hi)
+        .map(Ipv4Addr::from)
+        .find(|ip| {
+            // The range's own first and last addresses are skipped too.
+            is_host(&subnet, *ip) && is_host(&pool, *ip) && *ip != gateway && !used.contains(ip)
+        })
+        .ok_or_else(|| IpamError::Exhausted(net_name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_in_order_and_released_ones_reused() {
+        let sn = net("172.17.0.0/16");
+        let gw = ip("172.17.0.1");
+        let mut used = BTreeSet::new();
+        let u1 = allocate("bridge", sn, gw, None, &used, None).unwrap();
+        used.insert(u1);
+        let u2 = allocate("bridge", sn, gw, None, &used, None).unwrap();
+        used.insert(u2);
+        assert_eq!((u1, u2), (ip("172.17.0.2"), ip("172.17.0.3")));
+        used.remove(&u2);
+        assert_eq!(
+            allocate("bridge", sn, gw, None, &used, None).unwrap(),
+            ip("172.17.0.3")
+        );
+    }
+
+    #[test]
+    fn gateway_elsewhere_frees_dot_one() {
+        let sn = net("10.9.0.0/24");
+        let used = BTreeSet::new();
+        assert_eq!(
+            allocate("n", sn, ip("10.9.0.254"), None, &used, None).unwrap(),
+            ip("10.9.0.1")
+        );
+    }
+
+    #[test]
+    fn slash_30_holds_one_container() {
+        let sn = net("10.9.0.0/30");
+        let gw = first_host(&sn);
+        let mut used = BTreeSet::new();
+        used.insert(allocate("n", sn, gw, None, &used, None).unwrap());
+        assert_eq!(used.iter().next(), Some(&ip("10.9.0.2")));
+        assert_eq!(
+            allocate("n", sn, gw, None, &used, None)
+                .unwrap_err()
+                .to_string(),
+            "no available IPv4 addresses on network n"
+        );
+    }
+
+    #[test]
+    fn ip_range_limits_allocation() {
+        let sn = net("10.9.0.0/16");
+        let used = BTreeSet::new();
+        assert_eq!(
+            allocate(
+                "n",
+                sn,
+                ip("10.9.0.1"),
+                Some(net("10.9.5.0/24")),
+                &used,
+                None
+            )
+            .unwrap(),
+            ip("10.9.5.1")
+        );
+    }
+
+    #[test]
+    fn requested_ip_checks() {
+        let sn = net("10.9.0.0/24");
+        let gw = ip("10.9.0.1");
+        let used: BTreeSet<_> = [ip("10.9.0.7")].into();
+        assert_eq!(
+            allocate("n", sn, gw, None, &used, Some(ip("10.9.0.9"))).unwrap(),
+            ip("10.9.0.9")
+        );
+        assert_eq!(
+            allocate("n", sn, gw, None, &used, Some(ip("10.9.0.7"))),
+            Err(IpamError::InUse(ip("10.9.0.7")))
+        );
+        assert_eq!(
+            allocate("n", sn, gw, None, &used, Some(gw)),
+            Err(IpamError::InUse(gw))
+        );
+        assert!(matches!(
+            allocate("n", sn, gw, None, &used, Some(ip("10.10.0.7"))),
+            Err(IpamError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            allocate("n", sn, gw, None, &used, Some(ip("10.9.0.255"))),
+            Err(IpamError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn subnet_picking_skips_taken_and_routed() {
+        assert_eq!(pick_subnet(&[]).unwrap(), net("172.17.0.0/16"));
+        assert_eq!(
+            pick_subnet(&[net("172.17.0.0/16"), net("172.18.5.0/24")]).unwrap(),
+            net("172.19.0.0/16")
+        );
+        let all16: Vec<_> = (17..=31)
+            .map(|b| net(&format!("172.{b}.0.0/16")))
+            .chain([net("192.168.0.0/24")])
+            .collect();
+        assert_eq!(pick_subnet(&all16).unwrap(), net("192.168.16.0/20"));
+        let everything = [net("0.0.0.0/0")];
+        assert_eq!(pick_subnet(&everything), Err(IpamError::NoPool));
+    }
+
+    #[test]
+    fn subnet_and_gateway_validation() {
+        assert!(matches!(
+            parse_subnet("10.0.0.0/33"),
+            Err(IpamError::InvalidSubnet(_))
+        ));
+        assert!(matches!(
+            parse_subnet("banana"),
+            Err(IpamError::InvalidSubnet(_))
+        ));
+        assert_eq!(
+            parse_subnet("10.0.0.1/24").unwrap_err().to_string(),
+            "invalid subnet 10.0.0.1/24: it should be 10.0.0.0/24"
+        );
+        assert!(matches!(
+            parse_subnet("10.0.0.0/31"),
+            Err(IpamError::TooSmall(_))
+        ));
+        let sn = parse_subnet("10.0.0.0/24").unwrap();
+        assert_eq!(
+            validate_pool(sn, None, None).unwrap(),
+            (ip("10.0.0.1"), None)
+        );
+        assert_eq!(
+            validate_pool(sn, Some("10.0.1.1"), None),
+            Err(IpamError::GatewayOutside(ip("10.0.1.1")))
+        );
+        assert_eq!(
+            validate_pool(sn, Some("10.0.0.0"), None),
+            Err(IpamError::GatewayOutside(ip("10.0.0.0")))
+        );
+        assert!(matches!(
+            validate_pool(sn, None, Some("10.0.1.0/25")),
+            Err(IpamError::RangeOutside { .. })
+        ));
+        assert!(overlaps(&net("10.0.0.0/8"), &net("10.5.0.0/16")));
+        assert!(!overlaps(&net("10.0.0.0/16"), &net("10.1.0.0/16")));
+    }
+}

@@ -1,0 +1,327 @@
+//! The records the agent keeps. The store persists them; every kernel object
+//! pier makes is derived from them.
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+pub const DRIVER_BRIDGE: &str = "bridge";
+pub const DRIVER_HOST: &str = "host";
+pub const DRIVER_NULL: &str = "null";
+
+/// Docker's network options pier understands.
+pub mod opts {
+    pub const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+    pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
+    pub const ENABLE_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
+    pub const MTU: &str = "com.docker.network.driver.mtu";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// 64 hex digits.
+    pub id: String,
+    /// Small numeric id for the dataplane, unique in this agent.
+    pub num: u32,
+    pub name: String,
+    /// `bridge`, `host` or `null`.
+    pub driver: String,
+    /// RFC 3339.
+    pub created: String,
+    /// The default `bridge` network.
+    pub default: bool,
+    /// Bridge interface (bridge driver only).
+    pub bridge: Option<String>,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_range: Option<Ipv4Net>,
+    pub internal: bool,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub mtu: Option<u32>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Network {
+    pub fn is_bridge(&self) -> bool {
+        self.driver == DRIVER_BRIDGE
+    }
+    /// First 12 hex digits of the id.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+}
+
+/// How a container is attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetMode {
+    /// Own namespace with endpoints on bridge networks.
+    Bridge,
+    /// The agent's (host's) namespace.
+    Host,
+    /// Own namespace, `lo` only.
+    None,
+    /// The namespace of another container (its id).
+    Container(String),
+}
+
+/// A container's interface on one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// 64 hex digits.
+    pub id: String,
+    pub network_id: String,
+    /// Name inside the container: eth0, eth1, ...
+    pub ifname: String,
+    /// Host-side veth: `veth` + the first 7 hex digits of the endpoint id.
+    pub host_ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: [u8; 6],
+    /// `--alias` names on this network.
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortProto {
+    Tcp,
+    Udp,
+}
+
+impl PortProto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProto::Tcp => "tcp",
+            PortProto::Udp => "udp",
+        }
+    }
+}
+
+/// `-p [IP:]HOSTPORT[-END]:CONTPORT[-END][/tcp|udp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub host_port_end: u16,
+    pub container_port: u16,
+    pub container_port_end: u16,
+    pub proto: PortProto,
+}
+
+impl PortBinding {
+    /// `(host_port, container_port)` for each port of the range.
+    pub fn pairs(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        (0..=(self.host_port_end - self.host_port))
+            .map(|i| (self.host_port + i, self.container_port + i))
+    }
+}
+
+/// An `/etc/hosts` entry written for `--link NAME[:ALIAS]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub container_id: String,
+    pub name: String,
+    pub alias: Option<String>,
+    pub ip: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// 64 hex digits.
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub hostname: String,
+    pub mode: NetMode,
+    /// Network mode as the user named it (`bridge`, `mynet`, `host`, `none`, `container:NAME`).
+    pub network_mode: String,
+    /// Bind mount of the container's namespace (none in host mode).
+    pub netns: Option<PathBuf>,
+    pub endpoints: Vec<Endpoint>,
+    pub links: Vec<Link>,
+    pub ports: Vec<PortBinding>,
+    /// Main command; empty for a namespace that waits for `exec`.
+    pub cmd: Vec<String>,
+    /// Desired state: started (true) or stopped.
+    pub running: bool,
+    /// Main process: pid and its start time (from /proc/<pid>/stat).
+    pub pid: Option<i32>,
+    pub pid_start: Option<u64>,
+    pub exit_code: Option<i32>,
+}
+
+impl Container {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+    pub fn endpoint_on(&self, network_id: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.network_id == network_id)
+    }
+}
+
+/// Everything the agent records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub networks: BTreeMap<String, Network>,
+    pub containers: BTreeMap<String, Container>,
+    pub next_net_num: u32,
+}
+
+/// The MAC Docker derives from an address: 02:42 and the four address bytes.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl State {
+    pub fn network_by_name(&self, name: &str) -> Option<&Network> {
+        self.networks.values().find(|n| n.name == name)
+    }
+
+    /// Find a network by name, full id or unique id prefix (Docker's rule).
+    pub fn find_network(&self, key: &str) -> Option<&Network> {
+        if let Some(n) = self.network_by_name(key) {
+            return Some(n);
+        }
+        if let Some(n) = self.networks.get(key) {
+            return Some(n);
+        }
+        let mut m = self
+            .networks
+            .values()
+            .filter(|n| !key.is_empty() && n.id.starts_with(key));
+        match (m.next(), m.next()) {
+            (Some(n), None) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Find a container by name, full id or unique id prefix.
+    pub fn find_container(&self, key: &str) -> Option<&Container> {
+        let key = key.strip_prefix('/').unwrap_or(key);
+        if let Some(c) = self.containers.values().find(|c| c.name == key) {
+            return Some(c);
+        }
+        if let Some(c) = self.containers.get(key) {
+            return Some(c);
+        }
+        let mut m = self
+            .containers
+            .values()
+            .filter(|c| !key.is_empty() && c.id.starts_with(key));
+        match (m.next(), m.next()) {
+            (Some(c), None) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Containers with an endpoint on `network_id` (or in its mode, for host/none).
+    pub fn containers_on(&self, net: &Network) -> Vec<&Container> {
+        self.containers
+            .values()
+            .filter(|c| match c.mode {
+                NetMode::Bridge => c.endpoint_on(&net.id).is_some(),
+                NetMode::Host => net.driver == DRIVER_HOST,
+                NetMode::None => net.driver == DRIVER_NULL,
+                NetMode::Container(_) => false,
+            })
+            .collect()
+    }
+
+    /// Addresses taken on a network.
+    pub fn used_ips(&self, network_id: &str) -> std::collections::BTreeSet<Ipv4Addr> {
+        self.containers
+            .values()
+            .flat_map(|c| c.endpoints.iter())
+            .filter(|e| e.network_id == network_id)
+            .map(|e| e.ip)
+            .collect()
+    }
+
+    /// Containers that share `id`'s namespace (`--network container:<id>`).
+    pub fn sharers_of(&self, id: &str) -> Vec<&Container> {
+        self.containers
+            .values()
+            .filter(|c| c.mode == NetMode::Container(id.to_string()))
+            .collect()
+    }
+}
+
+/// Now as RFC 3339 (UTC, nanoseconds), like Docker's `Created`.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// 64 random hex digits.
+pub fn new_id() -> String {
+    let a: [u8; 32] = rand::random();
+    a.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_is_docker_style() {
+        assert_eq!(
+            mac_string(&mac_for(Ipv4Addr::new(172, 17, 0, 2))),
+            "02:42:ac:11:00:02"
+        );
+    }
+
+    #[test]
+    fn rfc3339_shape() {
+        let s = now_rfc3339();
+        assert_eq!(s.len(), 30, "{s}");
+        assert!(
+            s.starts_with("20") && s.ends_with('Z') && &s[10..11] == "T",
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn port_pairs_expand_ranges() {
+        let p = PortBinding {
+            host_ip: None,
+            host_port: 8081,
+            host_port_end: 8083,
+            container_port: 80,
+            container_port_end: 82,
+            proto: PortProto::Tcp,
+        };
+        assert_eq!(
+            p.pairs().collect::<Vec<_>>(),
+            vec![(8081, 80), (8082, 81), (8083, 82)]
+        );
+    }
+}
