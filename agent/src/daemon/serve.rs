@@ -181,14 +181,71 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
         cgroup: cfg.cgroup.clone(),
     };
     tracing::info!("dataplane: {dp_cfg:?}");
-    let dataplane: Box<dyn Dataplane> = Box::new(crate::dataplane::NoopDataplane);
+    let dataplane: Box<dyn Dataplane> = Box::new(crate::dataplane::EbpfDataplane::new(dp_cfg));
+    let upstreams = crate::dns::upstream_addrs(&crate::dns::host_upstreams(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    ));
+    let dns = Arc::new(crate::dns::DnsService::new(crate::dns::ResolverConfig {
+        upstreams,
+        ..Default::default()
+    }));
     run(
         cfg,
         Box::new(topo),
         Box::new(super::process::RuntimeRunner::default()),
         dataplane,
-        // DNS plugs in here: a hook that publishes the names of the state it
-        // gets and starts/stops the per-container servers.
-        None,
+        Some(dns_hook(dns)),
     )
+}
+
+/// Publish the names of `st` to the resolver and serve 127.0.0.11:53 in the
+/// namespace of every container on a user-defined network.
+fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
+    use crate::dns::{MemberInput, NameSnapshot, NetworkInput};
+    Box::new(move |st: &crate::state::State| {
+        let nets: Vec<NetworkInput> = st
+            .networks
+            .values()
+            .filter(|n| n.is_bridge())
+            .map(|n| NetworkInput {
+                name: n.name.clone(),
+                internal: n.internal,
+                names: !n.default,
+                members: st
+                    .containers
+                    .values()
+                    .filter_map(|c| {
+                        let e = c.endpoint_on(&n.id)?;
+                        Some(MemberInput {
+                            container_id: c.id.clone(),
+                            name: c.name.clone(),
+                            aliases: e.aliases.clone(),
+                            ips: vec![std::net::IpAddr::V4(e.ip)],
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        dns.publish(NameSnapshot::new(&nets));
+        let want: std::collections::BTreeMap<&str, &std::path::Path> = st
+            .containers
+            .values()
+            .filter(|c| {
+                c.endpoints
+                    .iter()
+                    .any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.default))
+            })
+            .filter_map(|c| Some((c.id.as_str(), c.netns.as_deref()?)))
+            .collect();
+        for id in dns.served() {
+            if !want.contains_key(id.as_str()) {
+                dns.stop(&id);
+            }
+        }
+        for (id, ns) in want {
+            if let Err(e) = dns.start(id, ns) {
+                tracing::warn!("dns for {id}: {e}");
+            }
+        }
+    })
 }

@@ -495,6 +495,9 @@ pub fn verifier_error(program: &str, e: ProgramError) -> DataplaneError {
 }
 
 impl Dataplane for EbpfDataplane {
+    fn teardown(&mut self) -> Result<(), DataplaneError> {
+        self.remove_all()
+    }
     fn start(&mut self) -> Result<(), DataplaneError> {
         if self.bpf.is_some() {
             return Ok(());
