@@ -22,6 +22,9 @@ pub struct AgentConfig {
     pub default_subnet: Ipv4Net,
     /// cgroup v2 directory for the dataplane's socket hooks.
     pub cgroup: Option<PathBuf>,
+    /// `--dns-upstream`: resolvers used instead of the host's resolv.conf
+    /// ones (by the embedded DNS and in default-bridge resolv.conf files).
+    pub dns_upstreams: Vec<std::net::IpAddr>,
 }
 
 impl AgentConfig {
@@ -58,6 +61,7 @@ impl AgentConfig {
             uplinks,
             default_subnet,
             cgroup: None,
+            dns_upstreams: Vec::new(),
         })
     }
 

@@ -645,8 +645,9 @@ impl Daemon {
                 ));
             }
             Self::attach(txn, &c.id, &net, ip, req.aliases.clone())?;
-            Ok(())
+            Ok(c.id)
         })
+        .map(|id| self.refresh_resolv(&id))
     }
 
     pub fn network_disconnect(&self, net_key: &str, container: &str, force: bool) -> Result<()> {
@@ -658,7 +659,7 @@ impl Daemon {
                 .clone();
             let c = match txn.state.find_container(container) {
                 Some(c) => c.clone(),
-                None if force => return Ok(()),
+                None if force => return Ok(None),
                 None => return Err(not_found(format!("No such container: {container}"))),
             };
             let Some(e) = c.endpoint_on(&net.id).cloned() else {
@@ -677,7 +678,12 @@ impl Daemon {
                 .unwrap()
                 .endpoints
                 .retain(|x| x.id != e.id);
-            Ok(())
+            Ok(Some(c.id))
+        })
+        .map(|id| {
+            if let Some(id) = id {
+                self.refresh_resolv(&id);
+            }
         })
     }
 
@@ -687,18 +693,57 @@ impl Daemon {
         let dir = self.cfg.container_dir(&c.id);
         let own: Vec<Ipv4Addr> = c.endpoints.iter().map(|e| e.ip).collect();
         let hosts = files::hosts(&c.hostname, &own, &c.links);
-        let first_net = c
-            .endpoints
-            .first()
-            .and_then(|e| st.networks.get(&e.network_id));
-        let resolv = match first_net {
-            Some(n) if !n.default => files::embedded_resolv_conf(),
-            _ => files::host_resolv_conf(
-                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-            ),
-        };
+        let resolv = self.resolv_conf_for(c, st);
         files::write_all(&dir, &c.hostname, &hosts, &resolv)
             .map_err(|e| AgentError::Internal(format!("writing {}: {e}", dir.display())))
+    }
+
+    /// The resolv.conf `c` gets: the embedded resolver while it is on a
+    /// user-defined network, else its `--dns` servers, the agent's
+    /// `--dns-upstream` ones or the host's, in that order (Docker's rules).
+    fn resolv_conf_for(&self, c: &Container, st: &State) -> String {
+        let on_user_net = c
+            .endpoints
+            .iter()
+            .any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.default));
+        if on_user_net {
+            return files::embedded_resolv_conf();
+        }
+        let servers = if c.dns.is_empty() {
+            &self.cfg.dns_upstreams
+        } else {
+            &c.dns
+        };
+        files::bridge_resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
+                .ok()
+                .as_deref(),
+            servers,
+        )
+    }
+
+    /// Rewrite the resolv.conf of container `id` and of the containers that
+    /// share its namespace, after `network connect`/`disconnect` changed
+    /// whether it is on a user-defined network (Docker rebuilds it then too).
+    /// Written in place: processes already running see the new file through
+    /// their bind mount.
+    fn refresh_resolv(&self, id: &str) {
+        let st = self.snapshot();
+        let Some(c) = st.containers.get(id) else {
+            return;
+        };
+        let text = self.resolv_conf_for(c, &st);
+        let ids = std::iter::once(id).chain(st.sharers_of(id).into_iter().map(|s| s.id.as_str()));
+        for i in ids {
+            let p = self.cfg.container_dir(i).join("resolv.conf");
+            if std::fs::read_to_string(&p).ok().as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            if let Err(e) = std::fs::write(&p, &text) {
+                tracing::warn!("rewriting {}: {e}", p.display());
+            }
+        }
     }
 
     pub fn container_create(&self, req: ContainerCreate) -> Result<(String, Vec<String>)> {
@@ -730,6 +775,15 @@ impl Daemon {
             ),
             None => None,
         };
+        let mut dns: Vec<std::net::IpAddr> = Vec::new();
+        for s in &req.dns {
+            let a = s
+                .parse()
+                .map_err(|_| invalid(format!("invalid DNS server address {s:?}")))?;
+            if !dns.contains(&a) {
+                dns.push(a);
+            }
+        }
         let id = self.change(|txn| {
             let id = new_id();
             let name = req.name.clone().unwrap_or_else(|| format!("pier_{}", &id[..8]));
@@ -783,6 +837,9 @@ impl Daemon {
                         "conflicting options: hostname and the network mode",
                     ));
                 }
+                if !dns.is_empty() {
+                    return Err(invalid("conflicting options: dns and the network mode"));
+                }
             }
             if ip.is_some() && !user_net {
                 return Err(invalid(
@@ -798,6 +855,14 @@ impl Daemon {
             if mode == NetMode::Host && !ports.is_empty() {
                 warnings.push("Published ports are discarded when using host network mode".into());
                 ports.clear();
+            }
+            let mut dns = dns.clone();
+            if mode == NetMode::Host && !dns.is_empty() {
+                warnings.push(
+                    "DNS servers are discarded when using host network mode: the host's resolv.conf applies"
+                        .into(),
+                );
+                dns.clear();
             }
             // Host ports already taken by another container.
             for b in &ports {
@@ -863,6 +928,7 @@ impl Daemon {
                 pid: None,
                 pid_start: None,
                 exit_code: None,
+                dns,
             };
             txn.state.containers.insert(id.clone(), c);
             let dir = self.cfg.container_dir(&id);

@@ -27,6 +27,7 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         a.default_subnet.as_deref(),
     )?;
     cfg.cgroup = cgroup;
+    cfg.dns_upstreams = a.dns_upstreams;
     pier_agent::daemon::serve::run_default(cfg)
 }
 

@@ -84,6 +84,9 @@ pub struct ContainerCreate {
     pub hostname: Option<String>,
     #[serde(default)]
     pub cmd: Vec<String>,
+    /// `--dns IP`: the container's own resolvers (Docker's `HostConfig.Dns`).
+    #[serde(default)]
+    pub dns: Vec<String>,
     /// Start `cmd` now with its output to the log file. When false, the
     /// client starts it through the exec socket with its own stdio.
     #[serde(default)]

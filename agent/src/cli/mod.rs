@@ -98,6 +98,10 @@ pub struct AgentArgs {
     /// clients of published ports); none by default.
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
+    /// Upstream resolver for names the embedded DNS does not know
+    /// (repeatable; default: the host's /etc/resolv.conf servers).
+    #[arg(long = "dns-upstream", value_name = "IP")]
+    pub dns_upstreams: Vec<std::net::IpAddr>,
 }
 
 #[derive(Subcommand)]
@@ -190,6 +194,10 @@ pub struct RunArgs {
     pub ports: Vec<String>,
     #[arg(long)]
     pub hostname: Option<String>,
+    /// DNS server for this container (repeatable): the embedded resolver's
+    /// upstreams for it, or its resolv.conf servers on the default bridge.
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
     /// Accepted for Docker's fingers; stdio always passes through.
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -529,6 +537,7 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
             ports: r.ports,
             hostname: r.hostname,
             cmd: r.cmd,
+            dns: r.dns,
             detach: !fg,
         },
     )?;

@@ -50,6 +50,38 @@ pub fn host_resolv_conf(text: &str) -> String {
     out
 }
 
+/// resolv.conf for a container that is on no user-defined network (default
+/// bridge, `none`): `servers` when given (`pier run --dns`, `pier agent
+/// --dns-upstream`), else the host's reachable nameservers (looking through
+/// systemd-resolved's stub, see [`crate::dns::system_upstreams`]); the host's
+/// `search`/`domain`/`options` lines either way, as Docker does.
+pub fn bridge_resolv_conf(
+    host_text: &str,
+    resolved_text: Option<&str>,
+    servers: &[std::net::IpAddr],
+) -> String {
+    let servers = if servers.is_empty() {
+        crate::dns::upstreams_with_resolved(host_text, resolved_text)
+    } else {
+        servers.to_vec()
+    };
+    let mut out = String::new();
+    for ns in servers {
+        out += &format!("nameserver {ns}\n");
+    }
+    for line in host_text.lines() {
+        let t = line.trim();
+        if matches!(
+            t.split_whitespace().next(),
+            Some("search") | Some("options") | Some("domain")
+        ) {
+            out += t;
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// resolv.conf for a container on a user-defined network: the embedded resolver.
 pub fn embedded_resolv_conf() -> String {
     "nameserver 127.0.0.11\noptions ndots:0\n".to_string()
@@ -74,6 +106,25 @@ mod tests {
             host_resolv_conf(t),
             "nameserver 10.0.0.2\nsearch lan\noptions edns0\n"
         );
+    }
+
+    #[test]
+    fn bridge_resolv_conf_servers() {
+        let host = "nameserver 127.0.0.53\nsearch lan\noptions edns0\n";
+        let resolved = "nameserver 10.0.0.2\nnameserver 10.0.0.3\n";
+        assert_eq!(
+            bridge_resolv_conf(host, Some(resolved), &[]),
+            "nameserver 10.0.0.2\nnameserver 10.0.0.3\nsearch lan\noptions edns0\n"
+        );
+        let own = [
+            "192.0.2.53".parse().unwrap(),
+            "2001:db8::53".parse().unwrap(),
+        ];
+        assert_eq!(
+            bridge_resolv_conf(host, Some(resolved), &own),
+            "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch lan\noptions edns0\n"
+        );
+        assert_eq!(bridge_resolv_conf("nameserver 127.0.0.1\n", None, &[]), "");
     }
 
     #[test]

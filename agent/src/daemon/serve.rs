@@ -182,9 +182,20 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
     };
     tracing::info!("dataplane: {dp_cfg:?}");
     let dataplane: Box<dyn Dataplane> = Box::new(crate::dataplane::EbpfDataplane::new(dp_cfg));
-    let upstreams = crate::dns::upstream_addrs(&crate::dns::host_upstreams(
-        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    ));
+    // `--dns-upstream` wins over the host's resolv.conf (loopback servers
+    // skipped, systemd-resolved's stub looked through).
+    let upstream_ips = if cfg.dns_upstreams.is_empty() {
+        crate::dns::system_upstreams()
+    } else {
+        cfg.dns_upstreams.clone()
+    };
+    if upstream_ips.is_empty() {
+        tracing::warn!(
+            "no usable DNS upstream (host resolv.conf has only loopback servers): names other than containers' get SERVFAIL; give --dns-upstream"
+        );
+    }
+    tracing::info!("dns upstreams: {upstream_ips:?}");
+    let upstreams = crate::dns::upstream_addrs(&upstream_ips);
     let dns = Arc::new(crate::dns::DnsService::new(crate::dns::ResolverConfig {
         upstreams,
         ..Default::default()
@@ -226,7 +237,12 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
                     .collect(),
             })
             .collect();
-        dns.publish(NameSnapshot::new(&nets));
+        let mut snap = NameSnapshot::new(&nets);
+        // `pier run --dns`: that container's own upstreams.
+        for c in st.containers.values().filter(|c| !c.dns.is_empty()) {
+            snap = snap.with_upstreams(&c.id, crate::dns::upstream_addrs(&c.dns));
+        }
+        dns.publish(snap);
         let want: std::collections::BTreeMap<&str, &std::path::Path> = st
             .containers
             .values()

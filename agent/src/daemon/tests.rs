@@ -422,3 +422,85 @@ fn names_hook_runs_once_at_a_restart_without_changes() {
     .unwrap();
     assert_eq!(*calls.lock().unwrap(), 1);
 }
+
+#[test]
+fn run_dns_is_stored_and_written_to_resolv_conf() {
+    let env = Env::new("rundns");
+    let d = env.start();
+    let resolv = |name: &str| {
+        let id = d.snapshot().find_container(name).unwrap().id.clone();
+        std::fs::read_to_string(d.cfg.container_dir(&id).join("resolv.conf")).unwrap()
+    };
+    let nameservers = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("nameserver "))
+            .map(str::to_string)
+            .collect()
+    };
+    let with_dns = |name: &str, net: Option<&str>, dns: &[&str]| ContainerCreate {
+        dns: dns.iter().map(|s| s.to_string()).collect(),
+        ..run(name, net, &[])
+    };
+    // Default bridge: resolv.conf lists the container's own servers, once each.
+    d.container_create(with_dns(
+        "d1",
+        None,
+        &["192.0.2.53", "2001:db8::53", "192.0.2.53"],
+    ))
+    .unwrap();
+    let want: Vec<std::net::IpAddr> = vec![
+        "192.0.2.53".parse().unwrap(),
+        "2001:db8::53".parse().unwrap(),
+    ];
+    assert_eq!(d.snapshot().find_container("d1").unwrap().dns, want);
+    assert_eq!(nameservers(&resolv("d1")), ["192.0.2.53", "2001:db8::53"]);
+
+    // Bad input: one-line errors, nothing made.
+    let (st, k) = (d.snapshot(), env.kernel());
+    let e = d
+        .container_create(with_dns("bad", None, &["192.0.2.1", "bogus"]))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "invalid DNS server address \"bogus\"");
+    assert_eq!(e.status(), 400);
+    let e = d
+        .container_create(with_dns("bad", Some("container:d1"), &["192.0.2.1"]))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "conflicting options: dns and the network mode"
+    );
+    assert_eq!(d.snapshot(), st);
+    assert_eq!(env.kernel(), k);
+
+    // On a user-defined network the embedded resolver is the nameserver; the
+    // servers are kept for it (the resolver's upstreams for this container).
+    d.network_create(NetworkCreate {
+        name: "mynet".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    d.container_create(with_dns("u1", Some("mynet"), &["192.0.2.54"]))
+        .unwrap();
+    assert_eq!(resolv("u1"), "nameserver 127.0.0.11\noptions ndots:0\n");
+    assert_eq!(
+        d.snapshot().find_container("u1").unwrap().dns,
+        ["192.0.2.54".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // connect to a user network switches d1 to the embedded resolver,
+    // disconnect switches it back.
+    d.network_connect(
+        "mynet",
+        NetworkConnect {
+            container: "d1".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(resolv("d1"), "nameserver 127.0.0.11\noptions ndots:0\n");
+    d.network_disconnect("mynet", "d1", false).unwrap();
+    assert_eq!(nameservers(&resolv("d1")), ["192.0.2.53", "2001:db8::53"]);
+    // The servers survive a restart.
+    drop(d);
+    let d = env.start();
+    assert_eq!(d.snapshot().find_container("d1").unwrap().dns, want);
+}

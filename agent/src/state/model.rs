@@ -149,6 +149,9 @@ pub struct Container {
     pub pid: Option<i32>,
     pub pid_start: Option<u64>,
     pub exit_code: Option<i32>,
+    /// `--dns`: the container's own upstream resolvers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 impl Container {
