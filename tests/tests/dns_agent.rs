@@ -451,6 +451,26 @@ fn dns_agent_upstreams_internal_and_resolv_conf() {
         "Error: conflicting options: dns and the network mode"
     );
     assert_eq!(host.world(), before);
+    // Host mode has the host's resolv.conf: --dns is discarded, with a warning.
+    let out = host.pier(&[
+        "run",
+        "-d",
+        "--name",
+        "h",
+        "--network",
+        "host",
+        "--dns",
+        "198.18.0.3",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "WARNING: DNS servers are discarded when using host network mode: the host's resolv.conf applies"
+    );
+    assert_eq!(
+        inspect(&host, "h")["HostConfig"]["Dns"],
+        serde_json::json!([])
+    );
 }
 
 #[test]
