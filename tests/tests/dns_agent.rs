@@ -102,22 +102,26 @@ fn ask(host: &TestHost, name: &str, qname: &str, qtype: RecordType) -> Message {
 
 /// Sorted A answers to `qname` asked from `name`, asserting NOERROR.
 fn a(host: &TestHost, name: &str, qname: &str) -> Vec<IpAddr> {
+    let mut v = a_in_order(host, name, qname);
+    v.sort();
+    v
+}
+
+/// A answers in the order the resolver sent them, asserting NOERROR.
+fn a_in_order(host: &TestHost, name: &str, qname: &str) -> Vec<IpAddr> {
     let m = ask(host, name, qname, RecordType::A);
     assert_eq!(
         m.metadata.response_code,
         ResponseCode::NoError,
         "{qname} from {name}: {m:?}"
     );
-    let mut v: Vec<IpAddr> = m
-        .answers
+    m.answers
         .iter()
         .filter_map(|r| match &r.data {
             RData::A(a) => Some(IpAddr::V4(a.0)),
             _ => None,
         })
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 fn rcode(host: &TestHost, name: &str, qname: &str) -> ResponseCode {
@@ -216,6 +220,13 @@ fn dns_agent_names_on_user_networks() {
     let mut both = vec![api, api2];
     both.sort();
     assert_eq!(a(&host, "web", "svc"), both);
+    // ... in rotating order (Docker's round robin): the next query starts
+    // with the other one.
+    let first = a_in_order(&host, "web", "svc");
+    let mut second = a_in_order(&host, "api", "svc");
+    assert_ne!(first, second, "round robin");
+    second.reverse();
+    assert_eq!(first, second);
     // AAAA of an IPv4-only container: NOERROR, no answers.
     let m = ask(&host, "web", "api", RecordType::AAAA);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
