@@ -95,6 +95,39 @@ fn ask_in(ns: &Path, qname: &str, qtype: RecordType) -> Option<Message> {
     Some(m)
 }
 
+/// One query over TCP to 127.0.0.11:53 from inside container `name`.
+fn ask_tcp(host: &TestHost, name: &str, qname: &str) -> Message {
+    use std::io::{Read, Write};
+    let ns = host.container_netns(&host.container_id(name));
+    let mut msg = Message::query();
+    msg.add_query(Query::query(
+        Name::from_ascii(qname).unwrap(),
+        RecordType::A,
+    ));
+    let q = msg.to_vec().unwrap();
+    let reply = std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&ns).expect("open container netns");
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let mut s =
+                std::net::TcpStream::connect_timeout(&(DNS_IP, 53).into(), Duration::from_secs(3))
+                    .expect("connect 127.0.0.11:53/tcp");
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut out = (q.len() as u16).to_be_bytes().to_vec();
+            out.extend_from_slice(&q);
+            s.write_all(&out).unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).unwrap();
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut buf).unwrap();
+            buf
+        })
+        .join()
+        .expect("query thread")
+    });
+    Message::from_vec(&reply).expect("reply parses")
+}
+
 fn ask(host: &TestHost, name: &str, qname: &str, qtype: RecordType) -> Message {
     try_ask(host, name, qname, qtype)
         .unwrap_or_else(|| panic!("no answer to {qname} from inside {name}"))
@@ -254,6 +287,25 @@ fn dns_agent_names_on_user_networks() {
     // The same through the container's own libc: resolv.conf, then DNS.
     assert_eq!(getent_ip(&host, "web", "api"), api);
     assert_eq!(getent_ip(&host, "web", "www.mynet"), web);
+    // Over TCP too.
+    let m = ask_tcp(&host, "web", "api.mynet");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1, "{m:?}");
+    assert!(matches!(m.answers[0].data, RData::A(x) if IpAddr::V4(x.0) == api));
+    // A container sharing web's namespace asks web's server as web.
+    host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sharer",
+        "--network",
+        "container:web",
+    ]);
+    assert_eq!(
+        resolv_conf(&host, "sharer"),
+        "nameserver 127.0.0.11\noptions ndots:0\n"
+    );
+    assert_eq!(getent_ip(&host, "sharer", "api"), api);
     let (code, out) = getent(&host, "web", &api.to_string());
     assert_eq!(code, 0, "reverse lookup of {api}: {out}");
     assert_eq!(out.split_whitespace().nth(1), Some("api.mynet"), "{out}");
@@ -301,16 +353,23 @@ fn dns_agent_names_on_user_networks() {
     // A default-bridge container connected to mynet gets the embedded
     // resolver (resolv.conf rewritten, server started) and finds mynet's
     // names; disconnect undoes both.
+    host.pier_ok(&["run", "-d", "--name", "b1s", "--network", "container:b1"]);
     host.pier_ok(&["network", "connect", "mynet", "b1"]);
-    assert_eq!(
-        resolv_conf(&host, "b1"),
-        "nameserver 127.0.0.11\noptions ndots:0\n"
-    );
+    for c in ["b1", "b1s"] {
+        assert_eq!(
+            resolv_conf(&host, c),
+            "nameserver 127.0.0.11\noptions ndots:0\n",
+            "{c}"
+        );
+    }
+    assert_eq!(getent_ip(&host, "b1s", "web"), web);
     assert!(dns_listening(&host, "b1"));
     assert_eq!(getent_ip(&host, "b1", "web"), web);
     assert_eq!(a(&host, "web", "b1"), [ip_on(&host, "b1", "mynet")]);
     host.pier_ok(&["network", "disconnect", "mynet", "b1"]);
-    assert_eq!(nameservers(&resolv_conf(&host, "b1")), ["198.18.0.2"]);
+    for c in ["b1", "b1s"] {
+        assert_eq!(nameservers(&resolv_conf(&host, c)), ["198.18.0.2"], "{c}");
+    }
     assert!(!dns_listening(&host, "b1"));
     // b1 is no name on any user network now: forwarded like any other name.
     assert_eq!(a(&host, "web", "b1"), [IpAddr::V4(UP_DEFAULT)]);
