@@ -249,6 +249,17 @@ fn dns_agent_names_on_user_networks() {
     assert_eq!(a(&host, "web", "API.mynet."), [api]);
     assert_eq!(a(&host, "api", "www"), [web]);
     assert_eq!(a(&host, "api", "web.mynet"), [web]);
+    // The short ID too, as Docker (inspect lists them all as DNSNames).
+    let api_id = host.container_id("api");
+    assert_eq!(a(&host, "web", &api_id[..12]), [api]);
+    assert_eq!(
+        inspect(&host, "api")["NetworkSettings"]["Networks"]["mynet"]["DNSNames"],
+        serde_json::json!(["api", &api_id[..12], "svc"])
+    );
+    assert_eq!(
+        inspect(&host, "b1")["NetworkSettings"]["Networks"]["bridge"]["DNSNames"],
+        Value::Null
+    );
     // One alias on two containers: both addresses.
     let mut both = vec![api, api2];
     both.sort();

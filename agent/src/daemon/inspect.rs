@@ -131,6 +131,7 @@ impl Daemon {
                             "IPPrefixLen": e.prefix_len,
                             "MacAddress": mac_string(&e.mac),
                             "Aliases": if e.aliases.is_empty() { Value::Null } else { json!(e.aliases) },
+                            "DNSNames": if n.default { Value::Null } else { json!(super::serve::dns_names(c, e)) },
                             "IPv6Gateway": "",
                             "GlobalIPv6Address": "",
                         }),

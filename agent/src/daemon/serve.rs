@@ -209,6 +209,18 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
     )
 }
 
+/// The names a container answers to on a user-defined network, as Docker's
+/// `DNSNames`: its name, its short ID, then its aliases there.
+pub fn dns_names(c: &crate::state::Container, e: &crate::state::Endpoint) -> Vec<String> {
+    let mut v = vec![c.name.clone(), c.short_id().to_string()];
+    for a in &e.aliases {
+        if !v.contains(a) {
+            v.push(a.clone());
+        }
+    }
+    v
+}
+
 /// Publish the names of `st` to the resolver and serve 127.0.0.11:53 in the
 /// namespace of every container on a user-defined network.
 fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
@@ -230,7 +242,9 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
                         Some(MemberInput {
                             container_id: c.id.clone(),
                             name: c.name.clone(),
-                            aliases: e.aliases.clone(),
+                            // The name comes first in dns_names; the rest
+                            // (short ID, aliases) are aliases to the table.
+                            aliases: dns_names(c, e).split_off(1),
                             ips: vec![std::net::IpAddr::V4(e.ip)],
                         })
                     })
