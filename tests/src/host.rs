@@ -165,6 +165,7 @@ impl TestHost {
             .arg(&self.bpffs_dir)
             .arg("--uplink")
             .arg(UPLINK)
+            .args(default_dns_upstream(extra))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
@@ -282,6 +283,16 @@ fn unmount_below(dir: &Path) {
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
         let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Unless a test names its own, the agent's DNS upstream is the outside
+/// namespace (where tests run fake resolvers), never the machine's resolver.
+fn default_dns_upstream(extra: &[&str]) -> Vec<&'static str> {
+    if extra.contains(&"--dns-upstream") {
+        Vec::new()
+    } else {
+        vec!["--dns-upstream", OUTSIDE_IP]
     }
 }
 
@@ -422,6 +433,7 @@ impl TestHost {
             .arg(&self.bpffs_dir)
             .arg("--uplink")
             .arg(UPLINK)
+            .args(default_dns_upstream(extra))
             .args(extra)
             .stdin(Stdio::null());
         c.output().expect("spawn agent")
