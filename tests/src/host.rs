@@ -149,10 +149,8 @@ impl TestHost {
         self.dir.join("run/pier.sock")
     }
 
-    /// Start `pier agent` in the host namespace with this host's dirs.
-    pub fn start_agent(&mut self, extra: &[&str]) -> Agent {
-        let log = self.dir.join(format!("agent-{}.log", self.agents.len()));
-        let logf = std::fs::File::create(&log).expect("agent log");
+    /// `pier agent` in the host namespace with this host's dirs, plus `extra`.
+    pub fn agent_command(&self, extra: &[&str]) -> Command {
         let mut c = Self::cmd_in(&self.host_ns, &pier_bin().to_string_lossy());
         c.arg("agent")
             .arg("--state-dir")
@@ -166,8 +164,16 @@ impl TestHost {
             .arg("--uplink")
             .arg(UPLINK)
             .args(default_dns_upstream(extra))
-            .args(extra)
-            .stdin(Stdio::null())
+            .args(extra);
+        c
+    }
+
+    /// Start `pier agent` in the host namespace with this host's dirs.
+    pub fn start_agent(&mut self, extra: &[&str]) -> Agent {
+        let log = self.dir.join(format!("agent-{}.log", self.agents.len()));
+        let logf = std::fs::File::create(&log).expect("agent log");
+        let mut c = self.agent_command(extra);
+        c.stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
             .env("RUST_LOG", "info");
@@ -421,22 +427,10 @@ impl TestHost {
     /// Run `pier agent` with this host's dirs in the foreground and wait for
     /// it to exit (for agents expected to fail at start).
     pub fn run_agent_to_exit(&self, extra: &[&str]) -> Output {
-        let mut c = Self::cmd_in(&self.host_ns, &pier_bin().to_string_lossy());
-        c.arg("agent")
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .arg("--run-dir")
-            .arg(self.dir.join("run"))
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--bpffs-dir")
-            .arg(&self.bpffs_dir)
-            .arg("--uplink")
-            .arg(UPLINK)
-            .args(default_dns_upstream(extra))
-            .args(extra)
-            .stdin(Stdio::null());
-        c.output().expect("spawn agent")
+        self.agent_command(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn agent")
     }
 
     /// Run the `pier` CLI with `stdin` as its input; the whole output.
