@@ -12,7 +12,19 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         )
         .with_writer(std::io::stderr)
         .init();
-    let cgroup = a.cgroup.clone();
+    let cgroup = match (&a.cgroup, a.no_cgroup) {
+        (Some(cg), _) => Some(cg.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let root = pier_agent::features::Features::probe().cgroup2;
+            if root.is_none() {
+                tracing::warn!(
+                    "no cgroup v2 mounted: host-local clients do not reach published ports"
+                );
+            }
+            root.map(std::path::PathBuf::from)
+        }
+    };
     if let Some(cg) = &cgroup
         && !cg.join("cgroup.procs").exists()
     {

@@ -135,6 +135,19 @@ pub fn run(
                 });
             }
         });
+        // Retire idle conntrack/NAT entries also when nothing changes.
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(super::ports::CT_GC_INTERVAL);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                let d = d.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || d.dataplane_gc()).await {
+                    tracing::warn!("conntrack gc: {e}");
+                }
+            }
+        });
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let app = server::router(daemon.clone(), shutdown.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
