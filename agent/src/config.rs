@@ -22,6 +22,10 @@ pub struct AgentConfig {
     pub default_subnet: Ipv4Net,
     /// cgroup v2 directory for the dataplane's socket hooks.
     pub cgroup: Option<PathBuf>,
+    /// How often expired conntrack/NAT entries are retired.
+    pub ct_gc_interval: std::time::Duration,
+    /// Idle UDP flows are forgotten after this long.
+    pub ct_udp_timeout: std::time::Duration,
 }
 
 impl AgentConfig {
@@ -58,6 +62,8 @@ impl AgentConfig {
             uplinks,
             default_subnet,
             cgroup: None,
+            ct_gc_interval: crate::daemon::ports::CT_GC_INTERVAL,
+            ct_udp_timeout: crate::dataplane::CtTimeouts::default().udp,
         })
     }
 

@@ -354,3 +354,48 @@ fn stats_ports_counts_exactly_what_reached_each_port() {
     );
     s.assert_firewalls_untouched();
 }
+
+#[test]
+fn the_agent_retires_idle_udp_flows_on_its_timer() {
+    require_root!();
+    let s = Sandbox::new(&["--ct-udp-timeout", "1", "--ct-gc-interval", "1"]);
+    let h = &s.host;
+    h.pier_ok(&["run", "-d", "--name", "dns", "-p", "8053:53/udp"]);
+    let bpffs = s.host.bpffs_dir.clone();
+    assert_eq!(ct_entries(&bpffs), 0);
+    // One flow (one source port), five datagrams.
+    pier_tests::net::send_udp(&s.host.outside_ns, &format!("{HOST_UPLINK_IP}:8053"), 5, 10);
+    assert_eq!(ct_entries(&bpffs), 1, "the flow is tracked");
+    // No change is made from here on: only the agent's timer can retire it.
+    let t0 = std::time::Instant::now();
+    while ct_entries(&bpffs) != 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "the idle flow was not retired in 5 s\n{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(800),
+        "retired before it was idle"
+    );
+    s.assert_firewalls_untouched();
+}
+
+#[test]
+fn bad_agent_flags_are_one_line_errors() {
+    require_root!();
+    let h = pier_tests::TestHost::new();
+    let out = h.run_agent_to_exit(&["--ct-gc-interval", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--ct-gc-interval"), "{err}");
+    let out = h.run_agent_to_exit(&["--cgroup", "/sys/fs/cgroup/unified", "--no-cgroup"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot be used with"), "{err}");
+    // Nothing was made.
+    assert!(!h.bpffs_dir.exists());
+    assert!(!h.socket().exists());
+}

@@ -112,6 +112,14 @@ pub struct AgentArgs {
     /// Attach no socket hooks: host-local clients do not reach published ports.
     #[arg(long, conflicts_with = "cgroup")]
     pub no_cgroup: bool,
+    /// Seconds between sweeps of expired conntrack and NAT entries.
+    #[arg(long, value_name = "SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ct_gc_interval: u64,
+    /// Seconds after which an idle UDP flow is forgotten.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub ct_udp_timeout: u64,
 }
 
 #[derive(Subcommand)]

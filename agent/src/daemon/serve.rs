@@ -138,7 +138,7 @@ pub fn run(
         // Retire idle conntrack/NAT entries also when nothing changes.
         let d = daemon.clone();
         tokio::spawn(async move {
-            let mut t = tokio::time::interval(super::ports::CT_GC_INTERVAL);
+            let mut t = tokio::time::interval(d.cfg.ct_gc_interval);
             t.tick().await;
             loop {
                 t.tick().await;
@@ -194,7 +194,12 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
         cgroup: cfg.cgroup.clone(),
     };
     tracing::info!("dataplane: {dp_cfg:?}");
-    let dataplane: Box<dyn Dataplane> = Box::new(crate::dataplane::EbpfDataplane::new(dp_cfg));
+    let timeouts = crate::dataplane::CtTimeouts {
+        udp: cfg.ct_udp_timeout,
+        ..Default::default()
+    };
+    let dataplane: Box<dyn Dataplane> =
+        Box::new(crate::dataplane::EbpfDataplane::new(dp_cfg).with_ct_timeouts(timeouts));
     let upstreams = crate::dns::upstream_addrs(&crate::dns::host_upstreams(
         &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
     ));

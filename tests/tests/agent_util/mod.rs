@@ -277,3 +277,13 @@ pub fn ping(ns: &Path, dst: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// How many entries the pinned `PIER_CT` map of an agent holds.
+pub fn ct_entries(bpffs_dir: &Path) -> usize {
+    use pier_common::ct::{CtVal, FlowKey};
+    let md = aya::maps::MapData::from_pin(bpffs_dir.join(names::CT)).expect("open PIER_CT");
+    let m: aya::maps::HashMap<_, FlowKey, CtVal> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(md))
+            .expect("PIER_CT is an LRU hash");
+    m.keys().filter(Result::is_ok).count()
+}
