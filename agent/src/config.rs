@@ -20,12 +20,12 @@ pub struct AgentConfig {
     /// Empty: the interface of the default route, found at start.
     pub uplinks: Vec<String>,
     pub default_subnet: Ipv4Net,
-    /// cgroup v2 directory for the dataplane's socket hooks.
-    pub cgroup: Option<PathBuf>,
     /// How often expired conntrack/NAT entries are retired.
     pub ct_gc_interval: std::time::Duration,
     /// Idle UDP flows are forgotten after this long.
     pub ct_udp_timeout: std::time::Duration,
+    /// cgroup v2 directory for the dataplane's socket hooks.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -61,9 +61,9 @@ impl AgentConfig {
             bpffs_dir,
             uplinks,
             default_subnet,
-            cgroup: None,
             ct_gc_interval: crate::daemon::ports::CT_GC_INTERVAL,
             ct_udp_timeout: crate::dataplane::CtTimeouts::default().udp,
+            cgroup: None,
         })
     }
 

@@ -38,9 +38,9 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         a.uplinks,
         a.default_subnet.as_deref(),
     )?;
-    cfg.cgroup = cgroup;
     cfg.ct_gc_interval = std::time::Duration::from_secs(a.ct_gc_interval);
     cfg.ct_udp_timeout = std::time::Duration::from_secs(a.ct_udp_timeout);
+    cfg.cgroup = cgroup;
     pier_agent::daemon::serve::run_default(cfg)
 }
 

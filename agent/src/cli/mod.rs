@@ -104,11 +104,6 @@ pub struct AgentArgs {
     /// Subnet of the default `bridge` network.
     #[arg(long)]
     pub default_subnet: Option<String>,
-    /// cgroup v2 directory whose processes get the socket hooks (host-local
-    /// clients of published ports); default: the cgroup v2 mount root (the
-    /// hooks act only on sockets of the agent's own network namespace).
-    #[arg(long)]
-    pub cgroup: Option<PathBuf>,
     /// Attach no socket hooks: host-local clients do not reach published ports.
     #[arg(long, conflicts_with = "cgroup")]
     pub no_cgroup: bool,
@@ -120,6 +115,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub ct_udp_timeout: u64,
+    /// cgroup v2 directory whose processes get the socket hooks (host-local
+    /// clients of published ports); default: the cgroup v2 mount root (the
+    /// hooks act only on sockets of the agent's own network namespace).
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
