@@ -399,3 +399,58 @@ fn bad_agent_flags_are_one_line_errors() {
     assert!(!h.bpffs_dir.exists());
     assert!(!h.socket().exists());
 }
+
+#[test]
+fn exposure_is_exact_and_publishing_does_not_depend_on_netfilter() {
+    require_root!();
+    let mut s = Sandbox::new(&[]);
+    s.host
+        .pier_ok(&["run", "-d", "--name", "web", "-p", "8081:8080"]);
+    let ip = s.ip_of("web", "bridge");
+    let web = s.ns_of("web");
+    let out = s.outside_ns();
+    // The outside knows a route to the container subnet via the host.
+    s.host
+        .outside(&["ip", "route", "add", "172.17.0.0/16", "via", HOST_UPLINK_IP]);
+    // In the test's own host namespace: no rules at all, and FORWARD DROP.
+    s.host.host(&["iptables", "-F"]);
+    s.host.host(&["nft", "flush", "ruleset"]);
+    s.host.host(&["iptables", "-P", "FORWARD", "DROP"]);
+    assert_eq!(
+        s.host.host(&["iptables", "-S", "FORWARD"]),
+        "-P FORWARD DROP\n"
+    );
+    s.rebase_firewalls();
+    let srv = tcp_server(&web, 8080, 2);
+    let unpublished = tcp_server(&web, 9000, 1);
+    // The container's address is not reachable directly, published or not
+    // (moby#45610), and an unpublished port is not reachable on the host.
+    for dst in [format!("{ip}:8080"), format!("{ip}:9000")] {
+        assert!(
+            tcp_ask(&out, &dst, "direct").is_err(),
+            "{dst} reached directly"
+        );
+    }
+    let e = tcp_ask(&out, &format!("{HOST_UPLINK_IP}:9000"), "x").expect_err("9000 reached");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    // Published: served, with FORWARD DROP and no netfilter rule.
+    let a = tcp_ask(&out, &format!("{HOST_UPLINK_IP}:8081"), "pub").expect("published port");
+    assert_eq!(a.seen_ip(), OUTSIDE_IP);
+    // The container still gets out (masquerade in eBPF, not netfilter).
+    let o = tcp_server(&out, 7000, 1);
+    let a = tcp_ask(&web, &format!("{OUTSIDE_IP}:7000"), "out").expect("masquerade");
+    assert_eq!(a.seen_ip(), HOST_UPLINK_IP);
+    o.join().unwrap();
+    // Release the servers: only the published connection and these reached them.
+    tcp_ask(&web, "127.0.0.1:8080", "local").expect("local 8080");
+    tcp_ask(&web, "127.0.0.1:9000", "local").expect("local 9000");
+    let peers: Vec<String> = srv
+        .join()
+        .unwrap()
+        .iter()
+        .map(|p| p.ip().to_string())
+        .collect();
+    assert_eq!(peers, vec![OUTSIDE_IP.to_string(), "127.0.0.1".to_string()]);
+    assert_eq!(unpublished.join().unwrap()[0].ip().to_string(), "127.0.0.1");
+    s.assert_firewalls_untouched();
+}

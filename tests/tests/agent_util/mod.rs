@@ -60,6 +60,13 @@ impl Sandbox {
         );
     }
 
+    /// Take the firewalls as they are now as the reference (after the test
+    /// changed its own host namespace's firewall on purpose).
+    pub fn rebase_firewalls(&mut self) {
+        self.fw_host = firewall_snapshot(Some(&self.host.host_ns));
+        self.fw_machine = firewall_snapshot(None);
+    }
+
     /// Path of the host namespace.
     pub fn host_ns(&self) -> PathBuf {
         ns_path(&self.host.host_ns)
