@@ -339,6 +339,19 @@ fn stats_ports_counts_exactly_what_reached_each_port() {
                 "Packets": 0, "Bytes": 0}),
         ]
     );
+    // Hairpin from a container counts; host-local clients (socket hooks) do not.
+    h.pier_ok(&["run", "-d", "--name", "cli"]);
+    let send = |ns: std::path::PathBuf, dst: &'static str, n: usize| {
+        in_ns(&ns, move || {
+            let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..n {
+                u.send_to(&[0x5a; 100], dst).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        })
+    };
+    send(s.ns_of("cli"), "198.18.0.1:8053", 3);
+    send(s.host_ns(), "127.0.0.1:8053", 2);
     let table = h.pier_ok(&["stats", "--ports", "dns"]);
     let cells: Vec<Vec<&str>> = table
         .lines()
@@ -349,7 +362,7 @@ fn stats_ports_counts_exactly_what_reached_each_port() {
         cells,
         vec![
             vec!["NAME", "PUBLISHED", "TARGET", "PACKETS", "BYTES"],
-            vec!["dns", "0.0.0.0:8053/udp", &target, "25", "3550"],
+            vec!["dns", "0.0.0.0:8053/udp", &target, "28", "3976"],
         ]
     );
     s.assert_firewalls_untouched();
