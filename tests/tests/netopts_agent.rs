@@ -44,11 +44,11 @@ fn icc_off_keeps_containers_apart_while_publishing_works() {
     ]);
     h.pier_ok(&["run", "-d", "--name", "b", "--network", "noicc"]);
     let (a, b) = (s.ns_of("a"), s.ns_of("b"));
-    let ip_a = s.ip_of("a", "noicc");
-    // A server that would answer, were the packets let through.
+    let (ip_a, ip_b) = (s.ip_of("a", "noicc"), s.ip_of("b", "noicc"));
+    // TCP, UDP and ICMP, either direction, with servers that would answer.
+    blocked(&b, &a, ip_a, "b→a");
+    blocked(&a, &b, ip_b, "a→b");
     let srv = tcp_server(&a, 8080, 2);
-    assert!(unreachable_tcp(&b, &format!("{ip_a}:8080")), "b reached a");
-    assert!(!ping(&b, &ip_a.to_string()), "b pinged a");
     // Published ports still work, from outside...
     let r = tcp_ask(&s.outside_ns(), &format!("{HOST_UPLINK_IP}:8081"), "out").expect("outside");
     assert_eq!(r.seen_ip(), OUTSIDE_IP);
