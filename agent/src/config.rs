@@ -20,6 +20,10 @@ pub struct AgentConfig {
     /// Empty: the interface of the default route, found at start.
     pub uplinks: Vec<String>,
     pub default_subnet: Ipv4Net,
+    /// How often expired conntrack/NAT entries are retired.
+    pub ct_gc_interval: std::time::Duration,
+    /// Idle UDP flows are forgotten after this long.
+    pub ct_udp_timeout: std::time::Duration,
     /// cgroup v2 directory for the dataplane's socket hooks.
     pub cgroup: Option<PathBuf>,
     /// `--dns-upstream`: resolvers used instead of the host's resolv.conf
@@ -60,6 +64,8 @@ impl AgentConfig {
             bpffs_dir,
             uplinks,
             default_subnet,
+            ct_gc_interval: crate::daemon::ports::CT_GC_INTERVAL,
+            ct_udp_timeout: crate::dataplane::CtTimeouts::default().udp,
             cgroup: None,
             dns_upstreams: Vec::new(),
         })

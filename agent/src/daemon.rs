@@ -3,6 +3,7 @@
 //! dataplane sync → store commit, rolling back on the first error.
 pub mod files;
 pub mod inspect;
+pub mod ports;
 pub mod process;
 pub mod reconcile;
 pub mod serve;

@@ -12,7 +12,19 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         )
         .with_writer(std::io::stderr)
         .init();
-    let cgroup = a.cgroup.clone();
+    let cgroup = match (&a.cgroup, a.no_cgroup) {
+        (Some(cg), _) => Some(cg.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let root = pier_agent::features::Features::probe().cgroup2;
+            if root.is_none() {
+                tracing::warn!(
+                    "no cgroup v2 mounted: host-local clients do not reach published ports"
+                );
+            }
+            root.map(std::path::PathBuf::from)
+        }
+    };
     if let Some(cg) = &cgroup
         && !cg.join("cgroup.procs").exists()
     {
@@ -26,6 +38,8 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         a.uplinks,
         a.default_subnet.as_deref(),
     )?;
+    cfg.ct_gc_interval = std::time::Duration::from_secs(a.ct_gc_interval);
+    cfg.ct_udp_timeout = std::time::Duration::from_secs(a.ct_udp_timeout);
     cfg.cgroup = cgroup;
     cfg.dns_upstreams = a.dns_upstreams;
     pier_agent::daemon::serve::run_default(cfg)

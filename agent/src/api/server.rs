@@ -138,6 +138,17 @@ async fn container_logs(State(d): D, Path(name): Path<String>) -> ApiResult<Vec<
     blocking(d, move |d| d.container_logs(&name)).await
 }
 
+async fn container_port(
+    State(d): D,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<PortMapping>>> {
+    Ok(Json(d.container_ports(&name)?))
+}
+
+async fn stats_ports(State(d): D) -> ApiResult<Json<Vec<PortStatsRow>>> {
+    Ok(Json(blocking(d, |d| d.port_stats()).await?))
+}
+
 async fn system_reset(
     State(d): D,
     axum::Extension(shutdown): axum::Extension<Arc<tokio::sync::Notify>>,
@@ -170,6 +181,8 @@ pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
         .route("/containers/{name}/stop", post(container_stop))
         .route("/containers/{name}/start", post(container_start))
         .route("/containers/{name}/logs", get(container_logs))
+        .route("/containers/{name}/port", get(container_port))
+        .route("/stats/ports", get(stats_ports))
         .route("/system/reset", post(system_reset))
         .layer(axum::Extension(shutdown))
         .with_state(d)

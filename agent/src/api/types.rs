@@ -137,3 +137,36 @@ pub struct ExecResult {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
 }
+
+/// One published port of a container (`pier port`), like a row of
+/// `docker port`: `8080/tcp -> 0.0.0.0:8081`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortMapping {
+    pub private_port: u16,
+    /// `tcp` or `udp`.
+    #[serde(rename = "Type")]
+    pub proto: String,
+    #[serde(rename = "HostIP")]
+    pub host_ip: String,
+    pub host_port: u16,
+}
+
+/// Packets and bytes that reached one published port (`pier stats --ports`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortStatsRow {
+    /// Name of the container the port leads to.
+    pub container: String,
+    #[serde(rename = "HostIP")]
+    pub host_ip: String,
+    pub host_port: u16,
+    /// `tcp` or `udp`.
+    #[serde(rename = "Type")]
+    pub proto: String,
+    #[serde(rename = "ContainerIP")]
+    pub container_ip: String,
+    pub container_port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+}

@@ -5,6 +5,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
+mod ports;
+
 use crate::{
     api::{
         client::{Client, seg},
@@ -78,6 +80,14 @@ pub enum Cmd {
     /// Agent-wide operations.
     #[command(subcommand)]
     System(SystemCmd),
+    /// List a container's published ports (like `docker port`).
+    Port {
+        name: String,
+        /// PRIVATE_PORT[/PROTO]: only this container port.
+        private_port: Option<String>,
+    },
+    /// Show packets and bytes per published port, read from the kernel's maps.
+    Stats(ports::StatsArgs),
 }
 
 #[derive(Args)]
@@ -94,8 +104,20 @@ pub struct AgentArgs {
     /// Subnet of the default `bridge` network.
     #[arg(long)]
     pub default_subnet: Option<String>,
+    /// Attach no socket hooks: host-local clients do not reach published ports.
+    #[arg(long, conflicts_with = "cgroup")]
+    pub no_cgroup: bool,
+    /// Seconds between sweeps of expired conntrack and NAT entries.
+    #[arg(long, value_name = "SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ct_gc_interval: u64,
+    /// Seconds after which an idle UDP flow is forgotten.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub ct_udp_timeout: u64,
     /// cgroup v2 directory whose processes get the socket hooks (host-local
-    /// clients of published ports); none by default.
+    /// clients of published ports); default: the cgroup v2 mount root (the
+    /// hooks act only on sockets of the agent's own network namespace).
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
     /// Upstream resolver for names the embedded DNS does not know
@@ -239,7 +261,7 @@ fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -388,6 +410,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 c.delete(&format!("/containers/{}?force={}", seg(n), u8::from(force)))
             })
         }
+        Cmd::Port { name, private_port } => ports::port(&c()?, &name, private_port.as_deref()),
+        Cmd::Stats(a) => ports::stats(&c()?, a),
         Cmd::System(SystemCmd::Reset { force }) => {
             if !force
                 && !confirm(

@@ -135,6 +135,19 @@ pub fn run(
                 });
             }
         });
+        // Retire idle conntrack/NAT entries also when nothing changes.
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(d.cfg.ct_gc_interval);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                let d = d.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || d.dataplane_gc()).await {
+                    tracing::warn!("conntrack gc: {e}");
+                }
+            }
+        });
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let app = server::router(daemon.clone(), shutdown.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -181,7 +194,12 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
         cgroup: cfg.cgroup.clone(),
     };
     tracing::info!("dataplane: {dp_cfg:?}");
-    let dataplane: Box<dyn Dataplane> = Box::new(crate::dataplane::EbpfDataplane::new(dp_cfg));
+    let timeouts = crate::dataplane::CtTimeouts {
+        udp: cfg.ct_udp_timeout,
+        ..Default::default()
+    };
+    let dataplane: Box<dyn Dataplane> =
+        Box::new(crate::dataplane::EbpfDataplane::new(dp_cfg).with_ct_timeouts(timeouts));
     // `--dns-upstream` wins over the host's resolv.conf (loopback servers
     // skipped, systemd-resolved's stub looked through).
     let upstream_ips = if cfg.dns_upstreams.is_empty() {

@@ -538,6 +538,10 @@ impl Dataplane for EbpfDataplane {
         Ok(())
     }
 
+    fn gc(&mut self) -> Result<(), DataplaneError> {
+        self.gc_conntrack().map(|_| ())
+    }
+
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
         let bpf = self.bpf_ref()?;
         self.applied

@@ -128,6 +128,10 @@ pub trait Dataplane: Send {
     fn sync(&mut self, desired: &DesiredState) -> Result<(), DataplaneError>;
     /// Counters per published port.
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError>;
+    /// Retire expired conntrack and NAT entries (the agent calls it on a timer).
+    fn gc(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
     /// Detach every program and remove every pin (`pier system reset`).
     fn teardown(&mut self) -> Result<(), DataplaneError> {
         Ok(())

@@ -1,0 +1,116 @@
+//! `pier port` and `pier stats --ports`.
+use anyhow::bail;
+use clap::Args;
+
+use super::table;
+use crate::api::{
+    client::{Client, seg},
+    types::{PortMapping, PortStatsRow},
+};
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Published ports: packets and bytes that reached each (the only view).
+    #[arg(long)]
+    pub ports: bool,
+    /// `json`: one JSON object per line.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Only ports leading to these containers.
+    pub names: Vec<String>,
+}
+
+/// `8080` → (8080, "tcp"); `53/udp` → (53, "udp").
+fn parse_private(s: &str) -> anyhow::Result<(u16, String)> {
+    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => bail!("invalid port {s:?}: PRIVATE_PORT[/tcp|udp]"),
+    };
+    let proto = proto.to_ascii_lowercase();
+    if proto != "tcp" && proto != "udp" {
+        bail!("invalid protocol {proto:?} in {s:?}: tcp or udp");
+    }
+    Ok((port, proto))
+}
+
+/// `pier port NAME [PRIVATE_PORT[/PROTO]]`, printed like `docker port`.
+pub fn port(c: &Client, name: &str, private: Option<&str>) -> anyhow::Result<i32> {
+    let want = private.map(parse_private).transpose()?;
+    let rows: Vec<PortMapping> = c.get(&format!("/containers/{}/port", seg(name)))?;
+    match want {
+        None => {
+            for r in rows {
+                println!(
+                    "{}/{} -> {}:{}",
+                    r.private_port, r.proto, r.host_ip, r.host_port
+                );
+            }
+        }
+        Some((p, proto)) => {
+            let hits: Vec<&PortMapping> = rows
+                .iter()
+                .filter(|r| r.private_port == p && r.proto == proto)
+                .collect();
+            if hits.is_empty() {
+                bail!("No public port '{p}/{proto}' published for {name}");
+            }
+            for r in hits {
+                println!("{}:{}", r.host_ip, r.host_port);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `pier stats --ports [--format json] [NAME...]`.
+pub fn stats(c: &Client, a: StatsArgs) -> anyhow::Result<i32> {
+    if let Some(f) = &a.format
+        && f != "json"
+    {
+        bail!("unknown format {f:?}: only json");
+    }
+    let rows: Vec<PortStatsRow> = c
+        .get::<Vec<PortStatsRow>>("/stats/ports")?
+        .into_iter()
+        .filter(|r| a.names.is_empty() || a.names.contains(&r.container))
+        .collect();
+    if a.format.is_some() {
+        for r in rows {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        return Ok(0);
+    }
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            vec![
+                r.container,
+                format!("{}:{}/{}", r.host_ip, r.host_port, r.proto),
+                format!("{}:{}", r.container_ip, r.container_port),
+                r.packets.to_string(),
+                r.bytes.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["NAME", "PUBLISHED", "TARGET", "PACKETS", "BYTES"], rows)
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_private;
+
+    #[test]
+    fn private_ports() {
+        assert_eq!(parse_private("8080").unwrap(), (8080, "tcp".into()));
+        assert_eq!(parse_private("53/udp").unwrap(), (53, "udp".into()));
+        assert_eq!(parse_private("53/UDP").unwrap(), (53, "udp".into()));
+        assert!(parse_private("0").is_err());
+        assert!(parse_private("80/sctp").is_err());
+        assert!(parse_private("x/tcp").is_err());
+    }
+}

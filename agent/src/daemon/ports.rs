@@ -1,0 +1,94 @@
+//! Published ports seen from the daemon: `pier port`, `pier stats --ports`,
+//! and the conntrack timer.
+use std::net::Ipv4Addr;
+
+use super::Daemon;
+use crate::{
+    api::types::{PortMapping, PortStatsRow},
+    dataplane::Proto,
+    error::{Result, not_found},
+};
+
+/// How often the agent retires expired conntrack and NAT entries.
+pub const CT_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn host_ip_text(ip: Option<Ipv4Addr>) -> String {
+    ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string()
+}
+
+impl Daemon {
+    /// Retire expired conntrack and NAT entries (run on [`CT_GC_INTERVAL`]).
+    pub fn dataplane_gc(&self) -> Result<()> {
+        Ok(self.lock_inner().dataplane.gc()?)
+    }
+
+    /// The ports container `key` publishes while it runs, one row per port
+    /// (a range gives one row each), sorted by private port and protocol.
+    pub fn container_ports(&self, key: &str) -> Result<Vec<PortMapping>> {
+        let st = self.snapshot();
+        let c = st
+            .find_container(key)
+            .ok_or_else(|| not_found(format!("No such container: {key}")))?;
+        // Like Docker: a stopped container publishes nothing.
+        if !c.running || c.endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows: Vec<PortMapping> = c
+            .ports
+            .iter()
+            .flat_map(|p| {
+                p.pairs().map(move |(hp, cp)| PortMapping {
+                    private_port: cp,
+                    proto: p.proto.as_str().into(),
+                    host_ip: host_ip_text(p.host_ip),
+                    host_port: hp,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.private_port, &a.proto, a.host_port).cmp(&(b.private_port, &b.proto, b.host_port))
+        });
+        Ok(rows)
+    }
+
+    /// Packets and bytes per published port, read from the dataplane's maps,
+    /// with the container each port leads to; sorted by host port.
+    pub fn port_stats(&self) -> Result<Vec<PortStatsRow>> {
+        let stats = self.lock_inner().dataplane.port_stats()?;
+        let st = self.snapshot();
+        let mut rows: Vec<PortStatsRow> = stats
+            .into_iter()
+            .map(|s| {
+                let container = st
+                    .containers
+                    .values()
+                    .find(|c| {
+                        c.running
+                            && c.endpoints
+                                .first()
+                                .is_some_and(|e| e.ip == s.port.container_ip)
+                    })
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                PortStatsRow {
+                    container,
+                    host_ip: host_ip_text(s.port.host_ip),
+                    host_port: s.port.host_port,
+                    proto: match s.port.proto {
+                        Proto::Tcp => "tcp",
+                        Proto::Udp => "udp",
+                    }
+                    .into(),
+                    container_ip: s.port.container_ip.to_string(),
+                    container_port: s.port.container_port,
+                    packets: s.packets,
+                    bytes: s.bytes,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.host_port, &a.proto, &a.host_ip).cmp(&(b.host_port, &b.proto, &b.host_ip))
+        });
+        Ok(rows)
+    }
+}
