@@ -38,10 +38,15 @@ pub fn owner_pid(name: &str) -> Option<u32> {
 }
 
 fn alive(pid: u32) -> bool {
-    // A live pier-bench (not a recycled pid running something else).
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim() == "pier-bench")
-        .unwrap_or(false)
+    // A live pier-bench: not a recycled pid running something else, and not
+    // a killed one that its parent has not reaped yet.
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    stat.contains("(pier-bench)") && !matches!(state, Some('Z' | 'X'))
 }
 
 /// Kill every process whose network namespace is the one at `ns_path`.

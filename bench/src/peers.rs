@@ -41,6 +41,11 @@ pub trait Peer {
         let out = run(&mut cmd_in(&self.world().host, "iptables-save"))?;
         Ok(Some(iptables::rule_count(&out)))
     }
+    /// Built, but its published ports do not carry traffic: why. The control
+    /// plane figures are still measured then.
+    fn data_path_error(&self) -> Option<String> {
+        None
+    }
     /// When publishing `n` other ports is out of reach for this peer: why.
     fn other_ports_limit(&self, _n: usize) -> Option<String> {
         None
@@ -478,6 +483,7 @@ pub struct Pier {
     socket: PathBuf,
     log: PathBuf,
     filler: bool,
+    data_err: Option<String>,
 }
 
 impl Pier {
@@ -488,6 +494,7 @@ impl Pier {
             socket: PathBuf::new(),
             log: PathBuf::new(),
             filler: false,
+            data_err: None,
         }
     }
 
@@ -496,6 +503,12 @@ impl Pier {
             .arg("--socket")
             .arg(&self.socket)
             .args(args))
+    }
+
+    /// The container's address on the default bridge, from `pier inspect`.
+    fn container_ip(&self, ctx: &Ctx, name: &str) -> anyhow::Result<Ipv4Addr> {
+        let out = self.pier(ctx, &["inspect".into(), name.into()])?;
+        inspect_ip(&out).with_context(|| format!("no bridge address in `pier inspect {name}`"))
     }
 
     fn agent_log_tail(&self) -> String {
@@ -592,14 +605,32 @@ impl Peer for Pier {
         args.extend(World::server_command(ctx));
         self.pier(ctx, &args)?;
         let t = Targets::published();
-        self.world().wait_tcp(t.tcp, READY).map_err(|e| {
-            anyhow::anyhow!("{e} (is the eBPF dataplane merged and serving published ports?)")
-        })?;
+        if let Err(e) = self.world().wait_tcp(t.tcp, READY) {
+            // Tell "the port is not published" from "the server is not running".
+            let direct = self.container_ip(ctx, "srv").and_then(|ip| {
+                let a = std::net::SocketAddr::from((ip, world::ECHO_TCP));
+                world::in_netns(&self.world().host, || {
+                    std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2))
+                })?
+                .map_err(|e| anyhow::anyhow!("{a} from the host namespace: {e}"))
+            });
+            self.data_err = Some(match direct {
+                Ok(_) => format!(
+                    "{e}, though the server answers on the container's own address \
+                     (is the eBPF dataplane merged and serving published ports?)"
+                ),
+                Err(d) => format!("{e}; the server does not answer either: {d:#}"),
+            });
+        }
         Ok(t)
     }
 
     fn world(&self) -> &World {
         self.w.as_ref().expect("built")
+    }
+
+    fn data_path_error(&self) -> Option<String> {
+        self.data_err.clone()
     }
 
     fn set_other_ports(&mut self, ctx: &Ctx, n: usize) -> anyhow::Result<Duration> {
@@ -656,6 +687,17 @@ impl Peer for Pier {
     }
 }
 
+/// The first network's IPAddress of `pier inspect` output (an object, or an
+/// array of one, in Docker's shape).
+pub fn inspect_ip(json: &str) -> Option<Ipv4Addr> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let c = if v.is_array() { v.get(0)? } else { &v };
+    c["NetworkSettings"]["Networks"]
+        .as_object()?
+        .values()
+        .find_map(|n| n["IPAddress"].as_str()?.parse().ok())
+}
+
 /// VmRSS of a /proc/PID/status text, in MiB.
 pub fn vm_rss_mib(status: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -672,6 +714,16 @@ mod tests {
         let s = "Name:\tpier\nVmPeak:\t  100 kB\nVmRSS:\t   15360 kB\nThreads:\t3\n";
         assert_eq!(vm_rss_mib(s), Some(15.0));
         assert_eq!(vm_rss_mib("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn address_from_inspect() {
+        let one = r#"{"NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}}}}"#;
+        assert_eq!(inspect_ip(one), Some(Ipv4Addr::new(172, 17, 0, 2)));
+        let arr = format!("[{one}]");
+        assert_eq!(inspect_ip(&arr), Some(Ipv4Addr::new(172, 17, 0, 2)));
+        let none = r#"{"NetworkSettings": {"Networks": {"none": {"IPAddress": ""}}}}"#;
+        assert_eq!(inspect_ip(none), None);
     }
 
     #[test]

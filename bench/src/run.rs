@@ -76,8 +76,16 @@ type PeerRounds = (Dataplane, Result<Vec<Vec<f64>>, String>);
 struct Slot {
     peer: Box<dyn Peer>,
     targets: Option<Targets>,
-    /// Why the peer cannot serve at all.
+    /// Why the peer cannot work at all.
     down: Option<String>,
+    /// Why its published ports carry no traffic (control plane still measured).
+    data_down: Option<String>,
+}
+
+impl Slot {
+    fn serving(&self) -> bool {
+        self.down.is_none() && self.data_down.is_none()
+    }
 }
 
 /// A one-line error: the first line of the chain.
@@ -134,19 +142,26 @@ impl<'a> Runner<'a> {
                         Ok(t) => (Some(t), None),
                         Err(e) => (None, Some(one_line(&e))),
                     };
-                    if let Some(why) = &down {
+                    let data_down = if down.is_none() {
+                        peer.data_path_error()
+                    } else {
+                        None
+                    };
+                    if let Some(why) = down.as_ref().or(data_down.as_ref()) {
                         self.note(format!("{}: cannot serve: {why}", d.as_str()));
                     }
                     slots.push(Slot {
                         peer,
                         targets,
                         down,
+                        data_down,
                     });
                 }
                 Err(e) => {
                     let why = one_line(&e);
                     self.note(format!("{}: skipped: {why}", d.as_str()));
-                    self.fail_all(d, &why);
+                    self.fail_data(d, &why);
+                    self.fail_control(d, &why);
                     self.bar.inc(self.plan.steps_per_peer());
                 }
             }
@@ -154,7 +169,12 @@ impl<'a> Runner<'a> {
         }
         for s in &mut slots {
             if let Some(why) = &s.down {
-                self.fail_all(s.peer.dataplane(), why);
+                self.fail_data(s.peer.dataplane(), why);
+                self.fail_control(s.peer.dataplane(), why);
+                continue;
+            }
+            if let Some(why) = &s.data_down {
+                self.fail_data(s.peer.dataplane(), why);
                 continue;
             }
             // Every figure but crr's steps is measured with one other published port.
@@ -164,7 +184,8 @@ impl<'a> Runner<'a> {
                     "{}: cannot publish: {why}",
                     s.peer.dataplane().as_str()
                 ));
-                self.fail_all(s.peer.dataplane(), &why);
+                self.fail_data(s.peer.dataplane(), &why);
+                self.fail_control(s.peer.dataplane(), &why);
                 s.down = Some(why);
             }
         }
@@ -183,8 +204,8 @@ impl<'a> Runner<'a> {
         (self.results, self.notes)
     }
 
-    /// Record every figure of a peer that cannot serve as failed.
-    fn fail_all(&mut self, d: Dataplane, why: &str) {
+    /// Record every traffic figure of a peer that cannot serve as failed.
+    fn fail_data(&mut self, d: Dataplane, why: &str) {
         let mut rows: Vec<(Figure, u32)> = vec![
             (Figure::Throughput1, 1),
             (Figure::Throughput4, 1),
@@ -194,6 +215,14 @@ impl<'a> Runner<'a> {
             (Figure::UdpPps, 1),
         ];
         rows.extend(self.plan.crr_ports.iter().map(|&n| (Figure::Crr, n as u32)));
+        for (f, p) in rows {
+            self.results.push(Record::failed(d, f, p, why));
+        }
+    }
+
+    /// Record every control-plane figure of a peer that cannot work as failed.
+    fn fail_control(&mut self, d: Dataplane, why: &str) {
+        let mut rows: Vec<(Figure, u32)> = Vec::new();
         if d != Dataplane::Plain {
             rows.push((Figure::Publish1000Ms, 1000));
         }
@@ -217,11 +246,11 @@ impl<'a> Runner<'a> {
     ) -> Vec<PeerRounds> {
         let mut acc: Vec<PeerRounds> = slots
             .iter()
-            .filter(|s| s.down.is_none())
+            .filter(|s| s.serving())
             .map(|s| (s.peer.dataplane(), Ok(Vec::new())))
             .collect();
         for round in 0..self.plan.runs {
-            for s in slots.iter_mut().filter(|s| s.down.is_none()) {
+            for s in slots.iter_mut().filter(|s| s.serving()) {
                 let d = s.peer.dataplane();
                 self.bar.set_message(format!(
                     "{what}: {} run {}/{}",
@@ -240,10 +269,8 @@ impl<'a> Runner<'a> {
                 self.bar.inc(1);
             }
         }
-        for s in slots.iter().filter(|s| s.down.is_some()) {
-            let _ = s;
-            self.bar.inc(self.plan.runs as u64);
-        }
+        let idle = slots.iter().filter(|s| !s.serving()).count() as u64;
+        self.bar.inc(idle * self.plan.runs as u64);
         acc
     }
 
@@ -293,7 +320,7 @@ impl<'a> Runner<'a> {
     fn crr(&mut self, slots: &mut [Slot], n: usize) {
         // Publish the other ports first, on every peer.
         let mut skip: Vec<(Dataplane, String)> = Vec::new();
-        for s in slots.iter_mut().filter(|s| s.down.is_none()) {
+        for s in slots.iter_mut().filter(|s| s.serving()) {
             let d = s.peer.dataplane();
             self.bar
                 .set_message(format!("{}: publishing {n} other ports", d.as_str()));
