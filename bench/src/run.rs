@@ -119,11 +119,23 @@ impl<'a> Runner<'a> {
     }
 
     fn note(&mut self, s: String) {
-        self.bar.println(format!("note: {s}"));
+        if self.bar.is_hidden() {
+            eprintln!("note: {s}");
+        } else {
+            self.bar.println(format!("note: {s}"));
+        }
         self.notes.push(s);
     }
 
     pub fn run(mut self) -> (Results, Vec<String>) {
+        if self.plan.peers.contains(&Dataplane::Iptables) {
+            self.note(
+                "iptables: Docker itself would also run one docker-proxy process per published \
+                 port (its default userland proxy, for host-local clients); this peer has the \
+                 rules only"
+                    .into(),
+            );
+        }
         let mut slots: Vec<Slot> = Vec::new();
         for &d in &self.plan.peers {
             let peer: anyhow::Result<Box<dyn Peer>> = match d {
