@@ -512,14 +512,24 @@ impl Pier {
     }
 
     fn agent_log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("(empty log)")
-            .trim()
-            .to_string()
+        log_reason(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
+}
+
+/// The line of an agent's log that says why it stopped: the first error line,
+/// else the last line.
+pub fn log_reason(log: &str) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .or(lines.last())
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "(empty log)".into())
 }
 
 impl Default for Pier {
@@ -724,6 +734,14 @@ mod tests {
         assert_eq!(inspect_ip(&arr), Some(Ipv4Addr::new(172, 17, 0, 2)));
         let none = r#"{"NetworkSettings": {"Networks": {"none": {"IPAddress": ""}}}}"#;
         assert_eq!(inspect_ip(none), None);
+    }
+
+    #[test]
+    fn agent_log_reason() {
+        let clap = "error: unrecognized subcommand 'agent'\n\nUsage: pier <COMMAND>\n\nFor more information, try '--help'.\n";
+        assert_eq!(log_reason(clap), "error: unrecognized subcommand 'agent'");
+        assert_eq!(log_reason("starting\nbye\n"), "bye");
+        assert_eq!(log_reason(""), "(empty log)");
     }
 
     #[test]
