@@ -134,7 +134,11 @@ pub fn remove_all(prefix: &str) {
 
 /// Agents started by a run have the run's scratch dir on their command line.
 fn kill_marked_agents(prefix: &str) {
-    let mark = scratch_dir(prefix).to_string_lossy().into_owned();
+    kill_agents_of(&scratch_dir(prefix));
+}
+
+fn kill_agents_of(scratch: &Path) {
+    let mark = format!("{}/", scratch.to_string_lossy());
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -154,38 +158,42 @@ fn kill_marked_agents(prefix: &str) {
 }
 
 /// Remove what runs that are no longer alive left behind. Returns the
-/// prefixes cleaned.
+/// prefixes (`pb<pid>`) cleaned.
 pub fn remove_stale() -> Vec<String> {
-    let mut stale: Vec<String> = Vec::new();
-    let mut consider = |name: &str| {
-        if let Some(pid) = owner_pid(name)
-            && pid != std::process::id()
-            && !alive(pid)
-        {
-            let p = format!("pb{pid}");
-            if !stale.contains(&p) {
-                stale.push(p);
-            }
-        }
-    };
-    for dir in ["/run/netns", "/sys/fs/bpf"] {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                consider(&e.file_name().to_string_lossy());
-            }
-        }
-    }
+    let stale_pid =
+        |name: &str| owner_pid(name).filter(|&pid| pid != std::process::id() && !alive(pid));
+    let mut cleaned: Vec<u32> = Vec::new();
+    // Scratch dirs first: the agents and containers that live there.
     if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
         for e in entries.flatten() {
-            if let Some(rest) = e.file_name().to_string_lossy().strip_prefix("pier-bench-") {
-                consider(rest);
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("pier-bench-").and_then(stale_pid) {
+                kill_agents_of(&e.path());
+                remove_scratch(&e.path());
+                cleaned.push(pid);
             }
         }
     }
-    for p in &stale {
-        remove_all(p);
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = stale_pid(&name) {
+                delete_netns(&name);
+                cleaned.push(pid);
+            }
+        }
     }
-    stale
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            if let Some(pid) = stale_pid(&e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_dir_all(e.path());
+                cleaned.push(pid);
+            }
+        }
+    }
+    cleaned.sort_unstable();
+    cleaned.dedup();
+    cleaned.into_iter().map(|p| format!("pb{p}")).collect()
 }
 
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
