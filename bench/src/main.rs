@@ -33,6 +33,10 @@ struct Args {
     /// Runs per figure (overrides the plan).
     #[arg(long)]
     runs: Option<usize>,
+    /// Write the results into this Markdown file, between its pier-bench
+    /// markers (e.g. docs/benchmarks.md), and the chart next to it.
+    #[arg(long)]
+    docs: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -139,9 +143,37 @@ fn main() -> anyhow::Result<()> {
     );
     std::fs::write(a.out.join("notes.txt"), notes_all.join("\n") + "\n")?;
 
+    if let Some(doc) = &a.docs {
+        let chart_name = doc.with_file_name(format!(
+            "{}-crr.svg",
+            doc.file_stem().unwrap_or_default().to_string_lossy()
+        ));
+        let chart_ref = chart_name.file_name().unwrap_or_default().to_string_lossy();
+        let section = docs_section(
+            &results,
+            &notes_all,
+            &plan,
+            a.quick,
+            &ctx,
+            started.elapsed(),
+            &chart_ref,
+        )?;
+        let text =
+            std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+        if chart.is_ok() {
+            std::fs::copy(&svg, &chart_name)?;
+        }
+        std::fs::write(doc, report::replace_section(&text, &section)?)?;
+        println!(
+            "pier-bench: wrote {} and {}",
+            doc.display(),
+            chart_name.display()
+        );
+    }
+
     println!("{}", report::table(&results));
     for f in report::failures(&results) {
-        println!("failed: {f}");
+        println!("{f}");
     }
     println!(
         "pier-bench: {:.0} s; {} and {}",
@@ -153,6 +185,99 @@ fn main() -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// The generated part of docs/benchmarks.md: machine, versions, table, chart, notes.
+fn docs_section(
+    results: &pier_bench::results::Results,
+    notes: &[String],
+    plan: &Plan,
+    quick: bool,
+    ctx: &Ctx,
+    took: std::time::Duration,
+    chart: &str,
+) -> anyhow::Result<String> {
+    let first_line = |prog: &str, args: &[&str]| -> String {
+        std::process::Command::new(prog)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_else(|| "not installed".into())
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let netavark = ctx
+        .bins
+        .netavark
+        .as_ref()
+        .map(|p| first_line(&p.to_string_lossy(), &["--version"]))
+        .unwrap_or_else(|| "not installed".into());
+    let mut s = String::new();
+    s.push_str(&format!(
+        "Machine: {} CPUs ({cpu}), {mem_gib:.0} GiB, kernel {}. {}. \
+         Tools: {}; {}; {}.\n\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        kernel.trim(),
+        first_line("date", &["-u", "+Run on %Y-%m-%d at %H:%M UTC"]),
+        first_line("iptables", &["--version"]),
+        first_line("iperf3", &["--version"]),
+        netavark,
+    ));
+    s.push_str(&format!(
+        "Plan: {} run, {} runs per figure, {} s per load run, {} s per iperf3 run; \
+         client and servers on CPU {}. Took {:.0} s; load average at the end: {}.\n\n",
+        if quick { "quick" } else { "full" },
+        plan.runs,
+        plan.secs,
+        plan.iperf_secs,
+        ctx.cpu,
+        took.as_secs_f64(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    ));
+    s.push_str(&report::markdown(results));
+    s.push_str(&format!(
+        "\n![new connections/s vs other published ports]({chart})\n\n"
+    ));
+    if !notes.is_empty() {
+        s.push_str("Notes of the run:\n\n");
+        for n in notes {
+            s.push_str(&format!("- {n}\n"));
+        }
+    }
+    Ok(s)
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

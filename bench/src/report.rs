@@ -105,20 +105,46 @@ pub fn markdown(res: &Results) -> String {
     s
 }
 
-/// Failed figures, one line each: "pier crr@1: why".
+pub const DOCS_BEGIN: &str = "<!-- pier-bench results: begin (written by `pier-bench --docs`) -->";
+pub const DOCS_END: &str = "<!-- pier-bench results: end -->";
+
+/// Replace what lies between the two markers of `doc` with `section`.
+pub fn replace_section(doc: &str, section: &str) -> anyhow::Result<String> {
+    let b = doc
+        .find(DOCS_BEGIN)
+        .ok_or_else(|| anyhow::anyhow!("the document has no line {DOCS_BEGIN}"))?;
+    let e = doc
+        .find(DOCS_END)
+        .filter(|&e| e > b)
+        .ok_or_else(|| anyhow::anyhow!("the document has no line {DOCS_END} after the first"))?;
+    Ok(format!(
+        "{}{DOCS_BEGIN}\n\n{}\n{}",
+        &doc[..b],
+        section.trim_end_matches('\n').to_string() + "\n",
+        &doc[e..]
+    ))
+}
+
+/// Failed figures, one line per dataplane and reason:
+/// "failed: pier crr@1, crr@100: why".
 pub fn failures(res: &Results) -> Vec<String> {
-    res.records
-        .iter()
-        .filter_map(|r| {
-            r.error.as_ref().map(|e| {
-                format!(
-                    "{} {}@{}: {e}",
-                    r.dataplane.as_str(),
-                    r.figure.as_str(),
-                    r.ports
-                )
-            })
-        })
+    let mut groups: Vec<(Dataplane, &str, Vec<String>)> = Vec::new();
+    for r in &res.records {
+        let Some(e) = r.error.as_deref() else {
+            continue;
+        };
+        let what = format!("{}@{}", r.figure.as_str(), r.ports);
+        match groups
+            .iter_mut()
+            .find(|(d, why, _)| *d == r.dataplane && *why == e)
+        {
+            Some(g) => g.2.push(what),
+            None => groups.push((r.dataplane, e, vec![what])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(d, why, what)| format!("failed: {} {}: {why}", d.as_str(), what.join(", ")))
         .collect()
 }
 
@@ -258,7 +284,30 @@ mod tests {
                 "-"
             ]]
         );
-        assert_eq!(failures(&sample()), ["netavark crr@1: not installed"]);
+        assert_eq!(
+            failures(&sample()),
+            ["failed: netavark crr@1: not installed"]
+        );
+        let mut r = sample();
+        r.push(Record::failed(
+            Dataplane::Netavark,
+            Figure::Crr,
+            100,
+            "not installed",
+        ));
+        r.push(Record::failed(
+            Dataplane::Pier,
+            Figure::RssMib,
+            1000,
+            "no agent",
+        ));
+        assert_eq!(
+            failures(&r),
+            [
+                "failed: netavark crr@1, crr@100: not installed",
+                "failed: pier rss_mib@1000: no agent"
+            ]
+        );
     }
 
     #[test]
@@ -303,6 +352,23 @@ mod tests {
             assert_eq!(lines, if present { 2 } else { 0 }, "lines of {name}");
         }
         assert!(text("other published ports (log scale)"));
+    }
+
+    #[test]
+    fn docs_section_is_replaced_between_the_markers() {
+        let doc = format!("# T\n\nbefore\n{DOCS_BEGIN}\nold table\n{DOCS_END}\nafter\n");
+        let new = replace_section(&doc, "new table\n").unwrap();
+        assert_eq!(
+            new,
+            format!("# T\n\nbefore\n{DOCS_BEGIN}\n\nnew table\n\n{DOCS_END}\nafter\n")
+        );
+        // Idempotent in shape: replacing again keeps one pair of markers.
+        let again = replace_section(&new, "newer\n").unwrap();
+        assert_eq!(again.matches(DOCS_BEGIN).count(), 1);
+        assert!(again.contains("\nnewer\n") && !again.contains("new table"));
+        assert!(replace_section("no markers", "x").is_err());
+        let reversed = format!("{DOCS_END}\n{DOCS_BEGIN}\n");
+        assert!(replace_section(&reversed, "x").is_err());
     }
 
     #[test]

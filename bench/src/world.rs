@@ -359,7 +359,12 @@ impl World {
         let mut last_err = None;
         // The server may still be starting, or busy with the previous test.
         for _ in 0..5 {
-            let r = run(cmd_in(&self.out, "iperf3").args([
+            // Bounded: a dataplane that drops SYNs must not hang the run.
+            let mut c = cmd_in(&self.out, "timeout");
+            c.args(["-k", "2", &(secs + 20).to_string(), "iperf3"]);
+            let r = run(c.args([
+                "--connect-timeout",
+                "3000",
                 "-c",
                 &target.ip().to_string(),
                 "-p",
