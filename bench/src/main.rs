@@ -136,11 +136,7 @@ fn main() -> anyhow::Result<()> {
     let chart = report::chart(&results, &svg);
     std::fs::write(a.out.join("table.md"), report::markdown(&results))?;
     let mut notes_all = notes.clone();
-    notes_all.extend(
-        report::failures(&results)
-            .into_iter()
-            .map(|f| format!("failed: {f}")),
-    );
+    notes_all.extend(report::failures(&results));
     std::fs::write(a.out.join("notes.txt"), notes_all.join("\n") + "\n")?;
 
     if let Some(doc) = &a.docs {
