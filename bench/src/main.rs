@@ -239,7 +239,7 @@ fn docs_section(
     let mut s = String::new();
     s.push_str(&format!(
         "Machine: {} CPUs ({cpu}), {mem_gib:.0} GiB, kernel {}. {}. \
-         Tools: {}; {}; {}.\n\n",
+         Tools: {}; {}; {}; {} ({}).\n\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -248,6 +248,8 @@ fn docs_section(
         first_line("iptables", &["--version"]),
         first_line("iperf3", &["--version"]),
         netavark,
+        first_line(&ctx.bins.pier.to_string_lossy(), &["--version"]),
+        ctx.bins.pier.display(),
     ));
     s.push_str(&format!(
         "Plan: {} run, {} runs per figure, {} s per load run, {} s per iperf3 run; \

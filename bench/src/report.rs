@@ -37,6 +37,10 @@ fn cell_text(r: Option<&Record>) -> String {
 
 /// pier's median over a peer's, as "1.23×".
 fn ratio_text(res: &Results, f: Figure, ports: u32, peer: Dataplane) -> String {
+    // A count of rules has no meaningful ratio (pier's is 0 by design).
+    if f == Figure::RuleCount {
+        return "-".into();
+    }
     let pier = res.get(Dataplane::Pier, f, ports).and_then(|r| r.median);
     let other = res.get(peer, f, ports).and_then(|r| r.median);
     match stats::ratio(pier, other) {
