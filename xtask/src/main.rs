@@ -1,4 +1,5 @@
-//! Developer commands: `cargo xtask setup | build-ebpf | test | demo`.
+//! Developer commands: `cargo xtask setup | build-ebpf | test | demo | bench`.
+mod bench;
 mod build;
 mod setup;
 mod test;
@@ -36,6 +37,16 @@ enum Cmd {
     },
     /// pier's main job end to end, in a sandbox of namespaces.
     Demo,
+    /// Performance comparison: pier vs plain routing, iptables and netavark
+    /// (table on the terminal, target/pier-bench/results.json and a chart).
+    Bench {
+        /// A short run for CI smoke use (under 3 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Extra arguments for pier-bench (`--only plain,iptables`, `--runs N`, ...).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,5 +77,6 @@ fn main() -> anyhow::Result<()> {
                 "pier-demo",
             ]))
         }
+        Cmd::Bench { quick, args } => bench::run_bench(quick, &args),
     }
 }

@@ -18,6 +18,8 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "nftables",
     "iperf3",
+    // The benchmark's Podman peer (installs in seconds).
+    "netavark",
     "util-linux",
     "iputils-ping",
     "python3",

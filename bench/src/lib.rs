@@ -1,0 +1,17 @@
+//! pier's performance comparison: the same world built with plain routing,
+//! Docker's iptables rules, netavark and pier, measured with the same clients.
+//!
+//! The pure parts (statistics, result records, rule and config generation)
+//! are unit-tested; the rest drives namespaces and needs root.
+pub mod cleanup;
+pub mod echo;
+pub mod iptables;
+pub mod load;
+pub mod netavark;
+pub mod peers;
+pub mod pin;
+pub mod report;
+pub mod results;
+pub mod run;
+pub mod stats;
+pub mod world;

@@ -1,0 +1,767 @@
+//! The four dataplanes, each building the same world its own way.
+use std::{
+    fs::File,
+    io::Write,
+    net::Ipv4Addr,
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::{
+    iptables::{self, Proto, Publish},
+    netavark::{self, PortMapping},
+    results::Dataplane,
+    world::{self, Ctx, SERVER_IP, Targets, World, cmd_in, run},
+};
+
+/// A dataplane under test. Every method that changes something returns how
+/// long the change took, measured around the tool that makes it.
+pub trait Peer {
+    fn dataplane(&self) -> Dataplane;
+    /// Build the world with the servers running and reachable.
+    fn build(&mut self, ctx: &Ctx) -> anyhow::Result<Targets>;
+    fn world(&self) -> &World;
+    /// Make exactly `n` other published ports exist (on another container).
+    fn set_other_ports(&mut self, ctx: &Ctx, n: usize) -> anyhow::Result<Duration>;
+    /// Publish a 1000-port range on a new container and remove it again;
+    /// the time of the publish. `None`: the peer has no such thing.
+    fn publish_1000(&mut self, ctx: &Ctx, round: usize) -> anyhow::Result<Option<Duration>>;
+    /// Create and remove one container; the time of both.
+    fn create_remove(&mut self, ctx: &Ctx, i: usize) -> anyhow::Result<Option<Duration>>;
+    /// Resident memory of the peer's daemon, MiB.
+    fn rss_mib(&self) -> anyhow::Result<Option<f64>> {
+        Ok(None)
+    }
+    /// iptables rules (`-A` lines of iptables-save) in the host namespace.
+    fn rule_count(&self) -> anyhow::Result<Option<usize>> {
+        let out = run(&mut cmd_in(&self.world().host, "iptables-save"))?;
+        Ok(Some(iptables::rule_count(&out)))
+    }
+    /// Built, but its published ports do not carry traffic: why. The control
+    /// plane figures are still measured then.
+    fn data_path_error(&self) -> Option<String> {
+        None
+    }
+    /// When publishing `n` other ports is out of reach for this peer: why.
+    fn other_ports_limit(&self, _n: usize) -> Option<String> {
+        None
+    }
+}
+
+fn other_publishes(n: usize) -> Vec<Publish> {
+    iptables::spread_ports(world::OTHER_PORTS_FIRST, n)
+        .into_iter()
+        .map(|p| Publish {
+            host_port: p,
+            container_ip: world::FILLER_IP,
+            container_port: p,
+            proto: Proto::Tcp,
+        })
+        .collect()
+}
+
+fn own_publishes() -> Vec<Publish> {
+    [
+        (world::ECHO_TCP_HOST, world::ECHO_TCP, Proto::Tcp),
+        (world::ECHO_UDP_HOST, world::ECHO_UDP, Proto::Udp),
+        (world::IPERF_HOST, world::IPERF, Proto::Tcp),
+    ]
+    .into_iter()
+    .map(|(h, c, proto)| Publish {
+        host_port: h,
+        container_ip: SERVER_IP,
+        container_port: c,
+        proto,
+    })
+    .collect()
+}
+
+const READY: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- plain
+
+/// Routing only: the client talks to the container's address.
+pub struct Plain {
+    w: Option<World>,
+}
+
+impl Plain {
+    pub fn new() -> Self {
+        Plain { w: None }
+    }
+}
+
+impl Default for Plain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Peer for Plain {
+    fn dataplane(&self) -> Dataplane {
+        Dataplane::Plain
+    }
+
+    fn build(&mut self, ctx: &Ctx) -> anyhow::Result<Targets> {
+        let mut w = World::new(ctx, "plain")?;
+        let c0 = w.bridge_container("c0", SERVER_IP)?;
+        world::sh(&[
+            "ip",
+            "-n",
+            &w.out,
+            "route",
+            "add",
+            world::SUBNET,
+            "via",
+            &world::HOST_UPLINK_IP.to_string(),
+        ])?;
+        w.start_servers(ctx, &c0)?;
+        let t = Targets::direct();
+        w.wait_tcp(t.tcp, READY)?;
+        self.w = Some(w);
+        Ok(t)
+    }
+
+    fn world(&self) -> &World {
+        self.w.as_ref().expect("built")
+    }
+
+    fn set_other_ports(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Duration> {
+        // Nothing is published: the ceiling stays the same world.
+        Ok(Duration::ZERO)
+    }
+
+    fn publish_1000(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+
+    fn create_remove(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+
+    fn rule_count(&self) -> anyhow::Result<Option<usize>> {
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------- iptables
+
+/// Docker's bridge-driver rules, loaded with iptables-restore.
+pub struct Iptables {
+    w: Option<World>,
+    others: usize,
+}
+
+impl Iptables {
+    pub fn new() -> Self {
+        Iptables { w: None, others: 0 }
+    }
+
+    fn restore(&self, publishes: &[Publish]) -> anyhow::Result<Duration> {
+        let text = iptables::docker_rules(world::BRIDGE, world::SUBNET, publishes);
+        self.restore_text(&text, false)
+    }
+
+    fn restore_text(&self, text: &str, noflush: bool) -> anyhow::Result<Duration> {
+        let w = self.world();
+        let t = Instant::now();
+        let mut c = cmd_in(&w.host, "iptables-restore");
+        if noflush {
+            c.arg("--noflush");
+        }
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting iptables-restore")?;
+        child.stdin.take().unwrap().write_all(text.as_bytes())?;
+        let out = child.wait_with_output()?;
+        let took = t.elapsed();
+        if !out.status.success() {
+            bail!(
+                "iptables-restore failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(took)
+    }
+
+    fn ruleset(&self, extra: &[Publish]) -> Vec<Publish> {
+        let mut v = other_publishes(self.others);
+        v.extend_from_slice(extra);
+        // The measured container was published last: its rules come last.
+        v.extend(own_publishes());
+        v
+    }
+}
+
+impl Default for Iptables {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Peer for Iptables {
+    fn dataplane(&self) -> Dataplane {
+        Dataplane::Iptables
+    }
+
+    fn build(&mut self, ctx: &Ctx) -> anyhow::Result<Targets> {
+        let mut w = World::new(ctx, "iptables")?;
+        let c0 = w.bridge_container("c0", SERVER_IP)?;
+        w.start_servers(ctx, &c0)?;
+        self.w = Some(w);
+        self.restore(&self.ruleset(&[]))?;
+        let w = self.world();
+        // Conntrack keeps closed connections 120 s by default; at 10k new
+        // connections/s the table (262144) would fill within a run.
+        w.sysctl(
+            &w.host,
+            "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
+            "1",
+        )?;
+        let t = Targets::published();
+        w.wait_tcp(t.tcp, READY)?;
+        Ok(t)
+    }
+
+    fn world(&self) -> &World {
+        self.w.as_ref().expect("built")
+    }
+
+    fn set_other_ports(&mut self, _: &Ctx, n: usize) -> anyhow::Result<Duration> {
+        self.others = n;
+        self.restore(&self.ruleset(&[]))
+    }
+
+    fn publish_1000(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Option<Duration>> {
+        let range: Vec<Publish> = (world::RANGE_FIRST..=world::RANGE_LAST)
+            .map(|p| Publish {
+                host_port: p,
+                container_ip: Ipv4Addr::new(172, 17, 0, 4),
+                container_port: p,
+                proto: Proto::Tcp,
+            })
+            .collect();
+        // Appended to the live ruleset, as Docker appends a new container's rules.
+        let took =
+            self.restore_text(&iptables::docker_publish_delta(world::BRIDGE, &range), true)?;
+        let count = self.rule_count()?.unwrap_or(0);
+        let want = iptables::rule_count(&iptables::docker_rules(
+            world::BRIDGE,
+            world::SUBNET,
+            &self.ruleset(&range),
+        ));
+        anyhow::ensure!(
+            count == want,
+            "{count} rules after publishing, expected {want}"
+        );
+        self.restore(&self.ruleset(&[]))?;
+        Ok(Some(took))
+    }
+
+    fn create_remove(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------- netavark
+
+/// Podman's network backend, driven as Podman drives it.
+pub struct Netavark {
+    w: Option<World>,
+    bin: PathBuf,
+    config: PathBuf,
+    server_ns: String,
+    fillers: Vec<String>,
+    others: usize,
+    max_others: usize,
+}
+
+const NV_NET: netavark::Network<'static> = netavark::Network {
+    name: "pb",
+    bridge: "podman0",
+    subnet: world::SUBNET,
+    gateway: world::GATEWAY,
+};
+
+impl Netavark {
+    pub fn new(ctx: &Ctx, max_others: usize) -> anyhow::Result<Self> {
+        let bin = ctx.bins.netavark.clone().context(
+            "netavark is not installed (Debian package `netavark`; `cargo xtask setup` installs it)",
+        )?;
+        Ok(Netavark {
+            w: None,
+            bin,
+            config: PathBuf::new(),
+            server_ns: String::new(),
+            fillers: Vec::new(),
+            others: 0,
+            max_others,
+        })
+    }
+
+    fn call(&self, verb: &str, ns: &str, opts: &serde_json::Value) -> anyhow::Result<Duration> {
+        let w = self.world();
+        let t = Instant::now();
+        let mut child = cmd_in(&w.host, &self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .arg(verb)
+            .arg(format!("/run/netns/{ns}"))
+            // netavark 1.4 picks firewalld when it answers on D-Bus; never here.
+            .env("NETAVARK_FW", "iptables")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting netavark")?;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(opts.to_string().as_bytes())?;
+        let out = child.wait_with_output()?;
+        let took = t.elapsed();
+        if !out.status.success() {
+            bail!(
+                "netavark {verb} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(took)
+    }
+
+    fn server_opts(&self) -> serde_json::Value {
+        let ports: Vec<PortMapping> = own_publishes()
+            .into_iter()
+            .map(|p| PortMapping {
+                host_port: p.host_port,
+                container_port: p.container_port,
+                range: 1,
+                proto: p.proto,
+            })
+            .collect();
+        netavark::options(&NV_NET, "srv", SERVER_IP, &ports)
+    }
+
+    fn w_mut(&mut self) -> &mut World {
+        self.w.as_mut().expect("built")
+    }
+}
+
+impl Peer for Netavark {
+    fn dataplane(&self) -> Dataplane {
+        Dataplane::Netavark
+    }
+
+    fn build(&mut self, ctx: &Ctx) -> anyhow::Result<Targets> {
+        let mut w = World::new(ctx, "netavark")?;
+        self.config = w.dir.join("netavark");
+        std::fs::create_dir_all(&self.config)?;
+        self.server_ns = w.add_ns("c0")?;
+        self.w = Some(w);
+        self.call("setup", &self.server_ns, &self.server_opts())?;
+        let ns = self.server_ns.clone();
+        self.w_mut().start_servers(ctx, &ns)?;
+        let w = self.world();
+        w.sysctl(
+            &w.host,
+            "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
+            "1",
+        )?;
+        let t = Targets::published();
+        w.wait_tcp(t.tcp, READY)?;
+        Ok(t)
+    }
+
+    fn world(&self) -> &World {
+        self.w.as_ref().expect("built")
+    }
+
+    fn other_ports_limit(&self, n: usize) -> Option<String> {
+        (n > self.max_others).then(|| {
+            format!(
+                "skipped: netavark 1.4 adds every rule with its own iptables call, so {n} separate \
+                 ports take many minutes (limit for this run: {})",
+                self.max_others
+            )
+        })
+    }
+
+    /// Fillers only grow (netavark's teardown of many ports is slower still);
+    /// the measured container is set up again after them, so that its rules
+    /// come last, as the newest container's would.
+    fn set_other_ports(&mut self, _: &Ctx, n: usize) -> anyhow::Result<Duration> {
+        if n < self.others {
+            bail!("netavark fillers only grow ({} → {n})", self.others);
+        }
+        if n == self.others {
+            return Ok(Duration::ZERO);
+        }
+        let ports: Vec<PortMapping> = iptables::spread_ports(
+            world::OTHER_PORTS_FIRST + 2 * self.others as u16,
+            n - self.others,
+        )
+        .into_iter()
+        .map(|p| PortMapping {
+            host_port: p,
+            container_port: p,
+            range: 1,
+            proto: Proto::Tcp,
+        })
+        .collect();
+        let k = self.fillers.len();
+        let ip = Ipv4Addr::new(172, 17, 1, k as u8 + 1);
+        let ns = self.w_mut().add_ns(&format!("fill{k}"))?;
+        let server_ns = self.server_ns.clone();
+        self.call("teardown", &server_ns, &self.server_opts())?;
+        let opts = netavark::options(&NV_NET, &format!("fill{k}"), ip, &ports);
+        let took = self.call("setup", &ns, &opts)?;
+        self.call("setup", &server_ns, &self.server_opts())?;
+        let host = self.world().host.clone();
+        run(Command::new("ip").args(["-n", &host, "neigh", "flush", "all"]))?;
+        self.fillers.push(ns);
+        self.others = n;
+        self.world().wait_tcp(Targets::published().tcp, READY)?;
+        Ok(took)
+    }
+
+    fn publish_1000(&mut self, _: &Ctx, round: usize) -> anyhow::Result<Option<Duration>> {
+        let name = format!("pub{round}");
+        let ns = self.w_mut().add_ns(&name)?;
+        let opts = netavark::options(
+            &NV_NET,
+            &name,
+            Ipv4Addr::new(172, 17, 2, 1),
+            &[PortMapping {
+                host_port: world::RANGE_FIRST,
+                container_port: world::RANGE_FIRST,
+                range: world::RANGE_LAST - world::RANGE_FIRST + 1,
+                proto: Proto::Tcp,
+            }],
+        );
+        let took = self.call("setup", &ns, &opts);
+        let down = self.call("teardown", &ns, &opts);
+        self.w_mut().del_ns(&ns);
+        let took = took?;
+        down?;
+        Ok(Some(took))
+    }
+
+    fn create_remove(&mut self, _: &Ctx, i: usize) -> anyhow::Result<Option<Duration>> {
+        let name = format!("cr{i}");
+        let t = Instant::now();
+        let ns = self.w_mut().add_ns(&name)?;
+        let opts = netavark::options(
+            &NV_NET,
+            &name,
+            Ipv4Addr::new(172, 17, 3, (i % 250) as u8 + 1),
+            &[],
+        );
+        let up = self.call("setup", &ns, &opts);
+        let down = self.call("teardown", &ns, &opts);
+        self.w_mut().del_ns(&ns);
+        let took = t.elapsed();
+        up?;
+        down?;
+        Ok(Some(took))
+    }
+}
+
+// ---------------------------------------------------------------- pier
+
+/// The pier agent, driven through its CLI only.
+pub struct Pier {
+    w: Option<World>,
+    agent_pid: Option<u32>,
+    socket: PathBuf,
+    log: PathBuf,
+    filler: bool,
+    data_err: Option<String>,
+}
+
+impl Pier {
+    pub fn new() -> Self {
+        Pier {
+            w: None,
+            agent_pid: None,
+            socket: PathBuf::new(),
+            log: PathBuf::new(),
+            filler: false,
+            data_err: None,
+        }
+    }
+
+    fn pier(&self, ctx: &Ctx, args: &[String]) -> anyhow::Result<String> {
+        run(Command::new(&ctx.bins.pier)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args))
+    }
+
+    /// The container's address on the default bridge, from `pier inspect`.
+    fn container_ip(&self, ctx: &Ctx, name: &str) -> anyhow::Result<Ipv4Addr> {
+        let out = self.pier(ctx, &["inspect".into(), name.into()])?;
+        inspect_ip(&out).with_context(|| format!("no bridge address in `pier inspect {name}`"))
+    }
+
+    fn agent_log_tail(&self) -> String {
+        log_reason(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+}
+
+/// The line of an agent's log that says why it stopped: the first error line,
+/// else the last line.
+pub fn log_reason(log: &str) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .or(lines.last())
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "(empty log)".into())
+}
+
+impl Default for Pier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn publish_args(ports: &[u16]) -> Vec<String> {
+    ports
+        .iter()
+        .flat_map(|p| ["-p".to_string(), format!("{p}:{p}")])
+        .collect()
+}
+
+impl Peer for Pier {
+    fn dataplane(&self) -> Dataplane {
+        Dataplane::Pier
+    }
+
+    fn build(&mut self, ctx: &Ctx) -> anyhow::Result<Targets> {
+        if !ctx.bins.pier.exists() {
+            bail!(
+                "{} is missing (cargo xtask bench builds it)",
+                ctx.bins.pier.display()
+            );
+        }
+        let mut w = World::new(ctx, "pier")?;
+        let run_dir = w.dir.join("run");
+        self.socket = run_dir.join("pier.sock");
+        self.log = w.dir.join("agent.log");
+        let log = File::create(&self.log)?;
+        let mut c = cmd_in(&w.host, &ctx.bins.pier);
+        c.arg("agent")
+            .arg("--state-dir")
+            .arg(w.dir.join("state"))
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--bpffs-dir")
+            .arg(crate::cleanup::bpffs_dir(&ctx.prefix))
+            .arg("--uplink")
+            .arg(world::UPLINK)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("RUST_LOG", "warn")
+            .process_group(0);
+        let mut child = c.spawn().context("starting pier agent")?;
+        // nsenter execs the agent: the child's pid is the agent's.
+        self.agent_pid = Some(child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket.exists() {
+            if let Some(st) = child.try_wait()? {
+                self.w = Some(w);
+                bail!(
+                    "pier agent exited ({st}) before serving: {}",
+                    self.agent_log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                w.adopt(child);
+                self.w = Some(w);
+                bail!(
+                    "pier agent did not open its socket in 20 s: {}",
+                    self.agent_log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        w.adopt(child);
+        self.w = Some(w);
+        let mut args: Vec<String> = ["run", "-d", "--name", "srv"].map(String::from).to_vec();
+        for p in own_publishes() {
+            args.push("-p".into());
+            args.push(match p.proto {
+                Proto::Tcp => format!("{}:{}", p.host_port, p.container_port),
+                Proto::Udp => format!("{}:{}/udp", p.host_port, p.container_port),
+            });
+        }
+        args.push("--".into());
+        args.extend(World::server_command(ctx));
+        self.pier(ctx, &args)?;
+        let t = Targets::published();
+        if let Err(e) = self.world().wait_tcp(t.tcp, READY) {
+            // Tell "the port is not published" from "the server is not running".
+            let direct = self.container_ip(ctx, "srv").and_then(|ip| {
+                let a = std::net::SocketAddr::from((ip, world::ECHO_TCP));
+                world::in_netns(&self.world().host, || {
+                    std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2))
+                })?
+                .map_err(|e| anyhow::anyhow!("{a} from the host namespace: {e}"))
+            });
+            self.data_err = Some(match direct {
+                Ok(_) => format!(
+                    "{e}, though the server answers on the container's own address \
+                     (is the eBPF dataplane merged and serving published ports?)"
+                ),
+                Err(d) => format!("{e}; the server does not answer either: {d:#}"),
+            });
+        }
+        Ok(t)
+    }
+
+    fn world(&self) -> &World {
+        self.w.as_ref().expect("built")
+    }
+
+    fn data_path_error(&self) -> Option<String> {
+        self.data_err.clone()
+    }
+
+    fn set_other_ports(&mut self, ctx: &Ctx, n: usize) -> anyhow::Result<Duration> {
+        if self.filler {
+            self.pier(ctx, &["rm".into(), "-f".into(), "fill".into()])?;
+            self.filler = false;
+        }
+        let mut args: Vec<String> = ["run", "-d", "--name", "fill"].map(String::from).to_vec();
+        args.extend(publish_args(&iptables::spread_ports(
+            world::OTHER_PORTS_FIRST,
+            n,
+        )));
+        let t = Instant::now();
+        self.pier(ctx, &args)?;
+        let took = t.elapsed();
+        self.filler = true;
+        Ok(took)
+    }
+
+    fn publish_1000(&mut self, ctx: &Ctx, round: usize) -> anyhow::Result<Option<Duration>> {
+        let name = format!("pub{round}");
+        let range = format!(
+            "{}-{}:{}-{}",
+            world::RANGE_FIRST,
+            world::RANGE_LAST,
+            world::RANGE_FIRST,
+            world::RANGE_LAST
+        );
+        let t = Instant::now();
+        self.pier(
+            ctx,
+            &["run", "-d", "--name", &name, "-p", &range].map(String::from),
+        )?;
+        let took = t.elapsed();
+        self.pier(ctx, &["rm", "-f", &name].map(String::from))?;
+        Ok(Some(took))
+    }
+
+    fn create_remove(&mut self, ctx: &Ctx, i: usize) -> anyhow::Result<Option<Duration>> {
+        let name = format!("cr{i}");
+        let t = Instant::now();
+        self.pier(ctx, &["run", "-d", "--name", &name].map(String::from))?;
+        self.pier(ctx, &["rm", "-f", &name].map(String::from))?;
+        Ok(Some(t.elapsed()))
+    }
+
+    fn rss_mib(&self) -> anyhow::Result<Option<f64>> {
+        let pid = self.agent_pid.context("no agent")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        Ok(Some(
+            vm_rss_mib(&status).context("no VmRSS in /proc/PID/status")?,
+        ))
+    }
+}
+
+/// The first network's IPAddress of `pier inspect` output (an object, or an
+/// array of one, in Docker's shape).
+pub fn inspect_ip(json: &str) -> Option<Ipv4Addr> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let c = if v.is_array() { v.get(0)? } else { &v };
+    c["NetworkSettings"]["Networks"]
+        .as_object()?
+        .values()
+        .find_map(|n| n["IPAddress"].as_str()?.parse().ok())
+}
+
+/// VmRSS of a /proc/PID/status text, in MiB.
+pub fn vm_rss_mib(status: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_from_status() {
+        let s = "Name:\tpier\nVmPeak:\t  100 kB\nVmRSS:\t   15360 kB\nThreads:\t3\n";
+        assert_eq!(vm_rss_mib(s), Some(15.0));
+        assert_eq!(vm_rss_mib("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn address_from_inspect() {
+        let one = r#"{"NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}}}}"#;
+        assert_eq!(inspect_ip(one), Some(Ipv4Addr::new(172, 17, 0, 2)));
+        let arr = format!("[{one}]");
+        assert_eq!(inspect_ip(&arr), Some(Ipv4Addr::new(172, 17, 0, 2)));
+        let none = r#"{"NetworkSettings": {"Networks": {"none": {"IPAddress": ""}}}}"#;
+        assert_eq!(inspect_ip(none), None);
+    }
+
+    #[test]
+    fn agent_log_reason() {
+        let clap = "error: unrecognized subcommand 'agent'\n\nUsage: pier <COMMAND>\n\nFor more information, try '--help'.\n";
+        assert_eq!(log_reason(clap), "error: unrecognized subcommand 'agent'");
+        assert_eq!(log_reason("starting\nbye\n"), "bye");
+        assert_eq!(log_reason(""), "(empty log)");
+    }
+
+    #[test]
+    fn pier_publish_args() {
+        assert_eq!(
+            publish_args(&[20000, 20002]),
+            ["-p", "20000:20000", "-p", "20002:20002"]
+        );
+    }
+
+    #[test]
+    fn measured_rules_come_after_the_others() {
+        let mut p = Iptables::new();
+        p.others = 2;
+        let set = p.ruleset(&[]);
+        assert_eq!(set.len(), 5);
+        assert_eq!(set[0].host_port, 20000);
+        assert_eq!(set[1].host_port, 20002);
+        assert_eq!(set[2].host_port, world::ECHO_TCP_HOST);
+        assert_eq!(set[3].proto, Proto::Udp);
+        assert_eq!(set[4].container_port, world::IPERF);
+    }
+}

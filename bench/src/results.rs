@@ -1,0 +1,258 @@
+//! The result records written to `results.json`.
+use serde::{Deserialize, Serialize};
+
+use crate::stats;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataplane {
+    Plain,
+    Iptables,
+    Netavark,
+    Pier,
+}
+
+impl Dataplane {
+    pub const ALL: [Dataplane; 4] = [
+        Dataplane::Plain,
+        Dataplane::Iptables,
+        Dataplane::Netavark,
+        Dataplane::Pier,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataplane::Plain => "plain",
+            Dataplane::Iptables => "iptables",
+            Dataplane::Netavark => "netavark",
+            Dataplane::Pier => "pier",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Figure {
+    #[serde(rename = "throughput_1")]
+    Throughput1,
+    #[serde(rename = "throughput_4")]
+    Throughput4,
+    RrTps,
+    RrP50Us,
+    RrP99Us,
+    Crr,
+    UdpPps,
+    #[serde(rename = "publish_1000_ms")]
+    Publish1000Ms,
+    CreateMs,
+    RssMib,
+    /// iptables rules in the host namespace (iptables and netavark only).
+    RuleCount,
+}
+
+impl Figure {
+    pub const ALL: [Figure; 11] = [
+        Figure::Throughput1,
+        Figure::Throughput4,
+        Figure::RrTps,
+        Figure::RrP50Us,
+        Figure::RrP99Us,
+        Figure::Crr,
+        Figure::UdpPps,
+        Figure::Publish1000Ms,
+        Figure::CreateMs,
+        Figure::RssMib,
+        Figure::RuleCount,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Figure::Throughput1 => "throughput_1",
+            Figure::Throughput4 => "throughput_4",
+            Figure::RrTps => "rr_tps",
+            Figure::RrP50Us => "rr_p50_us",
+            Figure::RrP99Us => "rr_p99_us",
+            Figure::Crr => "crr",
+            Figure::UdpPps => "udp_pps",
+            Figure::Publish1000Ms => "publish_1000_ms",
+            Figure::CreateMs => "create_ms",
+            Figure::RssMib => "rss_mib",
+            Figure::RuleCount => "rule_count",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Figure::Throughput1 | Figure::Throughput4 => "Gbit/s",
+            Figure::RrTps => "tps",
+            Figure::RrP50Us | Figure::RrP99Us => "us",
+            Figure::Crr => "conn/s",
+            Figure::UdpPps => "pps",
+            Figure::Publish1000Ms | Figure::CreateMs => "ms",
+            Figure::RssMib => "MiB",
+            Figure::RuleCount => "rules",
+        }
+    }
+
+    /// Whether a larger value is better (rates) or worse (times, memory).
+    pub fn higher_is_better(self) -> bool {
+        matches!(
+            self,
+            Figure::Throughput1
+                | Figure::Throughput4
+                | Figure::RrTps
+                | Figure::Crr
+                | Figure::UdpPps
+        )
+    }
+}
+
+/// One figure of one dataplane at one port count, with every sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub dataplane: Dataplane,
+    pub figure: Figure,
+    /// Published ports present besides the bench's own (for `publish_1000_ms`
+    /// and `rss_mib`: the ports published).
+    pub ports: u32,
+    pub unit: String,
+    pub samples: Vec<f64>,
+    pub median: Option<f64>,
+    /// Why the figure could not be measured (then `samples` is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Record {
+    pub fn new(dataplane: Dataplane, figure: Figure, ports: u32, samples: Vec<f64>) -> Self {
+        Record {
+            dataplane,
+            figure,
+            ports,
+            unit: figure.unit().to_string(),
+            median: stats::median(&samples),
+            samples,
+            error: None,
+        }
+    }
+
+    pub fn failed(
+        dataplane: Dataplane,
+        figure: Figure,
+        ports: u32,
+        why: impl Into<String>,
+    ) -> Self {
+        Record {
+            dataplane,
+            figure,
+            ports,
+            unit: figure.unit().to_string(),
+            samples: Vec::new(),
+            median: None,
+            error: Some(why.into()),
+        }
+    }
+
+    pub fn min_max(&self) -> Option<(f64, f64)> {
+        stats::min_max(&self.samples)
+    }
+}
+
+/// All records of a run, in the order they were measured.
+#[derive(Default, Debug)]
+pub struct Results {
+    pub records: Vec<Record>,
+}
+
+impl Results {
+    pub fn push(&mut self, r: Record) {
+        self.records.push(r);
+    }
+
+    pub fn get(&self, d: Dataplane, f: Figure, ports: u32) -> Option<&Record> {
+        self.records
+            .iter()
+            .find(|r| r.dataplane == d && r.figure == f && r.ports == ports)
+    }
+
+    /// The (figure, ports) rows present, in a stable order.
+    pub fn rows(&self) -> Vec<(Figure, u32)> {
+        let mut rows: Vec<(Figure, u32)> =
+            self.records.iter().map(|r| (r.figure, r.ports)).collect();
+        rows.sort();
+        rows.dedup();
+        rows
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.records).expect("records serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_is_the_agreed_one() {
+        let mut res = Results::default();
+        res.push(Record::new(
+            Dataplane::Iptables,
+            Figure::Crr,
+            10000,
+            vec![9000.0, 8000.0, 8500.0],
+        ));
+        res.push(Record::failed(
+            Dataplane::Pier,
+            Figure::Crr,
+            10000,
+            "agent did not start",
+        ));
+        let v: serde_json::Value = serde_json::from_str(&res.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([
+                {"dataplane": "iptables", "figure": "crr", "ports": 10000, "unit": "conn/s",
+                 "samples": [9000.0, 8000.0, 8500.0], "median": 8500.0},
+                {"dataplane": "pier", "figure": "crr", "ports": 10000, "unit": "conn/s",
+                 "samples": [], "median": null, "error": "agent did not start"}
+            ])
+        );
+        let back: Vec<Record> = serde_json::from_str(&res.to_json()).unwrap();
+        assert_eq!(back, res.records);
+    }
+
+    #[test]
+    fn figure_names_and_units() {
+        let names: Vec<&str> = Figure::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "throughput_1",
+                "throughput_4",
+                "rr_tps",
+                "rr_p50_us",
+                "rr_p99_us",
+                "crr",
+                "udp_pps",
+                "publish_1000_ms",
+                "create_ms",
+                "rss_mib",
+                "rule_count"
+            ]
+        );
+        for f in Figure::ALL {
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(json, format!("\"{}\"", f.as_str()));
+        }
+        assert_eq!(Figure::RrP99Us.unit(), "us");
+        assert!(!Figure::RrP99Us.higher_is_better());
+        assert!(Figure::Crr.higher_is_better());
+        assert_eq!(Dataplane::parse("netavark"), Some(Dataplane::Netavark));
+        assert_eq!(Dataplane::parse("docker"), None);
+    }
+}

@@ -1,0 +1,488 @@
+//! The run: build every peer's world, then measure figure by figure with the
+//! peers interleaved run by run, so that drift on a shared machine spreads
+//! over all of them alike.
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{
+    load::Mode,
+    peers::{Iptables, Netavark, Peer, Pier, Plain},
+    results::{Dataplane, Figure, Record, Results},
+    world::{Ctx, Targets},
+};
+
+/// How much to measure.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Short runs per figure.
+    pub runs: usize,
+    /// Seconds per load run.
+    pub secs: f64,
+    /// Seconds per iperf3 run.
+    pub iperf_secs: u32,
+    /// "Other published ports" steps of the connection-rate figure.
+    pub crr_ports: Vec<usize>,
+    /// Containers created and removed for `create_ms`.
+    pub create_count: usize,
+    /// Rounds of `publish_1000_ms`.
+    pub publish_rounds: usize,
+    /// Most other ports netavark is asked to publish (it is quadratic).
+    pub netavark_max_ports: usize,
+    pub peers: Vec<Dataplane>,
+}
+
+impl Plan {
+    pub fn quick() -> Self {
+        Plan {
+            runs: 3,
+            secs: 1.0,
+            iperf_secs: 1,
+            crr_ports: vec![1, 100, 10000],
+            create_count: 20,
+            publish_rounds: 3,
+            netavark_max_ports: 100,
+            peers: Dataplane::ALL.to_vec(),
+        }
+    }
+
+    pub fn full() -> Self {
+        Plan {
+            runs: 5,
+            secs: 3.0,
+            iperf_secs: 3,
+            crr_ports: vec![1, 100, 1000, 10000],
+            create_count: 100,
+            publish_rounds: 5,
+            netavark_max_ports: 1000,
+            peers: Dataplane::ALL.to_vec(),
+        }
+    }
+
+    /// Progress steps per peer (one per measurement or change).
+    fn steps_per_peer(&self) -> u64 {
+        let r = self.runs as u64;
+        1 + 4 * r
+            + self.crr_ports.len() as u64 * (1 + r)
+            + self.publish_rounds as u64
+            + 1
+            + self.create_count as u64
+    }
+}
+
+/// Each round's sample vector of one peer, or why it failed.
+type PeerRounds = (Dataplane, Result<Vec<Vec<f64>>, String>);
+
+struct Slot {
+    peer: Box<dyn Peer>,
+    targets: Option<Targets>,
+    /// Why the peer cannot work at all.
+    down: Option<String>,
+    /// Why its published ports carry no traffic (control plane still measured).
+    data_down: Option<String>,
+}
+
+impl Slot {
+    fn serving(&self) -> bool {
+        self.down.is_none() && self.data_down.is_none()
+    }
+}
+
+/// A one-line error: the first line of the chain.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").lines().next().unwrap_or("").to_string()
+}
+
+pub struct Runner<'a> {
+    ctx: &'a Ctx,
+    plan: &'a Plan,
+    pub results: Results,
+    pub notes: Vec<String>,
+    bar: ProgressBar,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(ctx: &'a Ctx, plan: &'a Plan, bar: ProgressBar) -> Self {
+        bar.set_length(plan.steps_per_peer() * plan.peers.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        Runner {
+            ctx,
+            plan,
+            results: Results::default(),
+            notes: Vec::new(),
+            bar,
+        }
+    }
+
+    fn note(&mut self, s: String) {
+        if self.bar.is_hidden() {
+            eprintln!("note: {s}");
+        } else {
+            self.bar.println(format!("note: {s}"));
+        }
+        self.notes.push(s);
+    }
+
+    pub fn run(mut self) -> (Results, Vec<String>) {
+        if self.plan.peers.contains(&Dataplane::Iptables) {
+            self.note(
+                "iptables: Docker itself would also run one docker-proxy process per published \
+                 port (its default userland proxy, for host-local clients); this peer has the \
+                 rules only"
+                    .into(),
+            );
+        }
+        let mut slots: Vec<Slot> = Vec::new();
+        for &d in &self.plan.peers {
+            let peer: anyhow::Result<Box<dyn Peer>> = match d {
+                Dataplane::Plain => Ok(Box::new(Plain::new())),
+                Dataplane::Iptables => Ok(Box::new(Iptables::new())),
+                Dataplane::Netavark => Netavark::new(self.ctx, self.plan.netavark_max_ports)
+                    .map(|p| Box::new(p) as Box<dyn Peer>),
+                Dataplane::Pier => Ok(Box::new(Pier::new())),
+            };
+            self.bar
+                .set_message(format!("building the {} world", d.as_str()));
+            match peer {
+                Ok(mut peer) => {
+                    let built = peer.build(self.ctx);
+                    let (targets, down) = match built {
+                        Ok(t) => (Some(t), None),
+                        Err(e) => (None, Some(one_line(&e))),
+                    };
+                    let data_down = if down.is_none() {
+                        peer.data_path_error()
+                    } else {
+                        None
+                    };
+                    if let Some(why) = down.as_ref().or(data_down.as_ref()) {
+                        self.note(format!("{}: cannot serve: {why}", d.as_str()));
+                    }
+                    slots.push(Slot {
+                        peer,
+                        targets,
+                        down,
+                        data_down,
+                    });
+                }
+                Err(e) => {
+                    let why = one_line(&e);
+                    self.note(format!("{}: skipped: {why}", d.as_str()));
+                    self.fail_data(d, &why);
+                    self.fail_control(d, &why);
+                    self.bar.inc(self.plan.steps_per_peer());
+                }
+            }
+            self.bar.inc(1);
+        }
+        for s in &mut slots {
+            if let Some(why) = &s.down {
+                self.fail_data(s.peer.dataplane(), why);
+                self.fail_control(s.peer.dataplane(), why);
+                continue;
+            }
+            if let Some(why) = &s.data_down {
+                self.fail_data(s.peer.dataplane(), why);
+                continue;
+            }
+            // Every figure but crr's steps is measured with one other published port.
+            if let Err(e) = s.peer.set_other_ports(self.ctx, 1) {
+                let why = one_line(&e);
+                self.note(format!(
+                    "{}: cannot publish: {why}",
+                    s.peer.dataplane().as_str()
+                ));
+                self.fail_data(s.peer.dataplane(), &why);
+                self.fail_control(s.peer.dataplane(), &why);
+                s.down = Some(why);
+            }
+        }
+
+        self.throughput(&mut slots, 1, Figure::Throughput1);
+        self.throughput(&mut slots, 4, Figure::Throughput4);
+        self.rr(&mut slots);
+        self.udp(&mut slots);
+        self.control_plane(&mut slots);
+        for &n in &self.plan.crr_ports.clone() {
+            self.crr(&mut slots, n);
+        }
+        self.bar.finish_and_clear();
+        // Worlds are torn down here, in order.
+        drop(slots);
+        (self.results, self.notes)
+    }
+
+    /// Record every traffic figure of a peer that cannot serve as failed.
+    fn fail_data(&mut self, d: Dataplane, why: &str) {
+        let mut rows: Vec<(Figure, u32)> = vec![
+            (Figure::Throughput1, 1),
+            (Figure::Throughput4, 1),
+            (Figure::RrTps, 1),
+            (Figure::RrP50Us, 1),
+            (Figure::RrP99Us, 1),
+            (Figure::UdpPps, 1),
+        ];
+        rows.extend(self.plan.crr_ports.iter().map(|&n| (Figure::Crr, n as u32)));
+        for (f, p) in rows {
+            self.results.push(Record::failed(d, f, p, why));
+        }
+    }
+
+    /// Record every control-plane figure of a peer that cannot work as failed.
+    fn fail_control(&mut self, d: Dataplane, why: &str) {
+        let mut rows: Vec<(Figure, u32)> = Vec::new();
+        if d != Dataplane::Plain {
+            rows.push((Figure::Publish1000Ms, 1000));
+        }
+        if matches!(d, Dataplane::Pier | Dataplane::Netavark) {
+            rows.push((Figure::CreateMs, 1));
+        }
+        if d == Dataplane::Pier {
+            rows.push((Figure::RssMib, 1000));
+        }
+        for (f, p) in rows {
+            self.results.push(Record::failed(d, f, p, why));
+        }
+    }
+
+    /// `runs` rounds; in each, `sample` once for every serving peer.
+    fn rounds(
+        &mut self,
+        slots: &mut [Slot],
+        what: &str,
+        mut sample: impl FnMut(&Ctx, &mut dyn Peer, &Targets) -> anyhow::Result<Vec<f64>>,
+    ) -> Vec<PeerRounds> {
+        let mut acc: Vec<PeerRounds> = slots
+            .iter()
+            .filter(|s| s.serving())
+            .map(|s| (s.peer.dataplane(), Ok(Vec::new())))
+            .collect();
+        for round in 0..self.plan.runs {
+            for s in slots.iter_mut().filter(|s| s.serving()) {
+                let d = s.peer.dataplane();
+                self.bar.set_message(format!(
+                    "{what}: {} run {}/{}",
+                    d.as_str(),
+                    round + 1,
+                    self.plan.runs
+                ));
+                let entry = &mut acc.iter_mut().find(|(x, _)| *x == d).unwrap().1;
+                if entry.is_ok() {
+                    let t = s.targets.expect("serving peers have targets");
+                    match sample(self.ctx, s.peer.as_mut(), &t) {
+                        Ok(v) => entry.as_mut().unwrap().push(v),
+                        Err(e) => *entry = Err(one_line(&e)),
+                    }
+                }
+                self.bar.inc(1);
+            }
+        }
+        let idle = slots.iter().filter(|s| !s.serving()).count() as u64;
+        self.bar.inc(idle * self.plan.runs as u64);
+        acc
+    }
+
+    /// Store column `i` of each round's sample vector as figure `f`.
+    fn store(&mut self, acc: &[PeerRounds], cols: &[Figure], ports: u32) {
+        for (d, r) in acc {
+            for (i, &f) in cols.iter().enumerate() {
+                self.results.push(match r {
+                    Ok(rounds) => Record::new(*d, f, ports, rounds.iter().map(|v| v[i]).collect()),
+                    Err(e) => Record::failed(*d, f, ports, e.clone()),
+                });
+            }
+        }
+    }
+
+    fn throughput(&mut self, slots: &mut [Slot], streams: u32, f: Figure) {
+        let secs = self.plan.iperf_secs;
+        let acc = self.rounds(slots, f.as_str(), |ctx, p, t| {
+            Ok(vec![p.world().iperf(ctx, t.iperf, streams, secs)?])
+        });
+        self.store(&acc, &[f], 1);
+    }
+
+    fn rr(&mut self, slots: &mut [Slot]) {
+        let secs = self.plan.secs;
+        let acc = self.rounds(slots, "rr", |ctx, p, t| {
+            let r = p.world().load(ctx, Mode::Rr, t.tcp, secs)?;
+            Ok(vec![
+                r.rate,
+                r.p50_us.unwrap_or(f64::NAN),
+                r.p99_us.unwrap_or(f64::NAN),
+            ])
+        });
+        self.store(&acc, &[Figure::RrTps, Figure::RrP50Us, Figure::RrP99Us], 1);
+    }
+
+    fn udp(&mut self, slots: &mut [Slot]) {
+        let secs = self.plan.secs;
+        let acc = self.rounds(slots, "udp", |ctx, p, t| {
+            let r = p.world().load(ctx, Mode::Udp, t.udp, secs)?;
+            anyhow::ensure!(r.ops > 0, "no datagram reached the sink ({} sent)", r.sent);
+            Ok(vec![r.rate])
+        });
+        self.store(&acc, &[Figure::UdpPps], 1);
+    }
+
+    fn crr(&mut self, slots: &mut [Slot], n: usize) {
+        // Publish the other ports first, on every peer.
+        let mut skip: Vec<(Dataplane, String)> = Vec::new();
+        for s in slots.iter_mut().filter(|s| s.serving()) {
+            let d = s.peer.dataplane();
+            self.bar
+                .set_message(format!("{}: publishing {n} other ports", d.as_str()));
+            if let Some(why) = s.peer.other_ports_limit(n) {
+                skip.push((d, why));
+            } else {
+                match s.peer.set_other_ports(self.ctx, n) {
+                    Ok(took) if d != Dataplane::Plain && !took.is_zero() => {
+                        let msg = format!(
+                            "{}: {n} other published ports set up in {:.0} ms",
+                            d.as_str(),
+                            took.as_secs_f64() * 1000.0
+                        );
+                        self.note(msg);
+                    }
+                    Ok(_) => {}
+                    Err(e) => skip.push((d, one_line(&e))),
+                }
+                if !skip.iter().any(|(x, _)| *x == d) {
+                    match s.peer.rule_count() {
+                        Ok(Some(c)) => self.results.push(Record::new(
+                            d,
+                            Figure::RuleCount,
+                            n as u32,
+                            vec![c as f64],
+                        )),
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.note(format!("{}: rule count: {}", d.as_str(), one_line(&e)))
+                        }
+                    }
+                }
+            }
+            self.bar.inc(1);
+        }
+        for (d, why) in &skip {
+            self.results
+                .push(Record::failed(*d, Figure::Crr, n as u32, why.clone()));
+        }
+        let secs = self.plan.secs;
+        let skipped: Vec<Dataplane> = skip.iter().map(|(d, _)| *d).collect();
+        // Peers skipped at this step sit the rounds out.
+        let mut acc = self.rounds(slots, &format!("crr, {n} other ports"), |ctx, p, t| {
+            if skipped.contains(&p.dataplane()) {
+                return Ok(vec![f64::NAN]);
+            }
+            let r = p.world().load(ctx, Mode::Crr, t.tcp, secs)?;
+            anyhow::ensure!(
+                r.errors * 100 <= r.ops.max(1),
+                "{} of {} connections failed",
+                r.errors,
+                r.ops + r.errors
+            );
+            Ok(vec![r.rate])
+        });
+        acc.retain(|(d, _)| !skipped.contains(d));
+        self.store(&acc, &[Figure::Crr], n as u32);
+    }
+
+    fn control_plane(&mut self, slots: &mut [Slot]) {
+        for s in slots.iter_mut() {
+            let d = s.peer.dataplane();
+            if s.down.is_some() {
+                self.bar
+                    .inc(self.plan.publish_rounds as u64 + 1 + self.plan.create_count as u64);
+                continue;
+            }
+            // publish_1000_ms: a new container with a 1000-port range.
+            let mut samples = Vec::new();
+            let mut err = None;
+            for round in 0..self.plan.publish_rounds {
+                self.bar.set_message(format!(
+                    "{}: publishing 1000 ports, round {}",
+                    d.as_str(),
+                    round + 1
+                ));
+                match s.peer.publish_1000(self.ctx, round) {
+                    Ok(Some(t)) => samples.push(ms(t)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        err = Some(one_line(&e));
+                        self.bar.inc((self.plan.publish_rounds - round) as u64);
+                        break;
+                    }
+                }
+                self.bar.inc(1);
+            }
+            match err {
+                Some(e) => self
+                    .results
+                    .push(Record::failed(d, Figure::Publish1000Ms, 1000, e)),
+                None if !samples.is_empty() => {
+                    self.results
+                        .push(Record::new(d, Figure::Publish1000Ms, 1000, samples))
+                }
+                None => {}
+            }
+
+            // Agent memory with 1000 published ports.
+            self.bar
+                .set_message(format!("{}: memory with 1000 published ports", d.as_str()));
+            if d == Dataplane::Pier {
+                let r = s
+                    .peer
+                    .set_other_ports(self.ctx, 1000)
+                    .and_then(|_| s.peer.rss_mib());
+                self.results.push(match r {
+                    Ok(Some(m)) => Record::new(d, Figure::RssMib, 1000, vec![m]),
+                    Ok(None) => Record::failed(d, Figure::RssMib, 1000, "no agent"),
+                    Err(e) => Record::failed(d, Figure::RssMib, 1000, one_line(&e)),
+                });
+            }
+            self.bar.inc(1);
+
+            // create + remove containers.
+            let mut samples = Vec::new();
+            let mut err = None;
+            for i in 0..self.plan.create_count {
+                self.bar.set_message(format!(
+                    "{}: create and remove container {}/{}",
+                    d.as_str(),
+                    i + 1,
+                    self.plan.create_count
+                ));
+                match s.peer.create_remove(self.ctx, i) {
+                    Ok(Some(t)) => samples.push(ms(t)),
+                    Ok(None) => {
+                        self.bar.inc((self.plan.create_count - i) as u64);
+                        break;
+                    }
+                    Err(e) => {
+                        err = Some(one_line(&e));
+                        self.bar.inc((self.plan.create_count - i) as u64);
+                        break;
+                    }
+                }
+                self.bar.inc(1);
+            }
+            match err {
+                Some(e) => self.results.push(Record::failed(d, Figure::CreateMs, 1, e)),
+                None if !samples.is_empty() => {
+                    self.results
+                        .push(Record::new(d, Figure::CreateMs, 1, samples))
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,25 @@
+//! `cargo xtask bench [--quick]`: builds what the comparison needs (kernel
+//! programs, the agent and the bench tools, in release) and runs it as root.
+use anyhow::bail;
+
+use crate::{
+    build, setup,
+    util::{cargo, is_root, root, run},
+};
+
+pub fn run_bench(quick: bool, args: &[String]) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the benchmark builds network namespaces: run `cargo xtask bench` as root");
+    }
+    setup::ensure()?;
+    build::ebpf()?;
+    build::agent(true)?;
+    run(cargo().args(["build", "--release", "--package", "pier-bench"]))?;
+    let mut c = crate::util::cmd(root().join("target/release/pier-bench"));
+    c.arg("--out").arg(root().join("target/pier-bench"));
+    if quick {
+        c.arg("--quick");
+    }
+    c.args(args);
+    run(&mut c)
+}
