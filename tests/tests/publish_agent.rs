@@ -408,6 +408,22 @@ fn bad_agent_flags_are_one_line_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("cannot be used with"), "{err}");
+    // A start failure in the dataplane (an uplink that does not exist): one
+    // line that names it, each cause said once.
+    let out = h.run_agent_to_exit(&["--uplink", "nosuch0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let line = err.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("Error: ") && line.contains("nosuch0"),
+        "{err}"
+    );
+    let parts: Vec<&str> = line.split(": ").collect();
+    let mut seen = std::collections::BTreeSet::new();
+    assert!(
+        parts.iter().all(|p| seen.insert(*p)),
+        "a cause repeated: {line}"
+    );
     // Nothing was made.
     assert!(!h.bpffs_dir.exists());
     assert!(!h.socket().exists());

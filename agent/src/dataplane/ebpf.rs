@@ -37,14 +37,8 @@ fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneErro
 }
 
 /// Like [`err`], with the error's sources.
-fn err_chain(what: impl std::fmt::Display, e: impl std::error::Error) -> DataplaneError {
-    let mut msg = format!("{what}: {e}");
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    DataplaneError::Other(msg)
+fn err_chain(what: impl std::fmt::Display, e: impl std::error::Error + 'static) -> DataplaneError {
+    DataplaneError::Other(format!("{what}: {}", crate::error::one_line(&e)))
 }
 
 fn port_id(p: &PortSpec) -> PortId {
