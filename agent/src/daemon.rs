@@ -41,6 +41,8 @@ pub enum Action {
     RemoveBridge(String),
     RemoveNetns(PathBuf),
     RemoveEndpoint(topology::EndpointSpec),
+    /// The container's default route now goes out of this endpoint.
+    DefaultRoute(topology::EndpointSpec),
     RemoveDir(PathBuf),
     Kill(Proc),
 }
@@ -293,6 +295,13 @@ impl Daemon {
                 Action::RemoveEndpoint(ep) => {
                     self.topo.remove_endpoint(ep).map_err(|e| e.to_string())
                 }
+                Action::DefaultRoute(ep) => match ep.default_gateway {
+                    Some(gw) => self
+                        .topo
+                        .set_default_route(&ep.netns, &ep.ifname, gw)
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                },
                 Action::RemoveDir(p) => match std::fs::remove_dir_all(p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
                     _ => Ok(()),
@@ -673,6 +682,14 @@ impl Daemon {
             txn.after_commit(Action::RemoveEndpoint(endpoint_spec(
                 &netns, &e, &net, false,
             )));
+            // The first endpoint carries the default route (and the published
+            // ports): when it goes, the next one takes both, as in Docker.
+            if c.endpoints.first().is_some_and(|f| f.id == e.id)
+                && let Some(next) = c.endpoints.get(1)
+                && let Some(n) = txn.state.networks.get(&next.network_id)
+            {
+                txn.after_commit(Action::DefaultRoute(endpoint_spec(&netns, next, n, true)));
+            }
             txn.state
                 .containers
                 .get_mut(&c.id)

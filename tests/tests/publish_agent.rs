@@ -483,3 +483,42 @@ fn exposure_is_exact_and_publishing_does_not_depend_on_netfilter() {
     assert_eq!(unpublished.join().unwrap()[0].ip().to_string(), "127.0.0.1");
     s.assert_firewalls_untouched();
 }
+
+#[test]
+fn published_ports_follow_the_container_when_its_first_network_is_disconnected() {
+    require_root!();
+    let s = Sandbox::new(&[]);
+    let h = &s.host;
+    h.pier_ok(&["network", "create", "--subnet", "10.67.0.0/24", "n1"]);
+    h.pier_ok(&["network", "create", "--subnet", "10.68.0.0/24", "n2"]);
+    h.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n1",
+        "-p",
+        "8081:8080",
+    ]);
+    h.pier_ok(&["network", "connect", "n2", "web"]);
+    h.pier_ok(&["network", "disconnect", "n1", "web"]);
+    let ip = s.ip_of("web", "n2");
+    assert_eq!(
+        s.port_entries(),
+        vec![entry("0.0.0.0", 8081, TCP, ip, 8080)]
+    );
+    let web = s.ns_of("web");
+    // The default route moved to n2 (as in Docker): the published port
+    // answers, and the container still gets out.
+    let srv = tcp_server(&web, 8080, 1);
+    let a = tcp_ask(&s.outside_ns(), &format!("{HOST_UPLINK_IP}:8081"), "moved")
+        .expect("published port after the first network was disconnected");
+    assert_eq!(a.seen_ip(), OUTSIDE_IP);
+    srv.join().unwrap();
+    let o = tcp_server(&s.outside_ns(), 7000, 1);
+    let a = tcp_ask(&web, &format!("{OUTSIDE_IP}:7000"), "out").expect("web to outside");
+    assert_eq!(a.seen_ip(), HOST_UPLINK_IP);
+    o.join().unwrap();
+    s.assert_firewalls_untouched();
+}
