@@ -59,6 +59,8 @@ pub struct Daemon {
     names_hook: Option<NamesHook>,
     /// Serialises hook calls, so that the last call sees the newest state.
     hook_lock: Mutex<()>,
+    /// The hook saw a change in progress (see [`Daemon::names_before_spawn`]).
+    names_early: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -210,6 +212,7 @@ impl Daemon {
             }),
             names_hook,
             hook_lock: Mutex::new(()),
+            names_early: Default::default(),
         };
         d.reconcile()?;
         Ok(d)
@@ -235,6 +238,34 @@ impl Daemon {
     /// state, registering undo steps; then the dataplane is synced and the
     /// store committed. Any failure undoes what `f` did and leaves the state.
     pub fn change<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R>) -> Result<R> {
+        let r = self.change_locked(f);
+        if self
+            .names_early
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && r.is_err()
+        {
+            // The resolver saw the change before it failed: show it the
+            // state as it is again.
+            self.dns_changed();
+        }
+        r
+    }
+
+    /// Before a container's process starts inside a change: give the names
+    /// hook the state `st` of the change in progress, so that the embedded
+    /// resolver knows the container and serves its namespace before its
+    /// command's first query (as Docker does). Runs with the state lock
+    /// held, so it does not take `hook_lock`; the hook runs again after the
+    /// commit, or, if the change fails, with the state as it stayed.
+    fn names_before_spawn(&self, st: &State) {
+        if let Some(h) = &self.names_hook {
+            self.names_early
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            h(st);
+        }
+    }
+
+    fn change_locked<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R>) -> Result<R> {
         let t0 = std::time::Instant::now();
         let mut inner = self.lock_inner();
         let mut txn = Txn {
@@ -990,6 +1021,7 @@ impl Daemon {
                 self.write_files(&c, &txn.state)?;
             }
             if req.detach && !req.cmd.is_empty() {
+                self.names_before_spawn(&txn.state);
                 let p = self.spawn_main(&c)?;
                 txn.on_fail(Action::Kill(p));
                 let cm = txn.state.containers.get_mut(&id).unwrap();

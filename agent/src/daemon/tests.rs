@@ -399,12 +399,19 @@ fn names_hook_sees_every_committed_change_and_the_start() {
     // A refused change calls nothing.
     assert!(d.container_create(run("a", None, &[])).is_err());
     d.container_rm("a", false).unwrap();
+    // A detached command: the hook sees the container before its process
+    // starts; here the start fails, and the hook sees the state without it.
+    let mut c = run("c", None, &[]);
+    c.cmd = vec!["true".into()];
+    assert!(d.container_create(c).is_err());
     assert_eq!(
         seen.lock().unwrap().clone(),
         vec![
             vec![],
             vec!["a".to_string()],
             vec!["a".to_string(), "b".to_string()],
+            vec!["b".to_string()],
+            vec!["b".to_string(), "c".to_string()],
             vec!["b".to_string()],
         ]
     );
