@@ -643,3 +643,35 @@ fn dns_agent_serves_a_detached_command_from_its_first_query() {
         );
     }
 }
+
+#[test]
+fn dns_agent_stopped_containers_have_no_name_until_started() {
+    require_root!();
+    let mut host = TestHost::new();
+    let (_up, _own) = fake_upstreams(&host);
+    let _agent = host.start_agent(&["--dns-upstream", "198.18.0.2"]);
+    host.pier_ok(&["network", "create", "mynet"]);
+    host.pier_ok(&["run", "-d", "--name", "s1", "--network", "mynet"]);
+    host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "s2",
+        "--network",
+        "mynet",
+        "--alias",
+        "s2a",
+    ]);
+    let s2 = ip_on(&host, "s2", "mynet");
+    assert_eq!(a(&host, "s1", "s2"), [s2]);
+    // Stopped: neither its name nor its alias is a container's any more, so
+    // the question goes upstream, as for a removed container.
+    host.pier_ok(&["stop", "s2"]);
+    for n in ["s2", "s2a", "s2.mynet"] {
+        assert_eq!(a(&host, "s1", n), [IpAddr::V4(UP_DEFAULT)], "{n}");
+    }
+    // Started again: back at once.
+    host.pier_ok(&["start", "s2"]);
+    assert_eq!(a(&host, "s1", "s2a"), [s2]);
+    assert_eq!(getent_ip(&host, "s1", "s2"), s2);
+}

@@ -252,9 +252,12 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
                 name: n.name.clone(),
                 internal: n.internal,
                 names: !n.default,
+                // A stopped container has no name (Docker removes its
+                // endpoint from the resolver until it starts again).
                 members: st
                     .containers
                     .values()
+                    .filter(|c| c.running)
                     .filter_map(|c| {
                         let e = c.endpoint_on(&n.id)?;
                         Some(MemberInput {
