@@ -1124,6 +1124,40 @@ impl Daemon {
         self.runner.alive(p).then_some(p)
     }
 
+    /// Containers whose detached command ended on its own are stopped: their
+    /// published ports are released and their names leave the resolver, as
+    /// when Docker sees a container exit. The agent calls it on a timer.
+    pub fn reap_exited(&self) -> Result<()> {
+        let gone: Vec<(String, Option<i32>)> = {
+            let inner = self.lock_inner();
+            inner
+                .state
+                .containers
+                .values()
+                .filter(|c| c.running && c.pid.is_some() && self.live_proc(c).is_none())
+                .map(|c| (c.id.clone(), c.pid))
+                .collect()
+        };
+        if gone.is_empty() {
+            return Ok(());
+        }
+        self.change(|txn| {
+            for (id, pid) in &gone {
+                // Not if it was stopped or started again meanwhile.
+                if let Some(cm) = txn.state.containers.get_mut(id)
+                    && cm.running
+                    && cm.pid == *pid
+                {
+                    tracing::info!("{}: its command exited", cm.name);
+                    cm.running = false;
+                    cm.pid = None;
+                    cm.pid_start = None;
+                }
+            }
+            Ok(())
+        })
+    }
+
     pub fn container_stop(&self, key: &str) -> Result<()> {
         let c = self
             .snapshot()

@@ -522,3 +522,41 @@ fn published_ports_follow_the_container_when_its_first_network_is_disconnected()
     o.join().unwrap();
     s.assert_firewalls_untouched();
 }
+
+#[test]
+fn a_container_whose_command_exits_releases_its_ports() {
+    require_root!();
+    let s = Sandbox::new(&[]);
+    let h = &s.host;
+    h.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "brief",
+        "-p",
+        "8081:8080",
+        "--",
+        "sleep",
+        "0.3",
+    ]);
+    let ip = s.ip_of("brief", "bridge");
+    assert_eq!(
+        s.port_entries(),
+        vec![entry("0.0.0.0", 8081, TCP, ip, 8080)]
+    );
+    // Once the command ended: no map entry, and the port is free again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !s.port_entries().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(s.port_entries(), vec![], "{}", s.log());
+    in_ns(&s.host_ns(), || TcpListener::bind("0.0.0.0:8081").map(drop))
+        .expect("the port of an exited container is free");
+    // Started again, it publishes again.
+    h.pier_ok(&["start", "brief"]);
+    assert_eq!(
+        s.port_entries(),
+        vec![entry("0.0.0.0", 8081, TCP, ip, 8080)]
+    );
+    s.assert_firewalls_untouched();
+}
