@@ -560,3 +560,50 @@ fn a_container_whose_command_exits_releases_its_ports() {
     );
     s.assert_firewalls_untouched();
 }
+
+#[test]
+fn containers_reach_published_ports_on_bridge_gateway_addresses() {
+    require_root!();
+    let s = Sandbox::new(&[]);
+    let h = &s.host;
+    h.pier_ok(&["network", "create", "--subnet", "10.69.0.0/24", "n1"]);
+    h.pier_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.70.0.0/24",
+        "inner",
+    ]);
+    h.pier_ok(&["run", "-d", "--name", "web", "-p", "8081:8080"]);
+    h.pier_ok(&["run", "-d", "--name", "cli"]);
+    h.pier_ok(&["run", "-d", "--name", "far", "--network", "n1"]);
+    h.pier_ok(&["run", "-d", "--name", "in", "--network", "inner"]);
+    let web = s.ns_of("web");
+    // The gateway is the host's address a container knows (Docker's
+    // host-gateway, `host.docker.internal`): its own network's, or another
+    // bridge's; the server sees the client container, or the gateway when a
+    // container dials its own port.
+    for (from, dst, seen) in [
+        ("cli", GW, s.ip_of("cli", "bridge").to_string()),
+        ("web", GW, GW.to_string()),
+        ("far", "10.69.0.1", s.ip_of("far", "n1").to_string()),
+        ("far", GW, s.ip_of("far", "n1").to_string()),
+    ] {
+        let srv = tcp_server(&web, 8080, 1);
+        let dst = format!("{dst}:8081");
+        let a =
+            tcp_ask(&s.ns_of(from), &dst, "gw").unwrap_or_else(|e| panic!("{from} → {dst}: {e}"));
+        assert_eq!(a.seen_ip(), seen, "{from} → {dst}");
+        assert_eq!(a.peer.to_string(), dst, "getpeername");
+        srv.join().unwrap();
+    }
+    // Not from an --internal network, not for an unpublished port.
+    let srv = tcp_server(&web, 8080, 1);
+    assert!(tcp_ask(&s.ns_of("in"), "10.70.0.1:8081", "in").is_err());
+    let e = tcp_ask(&s.ns_of("cli"), &format!("{GW}:8082"), "x").expect_err("unpublished");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    tcp_ask(&web, "127.0.0.1:8080", "done").unwrap();
+    assert_eq!(srv.join().unwrap()[0].ip().to_string(), "127.0.0.1");
+    s.assert_firewalls_untouched();
+}
