@@ -607,3 +607,40 @@ fn containers_reach_published_ports_on_bridge_gateway_addresses() {
     assert_eq!(srv.join().unwrap()[0].ip().to_string(), "127.0.0.1");
     s.assert_firewalls_untouched();
 }
+
+#[test]
+fn kernel_programs_log_drops_at_debug_level_only() {
+    require_root!();
+    let mut s = Sandbox::new(&[]);
+    s.host
+        .pier_ok(&["network", "create", "--subnet", "10.71.0.0/24", "n1"]);
+    s.host
+        .pier_ok(&["network", "create", "--subnet", "10.72.0.0/24", "n2"]);
+    s.host
+        .pier_ok(&["run", "-d", "--name", "a", "--network", "n1"]);
+    s.host
+        .pier_ok(&["run", "-d", "--name", "b", "--network", "n2"]);
+    let b = s.ip_of("b", "n2").to_string();
+    // Isolation drops a's ping to b (reason 2). At the default level the
+    // programs log nothing.
+    assert!(!ping(&s.ns_of("a"), &b));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!s.log().contains("drop: reason"), "{}", s.log());
+    // With debug enabled for them, each drop is in the agent's log.
+    let agent = s.agent.take().unwrap();
+    s.host.stop_agent(&agent, nix::sys::signal::Signal::SIGTERM);
+    let agent = s.host.start_agent_logging(&[], "info,pier_dataplane=debug");
+    s.host.wait_agent_ready();
+    assert!(!ping(&s.ns_of("a"), &b));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let logged = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("drop: reason 2 ("))
+    };
+    while !logged(&agent.log()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(logged(&agent.log()), "{}", agent.log());
+    s.agent = Some(agent);
+    s.assert_firewalls_untouched();
+}
