@@ -1149,6 +1149,9 @@ impl Daemon {
                     && cm.pid == *pid
                 {
                     tracing::info!("{}: its command exited", cm.name);
+                    if let (Some(pid), Some(start_time)) = (cm.pid, cm.pid_start) {
+                        cm.exit_code = self.runner.exit_code(Proc { pid, start_time });
+                    }
                     cm.running = false;
                     cm.pid = None;
                     cm.pid_start = None;

@@ -536,8 +536,9 @@ fn a_container_whose_command_exits_releases_its_ports() {
         "-p",
         "8081:8080",
         "--",
-        "sleep",
-        "0.3",
+        "sh",
+        "-c",
+        "sleep 0.3; exit 3",
     ]);
     let ip = s.ip_of("brief", "bridge");
     assert_eq!(
@@ -552,6 +553,13 @@ fn a_container_whose_command_exits_releases_its_ports() {
     assert_eq!(s.port_entries(), vec![], "{}", s.log());
     in_ns(&s.host_ns(), || TcpListener::bind("0.0.0.0:8081").map(drop))
         .expect("the port of an exited container is free");
+    // It shows as exited, with its command's exit code.
+    assert_eq!(s.inspect("brief")["State"]["ExitCode"], 3);
+    assert!(
+        h.pier_ok(&["ps", "-a"]).contains("Exited (3)"),
+        "{}",
+        h.pier_ok(&["ps", "-a"])
+    );
     // Started again, it publishes again.
     h.pier_ok(&["start", "brief"]);
     assert_eq!(
