@@ -41,6 +41,8 @@ pub enum Action {
     RemoveBridge(String),
     RemoveNetns(PathBuf),
     RemoveEndpoint(topology::EndpointSpec),
+    /// The container's default route now goes out of this endpoint.
+    DefaultRoute(topology::EndpointSpec),
     RemoveDir(PathBuf),
     Kill(Proc),
 }
@@ -57,6 +59,8 @@ pub struct Daemon {
     names_hook: Option<NamesHook>,
     /// Serialises hook calls, so that the last call sees the newest state.
     hook_lock: Mutex<()>,
+    /// The hook saw a change in progress (see [`Daemon::names_before_spawn`]).
+    names_early: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -208,6 +212,7 @@ impl Daemon {
             }),
             names_hook,
             hook_lock: Mutex::new(()),
+            names_early: Default::default(),
         };
         d.reconcile()?;
         Ok(d)
@@ -233,6 +238,34 @@ impl Daemon {
     /// state, registering undo steps; then the dataplane is synced and the
     /// store committed. Any failure undoes what `f` did and leaves the state.
     pub fn change<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R>) -> Result<R> {
+        let r = self.change_locked(f);
+        if self
+            .names_early
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && r.is_err()
+        {
+            // The resolver saw the change before it failed: show it the
+            // state as it is again.
+            self.dns_changed();
+        }
+        r
+    }
+
+    /// Before a container's process starts inside a change: give the names
+    /// hook the state `st` of the change in progress, so that the embedded
+    /// resolver knows the container and serves its namespace before its
+    /// command's first query (as Docker does). Runs with the state lock
+    /// held, so it does not take `hook_lock`; the hook runs again after the
+    /// commit, or, if the change fails, with the state as it stayed.
+    fn names_before_spawn(&self, st: &State) {
+        if let Some(h) = &self.names_hook {
+            self.names_early
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            h(st);
+        }
+    }
+
+    fn change_locked<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R>) -> Result<R> {
         let t0 = std::time::Instant::now();
         let mut inner = self.lock_inner();
         let mut txn = Txn {
@@ -293,6 +326,13 @@ impl Daemon {
                 Action::RemoveEndpoint(ep) => {
                     self.topo.remove_endpoint(ep).map_err(|e| e.to_string())
                 }
+                Action::DefaultRoute(ep) => match ep.default_gateway {
+                    Some(gw) => self
+                        .topo
+                        .set_default_route(&ep.netns, &ep.ifname, gw)
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                },
                 Action::RemoveDir(p) => match std::fs::remove_dir_all(p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
                     _ => Ok(()),
@@ -673,6 +713,14 @@ impl Daemon {
             txn.after_commit(Action::RemoveEndpoint(endpoint_spec(
                 &netns, &e, &net, false,
             )));
+            // The first endpoint carries the default route (and the published
+            // ports): when it goes, the next one takes both, as in Docker.
+            if c.endpoints.first().is_some_and(|f| f.id == e.id)
+                && let Some(next) = c.endpoints.get(1)
+                && let Some(n) = txn.state.networks.get(&next.network_id)
+            {
+                txn.after_commit(Action::DefaultRoute(endpoint_spec(&netns, next, n, true)));
+            }
             txn.state
                 .containers
                 .get_mut(&c.id)
@@ -973,6 +1021,7 @@ impl Daemon {
                 self.write_files(&c, &txn.state)?;
             }
             if req.detach && !req.cmd.is_empty() {
+                self.names_before_spawn(&txn.state);
                 let p = self.spawn_main(&c)?;
                 txn.on_fail(Action::Kill(p));
                 let cm = txn.state.containers.get_mut(&id).unwrap();
@@ -1073,6 +1122,43 @@ impl Daemon {
             start_time: c.pid_start?,
         };
         self.runner.alive(p).then_some(p)
+    }
+
+    /// Containers whose detached command ended on its own are stopped: their
+    /// published ports are released and their names leave the resolver, as
+    /// when Docker sees a container exit. The agent calls it on a timer.
+    pub fn reap_exited(&self) -> Result<()> {
+        let gone: Vec<(String, Option<i32>)> = {
+            let inner = self.lock_inner();
+            inner
+                .state
+                .containers
+                .values()
+                .filter(|c| c.running && c.pid.is_some() && self.live_proc(c).is_none())
+                .map(|c| (c.id.clone(), c.pid))
+                .collect()
+        };
+        if gone.is_empty() {
+            return Ok(());
+        }
+        self.change(|txn| {
+            for (id, pid) in &gone {
+                // Not if it was stopped or started again meanwhile.
+                if let Some(cm) = txn.state.containers.get_mut(id)
+                    && cm.running
+                    && cm.pid == *pid
+                {
+                    tracing::info!("{}: its command exited", cm.name);
+                    if let (Some(pid), Some(start_time)) = (cm.pid, cm.pid_start) {
+                        cm.exit_code = self.runner.exit_code(Proc { pid, start_time });
+                    }
+                    cm.running = false;
+                    cm.pid = None;
+                    cm.pid_start = None;
+                }
+            }
+            Ok(())
+        })
     }
 
     pub fn container_stop(&self, key: &str) -> Result<()> {

@@ -69,3 +69,51 @@ impl std::fmt::Display for ErrorList {
         f.write_str(&self.0.join("; "))
     }
 }
+
+/// `err` and its causes on one line, `a: b: c`, leaving out a cause whose
+/// text the line already holds (error types that print their source in their
+/// own message, and wrappers such as [`AgentError`]'s, would repeat it).
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_says_each_cause_once() {
+        // A dataplane error wrapped by AgentError, then by anyhow as `pier
+        // agent` does: the message once.
+        let e = anyhow::Error::from(AgentError::from(DataplaneError::Other(
+            "loading the eBPF object: bad".into(),
+        )));
+        assert_eq!(one_line(e.as_ref()), "loading the eBPF object: bad");
+        // An OS error printed in its own message and kept as its source.
+        let e = AgentError::from(TopologyError::Os {
+            op: "open /x".into(),
+            source: std::io::Error::from_raw_os_error(2),
+        });
+        assert_eq!(
+            one_line(&e),
+            "open /x: No such file or directory (os error 2)"
+        );
+        // Context that adds something is kept, in order.
+        let e =
+            anyhow::Error::from(std::io::Error::from_raw_os_error(13)).context("--state-dir /y");
+        assert_eq!(
+            one_line(e.as_ref()),
+            "--state-dir /y: Permission denied (os error 13)"
+        );
+    }
+}

@@ -58,7 +58,7 @@ fn main() {
     match r {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", pier_agent::error::one_line(e.as_ref()));
             std::process::exit(1);
         }
     }

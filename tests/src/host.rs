@@ -170,13 +170,18 @@ impl TestHost {
 
     /// Start `pier agent` in the host namespace with this host's dirs.
     pub fn start_agent(&mut self, extra: &[&str]) -> Agent {
+        self.start_agent_logging(extra, "info")
+    }
+
+    /// [`TestHost::start_agent`] with `RUST_LOG=rust_log`.
+    pub fn start_agent_logging(&mut self, extra: &[&str], rust_log: &str) -> Agent {
         let log = self.dir.join(format!("agent-{}.log", self.agents.len()));
         let logf = std::fs::File::create(&log).expect("agent log");
         let mut c = self.agent_command(extra);
         c.stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", rust_log);
         // Own process group, so a stop reaches the agent and not nsenter only.
         c.process_group(0);
         let child = c.spawn().expect("spawn agent");
@@ -184,9 +189,10 @@ impl TestHost {
         self.agents.push(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.socket().exists() {
-            if Instant::now() > deadline {
+            let exited = self.agents.last_mut().unwrap().try_wait().ok().flatten();
+            if Instant::now() > deadline || exited.is_some() {
                 panic!(
-                    "agent did not open its socket in 20 s; log:\n{}",
+                    "agent did not open its socket ({exited:?}); log:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }

@@ -602,3 +602,76 @@ fn dns_agent_names_survive_an_agent_restart() {
         agent.log()
     );
 }
+
+#[test]
+fn dns_agent_serves_a_detached_command_from_its_first_query() {
+    require_root!();
+    let mut host = TestHost::new();
+    let (_up, _own) = fake_upstreams(&host);
+    let _agent = host.start_agent(&["--dns-upstream", "198.18.0.2"]);
+    host.pier_ok(&["network", "create", "mynet"]);
+    host.pier_ok(&["run", "-d", "--name", "srv", "--network", "mynet"]);
+    let srv = ip_on(&host, "srv", "mynet");
+    // The command asks at once, as a service looking up its database does:
+    // the resolver must know it and listen in its namespace before it runs.
+    for i in 0..3 {
+        let name = format!("early{i}");
+        host.pier_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "mynet",
+            "--",
+            "getent",
+            "hosts",
+            "srv",
+        ]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let logs = loop {
+            let logs = host.pier_ok(&["logs", &name]);
+            if !logs.is_empty() || std::time::Instant::now() > deadline {
+                break logs;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(
+            logs.split_whitespace().collect::<Vec<_>>(),
+            [srv.to_string().as_str(), "srv"],
+            "{name}: {logs:?}"
+        );
+    }
+}
+
+#[test]
+fn dns_agent_stopped_containers_have_no_name_until_started() {
+    require_root!();
+    let mut host = TestHost::new();
+    let (_up, _own) = fake_upstreams(&host);
+    let _agent = host.start_agent(&["--dns-upstream", "198.18.0.2"]);
+    host.pier_ok(&["network", "create", "mynet"]);
+    host.pier_ok(&["run", "-d", "--name", "s1", "--network", "mynet"]);
+    host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "s2",
+        "--network",
+        "mynet",
+        "--alias",
+        "s2a",
+    ]);
+    let s2 = ip_on(&host, "s2", "mynet");
+    assert_eq!(a(&host, "s1", "s2"), [s2]);
+    // Stopped: neither its name nor its alias is a container's any more, so
+    // the question goes upstream, as for a removed container.
+    host.pier_ok(&["stop", "s2"]);
+    for n in ["s2", "s2a", "s2.mynet"] {
+        assert_eq!(a(&host, "s1", n), [IpAddr::V4(UP_DEFAULT)], "{n}");
+    }
+    // Started again: back at once.
+    host.pier_ok(&["start", "s2"]);
+    assert_eq!(a(&host, "s1", "s2a"), [s2]);
+    assert_eq!(getent_ip(&host, "s1", "s2"), s2);
+}

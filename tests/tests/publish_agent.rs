@@ -408,6 +408,22 @@ fn bad_agent_flags_are_one_line_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("cannot be used with"), "{err}");
+    // A start failure in the dataplane (an uplink that does not exist): one
+    // line that names it, each cause said once.
+    let out = h.run_agent_to_exit(&["--uplink", "nosuch0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let line = err.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("Error: ") && line.contains("nosuch0"),
+        "{err}"
+    );
+    let parts: Vec<&str> = line.split(": ").collect();
+    let mut seen = std::collections::BTreeSet::new();
+    assert!(
+        parts.iter().all(|p| seen.insert(*p)),
+        "a cause repeated: {line}"
+    );
     // Nothing was made.
     assert!(!h.bpffs_dir.exists());
     assert!(!h.socket().exists());
@@ -465,5 +481,174 @@ fn exposure_is_exact_and_publishing_does_not_depend_on_netfilter() {
         .collect();
     assert_eq!(peers, vec![OUTSIDE_IP.to_string(), "127.0.0.1".to_string()]);
     assert_eq!(unpublished.join().unwrap()[0].ip().to_string(), "127.0.0.1");
+    s.assert_firewalls_untouched();
+}
+
+#[test]
+fn published_ports_follow_the_container_when_its_first_network_is_disconnected() {
+    require_root!();
+    let s = Sandbox::new(&[]);
+    let h = &s.host;
+    h.pier_ok(&["network", "create", "--subnet", "10.67.0.0/24", "n1"]);
+    h.pier_ok(&["network", "create", "--subnet", "10.68.0.0/24", "n2"]);
+    h.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n1",
+        "-p",
+        "8081:8080",
+    ]);
+    h.pier_ok(&["network", "connect", "n2", "web"]);
+    h.pier_ok(&["network", "disconnect", "n1", "web"]);
+    let ip = s.ip_of("web", "n2");
+    assert_eq!(
+        s.port_entries(),
+        vec![entry("0.0.0.0", 8081, TCP, ip, 8080)]
+    );
+    let web = s.ns_of("web");
+    // The default route moved to n2 (as in Docker): the published port
+    // answers, and the container still gets out.
+    let srv = tcp_server(&web, 8080, 1);
+    let a = tcp_ask(&s.outside_ns(), &format!("{HOST_UPLINK_IP}:8081"), "moved")
+        .expect("published port after the first network was disconnected");
+    assert_eq!(a.seen_ip(), OUTSIDE_IP);
+    srv.join().unwrap();
+    let o = tcp_server(&s.outside_ns(), 7000, 1);
+    let a = tcp_ask(&web, &format!("{OUTSIDE_IP}:7000"), "out").expect("web to outside");
+    assert_eq!(a.seen_ip(), HOST_UPLINK_IP);
+    o.join().unwrap();
+    s.assert_firewalls_untouched();
+}
+
+#[test]
+fn a_container_whose_command_exits_releases_its_ports() {
+    require_root!();
+    let s = Sandbox::new(&[]);
+    let h = &s.host;
+    h.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "brief",
+        "-p",
+        "8081:8080",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.3; exit 3",
+    ]);
+    let ip = s.ip_of("brief", "bridge");
+    assert_eq!(
+        s.port_entries(),
+        vec![entry("0.0.0.0", 8081, TCP, ip, 8080)]
+    );
+    // Once the command ended: no map entry, and the port is free again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !s.port_entries().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(s.port_entries(), vec![], "{}", s.log());
+    in_ns(&s.host_ns(), || TcpListener::bind("0.0.0.0:8081").map(drop))
+        .expect("the port of an exited container is free");
+    // It shows as exited, with its command's exit code.
+    assert_eq!(s.inspect("brief")["State"]["ExitCode"], 3);
+    assert!(
+        h.pier_ok(&["ps", "-a"]).contains("Exited (3)"),
+        "{}",
+        h.pier_ok(&["ps", "-a"])
+    );
+    // Started again, it publishes again.
+    h.pier_ok(&["start", "brief"]);
+    assert_eq!(
+        s.port_entries(),
+        vec![entry("0.0.0.0", 8081, TCP, ip, 8080)]
+    );
+    s.assert_firewalls_untouched();
+}
+
+#[test]
+fn containers_reach_published_ports_on_bridge_gateway_addresses() {
+    require_root!();
+    let s = Sandbox::new(&[]);
+    let h = &s.host;
+    h.pier_ok(&["network", "create", "--subnet", "10.69.0.0/24", "n1"]);
+    h.pier_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.70.0.0/24",
+        "inner",
+    ]);
+    h.pier_ok(&["run", "-d", "--name", "web", "-p", "8081:8080"]);
+    h.pier_ok(&["run", "-d", "--name", "cli"]);
+    h.pier_ok(&["run", "-d", "--name", "far", "--network", "n1"]);
+    h.pier_ok(&["run", "-d", "--name", "in", "--network", "inner"]);
+    let web = s.ns_of("web");
+    // The gateway is the host's address a container knows (Docker's
+    // host-gateway, `host.docker.internal`): its own network's, or another
+    // bridge's; the server sees the client container, or the gateway when a
+    // container dials its own port.
+    for (from, dst, seen) in [
+        ("cli", GW, s.ip_of("cli", "bridge").to_string()),
+        ("web", GW, GW.to_string()),
+        ("far", "10.69.0.1", s.ip_of("far", "n1").to_string()),
+        ("far", GW, s.ip_of("far", "n1").to_string()),
+    ] {
+        let srv = tcp_server(&web, 8080, 1);
+        let dst = format!("{dst}:8081");
+        let a =
+            tcp_ask(&s.ns_of(from), &dst, "gw").unwrap_or_else(|e| panic!("{from} → {dst}: {e}"));
+        assert_eq!(a.seen_ip(), seen, "{from} → {dst}");
+        assert_eq!(a.peer.to_string(), dst, "getpeername");
+        srv.join().unwrap();
+    }
+    // Not from an --internal network, not for an unpublished port.
+    let srv = tcp_server(&web, 8080, 1);
+    assert!(tcp_ask(&s.ns_of("in"), "10.70.0.1:8081", "in").is_err());
+    let e = tcp_ask(&s.ns_of("cli"), &format!("{GW}:8082"), "x").expect_err("unpublished");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    tcp_ask(&web, "127.0.0.1:8080", "done").unwrap();
+    assert_eq!(srv.join().unwrap()[0].ip().to_string(), "127.0.0.1");
+    s.assert_firewalls_untouched();
+}
+
+#[test]
+fn kernel_programs_log_drops_at_debug_level_only() {
+    require_root!();
+    let mut s = Sandbox::new(&[]);
+    s.host
+        .pier_ok(&["network", "create", "--subnet", "10.71.0.0/24", "n1"]);
+    s.host
+        .pier_ok(&["network", "create", "--subnet", "10.72.0.0/24", "n2"]);
+    s.host
+        .pier_ok(&["run", "-d", "--name", "a", "--network", "n1"]);
+    s.host
+        .pier_ok(&["run", "-d", "--name", "b", "--network", "n2"]);
+    let b = s.ip_of("b", "n2").to_string();
+    // Isolation drops a's ping to b (reason 2). At the default level the
+    // programs log nothing.
+    assert!(!ping(&s.ns_of("a"), &b));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!s.log().contains("drop: reason"), "{}", s.log());
+    // With debug enabled for them, each drop is in the agent's log.
+    let agent = s.agent.take().unwrap();
+    s.host.stop_agent(&agent, nix::sys::signal::Signal::SIGTERM);
+    let agent = s.host.start_agent_logging(&[], "info,pier_dataplane=debug");
+    s.host.wait_agent_ready();
+    assert!(!ping(&s.ns_of("a"), &b));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let logged = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("drop: reason 2 ("))
+    };
+    while !logged(&agent.log()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(logged(&agent.log()), "{}", agent.log());
+    s.agent = Some(agent);
     s.assert_firewalls_untouched();
 }

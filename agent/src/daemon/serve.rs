@@ -148,6 +148,18 @@ pub fn run(
                 }
             }
         });
+        // Stop containers whose command ended (ports released, names gone).
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                t.tick().await;
+                let d = d.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || d.reap_exited()).await {
+                    tracing::warn!("reaping exited containers: {e}");
+                }
+            }
+        });
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let app = server::router(daemon.clone(), shutdown.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -252,9 +264,12 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
                 name: n.name.clone(),
                 internal: n.internal,
                 names: !n.default,
+                // A stopped container has no name (Docker removes its
+                // endpoint from the resolver until it starts again).
                 members: st
                     .containers
                     .values()
+                    .filter(|c| c.running)
                     .filter_map(|c| {
                         let e = c.endpoint_on(&n.id)?;
                         Some(MemberInput {

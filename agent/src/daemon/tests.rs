@@ -22,6 +22,8 @@ use crate::{
 struct Kernel {
     links: BTreeSet<String>,
     netns: BTreeSet<PathBuf>,
+    /// Default routes set after the first endpoint went: "IFNAME via GW".
+    routes: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -71,6 +73,19 @@ impl Topology for FakeTopo {
     }
     fn default_route_iface(&self) -> Result<Option<String>, TopologyError> {
         Ok(None)
+    }
+    fn set_default_route(
+        &self,
+        _: &Path,
+        ifname: &str,
+        gw: std::net::Ipv4Addr,
+    ) -> Result<(), TopologyError> {
+        self.k
+            .lock()
+            .unwrap()
+            .routes
+            .push(format!("{ifname} via {gw}"));
+        Ok(())
     }
 }
 
@@ -384,12 +399,19 @@ fn names_hook_sees_every_committed_change_and_the_start() {
     // A refused change calls nothing.
     assert!(d.container_create(run("a", None, &[])).is_err());
     d.container_rm("a", false).unwrap();
+    // A detached command: the hook sees the container before its process
+    // starts; here the start fails, and the hook sees the state without it.
+    let mut c = run("c", None, &[]);
+    c.cmd = vec!["true".into()];
+    assert!(d.container_create(c).is_err());
     assert_eq!(
         seen.lock().unwrap().clone(),
         vec![
             vec![],
             vec!["a".to_string()],
             vec!["a".to_string(), "b".to_string()],
+            vec!["b".to_string()],
+            vec!["b".to_string(), "c".to_string()],
             vec!["b".to_string()],
         ]
     );
@@ -503,4 +525,56 @@ fn run_dns_is_stored_and_written_to_resolv_conf() {
     drop(d);
     let d = env.start();
     assert_eq!(d.snapshot().find_container("d1").unwrap().dns, want);
+}
+
+#[test]
+fn disconnecting_the_first_network_moves_the_default_route() {
+    let env = Env::new("gwmove");
+    let d = env.start();
+    for n in ["n1", "n2"] {
+        d.network_create(NetworkCreate {
+            name: n.into(),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    d.container_create(run("c", Some("n1"), &["8081:80"]))
+        .unwrap();
+    let connect = |n: &str| {
+        d.network_connect(
+            n,
+            NetworkConnect {
+                container: "c".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    connect("n2");
+    // Leaving a network that is not the first changes no route.
+    d.network_create(NetworkCreate {
+        name: "n3".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    connect("n3");
+    d.network_disconnect("n3", "c", false).unwrap();
+    assert_eq!(env.kernel().routes, Vec::<String>::new());
+    // Leaving the first: the next endpoint gets the default route.
+    d.network_disconnect("n1", "c", false).unwrap();
+    let st = d.snapshot();
+    let c = st.find_container("c").unwrap();
+    let n2 = st.find_network("n2").unwrap();
+    assert_eq!(c.endpoints.len(), 1);
+    assert_eq!(
+        env.kernel().routes,
+        [format!(
+            "{} via {}",
+            c.endpoints[0].ifname,
+            n2.gateway.unwrap()
+        )]
+    );
+    // Leaving the last one: nothing to move.
+    d.network_disconnect("n2", "c", false).unwrap();
+    assert_eq!(env.kernel().routes.len(), 1);
 }

@@ -37,14 +37,37 @@ fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneErro
 }
 
 /// Like [`err`], with the error's sources.
-fn err_chain(what: impl std::fmt::Display, e: impl std::error::Error) -> DataplaneError {
-    let mut msg = format!("{what}: {e}");
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
+fn err_chain(what: impl std::fmt::Display, e: impl std::error::Error + 'static) -> DataplaneError {
+    DataplaneError::Other(format!("{what}: {}", crate::error::one_line(&e)))
+}
+
+/// The kernel programs log (aya-log) at debug level only, and only when
+/// debug is enabled for their target (`RUST_LOG=pier_dataplane=debug`):
+/// otherwise the level given to them at load is 0 and they log nothing.
+fn kernel_log_level() -> u8 {
+    if tracing::enabled!(target: "pier_dataplane", tracing::Level::DEBUG) {
+        aya_log::Level::Debug as u8
+    } else {
+        0
     }
-    DataplaneError::Other(msg)
+}
+
+/// Forward the kernel programs' log records to the agent's log, from a
+/// thread that drains their ring buffer every 100 ms (debug only).
+fn read_kernel_log(bpf: &mut aya::Ebpf) {
+    let mut logger = match aya_log::EbpfLogger::init(bpf) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("kernel log: {e}");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        loop {
+            logger.flush();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
 }
 
 fn port_id(p: &PortSpec) -> PortId {
@@ -322,9 +345,13 @@ impl EbpfDataplane {
             .override_global(config::GLOBAL_CT_TCP_CLOSING_NS, &closing, true)
             .override_global(config::GLOBAL_CT_UDP_NS, &udp, true)
             .override_global(config::GLOBAL_CT_ICMP_NS, &icmp, true)
+            .override_global(aya_log::LEVEL, &kernel_log_level(), false)
             .load(&aligned(self.object.as_deref().unwrap_or(EBPF_OBJECT)))
             .map_err(|e| err_chain("loading the eBPF object", e))?;
         Self::load_programs(&mut bpf)?;
+        if kernel_log_level() != 0 {
+            read_kernel_log(&mut bpf);
+        }
         self.bpf = Some(bpf);
         // Forwarding for networks without masquerade (routed through the host).
         sys::set_sysctl("net.ipv4.ip_forward", "1")?;

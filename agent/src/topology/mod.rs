@@ -82,4 +82,12 @@ pub trait Topology: Send + Sync {
     fn routed_subnets(&self) -> Result<Vec<Ipv4Net>>;
     /// The interface of the host's default route, if any.
     fn default_route_iface(&self) -> Result<Option<String>>;
+    /// In the namespace at `netns`, make the default route go via `gateway`
+    /// out of `ifname` (replacing any other default route).
+    fn set_default_route(
+        &self,
+        netns: &std::path::Path,
+        ifname: &str,
+        gateway: std::net::Ipv4Addr,
+    ) -> Result<()>;
 }

@@ -552,6 +552,38 @@ impl Topology for NetlinkTopology {
                 .and_then(|l| link_name(&l).map(str::to_string)))
         })
     }
+
+    fn set_default_route(&self, netns: &Path, ifname: &str, gateway: Ipv4Addr) -> Result<()> {
+        check_ifname(ifname)?;
+        let ns_sock: OwnedFd = netns::netlink_socket_in(netns)?;
+        let (ifname, where_) = (ifname.to_string(), netns.display().to_string());
+        self.worker.run(move |_| async move {
+            let (ns, conn) = ns_connection(ns_sock);
+            let r = async {
+                let index = link_by_name(&ns, &ifname)
+                    .await?
+                    .ok_or_else(|| {
+                        TopologyError::Invalid(format!("no interface {ifname} in {where_}"))
+                    })?
+                    .header
+                    .index;
+                ns.route()
+                    .add(
+                        RouteMessageBuilder::<Ipv4Addr>::new()
+                            .gateway(gateway)
+                            .output_interface(index)
+                            .build(),
+                    )
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl(format!("default route via {gateway} in {where_}")))
+            }
+            .await;
+            conn.abort();
+            r
+        })
+    }
 }
 
 /// Up, address and default route on the container's end (already named).

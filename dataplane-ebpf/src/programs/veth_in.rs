@@ -2,9 +2,10 @@
 //! container sends). A source address other than the container's own is
 //! dropped. In order: replies of published connections are
 //! reverse-translated and sent back out of the uplink (or into the client
-//! container, for hairpin); traffic to another pier network is dropped;
-//! `--internal` networks stop here; hairpin to a published port is
-//! translated; the host's addresses and multicast go to the host stack; a
+//! container, for hairpin); hairpin to a published port on any host address
+//! (bridge gateways too) is translated, except from `--internal` networks;
+//! traffic to another pier network is dropped; `--internal` networks stop
+//! here; the host's addresses and multicast go to the host stack; a
 //! reply whose conntrack entry is gone is re-tracked; traffic leaving the
 //! host is masqueraded.
 use aya_ebpf::{
@@ -71,24 +72,12 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(net) = network(src.network_id) else {
         return Ok(TC_ACT_OK);
     };
-    if let Some(dst_net) = subnet_of(pkt.daddr) {
-        if dst_net != src.network_id {
-            return Err(DropReason::Isolation);
-        }
-        if net.flags & NET_F_NO_ICC != 0
-            && pkt.daddr != net.gateway_be
-            && pkt.daddr != pkt.saddr
-            && endpoint(pkt.daddr).is_some()
-        {
-            return Err(DropReason::NoIcc);
-        }
-        return Ok(TC_ACT_OK);
-    }
-    if net.flags & NET_F_INTERNAL != 0 {
-        return Err(DropReason::Internal);
-    }
-    // Hairpin: a container dialling a published port on a host address.
-    if pkt.has_ports()
+    // Hairpin: a container dialling a published port on a host address,
+    // the gateways of pier's bridges included (its own network's, as
+    // `host.docker.internal` resolves to), but not from `--internal` networks.
+    if net.flags & NET_F_INTERNAL == 0
+        && pkt.has_ports()
+        && is_host_addr(pkt.daddr)
         && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto)
     {
         let backend = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
@@ -116,6 +105,22 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         }
         nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
         return redirect::to_container(ctx, &backend);
+    }
+    if let Some(dst_net) = subnet_of(pkt.daddr) {
+        if dst_net != src.network_id {
+            return Err(DropReason::Isolation);
+        }
+        if net.flags & NET_F_NO_ICC != 0
+            && pkt.daddr != net.gateway_be
+            && pkt.daddr != pkt.saddr
+            && endpoint(pkt.daddr).is_some()
+        {
+            return Err(DropReason::NoIcc);
+        }
+        return Ok(TC_ACT_OK);
+    }
+    if net.flags & NET_F_INTERNAL != 0 {
+        return Err(DropReason::Internal);
     }
     // The host's own addresses, and multicast/broadcast (224.0.0.0 and up),
     // which the host never forwards, are for the host stack.
