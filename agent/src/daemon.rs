@@ -437,6 +437,18 @@ impl Daemon {
                     if ours.iter().any(|o| ipam::overlaps(o, &sn)) {
                         return Err(conflict(ipam::IpamError::Overlap.to_string()));
                     }
+                    // A subnet the host already routes (an uplink's, a VPN's)
+                    // would shadow it, and its gateway could be a host address.
+                    if let Some(r) = self
+                        .topo
+                        .routed_subnets()?
+                        .into_iter()
+                        .find(|r| r.prefix_len() > 0 && ipam::overlaps(r, &sn))
+                    {
+                        return Err(conflict(format!(
+                            "subnet {sn} overlaps {r}, which is routed on the host"
+                        )));
+                    }
                     sn
                 }
                 None => {
