@@ -58,8 +58,25 @@ fn main() {
     match r {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", one_line(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: many of our errors
+/// already print their source, and `{:#}` would repeat it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if msg.contains(&c) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&c);
+    }
+    msg
 }
