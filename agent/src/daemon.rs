@@ -358,6 +358,21 @@ impl Daemon {
             );
         }
         if !txn.state.networks.values().any(|n| n.default) {
+            // A first start: the default subnet must not be one the host
+            // routes already (a leftover pier0 is taken over, route and all).
+            let sn = cfg.default_subnet;
+            if !txn.d.topo.host_links()?.iter().any(|l| l == DEFAULT_BRIDGE)
+                && let Some(r) = txn
+                    .d
+                    .topo
+                    .routed_subnets()?
+                    .into_iter()
+                    .find(|r| r.prefix_len() > 0 && ipam::overlaps(r, &sn))
+            {
+                return Err(invalid(format!(
+                    "--default-subnet {sn} overlaps {r}, which is routed on the host"
+                )));
+            }
             let mut n = mk(&mut txn.state, "bridge", DRIVER_BRIDGE);
             n.default = true;
             n.bridge = Some(DEFAULT_BRIDGE.into());

@@ -42,6 +42,15 @@ fn bad_agent_flags_fail_at_once_with_one_line_and_make_nothing() {
             vec!["--uplink", "nosuch0"],
             "Error: uplink nosuch0 does not exist",
         ),
+        // uplink0 has 198.18.0.1/24: pier0 would take the host's address.
+        (
+            vec!["--default-subnet", "198.18.0.0/24"],
+            "Error: --default-subnet 198.18.0.0/24 overlaps 198.18.0.0/24, which is routed on the host",
+        ),
+        (
+            vec!["--default-subnet", "198.18.0.0/16"],
+            "Error: --default-subnet 198.18.0.0/16 overlaps 198.18.0.0/24, which is routed on the host",
+        ),
         (
             vec!["--default-subnet", "bogus"],
             "Error: --default-subnet: invalid subnet bogus",
