@@ -1203,10 +1203,22 @@ impl Daemon {
         if main {
             spec.join_pid = None;
         }
-        let w = self
-            .runner
-            .spawn_attached(spec)
-            .map_err(|e| AgentError::Internal(format!("starting {argv:?}: {e}")))?;
+        let w = match self.runner.spawn_attached(spec) {
+            Ok(w) => w,
+            Err(e) => {
+                let e = AgentError::Internal(format!("starting {argv:?}: {e}"));
+                // A foreground `run` whose command cannot start leaves nothing,
+                // as a detached one does.
+                if main
+                    && c.pid.is_none()
+                    && c.exit_code.is_none()
+                    && let Err(rm) = self.container_rm(&c.id, true)
+                {
+                    tracing::warn!("removing {} after a failed start: {rm}", c.id);
+                }
+                return Err(e);
+            }
+        };
         started(w.proc());
         if main {
             let p = w.proc();

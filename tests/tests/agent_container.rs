@@ -477,3 +477,28 @@ fn interrupting_the_cli_interrupts_the_process() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn foreground_run_of_a_command_that_cannot_start_leaves_nothing() {
+    require_root!();
+    let mut host = TestHost::new();
+    let _agent = host.start_agent(&[]);
+    host.pier_ok(&["run", "-d", "--name", "keep"]);
+    let before = host.world();
+    for args in [
+        &["run", "--name", "fg", "--", "/nonexistent/cmd"][..],
+        &["run", "-d", "--name", "fg", "--", "/nonexistent/cmd"][..],
+    ] {
+        let err = host.pier_err(args);
+        assert!(
+            err.starts_with("Error: ")
+                && err.contains("/nonexistent/cmd: No such file or directory")
+                && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        assert_eq!(host.world(), before, "{args:?} left something");
+    }
+    // The name and the address are free again.
+    host.pier_ok(&["run", "--name", "fg", "--", "true"]);
+    assert_eq!(ip_of(&host, "fg", "bridge"), "172.17.0.3");
+}
