@@ -690,6 +690,12 @@ impl Daemon {
                 None if force => return Ok(None),
                 None => return Err(not_found(format!("No such container: {container}"))),
             };
+            if net.driver != DRIVER_BRIDGE {
+                return Err(conflict(format!(
+                    "container cannot be disconnected from the {} network",
+                    net.name
+                )));
+            }
             let Some(e) = c.endpoint_on(&net.id).cloned() else {
                 return Err(invalid(format!(
                     "container {} is not connected to network {}",
