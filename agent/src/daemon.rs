@@ -398,6 +398,21 @@ impl Daemon {
             );
         }
         if !txn.state.networks.values().any(|n| n.default) {
+            // A first start: the default subnet must not be one the host
+            // routes already (a leftover pier0 is taken over, route and all).
+            let sn = cfg.default_subnet;
+            if !txn.d.topo.host_links()?.iter().any(|l| l == DEFAULT_BRIDGE)
+                && let Some(r) = txn
+                    .d
+                    .topo
+                    .routed_subnets()?
+                    .into_iter()
+                    .find(|r| r.prefix_len() > 0 && ipam::overlaps(r, &sn))
+            {
+                return Err(invalid(format!(
+                    "--default-subnet {sn} overlaps {r}, which is routed on the host"
+                )));
+            }
             let mut n = mk(&mut txn.state, "bridge", DRIVER_BRIDGE);
             n.default = true;
             n.bridge = Some(DEFAULT_BRIDGE.into());
@@ -476,6 +491,18 @@ impl Daemon {
                     let sn = ipam::parse_subnet(s).map_err(|e| invalid(e.to_string()))?;
                     if ours.iter().any(|o| ipam::overlaps(o, &sn)) {
                         return Err(conflict(ipam::IpamError::Overlap.to_string()));
+                    }
+                    // A subnet the host already routes (an uplink's, a VPN's)
+                    // would shadow it, and its gateway could be a host address.
+                    if let Some(r) = self
+                        .topo
+                        .routed_subnets()?
+                        .into_iter()
+                        .find(|r| r.prefix_len() > 0 && ipam::overlaps(r, &sn))
+                    {
+                        return Err(conflict(format!(
+                            "subnet {sn} overlaps {r}, which is routed on the host"
+                        )));
                     }
                     sn
                 }
@@ -703,6 +730,12 @@ impl Daemon {
                 None if force => return Ok(None),
                 None => return Err(not_found(format!("No such container: {container}"))),
             };
+            if net.driver != DRIVER_BRIDGE {
+                return Err(conflict(format!(
+                    "container cannot be disconnected from the {} network",
+                    net.name
+                )));
+            }
             let Some(e) = c.endpoint_on(&net.id).cloned() else {
                 return Err(invalid(format!(
                     "container {} is not connected to network {}",
@@ -1262,10 +1295,22 @@ impl Daemon {
         if main {
             spec.join_pid = None;
         }
-        let w = self
-            .runner
-            .spawn_attached(spec)
-            .map_err(|e| AgentError::Internal(format!("starting {argv:?}: {e}")))?;
+        let w = match self.runner.spawn_attached(spec) {
+            Ok(w) => w,
+            Err(e) => {
+                let e = AgentError::Internal(format!("starting {argv:?}: {e}"));
+                // A foreground `run` whose command cannot start leaves nothing,
+                // as a detached one does.
+                if main
+                    && c.pid.is_none()
+                    && c.exit_code.is_none()
+                    && let Err(rm) = self.container_rm(&c.id, true)
+                {
+                    tracing::warn!("removing {} after a failed start: {rm}", c.id);
+                }
+                return Err(e);
+            }
+        };
         started(w.proc());
         if main {
             let p = w.proc();

@@ -189,10 +189,15 @@ impl TestHost {
         self.agents.push(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.socket().exists() {
-            let exited = self.agents.last_mut().unwrap().try_wait().ok().flatten();
-            if Instant::now() > deadline || exited.is_some() {
+            if let Ok(Some(st)) = self.agents.last_mut().unwrap().try_wait() {
                 panic!(
-                    "agent did not open its socket ({exited:?}); log:\n{}",
+                    "agent exited ({st}) before opening its socket; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "agent did not open its socket in 20 s; log:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }

@@ -33,6 +33,8 @@ fn bad_container_input_changes_nothing() {
         "--ip",
         "10.40.0.9",
     ]);
+    host.pier_ok(&["run", "-d", "--name", "h", "--network", "host"]);
+    host.pier_ok(&["run", "-d", "--name", "n", "--network", "none"]);
     let long = "c".repeat(64);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -156,6 +158,18 @@ fn bad_container_input_changes_nothing() {
             "is not connected to network mynet",
         ),
         (vec!["network", "rm", "mynet"], "has active endpoints"),
+        (
+            vec!["network", "disconnect", "host", "h"],
+            "container cannot be disconnected from the host network",
+        ),
+        (
+            vec!["network", "disconnect", "none", "n"],
+            "container cannot be disconnected from the none network",
+        ),
+        (
+            vec!["network", "connect", "mynet", "h"],
+            "container h is in host network mode and cannot be connected to other networks",
+        ),
     ];
     for (args, want) in cases {
         refused(&host, &args, want);

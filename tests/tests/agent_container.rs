@@ -477,3 +477,59 @@ fn interrupting_the_cli_interrupts_the_process() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn foreground_run_of_a_command_that_cannot_start_leaves_nothing() {
+    require_root!();
+    let mut host = TestHost::new();
+    let _agent = host.start_agent(&[]);
+    host.pier_ok(&["run", "-d", "--name", "keep"]);
+    let before = host.world();
+    for args in [
+        &["run", "--name", "fg", "--", "/nonexistent/cmd"][..],
+        &["run", "-d", "--name", "fg", "--", "/nonexistent/cmd"][..],
+    ] {
+        let err = host.pier_err(args);
+        assert!(
+            err.starts_with("Error: ")
+                && err.contains("/nonexistent/cmd: No such file or directory")
+                && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        assert_eq!(host.world(), before, "{args:?} left something");
+    }
+    // The name and the address are free again.
+    host.pier_ok(&["run", "--name", "fg", "--", "true"]);
+    assert_eq!(ip_of(&host, "fg", "bridge"), "172.17.0.3");
+}
+
+#[test]
+fn each_connect_takes_the_next_free_eth() {
+    require_root!();
+    let mut host = TestHost::new();
+    let _agent = host.start_agent(&[]);
+    host.pier_ok(&["network", "create", "--subnet", "10.51.0.0/24", "n1"]);
+    host.pier_ok(&["network", "create", "--subnet", "10.52.0.0/24", "n2"]);
+    host.pier_ok(&["network", "create", "--subnet", "10.53.0.0/24", "n3"]);
+    host.pier_ok(&["run", "-d", "--name", "c"]);
+    host.pier_ok(&["network", "connect", "n1", "c"]);
+    host.pier_ok(&["network", "connect", "n2", "c"]);
+    assert_eq!(links_in(&host, "c"), ["lo", "eth0", "eth1", "eth2"]);
+    let eth2 = host.in_container("c", &["ip", "-o", "addr", "show", "dev", "eth2"]);
+    assert!(eth2.contains("inet 10.52.0.2/24"), "{eth2}");
+    let eth2 = host.in_container("c", &["ip", "-o", "link", "show", "dev", "eth2"]);
+    assert!(eth2.contains("link/ether 02:42:0a:34:00:02"), "{eth2}");
+    // A freed name is taken again by the next connect.
+    host.pier_ok(&["network", "disconnect", "n1", "c"]);
+    assert_eq!(links_in(&host, "c"), ["lo", "eth0", "eth2"]);
+    host.pier_ok(&["network", "connect", "n3", "c"]);
+    let mut links = links_in(&host, "c");
+    links.sort();
+    assert_eq!(links, ["eth0", "eth1", "eth2", "lo"]);
+    let eth1 = host.in_container("c", &["ip", "-o", "addr", "show", "dev", "eth1"]);
+    assert!(eth1.contains("inet 10.53.0.2/24"), "{eth1}");
+    let nets = inspect(&host, "c")["NetworkSettings"]["Networks"].clone();
+    let mut names: Vec<&String> = nets.as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names, ["bridge", "n2", "n3"]);
+}

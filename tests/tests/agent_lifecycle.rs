@@ -32,6 +32,69 @@ fn second_agent_on_the_same_state_dir_fails() {
 }
 
 #[test]
+fn bad_agent_flags_fail_at_once_with_one_line_and_make_nothing() {
+    require_root!();
+    let host = TestHost::new();
+    let links = host.host(&["ip", "-br", "link", "show"]);
+    let addrs = host.host(&["ip", "-br", "-4", "addr", "show"]);
+    for (extra, want) in [
+        (
+            vec!["--uplink", "nosuch0"],
+            "Error: uplink nosuch0 does not exist",
+        ),
+        // uplink0 has 198.18.0.1/24: pier0 would take the host's address.
+        (
+            vec!["--default-subnet", "198.18.0.0/24"],
+            "Error: --default-subnet 198.18.0.0/24 overlaps 198.18.0.0/24, which is routed on the host",
+        ),
+        (
+            vec!["--default-subnet", "198.18.0.0/16"],
+            "Error: --default-subnet 198.18.0.0/16 overlaps 198.18.0.0/24, which is routed on the host",
+        ),
+        (
+            vec!["--default-subnet", "bogus"],
+            "Error: --default-subnet: invalid subnet bogus",
+        ),
+    ] {
+        // An agent that starts anyway is killed, and the test fails.
+        let log = host.dir.join("bad-agent.log");
+        let mut child = host
+            .agent_command(&extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let err = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{extra:?}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.contains("Error")).collect();
+        assert_eq!(errors, [want], "{extra:?}: {err}");
+        assert_eq!(
+            host.host(&["ip", "-br", "link", "show"]),
+            links,
+            "{extra:?}"
+        );
+        assert_eq!(
+            host.host(&["ip", "-br", "-4", "addr", "show"]),
+            addrs,
+            "{extra:?}"
+        );
+    }
+}
+
+#[test]
 fn sigterm_keeps_containers_and_a_new_agent_takes_over() {
     require_root!();
     let mut host = TestHost::new();

@@ -192,6 +192,20 @@ fn bad_network_input_changes_nothing() {
             vec!["network", "create", "--subnet", "172.17.0.0/16", "x"],
             "Pool overlaps",
         ),
+        // The uplink's subnet (198.18.0.1/24 is on uplink0): the bridge
+        // would take the host's own address.
+        (
+            vec!["network", "create", "--subnet", "198.18.0.0/24", "x"],
+            "subnet 198.18.0.0/24 overlaps 198.18.0.0/24, which is routed on the host",
+        ),
+        (
+            vec!["network", "create", "--subnet", "198.18.0.128/25", "x"],
+            "overlaps 198.18.0.0/24, which is routed on the host",
+        ),
+        (
+            vec!["network", "create", "--subnet", "198.0.0.0/8", "x"],
+            "overlaps 198.18.0.0/24, which is routed on the host",
+        ),
         (
             vec![
                 "network",

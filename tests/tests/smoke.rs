@@ -107,3 +107,24 @@ fn test_host_cleans_up_when_the_test_panics() {
     let listed = pier_tests::host::sh(&["ip", "netns", "list"]);
     assert!(!listed.contains(ns.as_str()), "{ns} was left behind");
 }
+
+#[test]
+fn start_agent_reports_an_agent_that_died_at_once() {
+    require_root!();
+    let t = std::time::Instant::now();
+    let r = std::panic::catch_unwind(|| {
+        let mut host = TestHost::new();
+        host.start_agent(&["--default-subnet", "bogus"]);
+    });
+    let msg = r.expect_err("start_agent must panic");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("agent exited (exit status: 1) before opening its socket")
+            && msg.contains("Error: --default-subnet: invalid subnet bogus"),
+        "{msg}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "not the 20 s wait"
+    );
+}

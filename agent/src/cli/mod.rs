@@ -199,13 +199,16 @@ pub struct RunArgs {
     /// Run in the background and print the container ID.
     #[arg(short, long)]
     pub detach: bool,
+    /// The container's name (default: a generated one).
     #[arg(long)]
     pub name: Option<String>,
     /// bridge (default), a network, host, none or container:NAME.
     #[arg(long, alias = "net")]
     pub network: Option<String>,
+    /// IPv4 address on a user-defined network (default: the lowest free one).
     #[arg(long)]
     pub ip: Option<String>,
+    /// Another name on a user-defined network (repeatable).
     #[arg(long = "alias", alias = "network-alias")]
     pub aliases: Vec<String>,
     /// NAME[:ALIAS]
@@ -214,6 +217,7 @@ pub struct RunArgs {
     /// [IP:]HOSTPORT[-END]:CONTPORT[-END][/tcp|udp]
     #[arg(short = 'p', long = "publish")]
     pub ports: Vec<String>,
+    /// The container's hostname (default: the first 12 hex of its ID).
     #[arg(long)]
     pub hostname: Option<String>,
     /// DNS server for this container (repeatable): the embedded resolver's
@@ -223,6 +227,7 @@ pub struct RunArgs {
     /// Accepted for Docker's fingers; stdio always passes through.
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    /// Accepted for Docker's fingers; no terminal is allocated.
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Command and arguments (after `--`).
