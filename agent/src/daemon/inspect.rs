@@ -215,10 +215,12 @@ impl Daemon {
             ("exited", Some(code)) => format!("Exited ({code})"),
             ("exited", None) => "Exited".into(),
             ("running", _) => "Up".into(),
+            ("created", _) => "Created".into(),
             (s, _) => s.to_string(),
         };
-        let ports = c
-            .ports
+        // As Docker: only a running container shows its published ports.
+        let bound = if running { &c.ports[..] } else { &[] };
+        let ports = bound
             .iter()
             .map(|p| {
                 let ip = p.host_ip.map(|i| i.to_string()).unwrap_or("0.0.0.0".into());

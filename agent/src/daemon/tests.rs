@@ -578,3 +578,41 @@ fn disconnecting_the_first_network_moves_the_default_route() {
     d.network_disconnect("n2", "c", false).unwrap();
     assert_eq!(env.kernel().routes.len(), 1);
 }
+
+#[test]
+fn ps_shows_ports_of_running_containers_only() {
+    let env = Env::new("psports");
+    let d = env.start();
+    d.container_create(run(
+        "web",
+        None,
+        &["8080:80", "127.0.0.1:9000-9001:90-91/udp"],
+    ))
+    .unwrap();
+    let ps = |all| {
+        d.list_containers(all)
+            .into_iter()
+            .map(|s| (s.name, s.status, s.ports))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ps(false),
+        [(
+            "web".to_string(),
+            "Up".to_string(),
+            vec![
+                "0.0.0.0:8080->80/tcp".to_string(),
+                "127.0.0.1:9000-9001->90-91/udp".to_string()
+            ]
+        )]
+    );
+    d.container_stop("web").unwrap();
+    assert_eq!(ps(false), []);
+    assert_eq!(
+        ps(true),
+        [("web".to_string(), "Exited".to_string(), vec![])]
+    );
+    // The bindings are kept: started again, it shows them again.
+    d.container_start("web").unwrap();
+    assert_eq!(ps(false)[0].2.len(), 2);
+}
