@@ -1114,7 +1114,7 @@ impl Daemon {
         spec.join_pid = None;
         self.runner
             .spawn_detached(spec)
-            .map_err(|e| AgentError::Internal(format!("starting {:?}: {e}", c.cmd)))
+            .map_err(|e| AgentError::spawn(&format!("{:?}", c.cmd), e))
     }
 
     /// Remove one container (`force`: also when its process runs).
@@ -1298,7 +1298,7 @@ impl Daemon {
         let w = match self.runner.spawn_attached(spec) {
             Ok(w) => w,
             Err(e) => {
-                let e = AgentError::Internal(format!("starting {argv:?}: {e}"));
+                let e = AgentError::spawn(&format!("{argv:?}"), e);
                 // A foreground `run` whose command cannot start leaves nothing,
                 // as a detached one does.
                 if main

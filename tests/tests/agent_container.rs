@@ -114,8 +114,21 @@ fn exec_passes_stdio_and_exit_code() {
     // Unknown container and bad command: one-line errors.
     let e = host.pier_err(&["exec", "nosuch", "--", "true"]);
     assert_eq!(e, "Error: No such container: nosuch\n");
-    let out = host.pier(&["exec", "c", "--", "/nonexistent/cmd"]);
-    assert!(!out.status.success());
+    // As Docker: 127 when the command is not found, 126 when it cannot be
+    // invoked (here: a file without the execute bit).
+    for (cmd, code, why) in [
+        ("/nonexistent/cmd", 127, "No such file or directory"),
+        ("nosuch-cmd", 127, "No such file or directory"),
+        ("/etc/passwd", 126, "Permission denied"),
+    ] {
+        let out = host.pier(&["exec", "c", "--", cmd]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{cmd}: {err}");
+        assert!(
+            err.starts_with("Error: ") && err.contains(why) && err.trim_end().lines().count() == 1,
+            "{cmd}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -485,15 +498,33 @@ fn foreground_run_of_a_command_that_cannot_start_leaves_nothing() {
     let _agent = host.start_agent(&[]);
     host.pier_ok(&["run", "-d", "--name", "keep"]);
     let before = host.world();
-    for args in [
-        &["run", "--name", "fg", "--", "/nonexistent/cmd"][..],
-        &["run", "-d", "--name", "fg", "--", "/nonexistent/cmd"][..],
+    for (args, code, why) in [
+        (
+            &["run", "--name", "fg", "--", "/nonexistent/cmd"][..],
+            127,
+            "/nonexistent/cmd: No such file or directory",
+        ),
+        (
+            &["run", "-d", "--name", "fg", "--", "/nonexistent/cmd"][..],
+            127,
+            "/nonexistent/cmd: No such file or directory",
+        ),
+        (
+            &["run", "--name", "fg", "--", "/etc/passwd"][..],
+            126,
+            "/etc/passwd: Permission denied",
+        ),
+        (
+            &["run", "-d", "--name", "fg", "--", "/etc/passwd"][..],
+            126,
+            "/etc/passwd: Permission denied",
+        ),
     ] {
-        let err = host.pier_err(args);
+        let out = host.pier(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert!(
-            err.starts_with("Error: ")
-                && err.contains("/nonexistent/cmd: No such file or directory")
-                && err.trim_end().lines().count() == 1,
+            err.starts_with("Error: ") && err.contains(why) && err.trim_end().lines().count() == 1,
             "{args:?}: {err}"
         );
         assert_eq!(host.world(), before, "{args:?} left something");

@@ -212,8 +212,8 @@ impl Daemon {
     pub fn container_summary(&self, st: &State, c: &Container) -> ContainerSummary {
         let (status, running, _) = self.status_of(c);
         let status = match (status, self.exit_code_of(c)) {
-            ("exited", Some(code)) => format!("Exited ({code})"),
-            ("exited", None) => "Exited".into(),
+            // The code `inspect` shows (0 when none was recorded).
+            ("exited", code) => format!("Exited ({})", code.unwrap_or(0)),
             ("running", _) => "Up".into(),
             ("created", _) => "Created".into(),
             (s, _) => s.to_string(),

@@ -113,10 +113,10 @@ impl Dataplane for FakeDataplane {
 
 struct NoRunner;
 impl Runner for NoRunner {
-    fn spawn_detached(&self, _: ProcSpec) -> Result<Proc, String> {
+    fn spawn_detached(&self, _: ProcSpec) -> Result<Proc, super::process::SpawnError> {
         Err("no processes in unit tests".into())
     }
-    fn spawn_attached(&self, _: ProcSpec) -> Result<Box<dyn Waitable>, String> {
+    fn spawn_attached(&self, _: ProcSpec) -> Result<Box<dyn Waitable>, super::process::SpawnError> {
         Err("no processes in unit tests".into())
     }
     fn alive(&self, _: Proc) -> bool {
@@ -610,9 +610,56 @@ fn ps_shows_ports_of_running_containers_only() {
     assert_eq!(ps(false), []);
     assert_eq!(
         ps(true),
-        [("web".to_string(), "Exited".to_string(), vec![])]
+        [("web".to_string(), "Exited (0)".to_string(), vec![])]
     );
     // The bindings are kept: started again, it shows them again.
     d.container_start("web").unwrap();
     assert_eq!(ps(false)[0].2.len(), 2);
+}
+
+#[test]
+fn ps_status_words_are_dockers() {
+    let env = Env::new("pswords");
+    let d = env.start();
+    // A foreground run between create and its client's exec: Created.
+    let mut fg = run("fg", None, &["8080:80"]);
+    fg.cmd = vec!["true".into()];
+    fg.detach = false;
+    d.container_create(fg).unwrap();
+    d.container_create(run("ns", None, &[])).unwrap();
+    let ps = || {
+        d.list_containers(true)
+            .into_iter()
+            .map(|s| (s.name, s.status, s.ports.len()))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        ps(),
+        BTreeSet::from([
+            ("fg".to_string(), "Created".to_string(), 0),
+            ("ns".to_string(), "Up".to_string(), 0)
+        ])
+    );
+}
+
+#[test]
+fn a_command_that_cannot_start_carries_dockers_exit_code() {
+    use super::process::SpawnError;
+    let e = crate::error::AgentError::spawn(
+        "[\"nosuch\"]",
+        SpawnError {
+            message: "exec nosuch: No such file or directory (os error 2)".into(),
+            exit_code: Some(127),
+        },
+    );
+    assert_eq!(
+        (e.to_string(), e.status(), e.exit_code()),
+        (
+            "starting [\"nosuch\"]: exec nosuch: No such file or directory (os error 2)".into(),
+            400,
+            Some(127)
+        )
+    );
+    let e = crate::error::AgentError::spawn("[\"x\"]", SpawnError::from("set-up failed"));
+    assert_eq!((e.status(), e.exit_code()), (500, None));
 }
