@@ -564,3 +564,60 @@ fn each_connect_takes_the_next_free_eth() {
     names.sort();
     assert_eq!(names, ["bridge", "n2", "n3"]);
 }
+
+#[test]
+fn run_rm_removes_the_container_and_unknown_options_are_errors() {
+    require_root!();
+    let mut host = TestHost::new();
+    let _agent = host.start_agent(&[]);
+    // (A container stays, so the bridge's carrier does not change.)
+    host.pier_ok(&["run", "-d", "--name", "keep"]);
+    let keep = host.pier_ok(&["ps", "-a", "-q"]);
+    let before = host.world();
+    let out = host.pier(&[
+        "run",
+        "--rm",
+        "--name",
+        "t",
+        "-p",
+        "8080:80",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(host.pier_ok(&["ps", "-a", "-q"]), keep);
+    assert_eq!(host.world(), before, "--rm left something");
+    // A command that cannot start: its exit code, one error line, nothing left.
+    let out = host.pier(&["run", "--rm", "--name", "t", "--", "/nonexistent/cmd"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(host.world(), before);
+    // Unknown options are usage errors, not the command; nothing is made.
+    for args in [
+        &["run", "--bogus", "true"][..],
+        &["run", "--bogus", "--", "true"],
+        &["run", "--rm", "-d", "--", "true"],
+    ] {
+        let out = host.pier(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(!err.contains("No such file"), "{args:?}: {err}");
+    }
+    let err = host.pier_err(&["run", "--rm"]);
+    assert_eq!(
+        err,
+        "Error: --rm needs a command to run in the foreground\n"
+    );
+    assert_eq!(host.pier_ok(&["ps", "-a", "-q"]), keep);
+    assert_eq!(host.world(), before);
+    // The command is the first argument that is not an option.
+    let out = host.pier(&["run", "--rm", "sh", "-c", "exit 6"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(host.world(), before);
+}

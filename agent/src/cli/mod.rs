@@ -230,8 +230,12 @@ pub struct RunArgs {
     /// Accepted for Docker's fingers; no terminal is allocated.
     #[arg(short = 't', long)]
     pub tty: bool,
-    /// Command and arguments (after `--`).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// Remove the container when its command exits (a foreground run).
+    #[arg(long, conflicts_with = "detach")]
+    pub rm: bool,
+    /// Command and arguments: after `--`, or from the first argument that
+    /// is not an option (an unknown option is an error, not the command).
+    #[arg(trailing_var_arg = true)]
     pub cmd: Vec<String>,
 }
 
@@ -555,6 +559,9 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
 
 fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Result<i32> {
     let fg = !r.detach && !r.cmd.is_empty();
+    if r.rm && !fg {
+        bail!("--rm needs a command to run in the foreground");
+    }
     let created: ContainerCreated = c.post(
         "/containers/create",
         &ContainerCreate {
@@ -577,13 +584,70 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
         println!("{}", created.id);
         return Ok(0);
     }
-    exec::exec(
+    let code = exec::exec(
         &config::exec_socket_path(socket),
         &ExecRequest {
-            container: created.id,
+            container: created.id.clone(),
             argv: Vec::new(),
             main: true,
         },
     )
-    .context("running the container's command")
+    .context("running the container's command");
+    if r.rm {
+        // A command that could not start took its container with it already;
+        // any other failure is the one to report.
+        let gone = c.delete(&format!("/containers/{}?force=1", seg(&created.id)));
+        if let (Err(e), Ok(_)) = (gone, &code) {
+            eprintln!("Error: removing the container: {e}");
+            return Ok(1);
+        }
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["pier", "run"].iter().chain(argv))?;
+        match cli.cmd {
+            Cmd::Run(r) => Ok(r),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn run_takes_the_command_after_dashdash_or_the_first_non_option() {
+        let r = run_args(&["--name", "x", "--", "sh", "-c", "exit 3"]).unwrap();
+        assert_eq!(r.cmd, ["sh", "-c", "exit 3"]);
+        assert!(!r.rm);
+        let r = run_args(&["-d", "sleep", "--foo", "-n"]).unwrap();
+        assert_eq!(
+            (r.detach, r.cmd),
+            (true, vec!["sleep".into(), "--foo".into(), "-n".into()])
+        );
+        let r = run_args(&["--rm", "--", "--odd-name"]).unwrap();
+        assert_eq!((r.rm, r.cmd), (true, vec!["--odd-name".to_string()]));
+    }
+
+    #[test]
+    fn run_rejects_unknown_options_before_the_command() {
+        for argv in [
+            &["--bogus", "true"][..],
+            &["--bogus"],
+            &["-z", "--", "true"],
+        ] {
+            let e = run_args(argv).err().expect("an error");
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{argv:?}"
+            );
+        }
+        let e = run_args(&["--rm", "-d", "--", "true"])
+            .err()
+            .expect("an error");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
 }
