@@ -223,6 +223,16 @@ fn system_reset_removes_everything() {
     host.pier_ok(&["run", "-d", "--name", "b"]);
     host.pier_ok(&["run", "-d", "--name", "c", "--network", "container:b"]);
     let pid = pid_of(&host, "a");
+    // Without -f and without an answer (stdin at its end): nothing happens.
+    let out = host.pier(&["system", "reset"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.trim_end()
+            .ends_with("system reset cancelled: nothing was removed"),
+        "{err}"
+    );
+    assert_eq!(pid_of(&host, "a"), pid, "the agent and `a` are untouched");
     let out = host.pier_ok(&["system", "reset", "-f"]);
     assert!(out.contains("removed"), "{out}");
     host.stop_agent(&agent, Signal::SIGTERM);
