@@ -29,7 +29,7 @@ use crate::{
     ipam,
     state::{
         Container, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, Endpoint, Link, NetMode, Network,
-        State, Store, mac_for, new_id, now_rfc3339, opts,
+        State, Store, mac_for, new_id, now_ms, now_rfc3339, opts,
     },
     topology::{self, Topology},
 };
@@ -1010,6 +1010,8 @@ impl Daemon {
                 pid: None,
                 pid_start: None,
                 exit_code: None,
+                started_ms: Some(now_ms()),
+                finished_ms: None,
                 dns,
             };
             txn.state.containers.insert(id.clone(), c);
@@ -1188,6 +1190,7 @@ impl Daemon {
                     cm.running = false;
                     cm.pid = None;
                     cm.pid_start = None;
+                    cm.finished_ms = Some(now_ms());
                 }
             }
             Ok(())
@@ -1205,6 +1208,9 @@ impl Daemon {
             .map(|p| kill_and_wait(self.runner.as_ref(), p, std::time::Duration::from_secs(10)));
         self.change(|txn| {
             if let Some(cm) = txn.state.containers.get_mut(&c.id) {
+                if cm.running {
+                    cm.finished_ms = Some(now_ms());
+                }
                 cm.running = false;
                 cm.pid = None;
                 cm.pid_start = None;
@@ -1244,6 +1250,7 @@ impl Daemon {
             let cm = txn.state.containers.get_mut(&c.id).unwrap();
             cm.running = true;
             cm.exit_code = None;
+            cm.started_ms = Some(now_ms());
             if !c.cmd.is_empty() {
                 let p = self.spawn_main(&c)?;
                 txn.on_fail(Action::Kill(p));
@@ -1318,6 +1325,7 @@ impl Daemon {
                 if let Some(cm) = txn.state.containers.get_mut(&c.id) {
                     cm.pid = Some(p.pid);
                     cm.pid_start = Some(p.start_time);
+                    cm.started_ms = Some(now_ms());
                 }
                 Ok(())
             })?;
@@ -1330,6 +1338,7 @@ impl Daemon {
                     cm.pid_start = None;
                     cm.exit_code = Some(code);
                     cm.running = false;
+                    cm.finished_ms = Some(now_ms());
                 }
                 Ok(())
             })?;

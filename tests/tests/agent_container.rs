@@ -140,7 +140,11 @@ fn foreground_run_detached_logs_stop_start() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     let ps = host.pier_ok(&["ps", "-a"]);
-    assert!(ps.contains("Exited (3)"), "{ps}");
+    let row = ps.lines().find(|l| l.ends_with("fg")).unwrap_or_default();
+    assert!(
+        row.contains("Exited (3) ") && row.contains(" ago "),
+        "Docker's wording: {ps}"
+    );
     assert!(!host.pier_ok(&["ps"]).contains("fg"));
     host.pier_ok(&["rm", "fg"]);
 
@@ -172,6 +176,9 @@ fn foreground_run_detached_logs_stop_start() {
     }
     let i = inspect(&host, "bg");
     assert_eq!(i["State"]["Status"], "running");
+    let ps = host.pier_ok(&["ps"]);
+    let row = ps.lines().find(|l| l.ends_with("bg")).unwrap_or_default();
+    assert!(row.contains("   Up "), "Docker's wording: {ps}");
     let pid = i["State"]["Pid"].as_i64().unwrap();
     assert!(pid > 0);
     // A running process blocks rm without -f.

@@ -211,10 +211,21 @@ impl Daemon {
 
     pub fn container_summary(&self, st: &State, c: &Container) -> ContainerSummary {
         let (status, running, _) = self.status_of(c);
+        let since = |t: Option<u64>| {
+            t.map(|t| {
+                crate::state::model::human_duration(crate::state::model::now_ms().saturating_sub(t))
+            })
+        };
         let status = match (status, self.exit_code_of(c)) {
             // The code `inspect` shows (0 when none was recorded).
-            ("exited", code) => format!("Exited ({})", code.unwrap_or(0)),
-            ("running", _) => "Up".into(),
+            ("exited", code) => match since(c.finished_ms) {
+                Some(d) => format!("Exited ({}) {d} ago", code.unwrap_or(0)),
+                None => format!("Exited ({})", code.unwrap_or(0)),
+            },
+            ("running", _) => match since(c.started_ms) {
+                Some(d) => format!("Up {d}"),
+                None => "Up".into(),
+            },
             ("created", _) => "Created".into(),
             (s, _) => s.to_string(),
         };

@@ -196,6 +196,7 @@ impl Daemon {
                     cm.pid_start = None;
                     if !c.cmd.is_empty() {
                         cm.running = false;
+                        cm.finished_ms = Some(crate::state::model::now_ms());
                     }
                 }
             }

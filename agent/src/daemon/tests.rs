@@ -599,7 +599,7 @@ fn ps_shows_ports_of_running_containers_only() {
         ps(false),
         [(
             "web".to_string(),
-            "Up".to_string(),
+            "Up Less than a second".to_string(),
             vec![
                 "0.0.0.0:8080->80/tcp".to_string(),
                 "127.0.0.1:9000-9001->90-91/udp".to_string()
@@ -610,8 +610,20 @@ fn ps_shows_ports_of_running_containers_only() {
     assert_eq!(ps(false), []);
     assert_eq!(
         ps(true),
-        [("web".to_string(), "Exited (0)".to_string(), vec![])]
+        [(
+            "web".to_string(),
+            "Exited (0) Less than a second ago".to_string(),
+            vec![]
+        )]
     );
+    // The time since it stopped, in Docker's words.
+    d.change(|txn| {
+        let c = txn.state.containers.values_mut().next().unwrap();
+        c.finished_ms = c.finished_ms.map(|t| t - 125_000);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(ps(true)[0].1, "Exited (0) 2 minutes ago");
     // The bindings are kept: started again, it shows them again.
     d.container_start("web").unwrap();
     assert_eq!(ps(false)[0].2.len(), 2);
@@ -637,7 +649,7 @@ fn ps_status_words_are_dockers() {
         ps(),
         BTreeSet::from([
             ("fg".to_string(), "Created".to_string(), 0),
-            ("ns".to_string(), "Up".to_string(), 0)
+            ("ns".to_string(), "Up Less than a second".to_string(), 0)
         ])
     );
 }
