@@ -1012,6 +1012,7 @@ impl Daemon {
                 exit_code: None,
                 started_ms: Some(now_ms()),
                 finished_ms: None,
+                auto_remove: req.auto_remove,
                 dns,
             };
             txn.state.containers.insert(id.clone(), c);
@@ -1176,6 +1177,7 @@ impl Daemon {
         if gone.is_empty() {
             return Ok(());
         }
+        let mut remove = Vec::new();
         self.change(|txn| {
             for (id, pid) in &gone {
                 // Not if it was stopped or started again meanwhile.
@@ -1191,10 +1193,18 @@ impl Daemon {
                     cm.pid = None;
                     cm.pid_start = None;
                     cm.finished_ms = Some(now_ms());
+                    if cm.auto_remove {
+                        remove.push(cm.id.clone());
+                    }
                 }
             }
             Ok(())
-        })
+        })?;
+        // `--rm`: gone with its command.
+        for id in remove {
+            self.container_rm(&id, true)?;
+        }
+        Ok(())
     }
 
     pub fn container_stop(&self, key: &str) -> Result<()> {
@@ -1219,7 +1229,11 @@ impl Daemon {
                 }
             }
             Ok(())
-        })
+        })?;
+        if c.auto_remove {
+            self.container_rm(&c.id, true)?;
+        }
+        Ok(())
     }
 
     pub fn container_start(&self, key: &str) -> Result<()> {

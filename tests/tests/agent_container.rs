@@ -608,7 +608,7 @@ fn run_rm_removes_the_container_and_unknown_options_are_errors() {
     for args in [
         &["run", "--bogus", "true"][..],
         &["run", "--bogus", "--", "true"],
-        &["run", "--rm", "-d", "--", "true"],
+        &["run", "--rm", "-z", "--", "true"],
     ] {
         let out = host.pier(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -616,11 +616,26 @@ fn run_rm_removes_the_container_and_unknown_options_are_errors() {
         assert!(err.starts_with("error: "), "{args:?}: {err}");
         assert!(!err.contains("No such file"), "{args:?}: {err}");
     }
-    let err = host.pier_err(&["run", "--rm"]);
-    assert_eq!(
-        err,
-        "Error: --rm needs a command to run in the foreground\n"
-    );
+    assert_eq!(host.pier_ok(&["ps", "-a", "-q"]), keep);
+    assert_eq!(host.world(), before);
+    // Detached: removed when its command exits on its own, or when stopped
+    // (also a namespace without a command).
+    host.pier_ok(&[
+        "run", "-d", "--rm", "--name", "quick", "--", "sh", "-c", "exit 2",
+    ]);
+    host.pier_ok(&["run", "-d", "--rm", "--name", "ns"]);
+    host.pier_ok(&["run", "-d", "--rm", "--name", "long", "--", "sleep", "1000"]);
+    assert_eq!(inspect(&host, "long")["HostConfig"]["AutoRemove"], true);
+    assert_eq!(inspect(&host, "keep")["HostConfig"]["AutoRemove"], false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while host.pier(&["inspect", "quick"]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "quick was not removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(host.pier_ok(&["stop", "long", "ns"]), "long\nns\n");
     assert_eq!(host.pier_ok(&["ps", "-a", "-q"]), keep);
     assert_eq!(host.world(), before);
     // The command is the first argument that is not an option.

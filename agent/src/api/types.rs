@@ -91,6 +91,9 @@ pub struct ContainerCreate {
     /// client starts it through the exec socket with its own stdio.
     #[serde(default)]
     pub detach: bool,
+    /// `--rm`: remove the container once its command exits or it is stopped.
+    #[serde(default)]
+    pub auto_remove: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

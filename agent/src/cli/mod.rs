@@ -230,8 +230,8 @@ pub struct RunArgs {
     /// Accepted for Docker's fingers; no terminal is allocated.
     #[arg(short = 't', long)]
     pub tty: bool,
-    /// Remove the container when its command exits (a foreground run).
-    #[arg(long, conflicts_with = "detach")]
+    /// Remove the container when its command exits or it is stopped.
+    #[arg(long)]
     pub rm: bool,
     /// Command and arguments: after `--`, or from the first argument that
     /// is not an option (an unknown option is an error, not the command).
@@ -571,9 +571,6 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
 
 fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Result<i32> {
     let fg = !r.detach && !r.cmd.is_empty();
-    if r.rm && !fg {
-        bail!("--rm needs a command to run in the foreground");
-    }
     let created: ContainerCreated = c.post(
         "/containers/create",
         &ContainerCreate {
@@ -587,6 +584,9 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
             cmd: r.cmd,
             dns: r.dns,
             detach: !fg,
+            // A foreground run removes it itself, below (also when its
+            // command was interrupted).
+            auto_remove: r.rm && !fg,
         },
     )?;
     for w in &created.warnings {
@@ -668,9 +668,7 @@ mod tests {
                 "{argv:?}"
             );
         }
-        let e = run_args(&["--rm", "-d", "--", "true"])
-            .err()
-            .expect("an error");
-        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let r = run_args(&["--rm", "-d", "--", "true"]).unwrap();
+        assert!(r.rm && r.detach);
     }
 }

@@ -193,6 +193,7 @@ impl Daemon {
             },
             "HostConfig": {
                 "NetworkMode": network_mode,
+                "AutoRemove": c.auto_remove,
                 "PortBindings": ports_json(c),
                 "Dns": c.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "Links": c.links.iter().map(|l| format!("/{}:/{}/{}", l.name, c.name, l.alias.as_deref().unwrap_or(&l.name))).collect::<Vec<_>>(),
