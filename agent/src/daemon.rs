@@ -29,7 +29,7 @@ use crate::{
     ipam,
     state::{
         Container, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, Endpoint, Link, NetMode, Network,
-        State, Store, mac_for, new_id, now_rfc3339, opts,
+        State, Store, mac_for, new_id, now_ms, now_rfc3339, opts,
     },
     topology::{self, Topology},
 };
@@ -1010,6 +1010,9 @@ impl Daemon {
                 pid: None,
                 pid_start: None,
                 exit_code: None,
+                started_ms: Some(now_ms()),
+                finished_ms: None,
+                auto_remove: req.auto_remove,
                 dns,
             };
             txn.state.containers.insert(id.clone(), c);
@@ -1114,7 +1117,7 @@ impl Daemon {
         spec.join_pid = None;
         self.runner
             .spawn_detached(spec)
-            .map_err(|e| AgentError::Internal(format!("starting {:?}: {e}", c.cmd)))
+            .map_err(|e| AgentError::spawn(&format!("{:?}", c.cmd), e))
     }
 
     /// Remove one container (`force`: also when its process runs).
@@ -1174,6 +1177,7 @@ impl Daemon {
         if gone.is_empty() {
             return Ok(());
         }
+        let mut remove = Vec::new();
         self.change(|txn| {
             for (id, pid) in &gone {
                 // Not if it was stopped or started again meanwhile.
@@ -1188,10 +1192,19 @@ impl Daemon {
                     cm.running = false;
                     cm.pid = None;
                     cm.pid_start = None;
+                    cm.finished_ms = Some(now_ms());
+                    if cm.auto_remove {
+                        remove.push(cm.id.clone());
+                    }
                 }
             }
             Ok(())
-        })
+        })?;
+        // `--rm`: gone with its command.
+        for id in remove {
+            self.container_rm(&id, true)?;
+        }
+        Ok(())
     }
 
     pub fn container_stop(&self, key: &str) -> Result<()> {
@@ -1205,6 +1218,9 @@ impl Daemon {
             .map(|p| kill_and_wait(self.runner.as_ref(), p, std::time::Duration::from_secs(10)));
         self.change(|txn| {
             if let Some(cm) = txn.state.containers.get_mut(&c.id) {
+                if cm.running {
+                    cm.finished_ms = Some(now_ms());
+                }
                 cm.running = false;
                 cm.pid = None;
                 cm.pid_start = None;
@@ -1213,7 +1229,11 @@ impl Daemon {
                 }
             }
             Ok(())
-        })
+        })?;
+        if c.auto_remove {
+            self.container_rm(&c.id, true)?;
+        }
+        Ok(())
     }
 
     pub fn container_start(&self, key: &str) -> Result<()> {
@@ -1244,6 +1264,7 @@ impl Daemon {
             let cm = txn.state.containers.get_mut(&c.id).unwrap();
             cm.running = true;
             cm.exit_code = None;
+            cm.started_ms = Some(now_ms());
             if !c.cmd.is_empty() {
                 let p = self.spawn_main(&c)?;
                 txn.on_fail(Action::Kill(p));
@@ -1298,7 +1319,7 @@ impl Daemon {
         let w = match self.runner.spawn_attached(spec) {
             Ok(w) => w,
             Err(e) => {
-                let e = AgentError::Internal(format!("starting {argv:?}: {e}"));
+                let e = AgentError::spawn(&format!("{argv:?}"), e);
                 // A foreground `run` whose command cannot start leaves nothing,
                 // as a detached one does.
                 if main
@@ -1318,6 +1339,7 @@ impl Daemon {
                 if let Some(cm) = txn.state.containers.get_mut(&c.id) {
                     cm.pid = Some(p.pid);
                     cm.pid_start = Some(p.start_time);
+                    cm.started_ms = Some(now_ms());
                 }
                 Ok(())
             })?;
@@ -1330,6 +1352,7 @@ impl Daemon {
                     cm.pid_start = None;
                     cm.exit_code = Some(code);
                     cm.running = false;
+                    cm.finished_ms = Some(now_ms());
                 }
                 Ok(())
             })?;

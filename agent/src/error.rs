@@ -21,15 +21,37 @@ pub enum AgentError {
     Store(String),
     #[error("{0}")]
     Internal(String),
+    /// The container's command cannot be executed; `exit_code` is Docker's
+    /// 127 (not found) or 126 (cannot be invoked).
+    #[error("{message}")]
+    CannotStart { message: String, exit_code: i32 },
 }
 
 impl AgentError {
     /// HTTP status code of this error in the API.
+    /// The exit code `pier run`/`exec` ends with for this error, if special.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            AgentError::CannotStart { exit_code, .. } => Some(*exit_code),
+            _ => None,
+        }
+    }
+
+    /// A process that did not start, as an error of `what`.
+    pub fn spawn(what: &str, e: crate::daemon::process::SpawnError) -> Self {
+        let message = format!("starting {what}: {e}");
+        match e.exit_code {
+            Some(exit_code) => AgentError::CannotStart { message, exit_code },
+            None => AgentError::Internal(message),
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             AgentError::Invalid(_) => 400,
             AgentError::NotFound(_) => 404,
             AgentError::Conflict(_) => 409,
+            AgentError::CannotStart { .. } => 400,
             AgentError::Dataplane(DataplaneError::PortInUse(_)) => 409,
             _ => 500,
         }

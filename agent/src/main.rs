@@ -59,7 +59,11 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("Error: {}", pier_agent::error::one_line(e.as_ref()));
-            std::process::exit(1);
+            // Docker's 126/127 for a command that could not be started.
+            let code = e
+                .downcast_ref::<pier_agent::api::types::CannotStart>()
+                .map_or(1, |c| c.exit_code);
+            std::process::exit(code);
         }
     }
 }

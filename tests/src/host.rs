@@ -429,9 +429,53 @@ impl TestHost {
             s += &format!("{sub}: {names:?}\n");
         }
         s += &self.pier_ok(&["network", "ls"]);
-        s += &self.pier_ok(&["ps", "-a"]);
+        s += &stable_ps(&self.pier_ok(&["ps", "-a"]));
         s
     }
+}
+
+/// `ps -a` without what changes by itself: the age in its STATUS column
+/// (`Up 3 seconds` is `Up`, `Exited (0) 2 minutes ago` is `Exited (0)`).
+/// Cells are cut at the header's column starts, trimmed and joined by `|`.
+pub fn stable_ps(ps: &str) -> String {
+    let mut lines = ps.lines();
+    let Some(header) = lines.next() else {
+        return String::new();
+    };
+    let starts: Vec<usize> = [
+        "CONTAINER ID",
+        "COMMAND",
+        "STATUS",
+        "PORTS",
+        "NETWORKS",
+        "NAMES",
+    ]
+    .iter()
+    .map(|h| {
+        header
+            .find(h)
+            .unwrap_or_else(|| panic!("no {h} in {header:?}"))
+    })
+    .collect();
+    let mut out = header.split_whitespace().collect::<Vec<_>>().join(" ") + "\n";
+    for l in lines {
+        let cells: Vec<String> = (0..starts.len())
+            .map(|i| {
+                let end = starts.get(i + 1).copied().unwrap_or(l.len()).min(l.len());
+                let cell = l.get(starts[i].min(l.len())..end).unwrap_or("").trim();
+                if i != 2 {
+                    return cell.to_string();
+                }
+                match cell.find(')') {
+                    Some(p) if cell.starts_with("Exited (") => cell[..=p].to_string(),
+                    _ if cell.starts_with("Up ") => "Up".to_string(),
+                    _ => cell.to_string(),
+                }
+            })
+            .collect();
+        out += &(cells.join(" | ") + "\n");
+    }
+    out
 }
 
 impl TestHost {
@@ -478,5 +522,21 @@ impl TestHost {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+#[cfg(test)]
+mod stable_ps_tests {
+    #[test]
+    fn ages_go_other_cells_stay() {
+        let ps = "CONTAINER ID   COMMAND        STATUS                           PORTS                    NETWORKS   NAMES\n\
+                  7c10b3849072   \"\"             Up 1 second                      0.0.0.0:8081->8080/tcp   bridge     web\n\
+                  a2e62bdae677   \"sh -c x\"      Exited (3) 2 minutes ago                                  tiny       x1\n";
+        assert_eq!(
+            super::stable_ps(ps),
+            "CONTAINER ID COMMAND STATUS PORTS NETWORKS NAMES\n\
+             7c10b3849072 | \"\" | Up | 0.0.0.0:8081->8080/tcp | bridge | web\n\
+             a2e62bdae677 | \"sh -c x\" | Exited (3) |  | tiny | x1\n"
+        );
     }
 }

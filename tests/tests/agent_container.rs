@@ -114,8 +114,21 @@ fn exec_passes_stdio_and_exit_code() {
     // Unknown container and bad command: one-line errors.
     let e = host.pier_err(&["exec", "nosuch", "--", "true"]);
     assert_eq!(e, "Error: No such container: nosuch\n");
-    let out = host.pier(&["exec", "c", "--", "/nonexistent/cmd"]);
-    assert!(!out.status.success());
+    // As Docker: 127 when the command is not found, 126 when it cannot be
+    // invoked (here: a file without the execute bit).
+    for (cmd, code, why) in [
+        ("/nonexistent/cmd", 127, "No such file or directory"),
+        ("nosuch-cmd", 127, "No such file or directory"),
+        ("/etc/passwd", 126, "Permission denied"),
+    ] {
+        let out = host.pier(&["exec", "c", "--", cmd]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{cmd}: {err}");
+        assert!(
+            err.starts_with("Error: ") && err.contains(why) && err.trim_end().lines().count() == 1,
+            "{cmd}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -127,7 +140,11 @@ fn foreground_run_detached_logs_stop_start() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     let ps = host.pier_ok(&["ps", "-a"]);
-    assert!(ps.contains("Exited (3)"), "{ps}");
+    let row = ps.lines().find(|l| l.ends_with("fg")).unwrap_or_default();
+    assert!(
+        row.contains("Exited (3) ") && row.contains(" ago "),
+        "Docker's wording: {ps}"
+    );
     assert!(!host.pier_ok(&["ps"]).contains("fg"));
     host.pier_ok(&["rm", "fg"]);
 
@@ -159,6 +176,9 @@ fn foreground_run_detached_logs_stop_start() {
     }
     let i = inspect(&host, "bg");
     assert_eq!(i["State"]["Status"], "running");
+    let ps = host.pier_ok(&["ps"]);
+    let row = ps.lines().find(|l| l.ends_with("bg")).unwrap_or_default();
+    assert!(row.contains("   Up "), "Docker's wording: {ps}");
     let pid = i["State"]["Pid"].as_i64().unwrap();
     assert!(pid > 0);
     // A running process blocks rm without -f.
@@ -485,15 +505,33 @@ fn foreground_run_of_a_command_that_cannot_start_leaves_nothing() {
     let _agent = host.start_agent(&[]);
     host.pier_ok(&["run", "-d", "--name", "keep"]);
     let before = host.world();
-    for args in [
-        &["run", "--name", "fg", "--", "/nonexistent/cmd"][..],
-        &["run", "-d", "--name", "fg", "--", "/nonexistent/cmd"][..],
+    for (args, code, why) in [
+        (
+            &["run", "--name", "fg", "--", "/nonexistent/cmd"][..],
+            127,
+            "/nonexistent/cmd: No such file or directory",
+        ),
+        (
+            &["run", "-d", "--name", "fg", "--", "/nonexistent/cmd"][..],
+            127,
+            "/nonexistent/cmd: No such file or directory",
+        ),
+        (
+            &["run", "--name", "fg", "--", "/etc/passwd"][..],
+            126,
+            "/etc/passwd: Permission denied",
+        ),
+        (
+            &["run", "-d", "--name", "fg", "--", "/etc/passwd"][..],
+            126,
+            "/etc/passwd: Permission denied",
+        ),
     ] {
-        let err = host.pier_err(args);
+        let out = host.pier(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert!(
-            err.starts_with("Error: ")
-                && err.contains("/nonexistent/cmd: No such file or directory")
-                && err.trim_end().lines().count() == 1,
+            err.starts_with("Error: ") && err.contains(why) && err.trim_end().lines().count() == 1,
             "{args:?}: {err}"
         );
         assert_eq!(host.world(), before, "{args:?} left something");
@@ -532,4 +570,76 @@ fn each_connect_takes_the_next_free_eth() {
     let mut names: Vec<&String> = nets.as_object().unwrap().keys().collect();
     names.sort();
     assert_eq!(names, ["bridge", "n2", "n3"]);
+}
+
+#[test]
+fn run_rm_removes_the_container_and_unknown_options_are_errors() {
+    require_root!();
+    let mut host = TestHost::new();
+    let _agent = host.start_agent(&[]);
+    // (A container stays, so the bridge's carrier does not change.)
+    host.pier_ok(&["run", "-d", "--name", "keep"]);
+    let keep = host.pier_ok(&["ps", "-a", "-q"]);
+    let before = host.world();
+    let out = host.pier(&[
+        "run",
+        "--rm",
+        "--name",
+        "t",
+        "-p",
+        "8080:80",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(host.pier_ok(&["ps", "-a", "-q"]), keep);
+    assert_eq!(host.world(), before, "--rm left something");
+    // A command that cannot start: its exit code, one error line, nothing left.
+    let out = host.pier(&["run", "--rm", "--name", "t", "--", "/nonexistent/cmd"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(host.world(), before);
+    // Unknown options are usage errors, not the command; nothing is made.
+    for args in [
+        &["run", "--bogus", "true"][..],
+        &["run", "--bogus", "--", "true"],
+        &["run", "--rm", "-z", "--", "true"],
+    ] {
+        let out = host.pier(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(!err.contains("No such file"), "{args:?}: {err}");
+    }
+    assert_eq!(host.pier_ok(&["ps", "-a", "-q"]), keep);
+    assert_eq!(host.world(), before);
+    // Detached: removed when its command exits on its own, or when stopped
+    // (also a namespace without a command).
+    host.pier_ok(&[
+        "run", "-d", "--rm", "--name", "quick", "--", "sh", "-c", "exit 2",
+    ]);
+    host.pier_ok(&["run", "-d", "--rm", "--name", "ns"]);
+    host.pier_ok(&["run", "-d", "--rm", "--name", "long", "--", "sleep", "1000"]);
+    assert_eq!(inspect(&host, "long")["HostConfig"]["AutoRemove"], true);
+    assert_eq!(inspect(&host, "keep")["HostConfig"]["AutoRemove"], false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while host.pier(&["inspect", "quick"]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "quick was not removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(host.pier_ok(&["stop", "long", "ns"]), "long\nns\n");
+    assert_eq!(host.pier_ok(&["ps", "-a", "-q"]), keep);
+    assert_eq!(host.world(), before);
+    // The command is the first argument that is not an option.
+    let out = host.pier(&["run", "--rm", "sh", "-c", "exit 6"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(host.world(), before);
 }

@@ -223,6 +223,16 @@ fn system_reset_removes_everything() {
     host.pier_ok(&["run", "-d", "--name", "b"]);
     host.pier_ok(&["run", "-d", "--name", "c", "--network", "container:b"]);
     let pid = pid_of(&host, "a");
+    // Without -f and without an answer (stdin at its end): nothing happens.
+    let out = host.pier(&["system", "reset"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.trim_end()
+            .ends_with("system reset cancelled: nothing was removed"),
+        "{err}"
+    );
+    assert_eq!(pid_of(&host, "a"), pid, "the agent and `a` are untouched");
     let out = host.pier_ok(&["system", "reset", "-f"]);
     assert!(out.contains("removed"), "{out}");
     host.stop_agent(&agent, Signal::SIGTERM);
@@ -251,4 +261,25 @@ fn system_reset_removes_everything() {
     let _agent2 = host.start_agent(&[]);
     assert_eq!(host.pier_ok(&["network", "ls", "-q"]).lines().count(), 3);
     assert_eq!(host.pier_ok(&["ps", "-a", "-q"]), "");
+}
+
+#[test]
+fn rm_container_whose_command_ended_without_an_agent_goes_at_restart() {
+    require_root!();
+    let mut host = TestHost::new();
+    let agent = host.start_agent(&[]);
+    host.pier_ok(&["run", "-d", "--name", "keep", "--", "sleep", "1000"]);
+    let before = host.world();
+    host.pier_ok(&["run", "-d", "--rm", "--name", "r", "--", "sleep", "1000"]);
+    let pid = pid_of(&host, "r");
+    host.stop_agent(&agent, Signal::SIGTERM);
+    // Its command ends while no agent runs.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+        assert!(std::time::Instant::now() < deadline, "sleep did not die");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _agent = host.start_agent(&[]);
+    assert_eq!(host.world(), before, "r is gone, keep stays");
 }

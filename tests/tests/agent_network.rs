@@ -284,6 +284,28 @@ fn network_in_use_cannot_be_removed() {
     host.pier_ok(&["network", "create", "busy"]);
     host.pier_ok(&["run", "-d", "--name", "c1", "--network", "busy"]);
     refused(&host, &["network", "rm", "busy"], "has active endpoints");
+    // Without -f the answer is read even from a pipe: none, or not yes, is no.
+    host.pier_ok(&["network", "create", "idle"]);
+    for input in ["", "n\n", "whatever\n"] {
+        let out = host.pier_with_input(&["network", "prune"], input);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{input:?}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        assert!(
+            err.contains("Are you sure? [y/N]")
+                && err
+                    .trim_end()
+                    .ends_with("network prune cancelled: nothing was removed"),
+            "{input:?}: {err}"
+        );
+        host.pier_ok(&["network", "inspect", "idle"]);
+    }
+    let out = host.pier_with_input(&["network", "prune"], "y\n");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Deleted Networks:\nidle\n"
+    );
     // prune keeps it too.
     assert_eq!(host.pier_ok(&["network", "prune", "-f"]), "");
     host.pier_ok(&["rm", "c1"]);

@@ -8,7 +8,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::types::ErrorBody;
+use super::types::{CannotStart, ErrorBody};
 
 pub struct Client {
     socket: PathBuf,
@@ -55,14 +55,18 @@ impl Client {
                 .context("reading the agent's answer")?
                 .to_bytes();
             if !status.is_success() {
-                let msg = serde_json::from_slice::<ErrorBody>(&bytes)
-                    .map(|e| e.message)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+                let (msg, code) = serde_json::from_slice::<ErrorBody>(&bytes)
+                    .map(|e| (e.message, e.exit_code))
+                    .unwrap_or_else(|_| (String::from_utf8_lossy(&bytes).trim().to_string(), None));
                 if msg.is_empty() {
                     bail!("the agent answered {status} to {path}");
                 }
                 // One line, whatever the server sent.
-                bail!("{}", msg.lines().collect::<Vec<_>>().join(" "));
+                let message = msg.lines().collect::<Vec<_>>().join(" ");
+                if let Some(exit_code) = code {
+                    return Err(CannotStart { message, exit_code }.into());
+                }
+                bail!("{message}");
             }
             Ok(bytes)
         })

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, anyhow, bail};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
-use super::types::{ExecRequest, ExecResult};
+use super::types::{CannotStart, ExecRequest, ExecResult};
 
 const MAX_REQUEST: usize = 256 * 1024;
 
@@ -45,7 +45,8 @@ pub fn exec(socket: &Path, req: &ExecRequest) -> anyhow::Result<i32> {
     let r: ExecResult = serde_json::from_str(answer.trim())
         .map_err(|_| anyhow!("the agent closed the exec connection without an answer"))?;
     match (r.exit_code, r.error) {
-        (_, Some(e)) => bail!("{e}"),
+        (Some(exit_code), Some(message)) => Err(CannotStart { message, exit_code }.into()),
+        (None, Some(e)) => bail!("{e}"),
         (Some(c), None) => Ok(c),
         (None, None) => bail!("the agent returned no exit code"),
     }

@@ -24,6 +24,7 @@ impl IntoResponse for ApiError {
             status,
             Json(ErrorBody {
                 message: self.0.to_string(),
+                exit_code: self.0.exit_code(),
             }),
         )
             .into_response()

@@ -91,6 +91,9 @@ pub struct ContainerCreate {
     /// client starts it through the exec socket with its own stdio.
     #[serde(default)]
     pub detach: bool,
+    /// `--rm`: remove the container once its command exits or it is stopped.
+    #[serde(default)]
+    pub auto_remove: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +121,17 @@ pub struct ContainerSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub message: String,
+    /// Docker's exit code when a command could not be started (126/127).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// A command that could not be started: the CLI exits with `exit_code`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CannotStart {
+    pub message: String,
+    pub exit_code: i32,
 }
 
 /// What the CLI sends on the exec socket, together with its fds 0, 1, 2.

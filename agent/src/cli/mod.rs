@@ -172,7 +172,7 @@ pub enum NetworkCmd {
     },
     /// Remove all networks no container uses.
     Prune {
-        /// Do not ask (it asks only when stdin is a terminal).
+        /// Do not ask (without it, the answer is read from stdin; none is no).
         #[arg(short, long)]
         force: bool,
     },
@@ -230,8 +230,12 @@ pub struct RunArgs {
     /// Accepted for Docker's fingers; no terminal is allocated.
     #[arg(short = 't', long)]
     pub tty: bool,
-    /// Command and arguments (after `--`).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// Remove the container when its command exits or it is stopped.
+    #[arg(long)]
+    pub rm: bool,
+    /// Command and arguments: after `--`, or from the first argument that
+    /// is not an option (an unknown option is an error, not the command).
+    #[arg(trailing_var_arg = true)]
     pub cmd: Vec<String>,
 }
 
@@ -250,7 +254,7 @@ pub struct ExecArgs {
 pub enum SystemCmd {
     /// Remove everything this agent made and stop it.
     Reset {
-        /// Do not ask (it asks only when stdin is a terminal).
+        /// Do not ask (without it, the answer is read from stdin; none is no).
         #[arg(short, long)]
         force: bool,
     },
@@ -291,16 +295,28 @@ pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
-/// Ask on a terminal; without one (scripts), go ahead.
-fn confirm(question: &str) -> bool {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() {
-        return true;
-    }
+/// Ask, and read the answer from stdin whether or not it is a terminal (as
+/// Docker does): only `y`/`yes` goes ahead; end of input means no.
+fn confirm(question: &str, input: &mut impl std::io::BufRead) -> bool {
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut a = String::new();
-    std::io::stdin().read_line(&mut a).is_ok() && matches!(a.trim(), "y" | "Y" | "yes")
+    let yes = input.read_line(&mut a).is_ok()
+        && matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+    if !a.ends_with('\n') {
+        // No newline was echoed (end of input): end the prompt's line.
+        eprintln!();
+    }
+    yes
+}
+
+/// Ask before `what`; false (with a message that nothing changed) unless yes.
+fn confirmed(force: bool, question: &str, what: &str) -> bool {
+    if force || confirm(question, &mut std::io::stdin().lock()) {
+        return true;
+    }
+    eprintln!("{what} cancelled: nothing was removed");
+    false
 }
 
 /// Apply `f` to each name; print what succeeded, report each failure; fail if any did.
@@ -418,11 +434,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Port { name, private_port } => ports::port(&c()?, &name, private_port.as_deref()),
         Cmd::Stats(a) => ports::stats(&c()?, a),
         Cmd::System(SystemCmd::Reset { force }) => {
-            if !force
-                && !confirm(
-                    "WARNING! This removes every container, network and namespace this pier agent made, and stops the agent. Are you sure?",
-                )
-            {
+            if !confirmed(
+                force,
+                "WARNING! This removes every container, network and namespace this pier agent made, and stops the agent. Are you sure?",
+                "system reset",
+            ) {
                 return Ok(1);
             }
             let v: Value = c()?.post("/system/reset", &())?;
@@ -507,11 +523,11 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
         }
         NetworkCmd::Rm { names } => each(&names, |n| c.delete(&format!("/networks/{}", seg(n)))),
         NetworkCmd::Prune { force } => {
-            if !force
-                && !confirm(
-                    "WARNING! This will remove all networks not used by at least one container. Are you sure?",
-                )
-            {
+            if !confirmed(
+                force,
+                "WARNING! This will remove all networks not used by at least one container. Are you sure?",
+                "network prune",
+            ) {
                 return Ok(1);
             }
             let p: Pruned = c.post("/networks/prune", &())?;
@@ -568,6 +584,9 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
             cmd: r.cmd,
             dns: r.dns,
             detach: !fg,
+            // A foreground run removes it itself, below (also when its
+            // command was interrupted).
+            auto_remove: r.rm && !fg,
         },
     )?;
     for w in &created.warnings {
@@ -577,13 +596,79 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
         println!("{}", created.id);
         return Ok(0);
     }
-    exec::exec(
+    let code = exec::exec(
         &config::exec_socket_path(socket),
         &ExecRequest {
-            container: created.id,
+            container: created.id.clone(),
             argv: Vec::new(),
             main: true,
         },
     )
-    .context("running the container's command")
+    .context("running the container's command");
+    if r.rm {
+        // A command that could not start took its container with it already;
+        // any other failure is the one to report.
+        let gone = c.delete(&format!("/containers/{}?force=1", seg(&created.id)));
+        if let (Err(e), Ok(_)) = (gone, &code) {
+            eprintln!("Error: removing the container: {e}");
+            return Ok(1);
+        }
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["pier", "run"].iter().chain(argv))?;
+        match cli.cmd {
+            Cmd::Run(r) => Ok(r),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn run_takes_the_command_after_dashdash_or_the_first_non_option() {
+        let r = run_args(&["--name", "x", "--", "sh", "-c", "exit 3"]).unwrap();
+        assert_eq!(r.cmd, ["sh", "-c", "exit 3"]);
+        assert!(!r.rm);
+        let r = run_args(&["-d", "sleep", "--foo", "-n"]).unwrap();
+        assert_eq!(
+            (r.detach, r.cmd),
+            (true, vec!["sleep".into(), "--foo".into(), "-n".into()])
+        );
+        let r = run_args(&["--rm", "--", "--odd-name"]).unwrap();
+        assert_eq!((r.rm, r.cmd), (true, vec!["--odd-name".to_string()]));
+    }
+
+    #[test]
+    fn confirm_needs_a_yes_and_end_of_input_is_no() {
+        let ask = |input: &str| confirm("sure?", &mut input.as_bytes());
+        for yes in ["y\n", "Y\n", "yes\n", " YES \n", "y"] {
+            assert!(ask(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n\n", "no\n", "yep\n", "\ny\n"] {
+            assert!(!ask(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn run_rejects_unknown_options_before_the_command() {
+        for argv in [
+            &["--bogus", "true"][..],
+            &["--bogus"],
+            &["-z", "--", "true"],
+        ] {
+            let e = run_args(argv).err().expect("an error");
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{argv:?}"
+            );
+        }
+        let r = run_args(&["--rm", "-d", "--", "true"]).unwrap();
+        assert!(r.rm && r.detach);
+    }
 }

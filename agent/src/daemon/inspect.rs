@@ -193,6 +193,7 @@ impl Daemon {
             },
             "HostConfig": {
                 "NetworkMode": network_mode,
+                "AutoRemove": c.auto_remove,
                 "PortBindings": ports_json(c),
                 "Dns": c.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "Links": c.links.iter().map(|l| format!("/{}:/{}/{}", l.name, c.name, l.alias.as_deref().unwrap_or(&l.name))).collect::<Vec<_>>(),
@@ -211,14 +212,27 @@ impl Daemon {
 
     pub fn container_summary(&self, st: &State, c: &Container) -> ContainerSummary {
         let (status, running, _) = self.status_of(c);
+        let since = |t: Option<u64>| {
+            t.map(|t| {
+                crate::state::model::human_duration(crate::state::model::now_ms().saturating_sub(t))
+            })
+        };
         let status = match (status, self.exit_code_of(c)) {
-            ("exited", Some(code)) => format!("Exited ({code})"),
-            ("exited", None) => "Exited".into(),
-            ("running", _) => "Up".into(),
+            // The code `inspect` shows (0 when none was recorded).
+            ("exited", code) => match since(c.finished_ms) {
+                Some(d) => format!("Exited ({}) {d} ago", code.unwrap_or(0)),
+                None => format!("Exited ({})", code.unwrap_or(0)),
+            },
+            ("running", _) => match since(c.started_ms) {
+                Some(d) => format!("Up {d}"),
+                None => "Up".into(),
+            },
+            ("created", _) => "Created".into(),
             (s, _) => s.to_string(),
         };
-        let ports = c
-            .ports
+        // As Docker: only a running container shows its published ports.
+        let bound = if running { &c.ports[..] } else { &[] };
+        let ports = bound
             .iter()
             .map(|p| {
                 let ip = p.host_ip.map(|i| i.to_string()).unwrap_or("0.0.0.0".into());

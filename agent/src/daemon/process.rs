@@ -23,11 +23,43 @@ pub struct Proc {
     pub start_time: u64,
 }
 
+/// Why a process did not start; `exit_code` (126/127, as Docker) when the
+/// command itself could not be executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnError {
+    pub message: String,
+    pub exit_code: Option<i32>,
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<&str> for SpawnError {
+    fn from(m: &str) -> Self {
+        SpawnError {
+            message: m.to_string(),
+            exit_code: None,
+        }
+    }
+}
+
+impl From<crate::runtime::RuntimeError> for SpawnError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        SpawnError {
+            message: e.to_string(),
+            exit_code: e.exit_code(),
+        }
+    }
+}
+
 pub trait Runner: Send + Sync {
     /// Start a process that outlives the agent (own session, reaped for us).
-    fn spawn_detached(&self, spec: ProcSpec) -> Result<Proc, String>;
+    fn spawn_detached(&self, spec: ProcSpec) -> Result<Proc, SpawnError>;
     /// Start a process and return a handle to wait for it.
-    fn spawn_attached(&self, spec: ProcSpec) -> Result<Box<dyn Waitable>, String>;
+    fn spawn_attached(&self, spec: ProcSpec) -> Result<Box<dyn Waitable>, SpawnError>;
     /// Is `p` still the same live process?
     fn alive(&self, p: Proc) -> bool;
     /// The exit code of a process this runner started, once it has exited.
@@ -120,8 +152,8 @@ fn identity(p: Proc) -> crate::runtime::ProcIdentity {
 }
 
 impl Runner for RuntimeRunner {
-    fn spawn_detached(&self, spec: ProcSpec) -> Result<Proc, String> {
-        let p = crate::runtime::spawn(to_runtime(spec, true)).map_err(|e| e.to_string())?;
+    fn spawn_detached(&self, spec: ProcSpec) -> Result<Proc, SpawnError> {
+        let p = crate::runtime::spawn(to_runtime(spec, true))?;
         let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         // Forget the handles of processes long gone whose codes nobody asked for.
         if started.len() > 4096 {
@@ -133,12 +165,11 @@ impl Runner for RuntimeRunner {
             start_time: p.identity.start_time,
         })
     }
-    fn spawn_attached(&self, spec: ProcSpec) -> Result<Box<dyn Waitable>, String> {
+    fn spawn_attached(&self, spec: ProcSpec) -> Result<Box<dyn Waitable>, SpawnError> {
         let main = spec
             .join_pid
             .and_then(|pid| crate::runtime::ProcIdentity::of(pid as u32));
-        let p = crate::runtime::exec_spawn(to_runtime(spec, false), main.as_ref())
-            .map_err(|e| e.to_string())?;
+        let p = crate::runtime::exec_spawn(to_runtime(spec, false), main.as_ref())?;
         Ok(Box::new(p))
     }
     fn alive(&self, p: Proc) -> bool {

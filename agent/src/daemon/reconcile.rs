@@ -196,6 +196,7 @@ impl Daemon {
                     cm.pid_start = None;
                     if !c.cmd.is_empty() {
                         cm.running = false;
+                        cm.finished_ms = Some(crate::state::model::now_ms());
                     }
                 }
             }
@@ -211,6 +212,20 @@ impl Daemon {
         // The names once at start: `change` did it if reconcile changed any.
         if unchanged {
             self.dns_changed();
+        }
+        // `--rm` containers whose command ended while no agent ran go now.
+        let ended: Vec<(String, String)> = self
+            .snapshot()
+            .containers
+            .values()
+            .filter(|c| c.auto_remove && !c.running)
+            .map(|c| (c.id.clone(), c.name.clone()))
+            .collect();
+        for (id, name) in ended {
+            tracing::info!("{name}: removed (--rm), its command ended");
+            if let Err(e) = self.container_rm(&id, true) {
+                tracing::error!("reconcile: removing {name}: {e}");
+            }
         }
         Ok(())
     }

@@ -77,7 +77,7 @@ fn handle_exec(d: &Daemon, s: std::os::unix::net::UnixStream) {
                 error: None,
             },
             Err(e) => ExecResult {
-                exit_code: None,
+                exit_code: e.exit_code(),
                 error: Some(e.to_string()),
             },
         },

@@ -113,10 +113,10 @@ impl Dataplane for FakeDataplane {
 
 struct NoRunner;
 impl Runner for NoRunner {
-    fn spawn_detached(&self, _: ProcSpec) -> Result<Proc, String> {
+    fn spawn_detached(&self, _: ProcSpec) -> Result<Proc, super::process::SpawnError> {
         Err("no processes in unit tests".into())
     }
-    fn spawn_attached(&self, _: ProcSpec) -> Result<Box<dyn Waitable>, String> {
+    fn spawn_attached(&self, _: ProcSpec) -> Result<Box<dyn Waitable>, super::process::SpawnError> {
         Err("no processes in unit tests".into())
     }
     fn alive(&self, _: Proc) -> bool {
@@ -577,4 +577,101 @@ fn disconnecting_the_first_network_moves_the_default_route() {
     // Leaving the last one: nothing to move.
     d.network_disconnect("n2", "c", false).unwrap();
     assert_eq!(env.kernel().routes.len(), 1);
+}
+
+#[test]
+fn ps_shows_ports_of_running_containers_only() {
+    let env = Env::new("psports");
+    let d = env.start();
+    d.container_create(run(
+        "web",
+        None,
+        &["8080:80", "127.0.0.1:9000-9001:90-91/udp"],
+    ))
+    .unwrap();
+    let ps = |all| {
+        d.list_containers(all)
+            .into_iter()
+            .map(|s| (s.name, s.status, s.ports))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ps(false),
+        [(
+            "web".to_string(),
+            "Up Less than a second".to_string(),
+            vec![
+                "0.0.0.0:8080->80/tcp".to_string(),
+                "127.0.0.1:9000-9001->90-91/udp".to_string()
+            ]
+        )]
+    );
+    d.container_stop("web").unwrap();
+    assert_eq!(ps(false), []);
+    assert_eq!(
+        ps(true),
+        [(
+            "web".to_string(),
+            "Exited (0) Less than a second ago".to_string(),
+            vec![]
+        )]
+    );
+    // The time since it stopped, in Docker's words.
+    d.change(|txn| {
+        let c = txn.state.containers.values_mut().next().unwrap();
+        c.finished_ms = c.finished_ms.map(|t| t - 125_000);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(ps(true)[0].1, "Exited (0) 2 minutes ago");
+    // The bindings are kept: started again, it shows them again.
+    d.container_start("web").unwrap();
+    assert_eq!(ps(false)[0].2.len(), 2);
+}
+
+#[test]
+fn ps_status_words_are_dockers() {
+    let env = Env::new("pswords");
+    let d = env.start();
+    // A foreground run between create and its client's exec: Created.
+    let mut fg = run("fg", None, &["8080:80"]);
+    fg.cmd = vec!["true".into()];
+    fg.detach = false;
+    d.container_create(fg).unwrap();
+    d.container_create(run("ns", None, &[])).unwrap();
+    let ps = || {
+        d.list_containers(true)
+            .into_iter()
+            .map(|s| (s.name, s.status, s.ports.len()))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        ps(),
+        BTreeSet::from([
+            ("fg".to_string(), "Created".to_string(), 0),
+            ("ns".to_string(), "Up Less than a second".to_string(), 0)
+        ])
+    );
+}
+
+#[test]
+fn a_command_that_cannot_start_carries_dockers_exit_code() {
+    use super::process::SpawnError;
+    let e = crate::error::AgentError::spawn(
+        "[\"nosuch\"]",
+        SpawnError {
+            message: "exec nosuch: No such file or directory (os error 2)".into(),
+            exit_code: Some(127),
+        },
+    );
+    assert_eq!(
+        (e.to_string(), e.status(), e.exit_code()),
+        (
+            "starting [\"nosuch\"]: exec nosuch: No such file or directory (os error 2)".into(),
+            400,
+            Some(127)
+        )
+    );
+    let e = crate::error::AgentError::spawn("[\"x\"]", SpawnError::from("set-up failed"));
+    assert_eq!((e.status(), e.exit_code()), (500, None));
 }

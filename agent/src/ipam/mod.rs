@@ -151,10 +151,9 @@ pub fn allocate(
     let (lo, hi) = (u32::from(pool.network()), u32::from(pool.broadcast()));
     (lo..=hi)
         .map(Ipv4Addr::from)
-        .find(|ip| {
-            // The range's own first and last addresses are skipped too.
-            is_host(&subnet, *ip) && is_host(&pool, *ip) && *ip != gateway && !used.contains(ip)
-        })
+        // The range's own first and last addresses are handed out too (as
+        // Docker does); only the subnet's network and broadcast are not.
+        .find(|ip| is_host(&subnet, *ip) && *ip != gateway && !used.contains(ip))
         .ok_or_else(|| IpamError::Exhausted(net_name.to_string()))
 }
 
@@ -225,7 +224,36 @@ mod tests {
                 None
             )
             .unwrap(),
-            ip("10.9.5.1")
+            ip("10.9.5.0")
+        );
+    }
+
+    #[test]
+    fn ip_range_ends_are_handed_out_but_not_the_subnets() {
+        let sn = net("10.9.0.0/24");
+        let gw = ip("10.9.0.1");
+        let all = |range: &str| {
+            let mut used = BTreeSet::new();
+            while let Ok(a) = allocate("n", sn, gw, Some(net(range)), &used, None) {
+                used.insert(a);
+            }
+            used.into_iter().collect::<Vec<_>>()
+        };
+        // Inside the subnet: the range's first and last address too.
+        assert_eq!(
+            all("10.9.0.8/30"),
+            [
+                ip("10.9.0.8"),
+                ip("10.9.0.9"),
+                ip("10.9.0.10"),
+                ip("10.9.0.11")
+            ]
+        );
+        // At the subnet's edges: not its network address, gateway or broadcast.
+        assert_eq!(all("10.9.0.0/30"), [ip("10.9.0.2"), ip("10.9.0.3")]);
+        assert_eq!(
+            all("10.9.0.252/30"),
+            [ip("10.9.0.252"), ip("10.9.0.253"), ip("10.9.0.254")]
         );
     }
 

@@ -67,6 +67,30 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The command itself could not be executed (set-up went fine).
+    #[error("exec {program}: {source}")]
+    Exec {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    /// Docker's exit code for a command that cannot be started: 127 when it
+    /// is not found, 126 when it cannot be invoked (permission, format).
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            RuntimeError::Exec { source, .. } => {
+                Some(if source.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
@@ -548,7 +572,12 @@ fn start(spec: ProcessSpec, join_main: Option<Vec<(OwnedFd, libc::c_int)>>) -> R
             let mut r = std::fs::File::from(report_r);
             let what = match r.read(&mut step) {
                 Ok(1) => STEPS.get(step[0] as usize).copied().unwrap_or("set up"),
-                _ => return Err(os(format!("exec {program}"), e)),
+                _ => {
+                    return Err(RuntimeError::Exec {
+                        program: program.to_string(),
+                        source: e,
+                    });
+                }
             };
             return Err(os(format!("start {program}: {what}"), e));
         }
@@ -615,6 +644,26 @@ mod tests {
             ..me
         };
         assert!(!other.is_running());
+    }
+
+    #[test]
+    fn exec_failures_get_dockers_exit_codes() {
+        use std::io::{Error, ErrorKind};
+        let exec = |k: ErrorKind| RuntimeError::Exec {
+            program: "x".into(),
+            source: Error::from(k),
+        };
+        assert_eq!(exec(ErrorKind::NotFound).exit_code(), Some(127));
+        assert_eq!(exec(ErrorKind::PermissionDenied).exit_code(), Some(126));
+        assert_eq!(
+            exec(ErrorKind::NotFound).to_string(),
+            "exec x: entity not found"
+        );
+        let setup = os(
+            "start x: set the hostname",
+            Error::from(ErrorKind::NotFound),
+        );
+        assert_eq!(setup.exit_code(), None);
     }
 
     #[test]

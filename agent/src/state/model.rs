@@ -149,6 +149,15 @@ pub struct Container {
     pub pid: Option<i32>,
     pub pid_start: Option<u64>,
     pub exit_code: Option<i32>,
+    /// When it last started and last stopped (ms since the epoch), for the
+    /// `Up 5 seconds` / `Exited (0) 2 minutes ago` of `ps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    /// `--rm`: removed once its command exits or it is stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
     /// `--dns`: the container's own upstream resolvers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<std::net::IpAddr>,
@@ -259,6 +268,37 @@ impl State {
 }
 
 /// Now as RFC 3339 (UTC, nanoseconds), like Docker's `Created`.
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A duration in Docker's words (`ps`): "Less than a second", "1 second",
+/// "5 seconds", "About a minute", "3 minutes", "About an hour", "5 hours",
+/// "3 days", "2 weeks", "4 months", "2 years".
+pub fn human_duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    let minutes = secs / 60;
+    // Hours round to the nearest one.
+    let hours = (ms + 1_800_000) / 3_600_000;
+    match () {
+        _ if secs < 1 => "Less than a second".into(),
+        _ if secs == 1 => "1 second".into(),
+        _ if secs < 60 => format!("{secs} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
+    }
+}
+
 pub fn now_rfc3339() -> String {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -292,6 +332,32 @@ pub fn new_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_in_dockers_words() {
+        let s = 1000;
+        let (m, h, d) = (60 * s, 3600 * s, 86_400 * s);
+        for (ms, want) in [
+            (0, "Less than a second"),
+            (999, "Less than a second"),
+            (s, "1 second"),
+            (59 * s + 999, "59 seconds"),
+            (m, "About a minute"),
+            (2 * m, "2 minutes"),
+            (59 * m, "59 minutes"),
+            (h, "About an hour"),
+            (h + 29 * m, "About an hour"),
+            (h + 30 * m, "2 hours"),
+            (47 * h, "47 hours"),
+            (48 * h, "2 days"),
+            (13 * d, "13 days"),
+            (14 * d, "2 weeks"),
+            (60 * d, "2 months"),
+            (730 * d, "2 years"),
+        ] {
+            assert_eq!(human_duration(ms), want, "{ms} ms");
+        }
+    }
+
     use super::*;
 
     #[test]

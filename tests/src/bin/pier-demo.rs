@@ -154,7 +154,7 @@ fn main() -> ExitCode {
         &format!("tomcat82 is {ip}"),
     );
 
-    let (ok, _) = d.pier(&["system", "reset"]);
+    let (ok, _) = d.pier(&["system", "reset", "-f"]);
     d.step(
         "pier system reset removes everything the agent made",
         ok,
