@@ -334,6 +334,27 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyh
     Ok(code)
 }
 
+/// `inspect` of several objects: one JSON array of those found, an error
+/// line for each one not found (and exit code 1), as Docker does.
+fn inspect_each(
+    names: &[String],
+    get: impl Fn(&str) -> anyhow::Result<Value>,
+) -> anyhow::Result<i32> {
+    let mut out = Vec::new();
+    let mut code = 0;
+    for n in names {
+        match get(n) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(code)
+}
+
 /// Run a CLI command; the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let socket = cli.socket.clone();
@@ -390,19 +411,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Inspect { names } => {
             let c = c()?;
-            let mut out = Vec::new();
-            let mut code = 0;
-            for n in &names {
-                match c.get::<Value>(&format!("/containers/{}/json", seg(n))) {
-                    Ok(v) => out.push(v),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        code = 1;
-                    }
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(code)
+            inspect_each(&names, |n| c.get(&format!("/containers/{}/json", seg(n))))
         }
         Cmd::Logs { name } => {
             let b = c()?.raw(
@@ -507,19 +516,7 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         NetworkCmd::Inspect { names } => {
-            let mut out = Vec::new();
-            let mut code = 0;
-            for n in &names {
-                match c.get::<Value>(&format!("/networks/{}", seg(n))) {
-                    Ok(v) => out.push(v),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        code = 1;
-                    }
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(code)
+            inspect_each(&names, |n| c.get(&format!("/networks/{}", seg(n))))
         }
         NetworkCmd::Rm { names } => each(&names, |n| c.delete(&format!("/networks/{}", seg(n)))),
         NetworkCmd::Prune { force } => {
