@@ -289,6 +289,7 @@ impl Daemon {
             self.run_actions(txn.undo.into_iter().rev(), "rollback");
             return Err(e.into());
         }
+        let t_sync = t0.elapsed();
         let old = inner.state.clone();
         if let Err(e) = inner.store.commit(&old, &txn.state) {
             self.run_actions(txn.undo.into_iter().rev(), "rollback");
@@ -309,9 +310,10 @@ impl Daemon {
             self.dns_changed();
         }
         tracing::debug!(
-            "change: apply {:?}, sync+commit {:?}, cleanup {:?}",
+            "change: apply {:?}, dataplane sync {:?}, store commit {:?}, cleanup+names {:?}",
             t_apply,
-            t_commit - t_apply,
+            t_sync - t_apply,
+            t_commit - t_sync,
             t0.elapsed() - t_commit
         );
         Ok(r)
@@ -357,8 +359,10 @@ impl Daemon {
     pub fn dns_changed(&self) {
         tracing::debug!("names changed");
         if let Some(h) = &self.names_hook {
+            let t0 = std::time::Instant::now();
             let _g = self.hook_lock.lock().unwrap_or_else(|e| e.into_inner());
             h(&self.snapshot());
+            tracing::debug!("names hook {:?}", t0.elapsed());
         }
     }
 

@@ -30,7 +30,10 @@ fn stats(name: &str, mut v: Vec<Duration>) {
 fn main() {
     require_root!();
     let mut host = TestHost::new();
-    let _agent = host.start_agent(&[]);
+    // PIER_BENCH_RUST_LOG=pier_agent=debug: the agent logs its step
+    // timings; the log is copied to target/bench-agent.log at the end.
+    let rust_log = std::env::var("PIER_BENCH_RUST_LOG").ok();
+    let agent = host.start_agent_logging(&[], rust_log.as_deref().unwrap_or("info"));
     let timed = |args: &[&str]| {
         let t = Instant::now();
         host.pier_ok(args);
@@ -60,4 +63,10 @@ fn main() {
     stats("pier run -d", create);
     stats("pier rm", remove);
     stats("create + remove", total);
+    if rust_log.is_some() {
+        let out =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-agent.log");
+        std::fs::write(&out, agent.log()).expect("copying the agent log");
+        println!("agent log: {}", out.display());
+    }
 }

@@ -170,9 +170,17 @@ impl EbpfDataplane {
 
     /// Refresh `PIER_HOST_ADDRS` and `PIER_UPLINK` from the host's interfaces.
     fn sync_host(&mut self) -> Result<(), DataplaneError> {
-        let ifaces = sys::interfaces()?;
+        self.sync_host_with(&sys::interfaces()?)
+    }
+
+    /// [`Self::sync_host`] with the interfaces already read (`sync` reads
+    /// them once for both the tables and the host maps).
+    fn sync_host_with(
+        &mut self,
+        ifaces: &BTreeMap<String, sys::Iface>,
+    ) -> Result<(), DataplaneError> {
         let uplinks = self.cfg.uplinks.clone();
-        maps::write_host(self.bpf()?, &ifaces, &uplinks)
+        maps::write_host(self.bpf()?, ifaces, &uplinks)
     }
 
     /// Validate `desired` without touching anything.
@@ -545,12 +553,19 @@ impl Dataplane for EbpfDataplane {
         if self.bpf.is_none() {
             return Err(DataplaneError::Other("the dataplane is not started".into()));
         }
+        // Step timings at debug level (`RUST_LOG=pier_agent=debug`): what a
+        // container create/remove spends here (see the containers bench).
+        let t0 = std::time::Instant::now();
         Self::validate(desired)?;
-        let tables = Tables::new(desired, &sys::interfaces()?)?;
+        let ifaces = sys::interfaces()?;
+        let tables = Tables::new(desired, &ifaces)?;
+        let t_tables = t0.elapsed();
         let new = self.reserve_ports(desired)?;
-        let applied = self
-            .sync_veths(&tables.veths)
-            .and_then(|()| maps::write(self.bpf()?, &tables));
+        let mut t_veths = t_tables;
+        let applied = self.sync_veths(&tables.veths).and_then(|()| {
+            t_veths = t0.elapsed();
+            maps::write(self.bpf()?, &tables)
+        });
         if let Err(e) = applied {
             for id in &new {
                 self.reservations.remove(id);
@@ -560,8 +575,18 @@ impl Dataplane for EbpfDataplane {
         let want: BTreeSet<PortId> = desired.ports.iter().map(port_id).collect();
         self.reservations.retain(|id, _| want.contains(id));
         self.applied = desired.clone();
-        self.sync_host()?;
+        let t_maps = t0.elapsed();
+        self.sync_host_with(&ifaces)?;
+        let t_host = t0.elapsed();
         self.gc_conntrack()?;
+        tracing::debug!(
+            "dataplane sync: tables {:?}, veths {:?}, maps {:?}, host {:?}, gc {:?}",
+            t_tables,
+            t_veths - t_tables,
+            t_maps - t_veths,
+            t_host - t_maps,
+            t0.elapsed() - t_host
+        );
         Ok(())
     }
 

@@ -91,6 +91,17 @@ impl Store {
     }
 
     /// Persist `new`, writing only what differs from `old`, in one transaction.
+    ///
+    /// One commit per change, at redb's default `Durability::Immediate`
+    /// (the commit is on disk, fsync'd, when `commit` returns). The cheaper
+    /// `Durability::None` keeps the commit in this process's memory until a
+    /// later durable one: an agent killed in between would come back to a
+    /// store that has forgotten a container whose namespace and veth the
+    /// kernel still holds (reconcile would then remove them: a container the
+    /// user was told exists would vanish). That is the disagreement the store
+    /// must never have, so it is not used. Measured (release build, 100
+    /// containers, `RUST_LOG=pier_agent=debug`): the commit is about 0.5 ms
+    /// of a container create or remove, so there is little to win anyway.
     pub fn commit(&self, old: &State, new: &State) -> Result<()> {
         let tx = self.db.begin_write().map_err(store_err)?;
         {
