@@ -406,12 +406,7 @@ impl Daemon {
             // routes already (a leftover pier0 is taken over, route and all).
             let sn = cfg.default_subnet;
             if !txn.d.topo.host_links()?.iter().any(|l| l == DEFAULT_BRIDGE)
-                && let Some(r) = txn
-                    .d
-                    .topo
-                    .routed_subnets()?
-                    .into_iter()
-                    .find(|r| r.prefix_len() > 0 && ipam::overlaps(r, &sn))
+                && let Some(r) = routed_overlap(txn.d.topo.as_ref(), &sn)?
             {
                 return Err(invalid(format!(
                     "--default-subnet {sn} overlaps {r}, which is routed on the host"
@@ -498,12 +493,7 @@ impl Daemon {
                     }
                     // A subnet the host already routes (an uplink's, a VPN's)
                     // would shadow it, and its gateway could be a host address.
-                    if let Some(r) = self
-                        .topo
-                        .routed_subnets()?
-                        .into_iter()
-                        .find(|r| r.prefix_len() > 0 && ipam::overlaps(r, &sn))
-                    {
+                    if let Some(r) = routed_overlap(self.topo.as_ref(), &sn)? {
                         return Err(conflict(format!(
                             "subnet {sn} overlaps {r}, which is routed on the host"
                         )));
@@ -515,12 +505,7 @@ impl Daemon {
                         return Err(invalid("--gateway and --ip-range need --subnet"));
                     }
                     let mut taken = ours.clone();
-                    taken.extend(
-                        self.topo
-                            .routed_subnets()?
-                            .into_iter()
-                            .filter(|n| n.prefix_len() > 0),
-                    );
+                    taken.extend(routed_subnets(self.topo.as_ref())?);
                     ipam::pick_subnet(&taken).map_err(|e| conflict(e.to_string()))?
                 }
             };
@@ -1406,4 +1391,21 @@ fn kill_and_wait(runner: &dyn Runner, p: Proc, grace: std::time::Duration) -> i3
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     128 + if grace.is_zero() { 9 } else { 15 }
+}
+
+/// The subnets routed in the host namespace, default routes left out.
+fn routed_subnets(topo: &dyn Topology) -> Result<Vec<Ipv4Net>> {
+    Ok(topo
+        .routed_subnets()?
+        .into_iter()
+        .filter(|n| n.prefix_len() > 0)
+        .collect())
+}
+
+/// A subnet routed on the host that `sn` overlaps: such a network would be
+/// shadowed, and its gateway could be a host address.
+fn routed_overlap(topo: &dyn Topology, sn: &Ipv4Net) -> Result<Option<Ipv4Net>> {
+    Ok(routed_subnets(topo)?
+        .into_iter()
+        .find(|r| ipam::overlaps(r, sn)))
 }
