@@ -85,6 +85,44 @@ fn slow_send(ns: &str, dst: &str) -> JoinHandle<String> {
     })
 }
 
+/// The ingress filters of `dev` in namespace `ns`, as `(pref, handle, prog id)`
+/// of each `pier_veth_in` filter, plus the number of filter lines in all.
+fn veth_filters(ns: &str, dev: &str) -> (Vec<(u32, String, u32)>, usize) {
+    let out = TestHost::cmd_in(ns, "tc")
+        .args(["filter", "show", "dev", dev, "ingress"])
+        .output()
+        .expect("tc filter show");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut ours = Vec::new();
+    let mut lines = 0;
+    for l in text.lines().filter(|l| l.contains(" handle ")) {
+        lines += 1;
+        let word = |k: &str| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.iter()
+                .position(|x| *x == k)
+                .map(|i| w[i + 1].to_string())
+                .unwrap_or_default()
+        };
+        if l.contains("pier_veth_in") && l.contains("direct-action") {
+            ours.push((
+                word("pref").parse().unwrap(),
+                word("handle"),
+                word("id").parse().unwrap(),
+            ));
+        }
+    }
+    (ours, lines)
+}
+
+fn has_clsact(ns: &str, dev: &str) -> bool {
+    let out = TestHost::cmd_in(ns, "tc")
+        .args(["qdisc", "show", "dev", dev])
+        .output()
+        .expect("tc qdisc show");
+    String::from_utf8_lossy(&out.stdout).contains("clsact")
+}
+
 #[test]
 fn a_new_dataplane_on_the_same_pins_takes_over_without_cutting_connections() {
     require_root!();
@@ -94,6 +132,7 @@ fn a_new_dataplane_on_the_same_pins_takes_over_without_cutting_connections() {
     let out = w.host.outside_ns.clone();
     let desired = w.desired(vec![tcp(8081, c1.ip, 8080)]);
     let cfg = w.config();
+    let host_ns = w.host.host_ns.clone();
     TestHost::in_netns(&w.host.host_ns.clone(), || {
         let mut dp = EbpfDataplane::new(cfg.clone());
         dp.start().expect("start");
@@ -104,14 +143,24 @@ fn a_new_dataplane_on_the_same_pins_takes_over_without_cutting_connections() {
         let t1 = slow_send(&out, &format!("{HOST_UPLINK_IP}:8081"));
         let t2 = slow_send(&c1.ns, &format!("{OUTSIDE_IP}:7000"));
         std::thread::sleep(Duration::from_millis(400));
+        // The host-side veth carries one direct-action filter, pref 1 handle 0x1.
+        let (before, n) = veth_filters(&host_ns, &c1.host_ifname);
+        assert_eq!(n, 1, "one filter on the veth");
+        assert_eq!((before[0].0, before[0].1.as_str()), (1, "0x1"));
 
         // The agent goes away: nothing is detached.
         drop(dp);
         std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(veth_filters(&host_ns, &c1.host_ifname).0, before);
         let mut dp = EbpfDataplane::new(cfg);
         dp.start().expect("restart");
         dp.sync(&desired).expect("sync after restart");
         assert_eq!(dp.attached_veths(), vec!["vc1"]);
+        // The same filter now runs the new agent's program (replaced in place).
+        let (after, n) = veth_filters(&host_ns, &c1.host_ifname);
+        assert_eq!(n, 1, "still one filter on the veth");
+        assert_eq!((after[0].0, after[0].1.as_str()), (1, "0x1"));
+        assert_ne!(after[0].2, before[0].2, "the program was replaced");
 
         assert_eq!(t1.join().unwrap(), expected(), "published transfer");
         assert_eq!(t2.join().unwrap(), expected(), "masqueraded transfer");
@@ -128,6 +177,8 @@ fn a_new_dataplane_on_the_same_pins_takes_over_without_cutting_connections() {
         let _s = tcp_server(&c1.ns, 8080, 1);
         let e = tcp_ask(&out, &format!("{HOST_UPLINK_IP}:8081"), "x").expect_err("detached");
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert_eq!(veth_filters(&host_ns, &c1.host_ifname).1, 0, "filter left");
+        assert!(!has_clsact(&host_ns, &c1.host_ifname), "clsact qdisc left");
     });
     assert!(!w.host.bpffs_dir.exists());
     w.assert_firewalls_untouched();

@@ -100,7 +100,8 @@ impl Default for CtTimeouts {
 pub struct EbpfDataplane {
     cfg: DataplaneConfig,
     bpf: Option<Ebpf>,
-    /// Host-side veths with `pier_veth_in` attached, and the pin of each link.
+    /// Host-side veths with `pier_veth_in` attached, and the record of each
+    /// attachment (netlink filter record, or a TCX link pin of an older run).
     veths: BTreeMap<String, PathBuf>,
     reservations: BTreeMap<PortId, OwnedFd>,
     applied: DesiredState,
@@ -237,10 +238,10 @@ impl EbpfDataplane {
             if self.veths.contains_key(ifname) {
                 continue;
             }
-            let pin = attach::tc_pin(&dir, programs::VETH_IN, ifname);
+            let marker = attach::nl_marker(&dir, programs::VETH_IN, ifname);
             let prog = self.classifier(programs::VETH_IN)?;
-            attach::attach_tc(prog, programs::VETH_IN, ifname, &pin)?;
-            self.veths.insert(ifname.to_string(), pin);
+            attach::attach_tc_netlink(prog, programs::VETH_IN, ifname, &marker)?;
+            self.veths.insert(ifname.to_string(), marker);
         }
         let gone: Vec<String> = self
             .veths
@@ -249,8 +250,8 @@ impl EbpfDataplane {
             .cloned()
             .collect();
         for ifname in gone {
-            if let Some(pin) = self.veths.remove(&ifname) {
-                attach::detach_pin(&pin);
+            if let Some(record) = self.veths.remove(&ifname) {
+                attach::detach_entry(&record);
             }
         }
         Ok(())
@@ -370,13 +371,25 @@ impl EbpfDataplane {
             let prog = self.classifier(programs::UPLINK_IN)?;
             attach::attach_tc(prog, programs::UPLINK_IN, &up, &pin)?;
         }
-        // Host-side veths attached by a previous run: keep them, the next sync
-        // swaps their programs or detaches them.
+        // Host-side veths attached by a previous run: replace their programs
+        // in place now (no gap); the next sync keeps or detaches them.
         if let Ok(rd) = std::fs::read_dir(attach::links_dir(&dir)) {
             let prefix = format!("tc_{}_", programs::VETH_IN);
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(ifname) = name.strip_prefix(&prefix) {
+                if let Some(ifname) = attach::nl_ifname(&name) {
+                    let prog = self.classifier(programs::VETH_IN)?;
+                    let marker = e.path();
+                    if sys::interfaces_has(ifname)
+                        && attach::attach_tc_netlink(prog, programs::VETH_IN, ifname, &marker)
+                            .is_ok()
+                    {
+                        self.veths.insert(ifname.to_string(), marker);
+                    } else {
+                        attach::detach_entry(&marker);
+                    }
+                } else if let Some(ifname) = name.strip_prefix(&prefix) {
+                    // A TCX link pinned by an older agent: keep it as it is.
                     let prog = self.classifier(programs::VETH_IN)?;
                     let pin = e.path();
                     if attach::attach_tc(prog, programs::VETH_IN, ifname, &pin).is_ok() {
@@ -447,7 +460,7 @@ impl EbpfDataplane {
         let links = attach::links_dir(&dir);
         if let Ok(rd) = std::fs::read_dir(&links) {
             for e in rd.flatten() {
-                attach::detach_pin(&e.path());
+                attach::detach_entry(&e.path());
             }
         }
         if let Err(e) = remove_tree(&dir)

@@ -138,3 +138,65 @@ pub fn raise_nofile() {
         }
     }
 }
+
+/// Delete the clsact qdisc (and so every filter on it) of interface `ifindex`
+/// with one RTM_DELQDISC request; waits for the kernel's acknowledgement.
+pub fn del_clsact(ifindex: u32) -> Result<(), DataplaneError> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    const TC_H_CLSACT: u32 = 0xffff_fff1;
+    const CLSACT_HANDLE: u32 = 0xffff_0000;
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(err("netlink socket", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh, valid descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // nlmsghdr (16 bytes) + tcmsg (20 bytes).
+    let mut msg = [0u8; 36];
+    msg[0..4].copy_from_slice(&36u32.to_ne_bytes());
+    msg[4..6].copy_from_slice(&libc::RTM_DELQDISC.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    msg[16] = libc::AF_UNSPEC as u8;
+    msg[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg[24..28].copy_from_slice(&CLSACT_HANDLE.to_ne_bytes());
+    msg[28..32].copy_from_slice(&TC_H_CLSACT.to_ne_bytes());
+    // SAFETY: `msg` is a valid buffer of the given length; the kernel is the
+    // default destination of an unbound netlink socket.
+    let n = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    if n < 0 {
+        return Err(err("RTM_DELQDISC", std::io::Error::last_os_error()));
+    }
+    let mut buf = [0u8; 1024];
+    // SAFETY: `buf` is a valid, writable buffer of the given length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(err("RTM_DELQDISC", std::io::Error::last_os_error()));
+    }
+    // The acknowledgement: NLMSG_ERROR carrying errno 0 on success.
+    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+    if n >= 20 && kind == libc::NLMSG_ERROR as u16 {
+        let code = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        if code == 0 {
+            return Ok(());
+        }
+        return Err(err(
+            "RTM_DELQDISC",
+            std::io::Error::from_raw_os_error(-code),
+        ));
+    }
+    Err(err("RTM_DELQDISC", "unexpected reply"))
+}
+
+/// Whether interface `ifname` exists in the calling thread's namespace.
+pub fn interfaces_has(ifname: &str) -> bool {
+    nix::net::if_::if_nametoindex(ifname).is_ok()
+}
