@@ -41,3 +41,18 @@ pub fn firewall_snapshot(ns: Option<&str>) -> String {
         run("nft", &["list", "ruleset"])
     )
 }
+
+/// Bind, retrying briefly on EADDRINUSE: a process forked by a parallel test
+/// holds copies of our sockets until it execs.
+pub fn bind_retrying<T>(f: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}

@@ -166,27 +166,13 @@ pub fn in_ns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'stati
     spawn_in(ns, f).join().expect("thread in netns panicked")
 }
 
-/// Bind, retrying briefly on EADDRINUSE: a process forked by a parallel test
-/// holds copies of our sockets until it execs.
-fn bind_retrying<T>(f: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
-    let mut tries = 0;
-    loop {
-        match f() {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            r => return r,
-        }
-    }
-}
-
 /// A TCP server in `ns` on `port` answering `conns` connections: it reads one
 /// line and answers `<peer>|<line>`. Joins to the peers it saw.
 pub fn tcp_server(ns: &Path, port: u16, conns: usize) -> JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let l = bind_retrying(|| TcpListener::bind(("0.0.0.0", port))).expect("bind server");
+        let l = pier_tests::net::bind_retrying(|| TcpListener::bind(("0.0.0.0", port)))
+            .expect("bind server");
         tx.send(()).unwrap();
         let mut peers = Vec::new();
         for _ in 0..conns {
@@ -239,7 +225,8 @@ pub fn tcp_ask(ns: &Path, dst: &str, msg: &str) -> std::io::Result<Answer> {
 pub fn udp_server(ns: &Path, port: u16, n: usize) -> JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let s = bind_retrying(|| UdpSocket::bind(("0.0.0.0", port))).expect("bind udp server");
+        let s = pier_tests::net::bind_retrying(|| UdpSocket::bind(("0.0.0.0", port)))
+            .expect("bind udp server");
         s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
         tx.send(()).unwrap();
         let mut peers = Vec::new();

@@ -250,27 +250,13 @@ pub fn spawn_in<T: Send + 'static>(
     })
 }
 
-/// Bind, retrying briefly on EADDRINUSE: a process forked by a parallel test
-/// holds copies of our sockets until it execs.
-fn bind_retrying<T>(f: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
-    let mut tries = 0;
-    loop {
-        match f() {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            r => return r,
-        }
-    }
-}
-
 /// A TCP server in `ns` on `port` answering `conns` connections: it reads one
 /// line and answers `<peer address>|<line>`. Joins to the peers it saw.
 pub fn tcp_server(ns: &str, port: u16, conns: usize) -> JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let l = bind_retrying(|| TcpListener::bind(("0.0.0.0", port))).expect("bind server");
+        let l = pier_tests::net::bind_retrying(|| TcpListener::bind(("0.0.0.0", port)))
+            .expect("bind server");
         tx.send(()).unwrap();
         let mut peers = Vec::new();
         for _ in 0..conns {
@@ -312,7 +298,8 @@ pub fn tcp_ask(ns: &str, dst: &str, msg: &str) -> std::io::Result<String> {
 pub fn udp_server(ns: &str, port: u16, n: usize) -> JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let s = bind_retrying(|| UdpSocket::bind(("0.0.0.0", port))).expect("bind udp server");
+        let s = pier_tests::net::bind_retrying(|| UdpSocket::bind(("0.0.0.0", port)))
+            .expect("bind udp server");
         s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
         tx.send(()).unwrap();
         let mut peers = Vec::new();
