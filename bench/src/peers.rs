@@ -217,17 +217,7 @@ impl Peer for Iptables {
         w.start_servers(ctx, &c0)?;
         self.w = Some(w);
         self.restore(&self.ruleset(&[]))?;
-        let w = self.world();
-        // Conntrack keeps closed connections 120 s by default; at 10k new
-        // connections/s the table (262144) would fill within a run.
-        w.sysctl(
-            &w.host,
-            "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
-            "1",
-        )?;
-        let t = Targets::published();
-        w.wait_tcp(t.tcp, READY)?;
-        Ok(t)
+        published_behind_netfilter(self.world())
     }
 
     fn world(&self) -> &World {
@@ -369,15 +359,7 @@ impl Peer for Netavark {
         self.call("setup", &self.server_ns, &self.server_opts())?;
         let ns = self.server_ns.clone();
         self.w_mut().start_servers(ctx, &ns)?;
-        let w = self.world();
-        w.sysctl(
-            &w.host,
-            "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
-            "1",
-        )?;
-        let t = Targets::published();
-        w.wait_tcp(t.tcp, READY)?;
-        Ok(t)
+        published_behind_netfilter(self.world())
     }
 
     fn world(&self) -> &World {
@@ -713,6 +695,21 @@ pub fn vm_rss_mib(status: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// The published targets of a world whose NAT is netfilter's, once they answer.
+/// Conntrack keeps closed connections 120 s by default; at 10k new
+/// connections/s the table (262144) would fill within a run, so TIME_WAIT
+/// entries are kept 1 s in the bench's host namespace.
+fn published_behind_netfilter(w: &World) -> anyhow::Result<Targets> {
+    w.sysctl(
+        &w.host,
+        "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
+        "1",
+    )?;
+    let t = Targets::published();
+    w.wait_tcp(t.tcp, READY)?;
+    Ok(t)
 }
 
 #[cfg(test)]
