@@ -23,6 +23,12 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "iputils-ping",
     "python3",
+    // The real engines pier is the network of (the Docker driver's tests, and
+    // its bench peers): dockerd 20.10 with docker-proxy, and busybox-static
+    // for an image imported without a registry.
+    "docker.io",
+    "busybox-static",
+    "jq",
 ];
 
 pub const NIGHTLY: &str = "nightly";
