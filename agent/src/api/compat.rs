@@ -167,30 +167,29 @@ pub fn network_create(b: NetworkCreateBody) -> Result<NetworkCreate, AgentError>
                     "not supported by pier",
                 ));
             }
-            let check = |field: &str, v: &Option<String>, net: bool| -> Result<(), AgentError> {
-                let Some(s) = v else { return Ok(()) };
-                let ok = if net {
-                    s.parse::<ipnet::Ipv4Net>().is_ok()
-                } else {
-                    s.parse::<std::net::Ipv4Addr>().is_ok()
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(refuse(
-                        &format!("IPAM.Config[0].{field}"),
-                        format!("{s:?}"),
-                        if net {
-                            "not an IPv4 subnet (CIDR)"
-                        } else {
-                            "not an IPv4 address"
-                        },
-                    ))
-                }
-            };
-            check("Subnet", &c.subnet, true)?;
-            check("IPRange", &c.ip_range, true)?;
-            check("Gateway", &c.gateway, false)?;
+            // The values as pier's IPAM reads them, its message prefixed
+            // with the field.
+            let field =
+                |f: &str, e: crate::ipam::IpamError| invalid(format!("IPAM.Config[0].{f}: {e}"));
+            if let Some(v) = &c.subnet {
+                crate::ipam::parse_subnet(v).map_err(|e| field("Subnet", e))?;
+            }
+            if let Some(v) = &c.ip_range
+                && v.parse::<ipnet::Ipv4Net>().is_err()
+            {
+                return Err(field(
+                    "IPRange",
+                    crate::ipam::IpamError::InvalidRange(v.clone()),
+                ));
+            }
+            if let Some(v) = &c.gateway
+                && v.parse::<std::net::Ipv4Addr>().is_err()
+            {
+                return Err(field(
+                    "Gateway",
+                    crate::ipam::IpamError::InvalidGateway(v.clone()),
+                ));
+            }
             req.subnet = c.subnet;
             req.ip_range = c.ip_range;
             req.gateway = c.gateway;
