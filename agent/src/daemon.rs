@@ -600,7 +600,7 @@ impl Daemon {
     fn write_files(&self, c: &Container, st: &State) -> Result<()> {
         let dir = self.cfg.container_dir(&c.id);
         let own: Vec<Ipv4Addr> = c.endpoints.iter().map(|e| e.ip).collect();
-        let hosts = files::hosts(&c.hostname, &own, &c.links);
+        let hosts = files::hosts(&c.hostname, &own, &c.links, &c.extra_hosts);
         let resolv = self.resolv_conf_for(c, st);
         files::write_all(&dir, &c.hostname, &hosts, &resolv)
             .map_err(|e| AgentError::Internal(format!("writing {}: {e}", dir.display())))
@@ -665,10 +665,15 @@ impl Daemon {
         for a in &req.aliases {
             validate::check_name("alias", a).map_err(invalid)?;
         }
-        let mut ports = Vec::new();
+        let mut ports: Vec<crate::state::PortBinding> = Vec::new();
         for p in &req.ports {
             let b = validate::parse_port_spec(p).map_err(invalid)?;
-            if let Some(prev) = ports.iter().find_map(|q| validate::ports_clash(q, &b)) {
+            if !validate::is_choice(&b)
+                && let Some(prev) = ports
+                    .iter()
+                    .filter(|q| !validate::is_choice(q))
+                    .find_map(|q| validate::ports_clash(q, &b))
+            {
                 return Err(conflict(format!(
                     "Bind for {} failed: port is already allocated",
                     validate::bind_addr(&b, prev)
@@ -682,6 +687,22 @@ impl Daemon {
                     .map_err(|_| invalid(format!("invalid IPv4 address {s:?}")))?,
             ),
             None => None,
+        };
+        let mut exposed: Vec<(u16, crate::state::PortProto)> = Vec::new();
+        for e in &req.expose {
+            for p in validate::parse_expose(e).map_err(invalid)? {
+                if !exposed.contains(&p) {
+                    exposed.push(p);
+                }
+            }
+        }
+        let mut extra: Vec<(String, validate::HostAddr)> = Vec::new();
+        for h in &req.extra_hosts {
+            extra.push(validate::parse_add_host(h).map_err(invalid)?);
+        }
+        let mac = match &req.mac_address {
+            Some(m) if !m.is_empty() => Some(validate::parse_mac(m).map_err(invalid)?),
+            _ => None,
         };
         let mut dns: Vec<std::net::IpAddr> = Vec::new();
         for s in &req.dns {
@@ -761,6 +782,45 @@ impl Daemon {
                 ));
             }
             let mut ports = ports.clone();
+            // -P: every exposed port (and each -p one is exposed already).
+            if req.publish_all {
+                for (p, proto) in &exposed {
+                    let published = ports.iter().any(|b| {
+                        b.proto == *proto && (b.container_port..=b.container_port_end).contains(p)
+                    });
+                    if !published {
+                        ports.push(crate::state::PortBinding {
+                            host_ip: None,
+                            host_port: 0,
+                            host_port_end: 0,
+                            container_port: *p,
+                            container_port_end: *p,
+                            proto: *proto,
+                        });
+                    }
+                }
+            }
+            if mac.is_some() && net.is_none() {
+                return Err(invalid(format!(
+                    "--mac-address needs a bridge network, not {network_mode}"
+                )));
+            }
+            // `host-gateway`: the gateway of the container's first network.
+            let extra_hosts = extra
+                .iter()
+                .map(|(n, a)| match a {
+                    validate::HostAddr::Ip(ip) => Ok((n.clone(), *ip)),
+                    validate::HostAddr::Gateway => net
+                        .as_ref()
+                        .and_then(|n| n.gateway)
+                        .map(|g| (n.clone(), std::net::IpAddr::V4(g)))
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "--add-host {n}:host-gateway needs a bridge network, not {network_mode}"
+                            ))
+                        }),
+                })
+                .collect::<Result<Vec<_>>>()?;
             if mode == NetMode::Host && !ports.is_empty() {
                 warnings.push("Published ports are discarded when using host network mode".into());
                 ports.clear();
@@ -773,8 +833,9 @@ impl Daemon {
                 );
                 dns.clear();
             }
-            // Host ports already taken by another container.
-            Self::check_ports_free(&txn.state, &ports, &id)?;
+            // Host ports already taken by another container; ephemeral and
+            // ranged ones chosen now.
+            let ports = Self::choose_host_ports(&txn.state, &ports, &id)?;
             let mut links = Vec::new();
             for l in &req.links {
                 let (lname, alias) = match l.split_once(':') {
@@ -832,6 +893,8 @@ impl Daemon {
                 finished_ms: None,
                 auto_remove: req.auto_remove,
                 dns,
+                extra_hosts,
+                exposed: exposed.clone(),
                 owner: Owner::Pier,
                 engine_id: None,
                 ports_on: None,
@@ -865,6 +928,7 @@ impl Daemon {
                     net,
                     EndpointReq {
                         ip,
+                        mac,
                         aliases: req.aliases.clone(),
                         ..Default::default()
                     },
@@ -1103,6 +1167,24 @@ impl Daemon {
             }
             Ok(())
         })
+    }
+
+    /// Docker's restart: stop (its ports unpublished), then start again.
+    pub fn container_restart(&self, key: &str) -> Result<()> {
+        let c = self
+            .snapshot()
+            .find_container(key)
+            .cloned()
+            .ok_or_else(|| not_found(format!("No such container: {key}")))?;
+        not_engine_container(&c)?;
+        if c.auto_remove {
+            return Err(conflict(format!(
+                "cannot restart {}: it was started with --rm, a stop removes it",
+                c.name
+            )));
+        }
+        self.container_stop(&c.id)?;
+        self.container_start(&c.id)
     }
 
     pub fn container_logs(&self, key: &str) -> Result<Vec<u8>> {

@@ -362,6 +362,111 @@ pub fn network_matches(
     Ok(true)
 }
 
+/// Keys of `GET /containers/json?filters=` (Docker's).
+pub const CONTAINER_FILTERS: &[&str] = &[
+    "name", "id", "network", "status", "publish", "expose", "label",
+];
+
+/// `8080`, `8080/udp`, `8000-8010/tcp` as ports and a protocol.
+fn port_filter(v: &str) -> Result<(u16, u16, Option<crate::state::PortProto>), AgentError> {
+    let (ports, proto) = match v.split_once('/') {
+        Some((p, "tcp")) => (p, Some(crate::state::PortProto::Tcp)),
+        Some((p, "udp")) => (p, Some(crate::state::PortProto::Udp)),
+        Some(_) => {
+            return Err(invalid(format!(
+                "invalid filter value {v:?}: PORT[/tcp|udp]"
+            )));
+        }
+        None => (v, None),
+    };
+    let bad = || invalid(format!("invalid filter value {v:?}: PORT[-END][/tcp|udp]"));
+    let (a, b) = match ports.split_once('-') {
+        Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+        None => {
+            let p = ports.parse().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    Ok((a, b, proto))
+}
+
+/// Docker's `ps` filters: name (substring), id (prefix), network (name or
+/// id prefix), status, publish (a host port), expose (a container port,
+/// exposed or published), label.
+pub fn container_matches(
+    st: &State,
+    c: &crate::state::Container,
+    status: &str,
+    f: &BTreeMap<String, Vec<String>>,
+) -> Result<bool, AgentError> {
+    for (k, vals) in f {
+        if vals.is_empty() {
+            continue;
+        }
+        let mut ok = false;
+        for v in vals {
+            ok |= match k.as_str() {
+                "name" => c.name.contains(v.trim_start_matches('/')),
+                "id" => c.id.starts_with(v.as_str()),
+                "network" => c.endpoints.iter().any(|e| {
+                    st.networks
+                        .get(&e.network_id)
+                        .is_some_and(|n| n.name == *v || n.id.starts_with(v.as_str()))
+                }),
+                "status" => {
+                    const KNOWN: &[&str] = &[
+                        "created",
+                        "restarting",
+                        "running",
+                        "removing",
+                        "paused",
+                        "exited",
+                        "dead",
+                    ];
+                    if !KNOWN.contains(&v.as_str()) {
+                        return Err(invalid(format!(
+                            "invalid filter 'status={v}': one of {}",
+                            KNOWN.join(", ")
+                        )));
+                    }
+                    status == v
+                }
+                "publish" => {
+                    let (a, b, proto) = port_filter(v)?;
+                    c.ports.iter().any(|p| {
+                        proto.is_none_or(|x| x == p.proto)
+                            && p.host_port <= b
+                            && a <= p.host_port_end
+                    })
+                }
+                "expose" => {
+                    let (a, b, proto) = port_filter(v)?;
+                    c.ports.iter().any(|p| {
+                        proto.is_none_or(|x| x == p.proto)
+                            && p.container_port <= b
+                            && a <= p.container_port_end
+                    }) || c
+                        .exposed
+                        .iter()
+                        .any(|(p, pr)| proto.is_none_or(|x| x == *pr) && (a..=b).contains(p))
+                }
+                "label" => {
+                    let mut l = BTreeMap::new();
+                    if c.owner.is_engine() {
+                        l.insert("pier.owner".to_string(), c.owner.as_str().to_string());
+                    }
+                    label_matches(&l, v)
+                }
+                _ => false,
+            };
+        }
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,13 +118,15 @@ async fn network_disconnect(
     Ok(StatusCode::OK)
 }
 
-async fn containers_list(State(d): D, Query(q): Q) -> Json<Vec<ContainerListEntry>> {
+async fn containers_list(State(d): D, Query(q): Q) -> ApiResult<Json<Vec<ContainerListEntry>>> {
     let all = flag(&q, "all");
-    Json(
-        tokio::task::spawn_blocking(move || d.list_containers(all))
-            .await
-            .unwrap_or_default(),
-    )
+    let f = compat::parse_filters(
+        q.get("filters").map(String::as_str),
+        compat::CONTAINER_FILTERS,
+    )?;
+    Ok(Json(
+        blocking(d, move |d| d.list_containers_filtered(all, &f)).await?,
+    ))
 }
 
 /// `POST /containers/create[?name=]`: pier's body (strict). Docker's, with
@@ -174,6 +176,11 @@ async fn container_stop(State(d): D, Path(name): Path<String>) -> ApiResult<Stat
 
 async fn container_start(State(d): D, Path(name): Path<String>) -> ApiResult<StatusCode> {
     blocking(d, move |d| d.container_start(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn container_restart(State(d): D, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    blocking(d, move |d| d.container_restart(&name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -291,6 +298,7 @@ pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
         .route("/containers/{name}", delete(container_rm))
         .route("/containers/{name}/stop", post(container_stop))
         .route("/containers/{name}/start", post(container_start))
+        .route("/containers/{name}/restart", post(container_restart))
         .route("/containers/{name}/logs", get(container_logs))
         .route("/containers/{name}/port", get(container_port))
         .route("/stats/ports", get(stats_ports))

@@ -95,6 +95,18 @@ pub struct ContainerCreate {
     /// `--rm`: remove the container once its command exits or it is stopped.
     #[serde(default)]
     pub auto_remove: bool,
+    /// `--expose PORT[-END][/PROTO]`: ports `-P` publishes.
+    #[serde(default)]
+    pub expose: Vec<String>,
+    /// `-P`: publish every exposed port to an ephemeral host port.
+    #[serde(default)]
+    pub publish_all: bool,
+    /// `--add-host NAME:IP` (`IP` may be `host-gateway`).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// `--mac-address` of the first network's interface.
+    #[serde(default)]
+    pub mac_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
+mod format;
 mod ports;
 
 pub use ports::compact as compact_ports;
@@ -53,12 +54,19 @@ pub enum Cmd {
         /// Only display container IDs.
         #[arg(short, long)]
         quiet: bool,
-        /// `json`: one JSON object per line (Docker's field names).
+        /// `json` (one JSON object per line), a Go template ({{.Names}}) or
+        /// `table TEMPLATE`; fields: ID, Names, Command, Status, State, Ports, Networks, CreatedAt.
         #[arg(long)]
         format: Option<String>,
+        /// KEY=VALUE: name, id, network, status, publish, expose.
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filters: Vec<String>,
     },
     /// Show a container's details (JSON).
     Inspect {
+        /// A Go template over each container's JSON ({{.NetworkSettings.IPAddress}}).
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -71,6 +79,11 @@ pub enum Cmd {
     },
     /// Start stopped containers.
     Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop and start containers again (their ports published again).
+    Restart {
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -142,11 +155,16 @@ pub enum NetworkCmd {
     /// List networks.
     #[command(alias = "list")]
     Ls {
+        /// Only display network IDs.
         #[arg(short, long)]
         quiet: bool,
-        /// `json`: one JSON object per line.
+        /// `json` (one JSON object per line), a Go template ({{.Name}}) or
+        /// `table TEMPLATE`; fields: ID, Name, Driver, Scope, IPv6, Internal, Labels, CreatedAt.
         #[arg(long)]
         format: Option<String>,
+        /// KEY=VALUE: name, id, driver, label, type (custom|builtin), dangling, scope.
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filters: Vec<String>,
     },
     /// Create a bridge network.
     Create {
@@ -172,6 +190,9 @@ pub enum NetworkCmd {
     },
     /// Show networks' details (JSON array).
     Inspect {
+        /// A Go template over each network's JSON ({{.IPAM.Config}}).
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -225,9 +246,23 @@ pub struct RunArgs {
     /// NAME[:ALIAS]
     #[arg(long = "link")]
     pub links: Vec<String>,
-    /// [IP:]HOSTPORT[-END]:CONTPORT[-END][/tcp|udp]
-    #[arg(short = 'p', long = "publish")]
+    /// Publish a container port: [IP:][HOSTPORT[-END]:]CONTPORT[-END][/tcp|udp]
+    /// (no host port, or a host range for one port: one is picked)
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub ports: Vec<String>,
+    /// Publish every exposed port (--expose) to an ephemeral host port.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
+    /// A port the container serves, PORT[-END][/tcp|udp] (repeatable; -P publishes it).
+    #[arg(long, value_name = "PORT")]
+    pub expose: Vec<String>,
+    /// An /etc/hosts line NAME:IP (repeatable); IP `host-gateway` is the
+    /// gateway of the container's network (Docker's host.docker.internal idiom).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+    /// MAC address of the container's interface on its network.
+    #[arg(long, value_name = "MAC")]
+    pub mac_address: Option<String>,
     /// The container's hostname (default: the first 12 hex of its ID).
     #[arg(long)]
     pub hostname: Option<String>,
@@ -349,8 +384,10 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyh
 /// line for each one not found (and exit code 1), as Docker does.
 fn inspect_each(
     names: &[String],
+    format: Option<&str>,
     get: impl Fn(&str) -> anyhow::Result<Value>,
 ) -> anyhow::Result<i32> {
+    let format = format.map(|f| format::Format::parse(f, &[])).transpose()?;
     let mut out = Vec::new();
     let mut code = 0;
     for n in names {
@@ -362,8 +399,44 @@ fn inspect_each(
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    match format {
+        Some(f) => f.print_all(&out)?,
+        None => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
     Ok(code)
+}
+
+/// `--filter KEY=VALUE`s as Docker's `&filters={"KEY":{"VALUE":true}}`.
+fn filters_query(filters: &[String]) -> anyhow::Result<String> {
+    if filters.is_empty() {
+        return Ok(String::new());
+    }
+    let mut m: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+    for f in filters {
+        let Some((k, v)) = f.split_once('=') else {
+            bail!("bad format of filter {f:?} (expected name=value)");
+        };
+        m.entry(k.to_string())
+            .or_default()
+            .insert(v.to_string(), true);
+    }
+    let json = serde_json::to_string(&m)?;
+    let enc: String = json
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!("&filters={enc}"))
+}
+
+/// The command of a `ps` row without the table's quotes.
+fn list_command(r: &Value) -> String {
+    let q = r["Command"].as_str().unwrap_or_default();
+    serde_json::from_str::<String>(q).unwrap_or_else(|_| q.to_string())
 }
 
 /// Run a CLI command; the process exit code.
@@ -382,59 +455,61 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 main: false,
             },
         ),
-        Cmd::Ps { all, quiet, format } => {
-            if let Some(f) = &format
-                && f != "json"
-            {
-                bail!("unknown format {f:?}: only json");
-            }
+        Cmd::Ps {
+            all,
+            quiet,
+            format,
+            filters,
+        } => {
+            let f = filters_query(&filters)?;
             let list: Vec<ContainerListEntry> =
-                c()?.get(&format!("/containers/json?all={}", u8::from(all)))?;
-            let name = |s: &ContainerListEntry| {
-                s.names
-                    .first()
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .unwrap_or_default()
-            };
-            let nets = |s: &ContainerListEntry| {
-                s.network_settings
-                    .networks
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
+                c()?.get(&format!("/containers/json?all={}{f}", u8::from(all)))?;
+            let rows: Vec<Value> = list
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "ID": &s.id[..12],
+                        "Command": format!("{:?}", s.command),
+                        "Status": s.status,
+                        "State": s.state,
+                        "Ports": ports::compact(&s.ports).join(", "),
+                        "Networks": s.network_settings.networks.keys().cloned().collect::<Vec<_>>().join(","),
+                        "Names": s.names.first().map(|n| n.trim_start_matches('/')).unwrap_or_default(),
+                        "CreatedAt": s.created,
+                        "Labels": s.labels,
+                    })
+                })
+                .collect();
             if quiet {
                 for s in list {
                     println!("{}", &s.id[..12]);
                 }
-            } else if format.is_some() {
-                for s in list {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "ID": &s.id[..12],
-                            "Command": s.command,
-                            "Status": s.status,
-                            "State": s.state,
-                            "Ports": ports::compact(&s.ports).join(", "),
-                            "Networks": nets(&s),
-                            "Names": name(&s),
-                        })
-                    );
+            } else if let Some(f) = format {
+                let f = format::Format::parse(
+                    &f,
+                    &[("ID", "CONTAINER ID"), ("CreatedAt", "CREATED AT")],
+                )?;
+                if matches!(f, format::Format::Json) {
+                    for mut r in rows {
+                        // The command as it is, not quoted.
+                        let cmd = list_command(&r);
+                        r["Command"] = serde_json::json!(cmd);
+                        println!("{r}");
+                    }
+                } else {
+                    f.print_all(&rows)?;
                 }
             } else {
-                let rows = list
+                let rows = rows
                     .iter()
-                    .map(|s| {
-                        vec![
-                            s.id[..12].to_string(),
-                            format!("{:?}", s.command),
-                            s.status.clone(),
-                            ports::compact(&s.ports).join(", "),
-                            nets(s),
-                            name(s),
-                        ]
+                    .map(|r| {
+                        ["ID", "Command", "Status", "Ports", "Networks", "Names"]
+                            .iter()
+                            .map(|k| match &r[k] {
+                                Value::String(s) => s.clone(),
+                                o => o.to_string(),
+                            })
+                            .collect()
                     })
                     .collect();
                 print!(
@@ -454,9 +529,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Inspect { names } => {
+        Cmd::Inspect { format, names } => {
             let c = c()?;
-            inspect_each(&names, |n| c.get(&format!("/containers/{}/json", seg(n))))
+            inspect_each(&names, format.as_deref(), |n| {
+                c.get(&format!("/containers/{}/json", seg(n)))
+            })
         }
         Cmd::Logs { name } => {
             let b = c()?.raw(
@@ -477,6 +554,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let c = c()?;
             each(&names, |n| {
                 c.post_unit(&format!("/containers/{}/start", seg(n)), &())
+            })
+        }
+        Cmd::Restart { names } => {
+            let c = c()?;
+            each(&names, |n| {
+                c.post_unit(&format!("/containers/{}/restart", seg(n)), &())
             })
         }
         Cmd::Rm { force, names } => {
@@ -504,35 +587,44 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
     match cmd {
-        NetworkCmd::Ls { quiet, format } => {
-            let list: Vec<NetworkSummary> = c
-                .get::<Vec<Value>>("/networks")?
-                .into_iter()
-                .map(|v| NetworkSummary {
-                    id: v["Id"].as_str().unwrap_or_default().to_string(),
-                    name: v["Name"].as_str().unwrap_or_default().to_string(),
-                    driver: v["Driver"].as_str().unwrap_or_default().to_string(),
-                    scope: v["Scope"].as_str().unwrap_or_default().to_string(),
+        NetworkCmd::Ls {
+            quiet,
+            format,
+            filters,
+        } => {
+            let f = filters_query(&filters)?;
+            let list: Vec<Value> = c.get(&format!("/networks?{}", f.trim_start_matches('&')))?;
+            let rows: Vec<Value> = list
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "ID": v["Id"].as_str().unwrap_or_default().chars().take(12).collect::<String>(),
+                        "Name": v["Name"],
+                        "Driver": v["Driver"],
+                        "Scope": v["Scope"],
+                        "IPv6": v["EnableIPv6"],
+                        "Internal": v["Internal"],
+                        "Labels": v["Labels"],
+                        "CreatedAt": v["Created"],
+                    })
                 })
                 .collect();
             if quiet {
-                for n in list {
-                    println!("{}", &n.id[..12]);
+                for r in &rows {
+                    println!("{}", r["ID"].as_str().unwrap_or_default());
                 }
             } else if let Some(f) = format {
-                if f != "json" {
-                    bail!("unknown format {f:?}: only json");
-                }
-                for n in list {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ID": &n.id[..12], "Name": n.name, "Driver": n.driver, "Scope": n.scope})
-                    );
-                }
+                format::Format::parse(&f, &[("ID", "NETWORK ID"), ("CreatedAt", "CREATED")])?
+                    .print_all(&rows)?;
             } else {
-                let rows = list
-                    .into_iter()
-                    .map(|n| vec![n.id[..12].to_string(), n.name, n.driver, n.scope])
+                let rows = rows
+                    .iter()
+                    .map(|r| {
+                        ["ID", "Name", "Driver", "Scope"]
+                            .iter()
+                            .map(|k| r[k].as_str().unwrap_or_default().to_string())
+                            .collect()
+                    })
                     .collect();
                 print!(
                     "{}",
@@ -578,9 +670,9 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             println!("{}", r.id);
             Ok(0)
         }
-        NetworkCmd::Inspect { names } => {
-            inspect_each(&names, |n| c.get(&format!("/networks/{}", seg(n))))
-        }
+        NetworkCmd::Inspect { format, names } => inspect_each(&names, format.as_deref(), |n| {
+            c.get(&format!("/networks/{}", seg(n)))
+        }),
         NetworkCmd::Rm { names } => each(&names, |n| c.delete(&format!("/networks/{}", seg(n)))),
         NetworkCmd::Prune { force } => {
             if !confirmed(
@@ -653,6 +745,10 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
             // A foreground run removes it itself, below (also when its
             // command was interrupted).
             auto_remove: r.rm && !fg,
+            expose: r.expose,
+            publish_all: r.publish_all,
+            extra_hosts: r.add_hosts,
+            mac_address: r.mac_address,
         },
     )?;
     for w in &created.warnings {

@@ -296,9 +296,7 @@ impl Daemon {
     ) -> Result<Vec<PortBinding>> {
         let mut out: Vec<PortBinding> = Vec::new();
         for b in ports {
-            let fixed = b.host_port != 0
-                && b.host_port_end - b.host_port == b.container_port_end - b.container_port;
-            if fixed {
+            if !validate::is_choice(b) {
                 Self::check_ports_free(st, std::slice::from_ref(b), except)?;
                 out.push(b.clone());
                 continue;

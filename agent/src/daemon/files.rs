@@ -8,8 +8,17 @@ fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\
 
 /// `/etc/hosts`: localhost lines, one line per `--link`, then the container's
 /// own address(es) with its hostname.
-pub fn hosts(hostname: &str, own: &[Ipv4Addr], links: &[Link]) -> String {
+pub fn hosts(
+    hostname: &str,
+    own: &[Ipv4Addr],
+    links: &[Link],
+    extra: &[(String, std::net::IpAddr)],
+) -> String {
     let mut s = String::from(HOSTS_HEAD);
+    // `--add-host` lines first, as Docker writes them.
+    for (name, ip) in extra {
+        s += &format!("{ip}\t{name}\n");
+    }
     for l in links {
         match &l.alias {
             Some(a) if a != &l.name => s += &format!("{}\t{} {}\n", l.ip, a, l.name),
@@ -135,7 +144,7 @@ mod tests {
             alias: Some("database".into()),
             ip: Ipv4Addr::new(172, 17, 0, 2),
         };
-        let h = hosts("abc", &[Ipv4Addr::new(172, 17, 0, 3)], &[l]);
+        let h = hosts("abc", &[Ipv4Addr::new(172, 17, 0, 3)], &[l], &[]);
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(
             h.ends_with("172.17.0.2\tdatabase db\n172.17.0.3\tabc\n"),

@@ -194,12 +194,18 @@ impl Daemon {
                 "Hostname": c.hostname,
                 "Cmd": c.cmd,
                 "Labels": owner_labels(c.owner, &Default::default()),
+                "ExposedPorts": c
+                    .exposed
+                    .iter()
+                    .map(|(p, proto)| (format!("{p}/{}", proto.as_str()), json!({})))
+                    .collect::<serde_json::Map<_, _>>(),
             },
             "HostConfig": {
                 "NetworkMode": network_mode,
                 "AutoRemove": c.auto_remove,
                 "PortBindings": ports_json(c),
                 "Dns": c.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "ExtraHosts": c.extra_hosts.iter().map(|(n, a)| format!("{n}:{a}")).collect::<Vec<_>>(),
                 "Links": c.links.iter().map(|l| format!("/{}:/{}/{}", l.name, c.name, l.alias.as_deref().unwrap_or(&l.name))).collect::<Vec<_>>(),
             },
             "NetworkSettings": {
@@ -347,12 +353,31 @@ impl Daemon {
     }
 
     pub fn list_containers(&self, all: bool) -> Vec<ContainerListEntry> {
+        self.list_containers_filtered(all, &Default::default())
+            .unwrap_or_default()
+    }
+
+    /// `GET /containers/json`: newest first; stopped ones with `all` (or a
+    /// `status` filter); Docker's filters.
+    pub fn list_containers_filtered(
+        &self,
+        all: bool,
+        filters: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<ContainerListEntry>> {
         let st = self.snapshot();
+        let all = all || filters.get("status").is_some_and(|v| !v.is_empty());
         let mut v: Vec<_> = st.containers.values().collect();
         v.sort_by(|a, b| b.created.cmp(&a.created));
-        v.into_iter()
-            .map(|c| self.container_entry(&st, c))
-            .filter(|s| all || s.state == "running")
-            .collect()
+        let mut out = Vec::new();
+        for c in v {
+            let e = self.container_entry(&st, c);
+            if !(all || e.state == "running") {
+                continue;
+            }
+            if crate::api::compat::container_matches(&st, c, &e.state, filters)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
 }

@@ -71,7 +71,10 @@ fn parse_range(spec: &str, s: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
-/// `[IP:]HOSTPORT[-END]:CONTPORT[-END][/tcp|udp]`.
+/// `[IP:][HOSTPORT[-END]:]CONTPORT[-END][/tcp|udp]`, as Docker: without a
+/// host port (`80`, `127.0.0.1::80`) the host port is 0, an ephemeral one
+/// picked when the container is created; a host range longer than a single
+/// container port (`8000-8010:80`) is a choice of one.
 pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
     let (body, proto) = match spec.rsplit_once('/') {
         Some((b, "tcp")) => (b, PortProto::Tcp),
@@ -85,11 +88,12 @@ pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
     };
     let parts: Vec<&str> = body.split(':').collect();
     let (ip, host, cont) = match parts.as_slice() {
+        [c] => (None, "", *c),
         [h, c] => (None, *h, *c),
         [ip, h, c] => (Some(*ip), *h, *c),
         _ => {
             return Err(format!(
-                "invalid port spec {spec:?}: expected [IP:]HOSTPORT:CONTAINERPORT[/PROTO]"
+                "invalid port spec {spec:?}: expected [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]"
             ));
         }
     };
@@ -101,9 +105,19 @@ pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
         ),
     };
     let host_ip = host_ip.filter(|ip| !ip.is_unspecified());
-    let (hp, hpe) = parse_range(spec, host)?;
     let (cp, cpe) = parse_range(spec, cont)?;
-    if hpe - hp != cpe - cp {
+    let (hp, hpe) = if host.is_empty() {
+        if cpe != cp {
+            return Err(format!(
+                "invalid port spec {spec:?}: a container port range needs its host ports"
+            ));
+        }
+        (0, 0)
+    } else {
+        parse_range(spec, host)?
+    };
+    let choice = cp == cpe && hpe > hp;
+    if hp != 0 && !choice && hpe - hp != cpe - cp {
         return Err(format!(
             "invalid port spec {spec:?}: host and container port ranges differ in length"
         ));
@@ -116,6 +130,76 @@ pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
         container_port_end: cpe,
         proto,
     })
+}
+
+/// `--expose PORT[-END][/tcp|udp]`: the ports it names.
+pub fn parse_expose(s: &str) -> Result<Vec<(u16, PortProto)>, String> {
+    let (body, proto) = match s.rsplit_once('/') {
+        Some((b, "tcp")) => (b, PortProto::Tcp),
+        Some((b, "udp")) => (b, PortProto::Udp),
+        Some((_, p)) => {
+            return Err(format!(
+                "invalid --expose {s:?}: unknown protocol {p:?} (tcp or udp)"
+            ));
+        }
+        None => (s, PortProto::Tcp),
+    };
+    let (a, b) = parse_range(s, body).map_err(|e| e.replace("port spec", "--expose"))?;
+    Ok((a..=b).map(|p| (p, proto)).collect())
+}
+
+/// The address of an `--add-host` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAddr {
+    Ip(std::net::IpAddr),
+    /// Docker's `host-gateway`: the gateway of the container's network.
+    Gateway,
+}
+
+/// `--add-host NAME:IP` (Docker also takes `NAME=IP`; IPv6 addresses as
+/// `NAME:2001:db8::1` or `NAME=[2001:db8::1]`).
+pub fn parse_add_host(s: &str) -> Result<(String, HostAddr), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| format!("bad format for add-host: {s:?} (NAME:IP)"))?;
+    check_hostname(name).map_err(|e| format!("invalid --add-host {s:?}: {e}"))?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    if addr == "host-gateway" {
+        return Ok((name.to_string(), HostAddr::Gateway));
+    }
+    let ip = addr
+        .parse()
+        .map_err(|_| format!("invalid IP address in add-host: {addr:?}"))?;
+    Ok((name.to_string(), HostAddr::Ip(ip)))
+}
+
+/// `--mac-address`: six hex bytes, a non-zero unicast address.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("invalid MAC address {s:?}: six hex bytes like 02:42:ac:11:00:02");
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if m[0] & 1 != 0 || m == [0; 6] {
+        return Err(format!(
+            "invalid MAC address {s:?}: not a unicast address (the first byte must be even, and not all zero)"
+        ));
+    }
+    Ok(m)
+}
+
+/// A binding whose host port is still to be chosen (port 0, or a host
+/// range offered for one container port).
+pub fn is_choice(b: &PortBinding) -> bool {
+    b.host_port == 0 || b.host_port_end - b.host_port != b.container_port_end - b.container_port
 }
 
 /// Do two bindings claim a common host port (same protocol, overlapping address)?

@@ -220,6 +220,12 @@ pub struct Container {
     /// `--dns`: the container's own upstream resolvers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<std::net::IpAddr>,
+    /// `--add-host`: extra `/etc/hosts` lines (name, address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--expose`: ports the container says it serves (`80/tcp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed: Vec<(u16, PortProto)>,
     #[serde(default, skip_serializing_if = "is_pier")]
     pub owner: Owner,
     /// The engine's own id of the container (Podman's, CNI's
