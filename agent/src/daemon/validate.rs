@@ -262,6 +262,28 @@ mod tests {
             ),
             (None, 8081, 8081, 8080, PortProto::Tcp)
         );
+        // Docker's shorthands: an ephemeral host port, a host range for one port.
+        let p = parse_port_spec("80").unwrap();
+        assert_eq!((p.host_port, p.container_port), (0, 80));
+        assert!(is_choice(&p));
+        let p = parse_port_spec("127.0.0.1::80/udp").unwrap();
+        assert_eq!((p.host_ip, p.host_port), (Some(Ipv4Addr::LOCALHOST), 0));
+        let p = parse_port_spec("8000-8010:80").unwrap();
+        assert_eq!(
+            (p.host_port, p.host_port_end, p.container_port_end),
+            (8000, 8010, 80)
+        );
+        assert!(is_choice(&p));
+        assert!(!is_choice(&parse_port_spec("8000-8001:80-81").unwrap()));
+        assert_eq!(parse_expose("91-92/udp").unwrap().len(), 2);
+        assert!(parse_add_host("db:10.0.0.5").is_ok());
+        assert_eq!(
+            parse_add_host("gw:host-gateway").unwrap().1,
+            HostAddr::Gateway
+        );
+        assert!(parse_add_host("v6:2001:db8::1").is_ok());
+        assert!(parse_mac("02:42:ac:11:00:02").is_ok());
+        assert!(parse_mac("03:42:ac:11:00:02").is_err());
         let p = parse_port_spec("127.0.0.1:5000-5002:6000-6002/udp").unwrap();
         assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST));
         assert_eq!((p.host_port_end, p.container_port_end), (5002, 6002));
@@ -271,7 +293,8 @@ mod tests {
             ("70000:80", "port 70000 is out of range"),
             ("8090-8080:80-90", "ends before it starts"),
             ("8080-8081:80-82", "differ in length"),
-            ("80", "expected [IP:]HOSTPORT:CONTAINERPORT"),
+            ("1:2:3:4", "expected [IP:][HOSTPORT:]CONTAINERPORT"),
+            ("80-82", "needs its host ports"),
             ("x:80", "is not a port"),
             ("80:80/sctp", "unknown protocol"),
             ("1.2.3:80:80", "is not an IPv4 address"),
