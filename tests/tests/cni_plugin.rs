@@ -164,6 +164,13 @@ fn add_check_del_with_published_ports_and_names() {
     let r2 = a2.run("ADD", &c2).ok().clone();
     assert_eq!(r2["ips"][0]["address"], "10.89.0.3/24", "{r2}");
     assert_eq!(cni_rows(&sb).len(), 2, "{:?}", cni_rows(&sb));
+    // The agent holds the published ports: no host process takes them.
+    let taken = in_ns(&sb.host_ns(), || {
+        std::net::TcpListener::bind("0.0.0.0:8081")
+            .map(|_| ())
+            .map_err(|e| e.kind())
+    });
+    assert_eq!(taken, Err(std::io::ErrorKind::AddrInUse));
     // Published: from the outside, the client's address kept.
     for (a, port, who) in [(&a1, 8081, "one"), (&a2, 8082, "two")] {
         let srv = tcp_server(&a.netns, 8080, 1);

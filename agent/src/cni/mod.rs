@@ -27,6 +27,11 @@ use crate::state::{PortBinding, PortProto, opts};
 pub mod agent;
 pub mod plugin;
 
+/// The network option `"portsHeldByRuntime": true` sets: the runtime keeps
+/// its published host ports open itself (rootful podman's conmon listens on
+/// them after ADD), so the agent must not hold them with its own socket.
+pub const PORTS_HELD: &str = "pier.cni.ports-held-by-runtime";
+
 /// Versions the plugin speaks; results are rendered in the requested one.
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
@@ -165,6 +170,7 @@ const PIER_KEYS: &[&str] = &[
     "mtu",
     "bridge",
     "ipv6",
+    "portsHeldByRuntime",
 ];
 
 /// A parsed plugin config.
@@ -367,6 +373,9 @@ pub fn parse_conf(stdin: &[u8], command: &str) -> Result<Conf, Failure> {
             return Err(bad(format!("bridge: {b:?} is not an interface name")));
         }
         options.insert(opts::BRIDGE_NAME.to_string(), b.to_string());
+    }
+    if bool_key(&o, "portsHeldByRuntime")? == Some(true) {
+        options.insert(PORTS_HELD.to_string(), "true".to_string());
     }
     let internal = bool_key(&o, "internal")?.unwrap_or(false);
 

@@ -139,14 +139,32 @@ fn need(k: &str) -> Result<String, Failure> {
     Ok(v)
 }
 
+/// `CNI_ARGS` (`K=V;K2=V2`): the pod's or container's name, which podman
+/// and the kubelet pass as `K8S_POD_NAME`, if it is a valid name.
+fn pod_name() -> Option<String> {
+    env("CNI_ARGS")
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "K8S_POD_NAME")
+        .map(|(_, v)| v.to_string())
+        .filter(|v| crate::daemon::validate::check_name("alias", v).is_ok())
+}
+
 fn call_of(conf: &Conf, netns: String) -> Result<Call, Failure> {
+    let mut aliases = conf.aliases.clone();
+    // Podman's aliases hold only the short id: its name comes this way.
+    if let Some(n) = pod_name()
+        && !aliases.contains(&n)
+    {
+        aliases.insert(0, n);
+    }
     Ok(Call {
         container_id: need("CNI_CONTAINERID")?,
         netns,
         ifname: need("CNI_IFNAME")?,
         network: conf.network.clone(),
         ports: conf.ports.clone(),
-        aliases: conf.aliases.clone(),
+        aliases,
         prev_ips: super::prev_ips(conf.prev_result.as_ref()),
         valid: conf.valid.clone(),
         queued_ms: None,
