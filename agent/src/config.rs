@@ -29,6 +29,8 @@ pub struct AgentConfig {
     /// `--dns-upstream`: resolvers used instead of the host's resolv.conf
     /// ones (by the embedded DNS and in default-bridge resolv.conf files).
     pub dns_upstreams: Vec<std::net::IpAddr>,
+    /// `--docker-plugin`: serve Docker's remote network driver here.
+    pub docker_plugin: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -68,6 +70,7 @@ impl AgentConfig {
             ct_udp_timeout: crate::dataplane::CtTimeouts::default().udp,
             cgroup: None,
             dns_upstreams: Vec::new(),
+            docker_plugin: None,
         })
     }
 

@@ -1,6 +1,8 @@
 //! The daemon: owns the store, the topology, the dataplane and the processes,
 //! and applies every change as validate → apply (with an undo list) →
 //! dataplane sync → store commit, rolling back on the first error.
+pub mod core;
+pub mod engine;
 pub mod files;
 pub mod inspect;
 pub mod ports;
@@ -21,6 +23,7 @@ use std::{
 
 use ipnet::Ipv4Net;
 
+pub use self::core::EndpointReq;
 use crate::{
     api::types::{ContainerCreate, NetworkConnect, NetworkCreate},
     config::{AgentConfig, DEFAULT_BRIDGE},
@@ -29,7 +32,7 @@ use crate::{
     ipam,
     state::{
         Container, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, Endpoint, Link, NetMode, Network,
-        State, Store, mac_for, new_id, now_ms, now_rfc3339, opts,
+        Owner, State, Store, new_id, now_ms, now_rfc3339, opts,
     },
     topology::{self, Topology},
 };
@@ -115,8 +118,9 @@ pub fn desired_state(st: &State) -> DesiredState {
                 host_ifname: e.host_ifname.clone(),
             });
         }
-        // Published ports lead to the container's first address while it runs.
-        let Some(first) = c.endpoints.first() else {
+        // Published ports lead to the container's first address (or the
+        // endpoint an engine named) while it runs.
+        let Some(first) = c.ports_endpoint() else {
             continue;
         };
         if !c.running {
@@ -156,6 +160,7 @@ pub fn endpoint_spec(
         mac: e.mac,
         default_gateway: if default_route { net.gateway } else { None },
         mtu: net.mtu,
+        engine_peer: e.engine_peer.clone(),
     }
 }
 
@@ -390,6 +395,8 @@ impl Daemon {
                 mtu: None,
                 options: BTreeMap::new(),
                 labels: BTreeMap::new(),
+                owner: Owner::Pier,
+                pending: BTreeMap::new(),
             }
         };
         if let Some(n) = txn.state.networks.values().find(|n| n.default)
@@ -436,107 +443,7 @@ impl Daemon {
     }
 
     pub fn network_create(&self, req: NetworkCreate) -> Result<String> {
-        validate::check_name("network", &req.name).map_err(invalid)?;
-        self.change(|txn| {
-            if txn.state.network_by_name(&req.name).is_some() {
-                return Err(conflict(format!(
-                    "network with name {} already exists",
-                    req.name
-                )));
-            }
-            let id = new_id();
-            let bridge = match req.options.get(opts::BRIDGE_NAME) {
-                Some(b) => {
-                    if !crate::config::valid_ifname(b) {
-                        return Err(invalid(format!(
-                            "invalid bridge name {b:?}: 1 to 15 characters, no '/', ':' or spaces"
-                        )));
-                    }
-                    b.clone()
-                }
-                None => format!("br-{}", &id[..12]),
-            };
-            if txn
-                .state
-                .networks
-                .values()
-                .any(|n| n.bridge.as_deref() == Some(&bridge))
-                || self.topo.host_links()?.contains(&bridge)
-            {
-                return Err(conflict(format!("bridge name {bridge} is already in use")));
-            }
-            let icc = parse_bool_opt(opts::ENABLE_ICC, req.options.get(opts::ENABLE_ICC))?;
-            let masquerade = parse_bool_opt(opts::ENABLE_MASQ, req.options.get(opts::ENABLE_MASQ))?;
-            let mtu = match req.options.get(opts::MTU) {
-                None => None,
-                Some(s) => match s.parse::<u32>() {
-                    Ok(m) if (68..=65535).contains(&m) => Some(m),
-                    _ => {
-                        return Err(invalid(format!(
-                            "invalid value {s:?} for option {}: an MTU between 68 and 65535",
-                            opts::MTU
-                        )));
-                    }
-                },
-            };
-            let ours: Vec<Ipv4Net> = txn
-                .state
-                .networks
-                .values()
-                .filter_map(|n| n.subnet)
-                .collect();
-            let subnet = match &req.subnet {
-                Some(s) => {
-                    let sn = ipam::parse_subnet(s).map_err(|e| invalid(e.to_string()))?;
-                    if ours.iter().any(|o| ipam::overlaps(o, &sn)) {
-                        return Err(conflict(ipam::IpamError::Overlap.to_string()));
-                    }
-                    // A subnet the host already routes (an uplink's, a VPN's)
-                    // would shadow it, and its gateway could be a host address.
-                    if let Some(r) = routed_overlap(self.topo.as_ref(), &sn)? {
-                        return Err(conflict(format!(
-                            "subnet {sn} overlaps {r}, which is routed on the host"
-                        )));
-                    }
-                    sn
-                }
-                None => {
-                    if req.gateway.is_some() || req.ip_range.is_some() {
-                        return Err(invalid("--gateway and --ip-range need --subnet"));
-                    }
-                    let mut taken = ours.clone();
-                    taken.extend(routed_subnets(self.topo.as_ref())?);
-                    ipam::pick_subnet(&taken).map_err(|e| conflict(e.to_string()))?
-                }
-            };
-            let (gateway, ip_range) =
-                ipam::validate_pool(subnet, req.gateway.as_deref(), req.ip_range.as_deref())
-                    .map_err(|e| invalid(e.to_string()))?;
-            txn.state.next_net_num += 1;
-            let n = Network {
-                id: id.clone(),
-                num: txn.state.next_net_num,
-                name: req.name.clone(),
-                driver: DRIVER_BRIDGE.into(),
-                created: now_rfc3339(),
-                default: false,
-                bridge: Some(bridge),
-                subnet: Some(subnet),
-                gateway: Some(gateway),
-                ip_range,
-                internal: req.internal,
-                icc,
-                masquerade,
-                mtu,
-                options: req.options.clone(),
-                labels: req.labels.clone(),
-            };
-            let spec = bridge_spec(&n).expect("bridge network");
-            txn.on_fail(Action::RemoveBridge(spec.name.clone()));
-            self.topo.ensure_bridge(&spec)?;
-            txn.state.networks.insert(id.clone(), n);
-            Ok(id)
-        })
+        self.change(|txn| Self::create_network(txn, &req, Owner::Pier, None))
     }
 
     pub fn network_rm(&self, key: &str) -> Result<()> {
@@ -552,16 +459,14 @@ impl Daemon {
                     n.name
                 )));
             }
+            not_engine_network(&n)?;
             if !txn.state.containers_on(&n).is_empty() {
                 return Err(conflict(format!(
                     "error while removing network: network {} id {} has active endpoints",
                     n.name, n.id
                 )));
             }
-            txn.state.networks.remove(&n.id);
-            if let Some(b) = n.bridge {
-                txn.after_commit(Action::RemoveBridge(b));
-            }
+            Self::remove_network(txn, &n);
             Ok(())
         })
     }
@@ -573,81 +478,18 @@ impl Daemon {
                 .state
                 .networks
                 .values()
-                .filter(|n| !n.default && n.driver == DRIVER_BRIDGE)
+                .filter(|n| !n.default && n.driver == DRIVER_BRIDGE && !n.owner.is_engine())
                 .filter(|n| txn.state.containers_on(n).is_empty())
                 .cloned()
                 .collect();
             let mut names = Vec::new();
             for n in unused {
-                txn.state.networks.remove(&n.id);
-                if let Some(b) = n.bridge {
-                    txn.after_commit(Action::RemoveBridge(b));
-                }
+                Self::remove_network(txn, &n);
                 names.push(n.name);
             }
             names.sort();
             Ok(names)
         })
-    }
-
-    /// Add an endpoint on `net` to container `cid` (its namespace must exist).
-    fn attach(
-        txn: &mut Txn,
-        cid: &str,
-        net: &Network,
-        ip: Option<Ipv4Addr>,
-        aliases: Vec<String>,
-    ) -> Result<Endpoint> {
-        let c = txn.state.containers.get(cid).expect("container").clone();
-        let netns = c.netns.clone().expect("bridge mode has a namespace");
-        let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
-            return Err(invalid(format!("network {} has no IPv4 pool", net.name)));
-        };
-        let used = txn.state.used_ips(&net.id);
-        let ip = ipam::allocate(&net.name, subnet, gateway, net.ip_range, &used, ip).map_err(
-            |e| match e {
-                ipam::IpamError::InUse(_) => conflict(e.to_string()),
-                ipam::IpamError::Exhausted(_) => conflict(e.to_string()),
-                _ => invalid(e.to_string()),
-            },
-        )?;
-        let idx = (0..)
-            .find(|i| !c.endpoints.iter().any(|e| e.ifname == format!("eth{i}")))
-            .unwrap();
-        // veth<7 hex> from the endpoint id; a new id on the rare clash.
-        let (id, host_ifname) = loop {
-            let id = new_id();
-            let h = format!("veth{}", &id[..7]);
-            let clash = txn
-                .state
-                .containers
-                .values()
-                .flat_map(|c| c.endpoints.iter())
-                .any(|e| e.host_ifname == h);
-            if !clash {
-                break (id, h);
-            }
-        };
-        let e = Endpoint {
-            id,
-            network_id: net.id.clone(),
-            ifname: format!("eth{idx}"),
-            host_ifname,
-            ip,
-            prefix_len: subnet.prefix_len(),
-            mac: mac_for(ip),
-            aliases,
-        };
-        let spec = endpoint_spec(&netns, &e, net, c.endpoints.is_empty());
-        txn.on_fail(Action::RemoveEndpoint(spec.clone()));
-        txn.d.topo.add_endpoint(&spec)?;
-        txn.state
-            .containers
-            .get_mut(cid)
-            .unwrap()
-            .endpoints
-            .push(e.clone());
-        Ok(e)
     }
 
     pub fn network_connect(&self, net_key: &str, req: NetworkConnect) -> Result<()> {
@@ -671,6 +513,8 @@ impl Daemon {
                     net.name
                 )));
             }
+            not_engine_network(&net)?;
+            not_engine_container(&c)?;
             if c.mode != NetMode::Bridge {
                 return Err(invalid(format!(
                     "container {} is in {} network mode and cannot be connected to other networks",
@@ -701,7 +545,16 @@ impl Daemon {
                     "network-scoped alias is supported only for containers in user defined networks",
                 ));
             }
-            Self::attach(txn, &c.id, &net, ip, req.aliases.clone())?;
+            Self::attach(
+                txn,
+                &c.id,
+                &net,
+                EndpointReq {
+                    ip,
+                    aliases: req.aliases.clone(),
+                    ..Default::default()
+                },
+            )?;
             Ok(c.id)
         })
         .map(|id| self.refresh_resolv(&id))
@@ -725,30 +578,14 @@ impl Daemon {
                     net.name
                 )));
             }
+            not_engine_container(&c)?;
             let Some(e) = c.endpoint_on(&net.id).cloned() else {
                 return Err(invalid(format!(
                     "container {} is not connected to network {}",
                     c.name, net.name
                 )));
             };
-            let netns = c.netns.clone().expect("bridge mode");
-            txn.after_commit(Action::RemoveEndpoint(endpoint_spec(
-                &netns, &e, &net, false,
-            )));
-            // The first endpoint carries the default route (and the published
-            // ports): when it goes, the next one takes both, as in Docker.
-            if c.endpoints.first().is_some_and(|f| f.id == e.id)
-                && let Some(next) = c.endpoints.get(1)
-                && let Some(n) = txn.state.networks.get(&next.network_id)
-            {
-                txn.after_commit(Action::DefaultRoute(endpoint_spec(&netns, next, n, true)));
-            }
-            txn.state
-                .containers
-                .get_mut(&c.id)
-                .unwrap()
-                .endpoints
-                .retain(|x| x.id != e.id);
+            Self::detach(txn, &c.id, &e.id, false)?;
             Ok(Some(c.id))
         })
         .map(|id| {
@@ -889,6 +726,7 @@ impl Daemon {
                         .find_network(n)
                         .ok_or_else(|| not_found(format!("network {n} not found")))?
                         .clone();
+                    not_engine_network(&net)?;
                     match net.driver.as_str() {
                         DRIVER_HOST => (NetMode::Host, None),
                         DRIVER_NULL => (NetMode::None, None),
@@ -936,16 +774,7 @@ impl Daemon {
                 dns.clear();
             }
             // Host ports already taken by another container.
-            for b in &ports {
-                for o in txn.state.containers.values().filter(|o| o.running) {
-                    if let Some(p) = o.ports.iter().find_map(|q| validate::ports_clash(q, b)) {
-                        return Err(conflict(format!(
-                            "Bind for {} failed: port is already allocated",
-                            validate::bind_addr(b, p)
-                        )));
-                    }
-                }
-            }
+            Self::check_ports_free(&txn.state, &ports, &id)?;
             let mut links = Vec::new();
             for l in &req.links {
                 let (lname, alias) = match l.split_once(':') {
@@ -1003,6 +832,8 @@ impl Daemon {
                 finished_ms: None,
                 auto_remove: req.auto_remove,
                 dns,
+                owner: Owner::Pier,
+                ports_on: None,
             };
             txn.state.containers.insert(id.clone(), c);
             let dir = self.cfg.container_dir(&id);
@@ -1027,7 +858,16 @@ impl Daemon {
                 }
             }
             if let Some(net) = &net {
-                Self::attach(txn, &id, net, ip, req.aliases.clone())?;
+                Self::attach(
+                    txn,
+                    &id,
+                    net,
+                    EndpointReq {
+                        ip,
+                        aliases: req.aliases.clone(),
+                        ..Default::default()
+                    },
+                )?;
             }
             let c = txn.state.containers[&id].clone();
             if let NetMode::Container(owner) = &mode {
@@ -1111,12 +951,21 @@ impl Daemon {
 
     /// Remove one container (`force`: also when its process runs).
     pub fn container_rm(&self, key: &str, force: bool) -> Result<String> {
+        self.remove_container(key, force, false)
+    }
+
+    /// [`Daemon::container_rm`]; `engines`: also what an engine manages
+    /// (`system reset`: its veths go, its namespace stays the engine's).
+    fn remove_container(&self, key: &str, force: bool, engines: bool) -> Result<String> {
         self.change(|txn| {
             let c = txn
                 .state
                 .find_container(key)
                 .ok_or_else(|| not_found(format!("No such container: {key}")))?
                 .clone();
+            if !engines {
+                not_engine_container(&c)?;
+            }
             let live = self.live_proc(&c);
             if live.is_some() && !force {
                 return Err(conflict(format!(
@@ -1133,7 +982,9 @@ impl Daemon {
                         txn.after_commit(Action::RemoveEndpoint(endpoint_spec(netns, e, n, false)));
                     }
                 }
-                txn.after_commit(Action::RemoveNetns(netns.clone()));
+                if !c.owner.is_engine() {
+                    txn.after_commit(Action::RemoveNetns(netns.clone()));
+                }
             }
             txn.after_commit(Action::RemoveDir(self.cfg.container_dir(&c.id)));
             txn.state.containers.remove(&c.id);
@@ -1202,6 +1053,7 @@ impl Daemon {
             .find_container(key)
             .cloned()
             .ok_or_else(|| not_found(format!("No such container: {key}")))?;
+        not_engine_container(&c)?;
         let code = self
             .live_proc(&c)
             .map(|p| kill_and_wait(self.runner.as_ref(), p, std::time::Duration::from_secs(10)));
@@ -1232,24 +1084,11 @@ impl Daemon {
                 .find_container(key)
                 .ok_or_else(|| not_found(format!("No such container: {key}")))?
                 .clone();
+            not_engine_container(&c)?;
             if self.live_proc(&c).is_some() {
                 return Ok(());
             }
-            for b in &c.ports {
-                for o in txn
-                    .state
-                    .containers
-                    .values()
-                    .filter(|o| o.running && o.id != c.id)
-                {
-                    if let Some(p) = o.ports.iter().find_map(|q| validate::ports_clash(q, b)) {
-                        return Err(conflict(format!(
-                            "Bind for {} failed: port is already allocated",
-                            validate::bind_addr(b, p)
-                        )));
-                    }
-                }
-            }
+            Self::check_ports_free(&txn.state, &c.ports, &c.id)?;
             let cm = txn.state.containers.get_mut(&c.id).unwrap();
             cm.running = true;
             cm.exit_code = None;
@@ -1294,6 +1133,7 @@ impl Daemon {
             .find_container(key)
             .cloned()
             .ok_or_else(|| not_found(format!("No such container: {key}")))?;
+        not_engine_container(&c)?;
         if !c.running {
             return Err(conflict(format!("Container {} is not running", c.id)));
         }
@@ -1354,7 +1194,7 @@ impl Daemon {
     pub fn system_reset(&self) -> Result<()> {
         let ids: Vec<String> = self.snapshot().containers.keys().cloned().collect();
         for id in ids {
-            self.container_rm(&id, true)?;
+            self.remove_container(&id, true, true)?;
         }
         self.change(|txn| {
             for n in std::mem::take(&mut txn.state.networks).into_values() {
@@ -1377,6 +1217,31 @@ impl Daemon {
         let _ = std::fs::remove_dir(self.cfg.run_dir.join("containers"));
         Ok(())
     }
+}
+
+/// pier's own commands do not change what an engine manages.
+fn not_engine_network(n: &Network) -> Result<()> {
+    if n.owner.is_engine() {
+        return Err(conflict(format!(
+            "network {} is managed by {}: use {} to change it",
+            n.name,
+            n.owner.as_str(),
+            n.owner.as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn not_engine_container(c: &Container) -> Result<()> {
+    if c.owner.is_engine() {
+        return Err(conflict(format!(
+            "container {} is managed by {}: use {} to change it",
+            c.name,
+            c.owner.as_str(),
+            c.owner.as_str()
+        )));
+    }
+    Ok(())
 }
 
 /// Stop `p` (SIGTERM, up to `grace`, then SIGKILL; zero grace: SIGKILL at

@@ -6,12 +6,14 @@
 //! - `runtime`: processes inside containers (namespaces, private /etc files).
 //! - `dataplane`: the eBPF programs and their maps, driven by one `sync`.
 //! - `dns`: the embedded resolver.
+//! - `docker`: Docker's remote network driver, a front end of the endpoint core.
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod docker;
 pub mod error;
 pub mod features;
 pub mod ipam;

@@ -42,6 +42,12 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
     cfg.ct_udp_timeout = std::time::Duration::from_secs(a.ct_udp_timeout);
     cfg.cgroup = cgroup;
     cfg.dns_upstreams = a.dns_upstreams;
+    if let Some(p) = &a.docker_plugin
+        && !p.is_absolute()
+    {
+        anyhow::bail!("--docker-plugin: {} is not an absolute path", p.display());
+    }
+    cfg.docker_plugin = a.docker_plugin;
     pier_agent::daemon::serve::run_default(cfg)
 }
 

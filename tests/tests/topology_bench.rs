@@ -53,6 +53,7 @@ fn bench_container_create_and_remove() {
                     mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
                     default_gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
                     mtu: None,
+                    engine_peer: None,
                 }
             })
             .collect();

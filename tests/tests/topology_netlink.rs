@@ -77,6 +77,7 @@ fn endpoint(netns: &Path, host: &str, ifname: &str, last: u8) -> EndpointSpec {
         mac: [0x02, 0x42, 10, 88, 0, last],
         default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
         mtu: None,
+        engine_peer: None,
     }
 }
 

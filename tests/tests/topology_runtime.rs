@@ -39,6 +39,7 @@ fn container(host: &TestHost, topo: &NetlinkTopology) -> (PathBuf, PathBuf) {
         mac: [0x02, 0x42, 10, 88, 0, 2],
         default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
         mtu: None,
+        engine_peer: None,
     })
     .unwrap();
     let etc = host.dir.join("etc/web");

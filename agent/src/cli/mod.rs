@@ -51,6 +51,9 @@ pub enum Cmd {
         /// Only display container IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// `json`: one JSON object per line (Docker's field names).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show a container's details (JSON).
     Inspect {
@@ -124,6 +127,12 @@ pub struct AgentArgs {
     /// (repeatable; default: the host's /etc/resolv.conf servers).
     #[arg(long = "dns-upstream", value_name = "IP")]
     pub dns_upstreams: Vec<std::net::IpAddr>,
+    /// Be Docker's network driver `pier`: serve libnetwork's remote driver
+    /// API on this unix socket (dockerd finds it as
+    /// /run/docker/plugins/pier.sock; use `docker network create -d pier`).
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1,
+          default_missing_value = crate::docker::DEFAULT_SOCKET)]
+    pub docker_plugin: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -371,12 +380,31 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 main: false,
             },
         ),
-        Cmd::Ps { all, quiet } => {
+        Cmd::Ps { all, quiet, format } => {
+            if let Some(f) = &format
+                && f != "json"
+            {
+                bail!("unknown format {f:?}: only json");
+            }
             let list: Vec<ContainerSummary> =
                 c()?.get(&format!("/containers/json?all={}", u8::from(all)))?;
             if quiet {
                 for s in list {
                     println!("{}", &s.id[..12]);
+                }
+            } else if format.is_some() {
+                for s in list {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "ID": &s.id[..12],
+                            "Command": s.command,
+                            "Status": s.status,
+                            "Ports": s.ports.join(", "),
+                            "Networks": s.networks.join(","),
+                            "Names": s.name,
+                        })
+                    );
                 }
             } else {
                 let rows = list

@@ -55,8 +55,20 @@ pub fn network_json(st: &State, n: &Network) -> Value {
         "Ingress": false,
         "Containers": containers,
         "Options": n.options,
-        "Labels": n.labels,
+        "Labels": owner_labels(n.owner, &n.labels),
     })
+}
+
+/// Labels, plus `pier.owner` for what an engine manages.
+fn owner_labels(
+    owner: crate::state::Owner,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Value {
+    let mut l = labels.clone();
+    if owner.is_engine() {
+        l.insert("pier.owner".into(), owner.as_str().into());
+    }
+    json!(l)
 }
 
 fn ports_json(c: &Container) -> Value {
@@ -190,6 +202,7 @@ impl Daemon {
             "Config": {
                 "Hostname": c.hostname,
                 "Cmd": c.cmd,
+                "Labels": owner_labels(c.owner, &Default::default()),
             },
             "HostConfig": {
                 "NetworkMode": network_mode,

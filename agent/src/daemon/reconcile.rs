@@ -102,6 +102,7 @@ impl Daemon {
                         mac: [0; 6],
                         default_gateway: None,
                         mtu: None,
+                        engine_peer: None,
                     })?;
                 }
             }
@@ -139,6 +140,11 @@ impl Daemon {
             let mut order: Vec<_> = st.containers.values().collect();
             order.sort_by_key(|c| matches!(c.mode, NetMode::Container(_)));
             for c in order {
+                // An engine's sandbox is the engine's to repair: pier keeps
+                // its record and veths (the dataplane skips a missing veth).
+                if c.owner.is_engine() {
+                    continue;
+                }
                 // Best effort per container: one that cannot be repaired is
                 // logged, and the agent still starts for all the others.
                 let repair = || -> Result<()> {

@@ -100,6 +100,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let api_path = cfg.socket.clone();
     let exec_path = cfg.exec_socket();
+    let plugin_path = cfg.docker_plugin.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,6 +118,10 @@ pub fn run(
     );
     let result: anyhow::Result<()> = rt.block_on(async {
         let exec_l = bind(&exec_path)?;
+        let plugin_l = match &plugin_path {
+            Some(p) => Some(bind(p)?),
+            None => None,
+        };
         // The API socket last: its existence means "ready".
         let api_l = bind(&api_path)?;
         let d = daemon.clone();
@@ -160,6 +165,16 @@ pub fn run(
                 }
             }
         });
+        // Docker's remote network driver, on a socket of its own.
+        if let (Some(p), Some(l)) = (&plugin_path, plugin_l) {
+            let app = crate::docker::router(daemon.clone());
+            tracing::info!("docker network driver on {}", p.display());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!("docker driver socket: {e}");
+                }
+            });
+        }
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let app = server::router(daemon.clone(), shutdown.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -177,6 +192,9 @@ pub fn run(
     });
     drop(guard);
     let _ = std::fs::remove_file(&api_path);
+    if let Some(p) = &plugin_path {
+        let _ = std::fs::remove_file(p);
+    }
     let _ = std::fs::remove_file(&exec_path);
     // Do not wait for exec sessions still running: their processes carry on.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
@@ -259,7 +277,8 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
         let nets: Vec<NetworkInput> = st
             .networks
             .values()
-            .filter(|n| n.is_bridge())
+            // An engine's networks have the engine's DNS (Docker's 127.0.0.11).
+            .filter(|n| n.is_bridge() && !n.owner.is_engine())
             .map(|n| NetworkInput {
                 name: n.name.clone(),
                 internal: n.internal,
@@ -294,9 +313,10 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
             .containers
             .values()
             .filter(|c| {
-                c.endpoints
-                    .iter()
-                    .any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.default))
+                !c.owner.is_engine()
+                    && c.endpoints
+                        .iter()
+                        .any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.default))
             })
             .filter_map(|c| Some((c.id.as_str(), c.netns.as_deref()?)))
             .collect();

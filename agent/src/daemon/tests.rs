@@ -675,3 +675,228 @@ fn a_command_that_cannot_start_carries_dockers_exit_code() {
     let e = crate::error::AgentError::spawn("[\"x\"]", SpawnError::from("set-up failed"));
     assert_eq!((e.status(), e.exit_code()), (500, None));
 }
+
+// ----- the engine calls (Docker's driver) over the core ----------------------
+
+mod engine {
+    use super::*;
+    use crate::{
+        daemon::engine::EngineNetwork,
+        state::{Owner, PortBinding, PortProto},
+    };
+
+    const NET: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const EP1: &str = "aaaaaaa111111111111111111111111111111111111111111111111111111111";
+    const EP2: &str = "bbbbbbb222222222222222222222222222222222222222222222222222222222";
+
+    fn net(subnet: &str) -> EngineNetwork {
+        EngineNetwork {
+            owner: Owner::Docker,
+            id: NET.into(),
+            subnet: subnet.parse().unwrap(),
+            gateway: Some("10.70.0.1".parse().unwrap()),
+            internal: false,
+            options: Default::default(),
+            labels: Default::default(),
+        }
+    }
+
+    fn tcp(host: u16, end: u16, cont: u16) -> PortBinding {
+        PortBinding {
+            host_ip: None,
+            host_port: host,
+            host_port_end: end,
+            container_port: cont,
+            container_port_end: cont,
+            proto: PortProto::Tcp,
+        }
+    }
+
+    #[test]
+    fn lifecycle_leaves_nothing_behind() {
+        let env = Env::new("eng-life");
+        let d = env.start();
+        let k0 = env.kernel();
+        d.engine_network_create(net("10.70.0.0/24")).unwrap();
+        // A retried CreateNetwork is the same network.
+        d.engine_network_create(net("10.70.0.0/24")).unwrap();
+        let n = d.snapshot().networks[NET].clone();
+        assert_eq!(
+            (n.owner, n.name.as_str()),
+            (Owner::Docker, "docker-111111111111")
+        );
+        let mac = d
+            .engine_endpoint_create(NET, EP1, "10.70.0.2/24".parse().unwrap(), None, &[])
+            .unwrap();
+        assert_eq!(mac, crate::state::mac_for("10.70.0.2".parse().unwrap()));
+        let sb = Path::new("/var/run/docker/netns/0123456789ab");
+        let j = d.engine_join(Owner::Docker, EP1, sb).unwrap();
+        assert_eq!(j.peer, "pieraaaaaaa");
+        assert_eq!(j.gateway, Some("10.70.0.1".parse().unwrap()));
+        assert!(env.kernel().links.contains("vethaaaaaaa"));
+        let st = d.snapshot();
+        let c = st.container_with_endpoint(EP1).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.owner),
+            ("docker-0123456789ab", Owner::Docker)
+        );
+        d.engine_publish(EP1, &[tcp(8081, 8081, 80)]).unwrap();
+        let ports = env.dp.synced.lock().unwrap().last().unwrap().ports.clone();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(
+            ports[0].container_ip,
+            "10.70.0.2".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        // pier's own commands refuse what docker manages.
+        assert!(
+            d.container_rm("docker-0123456789ab", true)
+                .unwrap_err()
+                .to_string()
+                .contains("managed by docker")
+        );
+        assert!(
+            d.network_rm("docker-111111111111")
+                .unwrap_err()
+                .to_string()
+                .contains("managed by docker")
+        );
+        assert!(
+            d.engine_network_delete(NET).is_err(),
+            "deleted with an endpoint"
+        );
+        d.engine_unpublish(EP1).unwrap();
+        assert!(
+            env.dp
+                .synced
+                .lock()
+                .unwrap()
+                .last()
+                .unwrap()
+                .ports
+                .is_empty()
+        );
+        d.engine_leave(EP1).unwrap();
+        // The veth stays until DeleteEndpoint; the record goes.
+        assert!(env.kernel().links.contains("vethaaaaaaa"));
+        assert!(d.snapshot().container_with_endpoint(EP1).is_none());
+        assert!(
+            d.snapshot()
+                .containers
+                .values()
+                .all(|c| c.owner == Owner::Pier)
+        );
+        d.engine_endpoint_delete(EP1).unwrap();
+        d.engine_endpoint_delete(EP1).unwrap();
+        d.engine_network_delete(NET).unwrap();
+        d.engine_network_delete(NET).unwrap();
+        assert_eq!(env.kernel(), k0);
+        assert!(!d.snapshot().networks.contains_key(NET));
+    }
+
+    #[test]
+    fn bad_input_and_conflicts_change_nothing() {
+        let env = Env::new("eng-bad");
+        let d = env.start();
+        // The default bridge is 172.17.0.0/16; the host routes 172.18.0.0/16.
+        let mut n = net("172.17.3.0/24");
+        n.gateway = Some("172.17.3.1".parse().unwrap());
+        assert!(
+            d.engine_network_create(n)
+                .unwrap_err()
+                .to_string()
+                .contains("overlap")
+        );
+        let mut n = net("172.18.3.0/24");
+        n.gateway = Some("172.18.3.1".parse().unwrap());
+        assert!(
+            d.engine_network_create(n)
+                .unwrap_err()
+                .to_string()
+                .contains("routed on the host")
+        );
+        let mut n = net("10.70.0.0/24");
+        n.id = "xyz".into();
+        assert!(d.engine_network_create(n).is_err());
+        d.engine_network_create(net("10.70.0.0/24")).unwrap();
+        let st0 = d.snapshot();
+        let k0 = env.kernel();
+        let a = |s: &str| s.parse().unwrap();
+        for (ep, addr, mac) in [
+            (EP1, "10.71.0.2/24", None),
+            (EP1, "10.70.0.1/24", None),
+            (EP1, "10.70.0.2/16", None),
+            (EP1, "10.70.0.2/24", Some([1, 0, 0, 0, 0, 1])),
+            ("short", "10.70.0.2/24", None),
+        ] {
+            assert!(
+                d.engine_endpoint_create(NET, ep, a(addr), mac, &[])
+                    .is_err(),
+                "{addr}"
+            );
+        }
+        assert_eq!(d.snapshot(), st0);
+        assert_eq!(env.kernel(), k0);
+        // A port a pier container publishes.
+        d.container_create(run("p1", None, &["8081:80"])).unwrap();
+        let st1 = d.snapshot();
+        let e = d
+            .engine_endpoint_create(NET, EP1, a("10.70.0.2/24"), None, &[tcp(8081, 8081, 80)])
+            .unwrap_err();
+        assert!(e.to_string().contains("port is already allocated"), "{e}");
+        assert_eq!(d.snapshot(), st1);
+        // A join that fails in the kernel leaves the endpoint pending, no veth.
+        d.engine_endpoint_create(NET, EP1, a("10.70.0.2/24"), None, &[])
+            .unwrap();
+        let before = env.kernel();
+        *env.topo.fail_endpoint.lock().unwrap() = true;
+        assert!(
+            d.engine_join(Owner::Docker, EP1, Path::new("/x/sb1"))
+                .is_err()
+        );
+        *env.topo.fail_endpoint.lock().unwrap() = false;
+        assert_eq!(env.kernel(), before);
+        assert!(d.snapshot().container_with_endpoint(EP1).is_none());
+        // The dataplane refuses a host port (held by a host process): nothing published.
+        d.engine_join(Owner::Docker, EP1, Path::new("/x/sb1"))
+            .unwrap();
+        let st2 = d.snapshot();
+        assert!(d.engine_publish(EP1, &[tcp(9999, 9999, 80)]).is_err());
+        assert_eq!(d.snapshot(), st2);
+        assert!(
+            d.engine_publish(EP2, &[tcp(8090, 8090, 80)]).is_err(),
+            "unknown endpoint"
+        );
+        // Two endpoints on one sandbox share one record.
+        d.engine_endpoint_create(NET, EP2, a("10.70.0.3/24"), None, &[])
+            .unwrap();
+        d.engine_join(Owner::Docker, EP2, Path::new("/x/sb1"))
+            .unwrap();
+        let st = d.snapshot();
+        let c = st.container_with_endpoint(EP2).unwrap();
+        assert_eq!(c.endpoints.len(), 2);
+        assert_eq!(c.endpoints[1].ifname, "eth1");
+    }
+
+    #[test]
+    fn ranges_and_ephemeral_host_ports_are_chosen() {
+        let env = Env::new("eng-ports");
+        let d = env.start();
+        d.engine_network_create(net("10.70.0.0/24")).unwrap();
+        d.container_create(run("p1", None, &["8100:80"])).unwrap();
+        d.engine_endpoint_create(NET, EP1, "10.70.0.2/24".parse().unwrap(), None, &[])
+            .unwrap();
+        d.engine_join(Owner::Docker, EP1, Path::new("/x/sb1"))
+            .unwrap();
+        d.engine_publish(EP1, &[tcp(8100, 8105, 80), tcp(0, 0, 81)])
+            .unwrap();
+        let c = d.snapshot().container_with_endpoint(EP1).unwrap().clone();
+        assert_eq!(c.ports[0].host_port, 8101, "8100 is p1's");
+        let (lo, hi) = super::super::core::tests_ephemeral_range();
+        assert!(
+            (lo..=hi).contains(&c.ports[1].host_port),
+            "{:?}",
+            c.ports[1]
+        );
+        assert_eq!(c.ports[1].host_port, c.ports[1].host_port_end);
+    }
+}

@@ -17,6 +17,45 @@ pub mod opts {
     pub const MTU: &str = "com.docker.network.driver.mtu";
 }
 
+/// Who made a network or a container, and so who may change or remove it:
+/// pier's own API, or an engine through its front end (the Docker driver).
+/// Reconcile keeps what an engine owns; pier's CLI shows it but refuses to
+/// change it ("managed by docker").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    #[default]
+    Pier,
+    Docker,
+}
+
+impl Owner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::Pier => "pier",
+            Owner::Docker => "docker",
+        }
+    }
+    pub fn is_engine(self) -> bool {
+        self != Owner::Pier
+    }
+}
+
+/// An endpoint an engine created on a network but has not joined to a
+/// sandbox yet (Docker's CreateEndpoint before Join): its address is taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEndpoint {
+    /// The engine's endpoint id (64 hex digits), which the endpoint keeps.
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: [u8; 6],
+    /// Its host-side veth, kept from Leave until DeleteEndpoint (the engine
+    /// moves the container end back out of its sandbox in between).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     /// 64 hex digits.
@@ -41,6 +80,15 @@ pub struct Network {
     pub mtu: Option<u32>,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "is_pier")]
+    pub owner: Owner,
+    /// Endpoints an engine created here that no sandbox has joined yet.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, PendingEndpoint>,
+}
+
+fn is_pier(o: &Owner) -> bool {
+    *o == Owner::Pier
 }
 
 impl Network {
@@ -81,6 +129,11 @@ pub struct Endpoint {
     pub mac: [u8; 6],
     /// `--alias` names on this network.
     pub aliases: Vec<String>,
+    /// The container-side end is made in the host namespace under this name
+    /// and the engine moves it into its sandbox itself (Docker's Join:
+    /// `SrcName`); `None`: pier makes it inside the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_peer: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +214,12 @@ pub struct Container {
     /// `--dns`: the container's own upstream resolvers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<std::net::IpAddr>,
+    #[serde(default, skip_serializing_if = "is_pier")]
+    pub owner: Owner,
+    /// The endpoint the published ports lead to (Docker: the one it called
+    /// ProgramExternalConnectivity for); `None`: the first endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports_on: Option<String>,
 }
 
 impl Container {
@@ -169,6 +228,13 @@ impl Container {
     }
     pub fn endpoint_on(&self, network_id: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.network_id == network_id)
+    }
+    /// The endpoint whose address published ports lead to.
+    pub fn ports_endpoint(&self) -> Option<&Endpoint> {
+        match &self.ports_on {
+            Some(id) => self.endpoints.iter().find(|e| &e.id == id),
+            None => self.endpoints.first(),
+        }
     }
 }
 
@@ -248,14 +314,27 @@ impl State {
             .collect()
     }
 
-    /// Addresses taken on a network.
+    /// Addresses taken on a network (engine endpoints not joined yet too).
     pub fn used_ips(&self, network_id: &str) -> std::collections::BTreeSet<Ipv4Addr> {
         self.containers
             .values()
             .flat_map(|c| c.endpoints.iter())
             .filter(|e| e.network_id == network_id)
             .map(|e| e.ip)
+            .chain(
+                self.networks
+                    .get(network_id)
+                    .into_iter()
+                    .flat_map(|n| n.pending.values().map(|p| p.ip)),
+            )
             .collect()
+    }
+
+    /// The container (sandbox) holding the endpoint with this id.
+    pub fn container_with_endpoint(&self, endpoint_id: &str) -> Option<&Container> {
+        self.containers
+            .values()
+            .find(|c| c.endpoints.iter().any(|e| e.id == endpoint_id))
     }
 
     /// Containers that share `id`'s namespace (`--network container:<id>`).

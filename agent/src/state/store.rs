@@ -168,6 +168,8 @@ mod tests {
             mtu: None,
             options: Default::default(),
             labels: Default::default(),
+            owner: Default::default(),
+            pending: Default::default(),
         }
     }
 

@@ -43,6 +43,11 @@ pub struct EndpointSpec {
     /// Install a default route via this gateway (the first network only).
     pub default_gateway: Option<Ipv4Addr>,
     pub mtu: Option<u32>,
+    /// The engine moves the container end itself (Docker's Join): make it in
+    /// the host namespace under this name, with the MAC and MTU but no
+    /// address or route (the engine sets those); `netns` and `ifname` are
+    /// then not used.
+    pub engine_peer: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -55,6 +55,51 @@ impl NetlinkTopology {
     }
 }
 
+impl NetlinkTopology {
+    /// A veth pair with both ends in the host namespace: the host end on
+    /// the bridge and up, the peer (`peer`, with the endpoint's MAC and MTU)
+    /// left down for the engine to move into its sandbox.
+    fn add_engine_veth(&self, ep: &EndpointSpec, peer: &str) -> Result<()> {
+        check_ifname(peer)?;
+        let (ep, peer) = (ep.clone(), peer.to_string());
+        self.worker.run(move |h| async move {
+            let bridge = match link_by_name(&h, &ep.bridge).await? {
+                Some(l) if link_kind(&l) == Some(&InfoKind::Bridge) => l.header.index,
+                _ => {
+                    return Err(TopologyError::Invalid(format!(
+                        "bridge {} does not exist",
+                        ep.bridge
+                    )));
+                }
+            };
+            for n in [&ep.host_ifname, &peer] {
+                if link_by_name(&h, n).await?.is_some() {
+                    return Err(TopologyError::Invalid(format!(
+                        "interface {n} already exists"
+                    )));
+                }
+            }
+            let mut p = LinkUnspec::new_with_name(&peer).address(ep.mac.to_vec());
+            let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name(ep.host_ifname.clone())
+                .controller(bridge)
+                .up();
+            if let Some(m) = ep.mtu {
+                p = p.mtu(m);
+                host = host.mtu(m);
+            }
+            let msg = host
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
+                .build();
+            h.link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(nl(format!("create veth {} / {peer}", ep.host_ifname)))
+        })
+    }
+}
+
 /// The errno of a netlink error reply, if it is one.
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
@@ -387,6 +432,9 @@ impl Topology for NetlinkTopology {
                 "gateway {gw} is outside {}",
                 ep.address.trunc()
             )));
+        }
+        if let Some(peer) = &ep.engine_peer {
+            return self.add_engine_veth(ep, peer);
         }
         // Opening these first checks the namespace exists before anything is made.
         let ns_file = std::fs::File::open(&ep.netns)

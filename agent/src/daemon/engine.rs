@@ -1,0 +1,360 @@
+//! The core's calls for engines that keep their own containers (Docker's
+//! libnetwork today): the engine names the network and endpoint ids, its
+//! IPAM gives the addresses, and its sandbox is a namespace it made. Each
+//! call is one [`Daemon::change`] over the endpoint core (`core.rs`), so an
+//! engine's endpoint gets the same checks, veth, maps and undo as `pier run`.
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+
+use ipnet::Ipv4Net;
+
+use super::{Daemon, EndpointReq, Txn};
+use crate::{
+    api::types::NetworkCreate,
+    error::{Result, conflict, invalid, not_found},
+    state::{
+        Container, NetMode, Network, Owner, PendingEndpoint, PortBinding, mac_for, new_id, now_ms,
+        now_rfc3339,
+    },
+};
+
+/// A network as an engine describes it.
+#[derive(Debug, Clone)]
+pub struct EngineNetwork {
+    pub owner: Owner,
+    /// The engine's network id (64 hex digits), which pier keeps.
+    pub id: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub internal: bool,
+    /// Docker's `-o` options (`com.docker.network.bridge.*`, mtu).
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a joined endpoint tells the engine.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The container end, in the host namespace, for the engine to move.
+    pub peer: String,
+    /// `None` on `--internal` networks: no way out.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_id(kind: &str, id: &str) -> Result<()> {
+    if !is_hex64(id) {
+        return Err(invalid(format!(
+            "invalid {kind} id {id:?}: 64 hexadecimal digits expected"
+        )));
+    }
+    Ok(())
+}
+
+/// The network holding `ep_id` as a pending endpoint.
+fn pending_of<'a>(txn: &'a Txn, ep_id: &str) -> Option<(&'a Network, &'a PendingEndpoint)> {
+    txn.state
+        .networks
+        .values()
+        .find_map(|n| n.pending.get(ep_id).map(|p| (n, p)))
+}
+
+impl Daemon {
+    /// The engine's network: its pool and gateway, checked as pier's own
+    /// (no overlap with another network or a subnet the host routes).
+    pub fn engine_network_create(&self, req: EngineNetwork) -> Result<()> {
+        check_id("network", &req.id)?;
+        let name = format!("{}-{}", req.owner.as_str(), &req.id[..12]);
+        let create = NetworkCreate {
+            name,
+            subnet: Some(req.subnet.to_string()),
+            gateway: req.gateway.map(|g| g.to_string()),
+            ip_range: None,
+            internal: req.internal,
+            options: req.options,
+            labels: req.labels,
+        };
+        self.change(|txn| {
+            if txn.state.networks.contains_key(&req.id) {
+                // Already recorded (a retried call): the same network.
+                return Ok(());
+            }
+            Self::create_network(txn, &create, req.owner, Some(req.id.clone())).map(|_| ())
+        })
+    }
+
+    /// Remove an engine's network; one pier does not know is already gone.
+    pub fn engine_network_delete(&self, id: &str) -> Result<()> {
+        self.change(|txn| {
+            let Some(n) = txn.state.networks.get(id).cloned() else {
+                return Ok(());
+            };
+            if !n.owner.is_engine() {
+                return Err(conflict(format!(
+                    "network {} is pier's own: remove it with pier network rm",
+                    n.name
+                )));
+            }
+            if !txn.state.containers_on(&n).is_empty() || !n.pending.is_empty() {
+                return Err(conflict(format!("network {} has active endpoints", n.name)));
+            }
+            Self::remove_network(txn, &n);
+            Ok(())
+        })
+    }
+
+    /// Record an endpoint on `net_id` with the engine's address (and MAC,
+    /// else Docker's 02:42 + address, which is returned). Ports that a
+    /// running container already publishes are refused here, early.
+    pub fn engine_endpoint_create(
+        &self,
+        net_id: &str,
+        ep_id: &str,
+        address: Ipv4Net,
+        mac: Option<[u8; 6]>,
+        ports: &[PortBinding],
+    ) -> Result<[u8; 6]> {
+        check_id("endpoint", ep_id)?;
+        if let Some(m) = mac
+            && (m[0] & 1 != 0 || m == [0; 6])
+        {
+            return Err(invalid(format!(
+                "invalid MAC address {}: a non-zero unicast address",
+                crate::state::mac_string(&m)
+            )));
+        }
+        self.change(|txn| {
+            let n = txn
+                .state
+                .networks
+                .get(net_id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("network {net_id} not found")))?;
+            if !n.owner.is_engine() {
+                return Err(conflict(format!(
+                    "network {} is pier's own, not the engine's",
+                    n.name
+                )));
+            }
+            if let Some(p) = n.pending.get(ep_id) {
+                return Ok(p.mac);
+            }
+            if txn.state.container_with_endpoint(ep_id).is_some() {
+                return Err(conflict(format!("endpoint {ep_id} already exists")));
+            }
+            let (Some(subnet), Some(gw)) = (n.subnet, n.gateway) else {
+                return Err(invalid(format!("network {} has no IPv4 pool", n.name)));
+            };
+            let ip = address.addr();
+            if !subnet.contains(&ip) || address.prefix_len() != subnet.prefix_len() {
+                return Err(invalid(format!(
+                    "address {address} is not in the network's subnet {subnet}"
+                )));
+            }
+            if ip == gw || txn.state.used_ips(net_id).contains(&ip) {
+                return Err(conflict(format!(
+                    "address {ip} is already in use on network {}",
+                    n.name
+                )));
+            }
+            Self::check_ports_free(&txn.state, ports, "")?;
+            let mac = mac.unwrap_or_else(|| mac_for(ip));
+            txn.state.networks.get_mut(net_id).unwrap().pending.insert(
+                ep_id.to_string(),
+                PendingEndpoint {
+                    id: ep_id.to_string(),
+                    ip,
+                    prefix_len: subnet.prefix_len(),
+                    mac,
+                    host_ifname: None,
+                },
+            );
+            Ok(mac)
+        })
+    }
+
+    /// Join endpoint `ep_id` to the engine's sandbox (a namespace path):
+    /// the veth pair is made with its container end in the host namespace
+    /// for the engine to move there. Endpoints on one sandbox share one
+    /// pier container record, named `<engine>-<sandbox>`.
+    pub fn engine_join(&self, owner: Owner, ep_id: &str, sandbox: &Path) -> Result<Joined> {
+        self.change(|txn| {
+            if let Some(c) = txn.state.container_with_endpoint(ep_id) {
+                return Err(conflict(format!(
+                    "endpoint {ep_id} has already joined {}",
+                    c.name
+                )));
+            }
+            let (net, p) = pending_of(txn, ep_id)
+                .map(|(n, p)| (n.clone(), p.clone()))
+                .ok_or_else(|| not_found(format!("endpoint {ep_id} not found")))?;
+            if p.host_ifname.is_some() {
+                return Err(conflict(format!(
+                    "endpoint {ep_id} left its sandbox: delete it and create a new one"
+                )));
+            }
+            let cid = match txn
+                .state
+                .containers
+                .values()
+                .find(|c| c.netns.as_deref() == Some(sandbox))
+            {
+                Some(c) => c.id.clone(),
+                None => {
+                    let base = sandbox
+                        .file_name()
+                        .map(|b| b.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let id = new_id();
+                    let mut name = format!("{}-{}", owner.as_str(), base);
+                    if base.is_empty() || txn.state.find_container(&name).is_some() {
+                        name = format!("{}-{}", owner.as_str(), &id[..12]);
+                    }
+                    txn.state.containers.insert(
+                        id.clone(),
+                        Container {
+                            id: id.clone(),
+                            name,
+                            created: now_rfc3339(),
+                            hostname: String::new(),
+                            mode: NetMode::Bridge,
+                            network_mode: net.name.clone(),
+                            netns: Some(sandbox.to_path_buf()),
+                            endpoints: Vec::new(),
+                            links: Vec::new(),
+                            ports: Vec::new(),
+                            cmd: Vec::new(),
+                            running: true,
+                            pid: None,
+                            pid_start: None,
+                            exit_code: None,
+                            started_ms: Some(now_ms()),
+                            finished_ms: None,
+                            auto_remove: false,
+                            dns: Vec::new(),
+                            owner,
+                            ports_on: None,
+                        },
+                    );
+                    id
+                }
+            };
+            let e = Self::attach(
+                txn,
+                &cid,
+                &net,
+                EndpointReq {
+                    id: Some(ep_id.to_string()),
+                    ip: Some(p.ip),
+                    mac: Some(p.mac),
+                    aliases: Vec::new(),
+                    engine_peer: Some(format!("pier{}", &ep_id[..7])),
+                },
+            )?;
+            Ok(Joined {
+                peer: e.engine_peer.unwrap_or_default(),
+                gateway: (!net.internal).then_some(net.gateway).flatten(),
+            })
+        })
+    }
+
+    /// Publish `ports` (each `host_port..=host_port_end` a choice for one
+    /// container port; host port 0: an ephemeral one) to endpoint `ep_id`.
+    /// A host port held by a container or a host process is refused, and
+    /// nothing is published.
+    pub fn engine_publish(&self, ep_id: &str, ports: &[PortBinding]) -> Result<()> {
+        self.change(|txn| {
+            let c = txn
+                .state
+                .container_with_endpoint(ep_id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("endpoint {ep_id} has not joined a sandbox")))?;
+            let ports = Self::choose_host_ports(&txn.state, ports, &c.id)?;
+            let cm = txn.state.containers.get_mut(&c.id).unwrap();
+            cm.ports = ports;
+            cm.ports_on = Some(ep_id.to_string());
+            Ok(())
+        })
+    }
+
+    /// Unpublish what [`Daemon::engine_publish`] published on `ep_id`.
+    pub fn engine_unpublish(&self, ep_id: &str) -> Result<()> {
+        self.change(|txn| {
+            let Some(c) = txn.state.container_with_endpoint(ep_id).cloned() else {
+                return Ok(());
+            };
+            if c.ports_on.as_deref() == Some(ep_id) {
+                let cm = txn.state.containers.get_mut(&c.id).unwrap();
+                cm.ports.clear();
+                cm.ports_on = None;
+            }
+            Ok(())
+        })
+    }
+
+    /// The endpoint leaves its sandbox: out of the maps at once, its veth
+    /// kept until [`Daemon::engine_endpoint_delete`] (the engine moves the
+    /// container end back meanwhile). The sandbox's record goes with its
+    /// last endpoint.
+    pub fn engine_leave(&self, ep_id: &str) -> Result<()> {
+        self.change(|txn| {
+            let Some(c) = txn.state.container_with_endpoint(ep_id).cloned() else {
+                return Ok(());
+            };
+            let e = Self::detach(txn, &c.id, ep_id, true)?;
+            if let Some(n) = txn.state.networks.get_mut(&e.network_id) {
+                n.pending.insert(
+                    e.id.clone(),
+                    PendingEndpoint {
+                        id: e.id.clone(),
+                        ip: e.ip,
+                        prefix_len: e.prefix_len,
+                        mac: e.mac,
+                        host_ifname: Some(e.host_ifname.clone()),
+                    },
+                );
+            }
+            if txn.state.containers[&c.id].endpoints.is_empty() {
+                txn.state.containers.remove(&c.id);
+            }
+            Ok(())
+        })
+    }
+
+    /// Forget endpoint `ep_id` and remove its veth (also when the engine
+    /// never sent Leave). Unknown: already gone.
+    pub fn engine_endpoint_delete(&self, ep_id: &str) -> Result<()> {
+        if self.snapshot().container_with_endpoint(ep_id).is_some() {
+            self.engine_leave(ep_id)?;
+        }
+        self.change(|txn| {
+            let Some((n, p)) = pending_of(txn, ep_id).map(|(n, p)| (n.clone(), p.clone())) else {
+                return Ok(());
+            };
+            if let Some(h) = &p.host_ifname {
+                txn.after_commit(super::Action::RemoveEndpoint(
+                    crate::topology::EndpointSpec {
+                        netns: Default::default(),
+                        host_ifname: h.clone(),
+                        ifname: String::new(),
+                        bridge: n.bridge.clone().unwrap_or_default(),
+                        address: Ipv4Net::new(p.ip, p.prefix_len).expect("prefix ≤ 32"),
+                        mac: p.mac,
+                        default_gateway: None,
+                        mtu: None,
+                        engine_peer: None,
+                    },
+                ));
+            }
+            txn.state
+                .networks
+                .get_mut(&n.id)
+                .unwrap()
+                .pending
+                .remove(ep_id);
+            Ok(())
+        })
+    }
+}

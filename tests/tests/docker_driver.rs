@@ -1,0 +1,619 @@
+//! pier as Docker's network driver, through the real docker CLI and
+//! Debian's dockerd 20.10 (`--iptables=false --bridge=none`) running in a
+//! TestHost's host namespace: `docker network create -d pier`, published
+//! ports with the client's address kept, names through Docker's embedded
+//! DNS, isolation, connect/disconnect, `container:` sharing, rm/stop/start,
+//! port conflicts, restarts of dockerd and of the agent with a transfer
+//! running, and no netfilter rule in the host namespace.
+mod agent_util;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use agent_util::*;
+use nix::sys::signal::Signal;
+use pier_tests::{
+    Agent, TestHost,
+    docker::{Dockerd, IMAGE},
+    host::{HOST_UPLINK_IP, OUTSIDE_IP},
+    net::firewall_snapshot,
+    require_dockerd,
+};
+use serde_json::Value;
+
+/// The agent logs every driver call.
+const LOG: &str = "info,pier_agent::docker=debug";
+
+/// A TestHost with a pier agent serving the driver, and a dockerd using it.
+struct World {
+    docker: Dockerd,
+    agent: Option<Agent>,
+    host: TestHost,
+    fw_host: String,
+    fw_machine: String,
+}
+
+impl World {
+    fn new(docker_flags: &[&str]) -> Self {
+        let fw_machine = firewall_snapshot(None);
+        let mut host = TestHost::new();
+        let fw_host = firewall_snapshot(Some(&host.host_ns));
+        let agent = Some(host.start_agent_logging(&["--docker-plugin", &plugin_sock(&host)], LOG));
+        let docker = Dockerd::start(&host, &plugin_dir(&host), docker_flags);
+        World {
+            docker,
+            agent,
+            host,
+            fw_host,
+            fw_machine,
+        }
+    }
+
+    fn restart_agent(&mut self, signal: Signal) {
+        let a = self.agent.take().unwrap();
+        self.host.stop_agent(&a, signal);
+        self.agent = Some(
+            self.host
+                .start_agent_logging(&["--docker-plugin", &plugin_sock(&self.host)], LOG),
+        );
+        self.host.wait_agent_ready();
+    }
+
+    fn ps(&self) -> Vec<Value> {
+        let out = self.host.pier_ok(&["ps", "-a", "--format", "json"]);
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// pier's record of a docker container, found by its sandbox.
+    fn pier_name(&self, name: &str) -> String {
+        let key = self
+            .docker
+            .ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", name]);
+        let base = Path::new(&key)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        format!("docker-{base}")
+    }
+
+    fn veths(&self) -> Vec<String> {
+        self.host
+            .host_link_names()
+            .into_iter()
+            .filter(|l| l.starts_with("veth") || l.starts_with("pier"))
+            .filter(|l| l != "pier0")
+            .collect()
+    }
+
+    fn assert_firewalls_untouched(&self) {
+        assert_eq!(
+            firewall_snapshot(Some(&self.host.host_ns)),
+            self.fw_host,
+            "the host namespace's firewall changed"
+        );
+        assert_eq!(
+            firewall_snapshot(None),
+            self.fw_machine,
+            "the machine's firewall changed"
+        );
+    }
+
+    fn outside_ns(&self) -> PathBuf {
+        ns_path(&self.host.outside_ns)
+    }
+
+    fn host_ns(&self) -> PathBuf {
+        ns_path(&self.host.host_ns)
+    }
+
+    /// `docker run -d` of a container that sleeps; its name.
+    fn run(&self, name: &str, args: &[&str]) -> String {
+        let mut a = vec!["run", "-d", "--name", name];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[IMAGE, "sleep", "3600"]);
+        self.docker.ok(&a);
+        name.to_string()
+    }
+}
+
+fn plugin_dir(h: &TestHost) -> PathBuf {
+    h.dir.join("plugins")
+}
+
+fn plugin_sock(h: &TestHost) -> String {
+    plugin_dir(h)
+        .join("pier.sock")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn published_ports_side_by_side_keep_the_client_address() {
+    require_dockerd!();
+    let w = World::new(&[]);
+    let d = &w.docker;
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--subnet",
+        "10.91.0.0/24",
+        "mynet",
+    ]);
+    assert!(
+        w.host.pier_ok(&["network", "ls"]).contains("docker-"),
+        "pier network ls shows docker's network"
+    );
+    w.run("web1", &["--network", "mynet", "-p", "8081:8080"]);
+    w.run(
+        "web2",
+        &["--network", "mynet", "-p", "8082:8080", "-p", "9053:53/udp"],
+    );
+    let (ns1, ns2) = (d.netns_of("web1"), d.netns_of("web2"));
+    // Docker gave the addresses; pier's veth carries them.
+    assert_eq!(d.ip_of("web1", "mynet"), "10.91.0.2");
+    assert_eq!(d.ip_of("web2", "mynet"), "10.91.0.3");
+    let out = d.ok(&["exec", "web1", "ip", "route"]);
+    assert!(out.contains("default via 10.91.0.1 dev eth0"), "{out}");
+    for (ns, port, who) in [(&ns1, 8081, "one"), (&ns2, 8082, "two")] {
+        let srv = tcp_server(ns, 8080, 3);
+        let dst = format!("{HOST_UPLINK_IP}:{port}");
+        let a = tcp_ask(&w.outside_ns(), &dst, who).expect("outside → published port");
+        assert!(a.text.ends_with(&format!("|{who}")), "{a:?}");
+        assert_eq!(a.seen_ip(), OUTSIDE_IP, "the server saw the real client");
+        // On the host: loopback and the host's own address.
+        let a = tcp_ask(&w.host_ns(), &format!("127.0.0.1:{port}"), "lo").expect("127.0.0.1");
+        assert!(a.text.ends_with("|lo"), "{a:?}");
+        assert_eq!(a.peer.to_string(), format!("127.0.0.1:{port}"));
+        let a = tcp_ask(&w.host_ns(), &dst, "self").expect("host address");
+        assert!(a.text.ends_with("|self"), "{a:?}");
+        assert_eq!(srv.join().unwrap().len(), 3);
+    }
+    let srv = udp_server(&ns2, 53, 1);
+    let a = udp_ask(&w.outside_ns(), &format!("{HOST_UPLINK_IP}:9053"), "q").expect("udp");
+    assert_eq!(a.text.split(':').next().unwrap(), OUTSIDE_IP, "{a:?}");
+    srv.join().unwrap();
+    // docker port stays empty (libnetwork); pier port and ps show them.
+    assert_eq!(d.ok(&["port", "web1"]), "");
+    let n1 = w.pier_name("web1");
+    assert_eq!(
+        w.host.pier_ok(&["port", &n1]).trim(),
+        "8080/tcp -> 0.0.0.0:8081"
+    );
+    let ps = w.ps();
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    let row = ps
+        .iter()
+        .find(|r| r["Names"] == n1.as_str())
+        .expect("web1 in pier ps");
+    assert_eq!(row["Ports"], "0.0.0.0:8081->8080/tcp", "{row}");
+    let mut entries = port_entries(&w.host.bpffs_dir);
+    entries.sort();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.host_port, e.proto, e.backend.to_string(), e.backend_port))
+            .collect::<Vec<_>>(),
+        vec![
+            (8081, TCP, "10.91.0.2".into(), 8080),
+            (8082, TCP, "10.91.0.3".into(), 8080),
+            (9053, UDP, "10.91.0.3".into(), 53),
+        ]
+    );
+    // network inspect lists Docker's endpoints with Docker's ids; stats
+    // count the packets that reached each port.
+    let net_id = d.ok(&["network", "inspect", "-f", "{{.Id}}", "mynet"]);
+    let ep1 = d.ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"mynet\").EndpointID}}",
+        "web1",
+    ]);
+    let v: Value =
+        serde_json::from_str(&w.host.pier_ok(&["network", "inspect", &net_id[..12]])).unwrap();
+    assert_eq!(v[0]["Id"], net_id.as_str());
+    assert_eq!(v[0]["Labels"]["pier.owner"], "docker");
+    let members: Vec<&Value> = v[0]["Containers"].as_object().unwrap().values().collect();
+    assert_eq!(members.len(), 2, "{v}");
+    assert!(
+        members
+            .iter()
+            .any(|m| m["EndpointID"] == ep1.as_str() && m["Name"] == n1.as_str())
+    );
+    let stats = w
+        .host
+        .pier_ok(&["stats", "--ports", "--format", "json", &n1]);
+    let row: Value = serde_json::from_str(stats.lines().next().unwrap()).unwrap();
+    assert!(row["Packets"].as_u64().unwrap() >= 3, "{row}");
+    // pier does not change what Docker manages.
+    let e = w.host.pier_err(&["rm", "-f", &n1]);
+    assert!(e.contains("managed by docker"), "{e}");
+    let net = format!(
+        "docker-{}",
+        &d.ok(&["network", "inspect", "-f", "{{.Id}}", "mynet"])[..12]
+    );
+    let e = w.host.pier_err(&["network", "rm", &net]);
+    assert!(e.contains("managed by docker"), "{e}");
+    let e = w
+        .host
+        .pier_err(&["run", "-d", "--network", &net, "--", "true"]);
+    assert!(e.contains("managed by docker"), "{e}");
+    w.assert_firewalls_untouched();
+}
+
+#[test]
+fn names_isolation_connect_and_shared_namespaces() {
+    require_dockerd!();
+    let w = World::new(&[]);
+    let d = &w.docker;
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--subnet",
+        "10.92.0.0/24",
+        "mynet",
+    ]);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--subnet",
+        "10.93.0.0/24",
+        "other",
+    ]);
+    w.run("c1", &["--network", "mynet"]);
+    w.run("c2", &["--network", "mynet", "--network-alias", "www"]);
+    w.run("c3", &["--network", "other"]);
+    // Docker's embedded DNS answers names and aliases on pier's network.
+    let out = d.ok(&["exec", "c1", "nslookup", "www"]);
+    assert!(out.contains("10.92.0.3"), "{out}");
+    let out = d.ok(&["exec", "c2", "ping", "-c1", "-W2", "c1"]);
+    assert!(out.contains("1 packets received"), "{out}");
+    // Two pier networks are isolated: ICMP, TCP, UDP.
+    let (ns1, ns3) = (d.netns_of("c1"), d.netns_of("c3"));
+    assert!(!ping(&ns3, "10.92.0.2"), "other → mynet answered ping");
+    let srv = tcp_server(&ns1, 7000, 1);
+    assert!(
+        tcp_ask(&ns3, "10.92.0.2:7000", "x").is_err(),
+        "TCP crossed networks"
+    );
+    let usrv = udp_server(&ns1, 7001, 1);
+    assert!(
+        udp_ask(&ns3, "10.92.0.2:7001", "x").is_err(),
+        "UDP crossed networks"
+    );
+    // connect gives c3 an eth1 on mynet; then it reaches c1, by name too.
+    d.ok(&["network", "connect", "mynet", "c3"]);
+    let out = d.ok(&["exec", "c3", "ip", "-4", "addr", "show", "eth1"]);
+    assert!(out.contains("10.92.0."), "{out}");
+    let a = tcp_ask(&ns3, "10.92.0.2:7000", "hi").expect("TCP after connect");
+    assert!(a.text.ends_with("|hi"), "{a:?}");
+    srv.join().unwrap();
+    let a = udp_ask(&ns3, "10.92.0.2:7001", "u").expect("UDP after connect");
+    assert!(a.text.ends_with("|u"), "{a:?}");
+    usrv.join().unwrap();
+    let out = d.ok(&["exec", "c3", "ping", "-c1", "-W2", "c1"]);
+    assert!(out.contains("1 packets received"), "{out}");
+    let row = w
+        .ps()
+        .into_iter()
+        .find(|r| r["Names"] == w.pier_name("c3").as_str())
+        .unwrap();
+    assert_eq!(
+        row["Networks"].as_str().unwrap().split(',').count(),
+        2,
+        "{row}"
+    );
+    d.ok(&["network", "disconnect", "mynet", "c3"]);
+    assert!(
+        !d.cmd(&["exec", "c3", "ip", "link", "show", "eth1"])
+            .status
+            .success()
+    );
+    assert!(
+        !ping(&ns3, "10.92.0.2"),
+        "disconnected, still reaches mynet"
+    );
+    // container:c1 shares c1's stack.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c4",
+        "--network",
+        "container:c1",
+        IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    let out = d.ok(&["exec", "c4", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(out.contains("10.92.0.2/24"), "{out}");
+    w.assert_firewalls_untouched();
+}
+
+#[test]
+fn rm_stop_start_and_port_conflicts_leave_nothing_behind() {
+    require_dockerd!();
+    let w = World::new(&[]);
+    let d = &w.docker;
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--subnet",
+        "10.94.0.0/24",
+        "mynet",
+    ]);
+    let before = w.veths();
+    // A pier container holds 8081: docker cannot take it.
+    w.host.pier_ok(&[
+        "run", "-d", "--name", "p1", "-p", "8081:80", "--", "sleep", "3600",
+    ]);
+    let with_p1 = w.veths();
+    let ps_p1 = w.ps();
+    let e = d.fails(&[
+        "run",
+        "-d",
+        "--name",
+        "x1",
+        "--network",
+        "mynet",
+        "-p",
+        "8081:8080",
+        IMAGE,
+        "sleep",
+        "9",
+    ]);
+    assert!(e.contains("port is already allocated"), "{e}");
+    assert_eq!(w.veths(), with_p1, "a veth was left behind");
+    assert_eq!(w.ps(), ps_p1, "a record was left behind");
+    assert_eq!(port_entries(&w.host.bpffs_dir).len(), 1);
+    // A docker container holds 8082: neither pier nor docker can take it.
+    w.run("web", &["--network", "mynet", "-p", "8082:8080"]);
+    let e = w
+        .host
+        .pier_err(&["run", "-d", "-p", "8082:80", "--", "true"]);
+    assert!(e.contains("port is already allocated"), "{e}");
+    let with_web = w.veths();
+    let e = d.fails(&[
+        "run",
+        "-d",
+        "--name",
+        "x2",
+        "--network",
+        "mynet",
+        "-p",
+        "8082:8080",
+        IMAGE,
+        "sleep",
+        "9",
+    ]);
+    assert!(e.contains("port is already allocated"), "{e}");
+    assert_eq!(w.veths(), with_web);
+    // A host process holds 8083.
+    let holder = in_ns(&w.host_ns(), || TcpListener::bind("0.0.0.0:8083").unwrap());
+    let e = d.fails(&[
+        "run",
+        "-d",
+        "--name",
+        "x3",
+        "--network",
+        "mynet",
+        "-p",
+        "8083:8080",
+        IMAGE,
+        "sleep",
+        "9",
+    ]);
+    assert!(e.contains("already"), "{e}");
+    drop(holder);
+    assert_eq!(w.veths(), with_web);
+    assert_eq!(port_entries(&w.host.bpffs_dir).len(), 2);
+    // An ephemeral host port (-p 8080: Docker's HostPort 0), and a range.
+    w.run(
+        "eph",
+        &["--network", "mynet", "-p", "8080", "-p", "9100-9105:80"],
+    );
+    let n = w.pier_name("eph");
+    let ports = w.host.pier_ok(&["port", &n]);
+    let picked: Vec<u16> = ports
+        .lines()
+        .map(|l| l.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(picked.len(), 2, "{ports}");
+    assert!(picked.contains(&9100), "{ports}");
+    let (lo, _) = ephemeral_range();
+    assert!(picked.iter().any(|p| *p >= lo), "{ports}");
+    d.ok(&["rm", "-f", "eph"]);
+    // stop unpublishes, start publishes again.
+    d.ok(&["stop", "-t", "1", "web"]);
+    assert_eq!(
+        port_entries(&w.host.bpffs_dir).len(),
+        1,
+        "stopped web still published"
+    );
+    d.ok(&["start", "web"]);
+    let ns = d.netns_of("web");
+    let srv = tcp_server(&ns, 8080, 1);
+    let a =
+        tcp_ask(&w.outside_ns(), &format!("{HOST_UPLINK_IP}:8082"), "again").expect("after start");
+    assert!(a.text.ends_with("|again"), "{a:?}");
+    srv.join().unwrap();
+    // rm -f removes the veth, the map entries and the record.
+    d.ok(&["rm", "-f", "web"]);
+    assert_eq!(w.veths(), with_p1);
+    assert_eq!(port_entries(&w.host.bpffs_dir).len(), 1);
+    assert_eq!(w.ps().len(), 1);
+    w.host.pier_ok(&["rm", "-f", "p1"]);
+    assert_eq!(w.veths(), before);
+    // Pools that overlap a pier network or a routed subnet are refused.
+    let e = d.fails(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--subnet",
+        "172.17.5.0/24",
+        "bad1",
+    ]);
+    assert!(e.contains("overlap"), "{e}");
+    let e = d.fails(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--subnet",
+        "198.18.0.0/25",
+        "bad2",
+    ]);
+    assert!(e.contains("routed on the host"), "{e}");
+    let e = d.fails(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--subnet",
+        "10.95.0.0/24",
+        "-o",
+        "bogus=1",
+        "bad3",
+    ]);
+    assert!(e.contains("bogus"), "{e}");
+    assert_eq!(
+        d.ok(&["network", "ls", "-q", "--filter", "driver=pier"])
+            .lines()
+            .count(),
+        1
+    );
+    d.ok(&["network", "rm", "mynet"]);
+    assert!(!w.host.pier_ok(&["network", "ls"]).contains("docker-"));
+    w.assert_firewalls_untouched();
+}
+
+fn ephemeral_range() -> (u16, u16) {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let mut it = s.split_whitespace().map(|x| x.parse().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+const TOTAL: usize = 16 << 20;
+const CHUNK: usize = 64 << 10;
+
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8 ^ (i >> 16) as u8
+}
+
+/// One connection in `ns` on `port`: read to EOF, count bytes and
+/// mismatches against [`pattern`], answer `<bytes> <mismatches>`.
+fn checking_server(ns: &Path, port: u16) -> JoinHandle<(usize, usize)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = spawn_in(ns, move || {
+        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (mut n, mut bad) = (0usize, 0usize);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let k = s.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            bad += buf[..k]
+                .iter()
+                .enumerate()
+                .filter(|(j, b)| **b != pattern(n + j))
+                .count();
+            n += k;
+        }
+        let _ = write!(s, "{n} {bad}");
+        (n, bad)
+    });
+    rx.recv_timeout(IO_TIMEOUT).expect("server ready");
+    h
+}
+
+/// [`TOTAL`] pattern bytes from `ns` to `dst`, `pause` after each chunk.
+fn slow_client(ns: &Path, dst: SocketAddr, pause: Duration) -> JoinHandle<std::io::Result<String>> {
+    spawn_in(ns, move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut sent = 0;
+        while sent < TOTAL {
+            let chunk: Vec<u8> = (sent..sent + CHUNK).map(pattern).collect();
+            s.write_all(&chunk)?;
+            sent += CHUNK;
+            std::thread::sleep(pause);
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    })
+}
+
+#[test]
+fn transfer_survives_dockerd_and_agent_restarts() {
+    require_dockerd!();
+    // --live-restore: containers outlive dockerd, as on a production host.
+    let mut w = World::new(&["--live-restore"]);
+    w.docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--subnet",
+        "10.96.0.0/24",
+        "mynet",
+    ]);
+    w.run("sink", &["--network", "mynet", "-p", "8081:8080"]);
+    let ns = w.docker.netns_of("sink");
+    let dst: SocketAddr = format!("{HOST_UPLINK_IP}:8081").parse().unwrap();
+    let srv = checking_server(&ns, 8080);
+    // 256 chunks × 12 ms ≈ 3 s of transfer.
+    let client = slow_client(&w.outside_ns(), dst, Duration::from_millis(12));
+    std::thread::sleep(Duration::from_millis(300));
+    w.docker.stop(Signal::SIGTERM, Duration::from_secs(15));
+    assert!(
+        !client.is_finished(),
+        "the transfer ended before dockerd stopped"
+    );
+    w.docker.restart(&plugin_dir(&w.host));
+    w.restart_agent(Signal::SIGTERM);
+    w.restart_agent(Signal::SIGKILL);
+    let answer = client.join().unwrap().expect("transfer");
+    assert_eq!(answer, format!("{TOTAL} 0"), "bytes received, mismatches");
+    assert_eq!(srv.join().unwrap(), (TOTAL, 0));
+    // Networks and endpoints intact on both sides; new connections and a
+    // new container work.
+    assert!(w.docker.ok(&["network", "ls"]).contains("mynet"));
+    assert_eq!(
+        w.docker
+            .ok(&["inspect", "-f", "{{.State.Running}} {{.State.Pid}}", "sink"]),
+        format!("true {}", ns.to_string_lossy().split('/').nth(2).unwrap()),
+        "sink did not live through the restart; dockerd log:\n{}",
+        w.docker.log_text()
+    );
+    assert_eq!(w.ps().len(), 1);
+    let srv = tcp_server(&ns, 8080, 1);
+    let a = tcp_ask(&w.outside_ns(), &dst.to_string(), "after").expect("new connection");
+    assert!(a.text.ends_with("|after"), "{a:?}");
+    srv.join().unwrap();
+    w.run("late", &["--network", "mynet", "-p", "8082:8080"]);
+    assert_eq!(w.docker.ip_of("late", "mynet"), "10.96.0.3");
+    assert_eq!(port_entries(&w.host.bpffs_dir).len(), 2);
+    w.assert_firewalls_untouched();
+}
