@@ -833,6 +833,7 @@ impl Daemon {
                 auto_remove: req.auto_remove,
                 dns,
                 owner: Owner::Pier,
+                engine_id: None,
                 ports_on: None,
             };
             txn.state.containers.insert(id.clone(), c);

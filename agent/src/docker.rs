@@ -282,6 +282,7 @@ fn handle(d: &Daemon, method: &str, body: &Bytes) -> Result<Option<Value>, Agent
             let gateway = pool.gateway.as_deref().map(addr_of).transpose()?;
             d.engine_network_create(EngineNetwork {
                 owner: Owner::Docker,
+                name: None,
                 id: r.network_id,
                 subnet,
                 gateway,

@@ -35,6 +35,9 @@ pub struct EndpointReq {
     /// The engine moves the container end into its sandbox itself, under
     /// this temporary name (Docker's `SrcName`); else pier makes it inside.
     pub engine_peer: Option<String>,
+    /// The name inside the container (CNI's `CNI_IFNAME`, netavark's
+    /// `interface_name`); else the next free `ethN`.
+    pub ifname: Option<String>,
 }
 
 impl Daemon {
@@ -189,9 +192,23 @@ impl Daemon {
                 _ => invalid(e.to_string()),
             },
         )?;
-        let idx = (0..)
-            .find(|i| !c.endpoints.iter().any(|e| e.ifname == format!("eth{i}")))
-            .unwrap();
+        let ifname = match req.ifname {
+            Some(i) => {
+                if !crate::config::valid_ifname(&i) {
+                    return Err(invalid(format!("invalid interface name {i:?}")));
+                }
+                if c.endpoints.iter().any(|e| e.ifname == i) {
+                    return Err(conflict(format!(
+                        "interface {i} already exists in the container"
+                    )));
+                }
+                i
+            }
+            None => (0..)
+                .map(|i| format!("eth{i}"))
+                .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
+                .unwrap(),
+        };
         let taken = |h: &str| {
             txn.state
                 .containers
@@ -208,7 +225,7 @@ impl Daemon {
         let e = Endpoint {
             id,
             network_id: net.id.clone(),
-            ifname: format!("eth{idx}"),
+            ifname,
             host_ifname,
             ip,
             prefix_len: subnet.prefix_len(),

@@ -21,6 +21,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct EngineNetwork {
     pub owner: Owner,
+    /// The name pier shows; `None`: `<owner>-<12 hex of the id>`.
+    pub name: Option<String>,
     /// The engine's network id (64 hex digits), which pier keeps.
     pub id: String,
     pub subnet: Ipv4Net,
@@ -66,7 +68,10 @@ impl Daemon {
     /// (no overlap with another network or a subnet the host routes).
     pub fn engine_network_create(&self, req: EngineNetwork) -> Result<()> {
         check_id("network", &req.id)?;
-        let name = format!("{}-{}", req.owner.as_str(), &req.id[..12]);
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", req.owner.as_str(), &req.id[..12]));
         let create = NetworkCreate {
             name,
             subnet: Some(req.subnet.to_string()),
@@ -77,8 +82,15 @@ impl Daemon {
             labels: req.labels,
         };
         self.change(|txn| {
-            if txn.state.networks.contains_key(&req.id) {
-                // Already recorded (a retried call): the same network.
+            if let Some(n) = txn.state.networks.get(&req.id) {
+                // Already recorded (a retried call, the next container of
+                // an engine that has no daemon): it must be the same.
+                if n.subnet != Some(req.subnet) {
+                    return Err(conflict(format!(
+                        "network {} exists with subnet {:?}, not {}",
+                        n.name, n.subnet, req.subnet
+                    )));
+                }
                 return Ok(());
             }
             Self::create_network(txn, &create, req.owner, Some(req.id.clone())).map(|_| ())
@@ -235,6 +247,7 @@ impl Daemon {
                             auto_remove: false,
                             dns: Vec::new(),
                             owner,
+                            engine_id: None,
                             ports_on: None,
                         },
                     );
@@ -251,6 +264,7 @@ impl Daemon {
                     mac: Some(p.mac),
                     aliases: Vec::new(),
                     engine_peer: Some(format!("pier{}", &ep_id[..7])),
+                    ifname: None,
                 },
             )?;
             Ok(Joined {
@@ -354,6 +368,175 @@ impl Daemon {
                 .unwrap()
                 .pending
                 .remove(ep_id);
+            Ok(())
+        })
+    }
+}
+
+/// An engine's container attached in one call, in a namespace the engine
+/// made (netavark's `setup`, CNI's `ADD`): pier makes the veth with its peer
+/// inside, with address and default route.
+#[derive(Debug, Clone)]
+pub struct EngineAttach {
+    pub owner: Owner,
+    /// The engine's container id: with `ifname`, the attachment's key.
+    pub engine_id: String,
+    /// The name pier shows; `None`: `<owner>-<12 first of the id>`.
+    pub name: Option<String>,
+    pub netns: std::path::PathBuf,
+    /// pier network id (an engine's network, see [`Daemon::engine_network_create`]).
+    pub network_id: String,
+    pub ifname: String,
+    /// The engine's IPAM (netavark's static IPs); `None`: pier's.
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<[u8; 6]>,
+    pub aliases: Vec<String>,
+    /// Published on this endpoint (host ranges and port 0: a choice).
+    pub ports: Vec<PortBinding>,
+}
+
+impl Daemon {
+    /// The record of the engine's container `engine_id`, if any.
+    pub fn engine_container(&self, owner: Owner, engine_id: &str) -> Option<Container> {
+        self.snapshot()
+            .containers
+            .values()
+            .find(|c| c.owner == owner && c.engine_id.as_deref() == Some(engine_id))
+            .cloned()
+    }
+
+    /// Attach the engine's container to a network in its namespace; the
+    /// endpoint pier made and the network's gateway. Nothing is left when
+    /// it fails.
+    pub fn engine_attach(
+        &self,
+        req: EngineAttach,
+    ) -> Result<(crate::state::Endpoint, Option<Ipv4Addr>)> {
+        if req.engine_id.is_empty() {
+            return Err(invalid("an empty container id"));
+        }
+        self.change(|txn| {
+            let net = txn
+                .state
+                .networks
+                .get(&req.network_id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("network {} not found", req.network_id)))?;
+            if net.owner != req.owner {
+                return Err(conflict(format!(
+                    "network {} is managed by {}, not {}",
+                    net.name,
+                    net.owner.as_str(),
+                    req.owner.as_str()
+                )));
+            }
+            let existing = txn
+                .state
+                .containers
+                .values()
+                .find(|c| c.owner == req.owner && c.engine_id.as_deref() == Some(&req.engine_id))
+                .cloned();
+            let cid = match existing {
+                Some(c) => {
+                    if c.netns.as_deref() != Some(req.netns.as_path()) {
+                        return Err(conflict(format!(
+                            "container {} is attached in another namespace ({})",
+                            req.engine_id,
+                            c.netns
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default()
+                        )));
+                    }
+                    c.id
+                }
+                None => {
+                    let id = new_id();
+                    let short: String = req.engine_id.chars().take(12).collect();
+                    let mut name = req
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{}-{short}", req.owner.as_str()));
+                    if txn.state.find_container(&name).is_some() {
+                        name = format!("{}-{}", req.owner.as_str(), &id[..12]);
+                    }
+                    txn.state.containers.insert(
+                        id.clone(),
+                        Container {
+                            id: id.clone(),
+                            name,
+                            created: now_rfc3339(),
+                            hostname: String::new(),
+                            mode: NetMode::Bridge,
+                            network_mode: net.name.clone(),
+                            netns: Some(req.netns.clone()),
+                            endpoints: Vec::new(),
+                            links: Vec::new(),
+                            ports: Vec::new(),
+                            cmd: Vec::new(),
+                            running: true,
+                            pid: None,
+                            pid_start: None,
+                            exit_code: None,
+                            started_ms: Some(now_ms()),
+                            finished_ms: None,
+                            auto_remove: false,
+                            dns: Vec::new(),
+                            owner: req.owner,
+                            engine_id: Some(req.engine_id.clone()),
+                            ports_on: None,
+                        },
+                    );
+                    id
+                }
+            };
+            let e = Self::attach(
+                txn,
+                &cid,
+                &net,
+                EndpointReq {
+                    id: None,
+                    ip: req.ip,
+                    mac: req.mac,
+                    aliases: req.aliases.clone(),
+                    engine_peer: None,
+                    ifname: Some(req.ifname.clone()),
+                },
+            )?;
+            if !req.ports.is_empty() {
+                let ports = Self::choose_host_ports(&txn.state, &req.ports, &cid)?;
+                let cm = txn.state.containers.get_mut(&cid).unwrap();
+                cm.ports.extend(ports);
+                cm.ports_on = Some(e.id.clone());
+            }
+            Ok((e, (!net.internal).then_some(net.gateway).flatten()))
+        })
+    }
+
+    /// Detach the engine's container from `ifname` (all its interfaces when
+    /// `None`); the record goes with its last endpoint. What is not
+    /// attached is already detached.
+    pub fn engine_detach(&self, owner: Owner, engine_id: &str, ifname: Option<&str>) -> Result<()> {
+        self.change(|txn| {
+            let Some(c) = txn
+                .state
+                .containers
+                .values()
+                .find(|c| c.owner == owner && c.engine_id.as_deref() == Some(engine_id))
+                .cloned()
+            else {
+                return Ok(());
+            };
+            for e in c
+                .endpoints
+                .iter()
+                .filter(|e| ifname.is_none_or(|i| e.ifname == i))
+            {
+                Self::detach(txn, &c.id, &e.id, false)?;
+            }
+            if txn.state.containers[&c.id].endpoints.is_empty() {
+                txn.state.containers.remove(&c.id);
+            }
             Ok(())
         })
     }

@@ -692,6 +692,7 @@ mod engine {
     fn net(subnet: &str) -> EngineNetwork {
         EngineNetwork {
             owner: Owner::Docker,
+            name: None,
             id: NET.into(),
             subnet: subnet.parse().unwrap(),
             gateway: Some("10.70.0.1".parse().unwrap()),
@@ -898,5 +899,87 @@ mod engine {
             c.ports[1]
         );
         assert_eq!(c.ports[1].host_port, c.ports[1].host_port_end);
+    }
+}
+
+mod engine_netns {
+    use super::*;
+    use crate::{
+        daemon::engine::{EngineAttach, EngineNetwork},
+        state::Owner,
+    };
+
+    const NET: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn attach(id: &str, ifname: &str, ip: Option<&str>) -> EngineAttach {
+        EngineAttach {
+            owner: Owner::Cni,
+            engine_id: id.into(),
+            name: None,
+            netns: PathBuf::from(format!("/proc/1/ns/{id}")),
+            network_id: NET.into(),
+            ifname: ifname.into(),
+            ip: ip.map(|s| s.parse().unwrap()),
+            mac: None,
+            aliases: vec![],
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn attach_in_the_engines_namespace_and_detach() {
+        let env = Env::new("eng-ns");
+        let d = env.start();
+        let k0 = env.kernel();
+        d.engine_network_create(EngineNetwork {
+            owner: Owner::Cni,
+            name: Some("piernet".into()),
+            id: NET.into(),
+            subnet: "10.80.0.0/24".parse().unwrap(),
+            gateway: None,
+            internal: false,
+            options: Default::default(),
+            labels: Default::default(),
+        })
+        .unwrap();
+        assert_eq!(d.snapshot().networks[NET].name, "piernet");
+        let (e, gw) = d.engine_attach(attach("ctr-1", "eth0", None)).unwrap();
+        assert_eq!(e.ip.to_string(), "10.80.0.2");
+        assert_eq!(gw.unwrap().to_string(), "10.80.0.1");
+        let (e2, _) = d.engine_attach(attach("ctr-1", "net1", None)).unwrap();
+        assert_eq!(
+            (e2.ifname.as_str(), e2.ip.to_string()),
+            ("net1", "10.80.0.3".into())
+        );
+        assert!(
+            d.engine_attach(attach("ctr-1", "eth0", None)).is_err(),
+            "eth0 twice"
+        );
+        assert!(
+            d.engine_attach(attach("ctr-2", "eth0", Some("10.80.0.2")))
+                .is_err(),
+            "taken"
+        );
+        let (e3, _) = d
+            .engine_attach(attach("ctr-2", "eth0", Some("10.80.0.9")))
+            .unwrap();
+        assert_eq!(e3.ip.to_string(), "10.80.0.9");
+        let c = d.engine_container(Owner::Cni, "ctr-1").unwrap();
+        assert_eq!((c.name.as_str(), c.endpoints.len()), ("cni-ctr-1", 2));
+        d.engine_detach(Owner::Cni, "ctr-1", Some("net1")).unwrap();
+        assert_eq!(
+            d.engine_container(Owner::Cni, "ctr-1")
+                .unwrap()
+                .endpoints
+                .len(),
+            1
+        );
+        d.engine_detach(Owner::Cni, "ctr-1", None).unwrap();
+        d.engine_detach(Owner::Cni, "ctr-1", None).unwrap();
+        d.engine_detach(Owner::Cni, "ctr-2", Some("eth0")).unwrap();
+        assert!(d.engine_container(Owner::Cni, "ctr-1").is_none());
+        assert!(d.engine_container(Owner::Cni, "ctr-2").is_none());
+        d.engine_network_delete(NET).unwrap();
+        assert_eq!(env.kernel(), k0);
     }
 }

@@ -27,6 +27,10 @@ pub enum Owner {
     #[default]
     Pier,
     Docker,
+    /// Podman through pier's `netavark` front end.
+    Podman,
+    /// A CNI runtime (containerd, CRI-O, podman's CNI backend).
+    Cni,
 }
 
 impl Owner {
@@ -34,6 +38,8 @@ impl Owner {
         match self {
             Owner::Pier => "pier",
             Owner::Docker => "docker",
+            Owner::Podman => "podman",
+            Owner::Cni => "cni",
         }
     }
     pub fn is_engine(self) -> bool {
@@ -216,6 +222,10 @@ pub struct Container {
     pub dns: Vec<std::net::IpAddr>,
     #[serde(default, skip_serializing_if = "is_pier")]
     pub owner: Owner,
+    /// The engine's own id of the container (Podman's, CNI's
+    /// `CNI_CONTAINERID`); Docker's sandboxes are known by their `netns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_id: Option<String>,
     /// The endpoint the published ports lead to (Docker: the one it called
     /// ProgramExternalConnectivity for); `None`: the first endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
