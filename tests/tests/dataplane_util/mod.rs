@@ -3,6 +3,8 @@
 //! and small traffic helpers (servers that report the peer they saw).
 #![allow(dead_code)]
 
+pub mod pkt;
+
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
