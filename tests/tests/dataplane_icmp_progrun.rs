@@ -20,6 +20,7 @@ const OUTSIDE: [u8; 4] = [198, 18, 0, 2];
 const HOST: [u8; 4] = [198, 18, 0, 1];
 const ROUTER: [u8; 4] = [203, 0, 113, 1];
 const C1: [u8; 4] = [10, 107, 0, 2];
+const C2: [u8; 4] = [10, 107, 0, 3];
 const GW: [u8; 4] = [10, 107, 0, 1];
 
 const SYN: u8 = 0x02;
@@ -41,6 +42,7 @@ type Sent = (&'static str, Vec<u8>, [u8; 4], (u16, u16));
 struct Run<'a> {
     dp: &'a mut EbpfDataplane,
     vc1: u32,
+    vc2: u32,
 }
 
 impl Run<'_> {
@@ -54,14 +56,21 @@ impl Run<'_> {
             .test_run(programs::VETH_IN, f, self.vc1)
             .unwrap_or_else(|e| panic!("veth test_run: {e}"))
     }
+    /// What c2 sends.
+    fn veth2(&mut self, f: &[u8]) -> (u32, Vec<u8>) {
+        self.dp
+            .test_run(programs::VETH_IN, f, self.vc2)
+            .unwrap_or_else(|e| panic!("veth test_run: {e}"))
+    }
 }
 
-/// A world with one network and c1 publishing 8081/tcp → 8080 and
-/// 8083/udp → 9090; `f` gets a started dataplane.
+/// A world with one network, c1 publishing 8081/tcp → 8080 and
+/// 8083/udp → 9090, and c2 beside it; `f` gets a started dataplane.
 fn with_dataplane(f: impl FnOnce(&mut Run, [u8; 6]) + Send) {
     let mut w = World::new(false);
     let net = w.network(1, "10.107.0.0/24");
     let c1 = w.container("c1", &net, "10.107.0.2");
+    w.container("c2", &net, "10.107.0.3");
     let desired = w.desired(vec![tcp(8081, c1.ip, 8080), udp(8083, c1.ip, 9090)]);
     let cfg = w.config();
     TestHost::in_netns(&w.host.host_ns.clone(), || {
@@ -69,7 +78,12 @@ fn with_dataplane(f: impl FnOnce(&mut Run, [u8; 6]) + Send) {
         dp.start().expect("start");
         dp.sync(&desired).expect("sync");
         let vc1 = nix::net::if_::if_nametoindex("vc1").unwrap();
-        let mut run = Run { dp: &mut dp, vc1 };
+        let vc2 = nix::net::if_::if_nametoindex("vc2").unwrap();
+        let mut run = Run {
+            dp: &mut dp,
+            vc1,
+            vc2,
+        };
         f(&mut run, c1.mac);
         dp.remove_all().unwrap();
     });
@@ -200,6 +214,43 @@ fn icmp_errors_of_translated_flows_are_translated_with_every_checksum_right() {
                 assert_eq!(q.ports(), *qports, "{what}: quoted ports");
                 assert_error_csums(&what, &out, true);
             }
+        }
+
+        // Hairpin: c2 dials the published UDP port on the host's address.
+        let f = Ip::new(UDP, C2, HOST).frame(&udp_seg(C2, HOST, 5600, 8083, b"hairpin"));
+        let (v, out) = r.veth2(&f);
+        assert_eq!((v, ip_of(&out).dst()), (TC_ACT_REDIRECT, C1), "hairpin");
+        for (name, typ, code, rest) in ERRORS {
+            // c1 (the server) about c2's datagram: back to c2 as from the
+            // published port.
+            let quote = Ip::new(UDP, C2, C1).packet(&udp_seg(C2, C1, 5600, 9090, b"hairpin"));
+            let what = format!("{name} from c1 about the hairpin client's datagram");
+            let (v, out) = r.veth(&error_frame(C1, C2, typ, code, rest, &quote));
+            assert_eq!(v, TC_ACT_REDIRECT, "{what}");
+            let o = ip_of(&out);
+            assert_eq!((o.src(), o.dst()), (HOST, C2), "{what}: outer addresses");
+            let q = quoted(&out);
+            assert_eq!(
+                (q.src(), q.dst(), q.ports()),
+                (C2, HOST, (5600, 8083)),
+                "{what}"
+            );
+            assert_error_csums(&what, &out, true);
+            // c2 (the client) about c1's reply: to c1 as its own port.
+            let quote = Ip::new(UDP, HOST, C2).packet(&udp_seg(HOST, C2, 8083, 5600, b"reply"));
+            let what = format!("{name} from the hairpin client about the reply");
+            let (v, out) = r.veth2(&error_frame(C2, HOST, typ, code, rest, &quote));
+            assert_eq!(v, TC_ACT_REDIRECT, "{what}");
+            assert_eq!(&out[0..6], &c1_mac, "{what}: to c1's MAC");
+            let o = ip_of(&out);
+            assert_eq!((o.src(), o.dst()), (C2, C1), "{what}: outer addresses");
+            let q = quoted(&out);
+            assert_eq!(
+                (q.src(), q.dst(), q.ports()),
+                (C1, C2, (9090, 5600)),
+                "{what}"
+            );
+            assert_error_csums(&what, &out, true);
         }
 
         // A router quoting only 8 bytes of TCP (RFC 792): the ports are
