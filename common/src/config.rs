@@ -23,3 +23,10 @@ pub const CT_TCP_ESTABLISHED_NS: u64 = 6 * 3600 * 1_000_000_000;
 pub const CT_TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
 pub const CT_UDP_NS: u64 = 60 * 1_000_000_000;
 pub const CT_ICMP_NS: u64 = 30 * 1_000_000_000;
+
+/// How long later fragments of a datagram follow its first one (Linux's
+/// `ipfrag_time` default).
+pub const FRAG_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
+
+/// TTL of the ICMP time-exceeded errors the dataplane answers with.
+pub const ICMP_ERROR_TTL: u8 = 64;

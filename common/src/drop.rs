@@ -23,10 +23,21 @@ pub enum DropReason {
     Helper = 9,
     /// From a container, with a source address that is not its own.
     Spoofed = 10,
+    /// An ICMP error whose quoted packet is not one pier sent: it quotes a
+    /// published port's packet with no connection behind it, a packet its
+    /// addressee did not send, or it would leave a masquerading network
+    /// quoting a flow the container does not have.
+    IcmpForged = 11,
+    /// A later IP fragment (offset > 0) of a datagram whose first fragment
+    /// was not seen (or is forgotten), where it would need translating.
+    FragNoFirst = 12,
+    /// The TTL ran out on a hop pier routes and no time-exceeded answer could
+    /// be made (an ICMP error itself, IP options, a GSO packet).
+    TtlExceeded = 13,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -37,7 +48,10 @@ impl DropReason {
         DropReason::NatUnsupported,
         DropReason::Helper,
         DropReason::Spoofed,
+        DropReason::IcmpForged,
+        DropReason::FragNoFirst,
+        DropReason::TtlExceeded,
     ];
 }
 
-const _: () = assert!((DropReason::Spoofed as u32) < crate::maps::DROPS_LEN);
+const _: () = assert!((DropReason::TtlExceeded as u32) < crate::maps::DROPS_LEN);

@@ -42,6 +42,11 @@ pub const SNAT_LEN: u32 = 65536;
 /// Socket-hook translations: [`crate::nat::SockKey`] → [`crate::nat::SockVal`]. LRU, pinned.
 pub const SOCK_NAT: &str = "PIER_SOCK_NAT";
 pub const SOCK_NAT_LEN: u32 = 65536;
+/// Fragments of translated datagrams: [`crate::frag::FragKey`] →
+/// [`crate::frag::FragVal`], written for each first fragment. LRU, per load
+/// (not pinned: fragments live milliseconds).
+pub const FRAGS: &str = "PIER_FRAGS";
+pub const FRAGS_LEN: u32 = 8192;
 /// Per-CPU drop counters indexed by [`crate::drop::DropReason`]. Pinned.
 pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 16;
@@ -67,6 +72,7 @@ const _: () = {
         SNAT_FWD,
         SNAT_REV,
         SOCK_NAT,
+        FRAGS,
         DROPS,
     ];
     let mut i = 0;

@@ -6,6 +6,7 @@ use aya_ebpf::{
 use pier_common::{
     ct::{CtVal, FlowKey},
     endpoint::{EndpointVal, NetworkVal, UplinkVal},
+    frag::{FragKey, FragVal},
     maps::*,
     metrics::Counter,
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
@@ -51,6 +52,9 @@ pub static SNAT_REV: LruHashMap<FlowKey, NatVal> = LruHashMap::with_max_entries(
 
 #[map(name = "PIER_SOCK_NAT")]
 pub static SOCK_NAT: LruHashMap<SockKey, SockVal> = LruHashMap::with_max_entries(SOCK_NAT_LEN, 0);
+
+#[map(name = "PIER_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragVal> = LruHashMap::with_max_entries(FRAGS_LEN, 0);
 
 #[map(name = "PIER_DROPS")]
 pub static DROPS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DROPS_LEN, 0);

@@ -12,6 +12,10 @@ pub const HOST_UPLINK_IP: &str = "198.18.0.1";
 pub const OUTSIDE_IP: &str = "198.18.0.2";
 /// Name of the uplink inside the host namespace.
 pub const UPLINK: &str = "uplink0";
+/// The router side of the link made by [`TestHost::add_behind_router`].
+pub const ROUTER_FAR_IP: &str = "198.19.0.1";
+/// The namespace behind the router.
+pub const BEHIND_ROUTER_IP: &str = "198.19.0.2";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -100,6 +104,71 @@ impl TestHost {
         sh(&["ip", "netns", "add", &name]);
         self.extra_ns.push(name.clone());
         name
+    }
+
+    /// Make the outside namespace a router with a namespace behind it
+    /// (removed on drop): `eth1` (198.19.0.1/24) outside ↔ `eth0`
+    /// (198.19.0.2/24) in the new namespace, which routes via the outside.
+    /// `onward_mtu`: the MTU of the router's route onwards (locked, as a
+    /// tunnel or PPPoE hop in the path would make it), while both veth ends
+    /// keep 1500, so the far side still advertises a 1460-byte MSS and
+    /// packets towards it must learn the path MTU. Returns its name.
+    pub fn add_behind_router(&mut self, suffix: &str, onward_mtu: u32) -> String {
+        let far = self.add_netns(suffix);
+        let out = self.outside_ns.clone();
+        sh(&[
+            "ip", "-n", &out, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0",
+            "netns", &far,
+        ]);
+        for (ns, dev, ip) in [
+            (&out, "eth1", ROUTER_FAR_IP),
+            (&far, "eth0", BEHIND_ROUTER_IP),
+        ] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                dev,
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        sh(&["ip", "-n", &far, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &out,
+            "route",
+            "replace",
+            "198.19.0.0/24",
+            "dev",
+            "eth1",
+            "proto",
+            "kernel",
+            "scope",
+            "link",
+            "src",
+            ROUTER_FAR_IP,
+            "mtu",
+            "lock",
+            &onward_mtu.to_string(),
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &far,
+            "route",
+            "add",
+            "default",
+            "via",
+            ROUTER_FAR_IP,
+        ]);
+        // A router forwards (a sysctl of the outside namespace only).
+        run_ok(Self::cmd_in(&out, "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+        far
     }
 
     /// A command that runs inside namespace `ns` (network namespace only).

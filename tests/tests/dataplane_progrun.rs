@@ -1,7 +1,8 @@
 //! `BPF_PROG_TEST_RUN` of the TC programs with hand-built frames: the
 //! fast-path rewrite is byte-exact with valid checksums (also with IP
 //! options and a zero UDP checksum), and truncated, fragmented, malformed and
-//! unknown-protocol packets get safe verdicts, counted by drop reason.
+//! unknown-protocol packets get safe verdicts, counted by drop reason. ICMP
+//! errors, fragments and the TTL: `dataplane_icmp_progrun`.
 mod dataplane_util;
 
 use dataplane_util::*;
@@ -217,13 +218,17 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
             assert_eq!(run(up, f).0, TC_ACT_SHOT, "{what}");
         }
 
-        // Fragments carry no ports: to a host address they go to the stack
-        // unchanged, to a container address they are dropped.
+        // A first fragment carries the ports and is translated; a later one
+        // whose first is unknown is not passed into a container
+        // (dataplane_icmp_progrun has the whole story).
         let mut first = Frame::new(17, OUTSIDE, HOST, 5557, 8083);
         first.frag = 0x2000; // more fragments
-        let f = first.build();
-        let (v, out) = run(up, &f);
-        assert_eq!((v, &out[..]), (TC_ACT_OK, &f[..]), "first fragment");
+        let (v, out) = run(up, &first.build());
+        assert_eq!(
+            (v, ports(&out)),
+            (TC_ACT_REDIRECT, (5557, 9090)),
+            "first fragment"
+        );
         let mut later = Frame::new(17, OUTSIDE, C1, 0, 0);
         later.frag = 0x0010; // offset 128
         assert_eq!(
@@ -262,7 +267,7 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
             TC_ACT_SHOT
         );
         let mut frag = Frame::new(17, C1, OUTSIDE, 4000, 53);
-        frag.frag = 0x2000;
+        frag.frag = 0x0010; // a later fragment, its first unknown
         assert_eq!(run(veth, &frag.build()).0, TC_ACT_SHOT);
         // Multicast and broadcast are left to the host stack, untranslated.
         for dst in [[224, 0, 0, 251], [255, 255, 255, 255]] {
@@ -288,8 +293,9 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
             malformed.len() as u64,
             "malformed packets counted"
         );
-        assert_eq!(drops(&dp, DropReason::NotPublished), 2);
-        assert_eq!(drops(&dp, DropReason::NatUnsupported), 2);
+        assert_eq!(drops(&dp, DropReason::NotPublished), 1);
+        assert_eq!(drops(&dp, DropReason::NatUnsupported), 1);
+        assert_eq!(drops(&dp, DropReason::FragNoFirst), 2);
         dp.remove_all().unwrap();
     });
     w.assert_firewalls_untouched();

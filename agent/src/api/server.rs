@@ -304,6 +304,7 @@ pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
         .route("/stats/ports", get(stats_ports))
         .route("/system/reset", post(system_reset))
         .route("/_version_error", axum::routing::any(version_error))
+        .nest("/cni", crate::cni::agent::routes())
         .layer(axum::Extension(shutdown))
         .with_state(d)
 }

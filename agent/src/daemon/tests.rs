@@ -1000,3 +1000,82 @@ mod engine_netns {
         assert_eq!(env.kernel(), k0);
     }
 }
+
+mod engine_named {
+    use super::*;
+    use crate::{
+        daemon::engine::{EngineAttach, NamedNetwork},
+        state::Owner,
+    };
+
+    fn named(subnet: Option<&str>) -> NamedNetwork {
+        NamedNetwork {
+            owner: Owner::Cni,
+            name: "cninet".into(),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            gateway: None,
+            internal: false,
+            options: Default::default(),
+        }
+    }
+
+    fn attach(id: &str, ifname: &str) -> EngineAttach {
+        EngineAttach {
+            owner: Owner::Cni,
+            engine_id: id.into(),
+            name: None,
+            netns: PathBuf::from(format!("/proc/1/ns/{id}")),
+            network_id: String::new(),
+            ifname: ifname.into(),
+            ip: None,
+            mac: None,
+            aliases: vec![],
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn first_attachment_makes_the_network_and_gc_frees_the_unlisted() {
+        let env = Env::new("eng-named");
+        let d = env.start();
+        let k0 = env.kernel();
+        let nets0 = d.snapshot().networks.len();
+        // A failed first attachment leaves no network either.
+        assert!(
+            d.engine_attach_named(&named(None), attach("c-1", "a/b"))
+                .is_err()
+        );
+        assert_eq!(d.snapshot().networks.len(), nets0);
+        assert_eq!(env.kernel(), k0);
+        // No subnet: pier's choice, kept by the next attachments.
+        let (e, _) = d
+            .engine_attach_named(&named(None), attach("c-1", "eth0"))
+            .unwrap();
+        let n = d.snapshot().network_by_name("cninet").cloned().unwrap();
+        assert_eq!(n.owner, Owner::Cni);
+        assert!(n.subnet.unwrap().contains(&e.ip));
+        let sn = n.subnet.unwrap().to_string();
+        d.engine_attach_named(&named(Some(&sn)), attach("c-2", "eth0"))
+            .unwrap();
+        d.engine_attach_named(&named(None), attach("c-3", "eth0"))
+            .unwrap();
+        let e = d
+            .engine_attach_named(&named(Some("10.99.0.0/24")), attach("c-4", "eth0"))
+            .unwrap_err();
+        assert!(e.to_string().contains("exists with subnet"), "{e}");
+        // GC: only the unlisted attachments of this owner on this network.
+        let valid = vec![("c-2".to_string(), "eth0".to_string())];
+        let mut gone = d.engine_gc(Owner::Cni, &n.id, &valid).unwrap();
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![("c-1".into(), "eth0".into()), ("c-3".into(), "eth0".into())]
+        );
+        assert!(d.engine_container(Owner::Cni, "c-1").is_none());
+        assert!(d.engine_container(Owner::Cni, "c-2").is_some());
+        assert!(d.engine_gc(Owner::Docker, &n.id, &[]).unwrap().is_empty());
+        assert!(d.engine_container(Owner::Cni, "c-2").is_some());
+        d.engine_gc(Owner::Cni, &n.id, &[]).unwrap();
+        assert!(d.engine_container(Owner::Cni, "c-2").is_none());
+    }
+}

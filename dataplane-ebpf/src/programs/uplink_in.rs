@@ -1,15 +1,19 @@
 //! `pier_uplink_in`: TC ingress of an uplink. Replies to masqueraded flows and
 //! packets to published ports are rewritten and redirected straight into the
-//! container; anything else addressed to a container subnet is dropped (only
-//! published ports are exposed); the rest goes to the host stack.
+//! container (TTL decremented; one that expires here is answered with ICMP
+//! time exceeded); ICMP errors quoting such flows are translated and follow
+//! them; later IP fragments follow their first; anything else addressed to a container subnet is dropped (only published
+//! ports are exposed); the rest goes to the host stack.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use pier_common::{ct::CtVal, drop::DropReason};
 
 use crate::{
-    ct,
+    ct, frag, icmp,
     lookup::{count_port, endpoint, published, subnet_of},
     maps::{CT, SNAT_REV},
-    nat, parse, redirect,
+    nat,
+    parse::{self, Frag, L4},
+    redirect, ttl,
     verdict::verdict,
 };
 
@@ -23,9 +27,31 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(mut pkt) = parse::ipv4(ctx)? else {
         return Ok(TC_ACT_OK);
     };
+    frag::first_seen(&pkt);
+    if pkt.frag == Frag::Later {
+        // It follows its first fragment; without one, it is not pier's to
+        // pass on when addressed to a container.
+        if let Some(action) = frag::follow(ctx, &mut pkt)? {
+            return Ok(action);
+        }
+        if subnet_of(pkt.daddr).is_some() {
+            return Err(DropReason::FragNoFirst);
+        }
+        return Ok(TC_ACT_OK);
+    }
+    // An ICMP error about a flow pier translated.
+    if pkt.l4 == L4::Error
+        && let Some(action) = icmp::from_uplink(ctx, &mut pkt)?
+    {
+        return Ok(action);
+    }
     if pkt.has_ports() {
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
         // A reply to a masqueraded flow.
         if let Some(v) = SNAT_REV.get_ptr_mut(pkt.flow()) {
+            if ttl::expired(&pkt) {
+                return ttl::answer(ctx, &pkt, pkt.daddr, ifindex);
+            }
             let now = ct::now();
             let (addr, port) = unsafe {
                 (*v).flags = ct::next_flags((*v).flags, &pkt, true);
@@ -34,16 +60,18 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
             };
             let ep = endpoint(addr).ok_or(DropReason::NoBackend)?;
             nat::dnat(ctx, &mut pkt, addr, port)?;
-            return redirect::to_container(ctx, &ep);
+            return redirect::to_container(ctx, &mut pkt, &ep);
         }
         // A published port.
         if let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto) {
             let ep = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
-            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            if ttl::expired(&pkt) {
+                return ttl::answer(ctx, &pkt, pkt.daddr, ifindex);
+            }
             track(&pkt, port.backend_be, port.backend_port_be, 0, ifindex, 0);
             count_port(&key, ctx.len());
             nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
-            return redirect::to_container(ctx, &ep);
+            return redirect::to_container(ctx, &mut pkt, &ep);
         }
     }
     if subnet_of(pkt.daddr).is_some() {

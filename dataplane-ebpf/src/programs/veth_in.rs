@@ -1,6 +1,7 @@
 //! `pier_veth_in`: TC ingress of a container's host-side veth (what the
 //! container sends). A source address other than the container's own is
-//! dropped. In order: replies of published connections are
+//! dropped. ICMP errors about translated flows are translated and follow
+//! them. In order: replies of published connections are
 //! reverse-translated and sent back out of the uplink (or into the client
 //! container, for hairpin); hairpin to a published port on any host address
 //! (bridge gateways too) is translated, except from `--internal` networks;
@@ -23,13 +24,13 @@ use pier_common::{
 };
 
 use crate::{
-    ct,
+    ct, frag, icmp,
     lookup::{count_port, endpoint, is_host_addr, network, published, subnet_of},
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
-    parse::{self, Pkt},
+    parse::{self, Frag, L4, Pkt},
     programs::uplink_in::track,
-    redirect,
+    redirect, ttl,
     verdict::verdict,
 };
 
@@ -43,10 +44,15 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(mut pkt) = parse::ipv4(ctx)? else {
         return Ok(TC_ACT_OK);
     };
+    frag::first_seen(&pkt);
     // A reply of a published connection.
     if pkt.has_ports()
         && let Some(v) = CT.get_ptr_mut(pkt.flow())
     {
+        if ttl::expired(&pkt) {
+            // Routed untranslated, Linux answers (time exceeded).
+            return Ok(TC_ACT_OK);
+        }
         let now = ct::now();
         let entry = unsafe {
             (*v).flags = ct::next_flags((*v).flags, &pkt, true);
@@ -60,14 +66,28 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         }
         if entry.client_ifindex != 0 {
             let client = endpoint(pkt.daddr).ok_or(DropReason::NoBackend)?;
-            return redirect::to_container(ctx, &client);
+            return redirect::to_container(ctx, &mut pkt, &client);
         }
-        return redirect::to_uplink(entry.uplink_ifindex);
+        return redirect::to_uplink(ctx, &mut pkt, entry.uplink_ifindex);
     }
     // The source must be this veth's own container address.
     let src = endpoint(pkt.saddr).ok_or(DropReason::Spoofed)?;
-    if src.ifindex != unsafe { (*ctx.skb.skb).ifindex } {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if src.ifindex != ifindex {
         return Err(DropReason::Spoofed);
+    }
+    // A later fragment follows its first (or goes on untranslated below,
+    // where it needs no translation).
+    if pkt.frag == Frag::Later
+        && let Some(action) = frag::follow(ctx, &mut pkt)?
+    {
+        return Ok(action);
+    }
+    // An ICMP error about a flow pier translated for or to this container.
+    if pkt.l4 == L4::Error
+        && let Some(action) = icmp::from_container(ctx, &mut pkt, ifindex)?
+    {
+        return Ok(action);
     }
     let Some(net) = network(src.network_id) else {
         return Ok(TC_ACT_OK);
@@ -81,7 +101,10 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto)
     {
         let backend = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
-        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        if ttl::expired(&pkt) {
+            // Linux would route it to the backend: it answers from the gateway.
+            return ttl::answer(ctx, &pkt, net.gateway_be, ifindex);
+        }
         count_port(&key, ctx.len());
         if port.backend_be == pkt.saddr {
             // Its own published port: a packet from its own address would be
@@ -104,7 +127,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             track(&pkt, port.backend_be, port.backend_port_be, ifindex, 0, 0);
         }
         nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
-        return redirect::to_container(ctx, &backend);
+        return redirect::to_container(ctx, &mut pkt, &backend);
     }
     if let Some(dst_net) = subnet_of(pkt.daddr) {
         if dst_net != src.network_id {
@@ -142,6 +165,9 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         && let Some(up) = UPLINK.get(0).copied()
         && up.ifindex != 0
     {
+        if ttl::expired(&pkt) {
+            return Ok(TC_ACT_OK);
+        }
         let addr = if host.addr_be != 0 {
             host.addr_be
         } else {
@@ -149,7 +175,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         };
         retrack(&pkt, addr, host.port_be, up.ifindex);
         nat::snat(ctx, &mut pkt, addr, host.port_be)?;
-        return redirect::to_uplink(up.ifindex);
+        return redirect::to_uplink(ctx, &mut pkt, up.ifindex);
     }
     masquerade(ctx, &mut pkt, net.flags & NET_F_MASQUERADE != 0)
 }
@@ -160,6 +186,14 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
 #[inline(always)]
 fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropReason> {
     if !pkt.has_ports() {
+        if masq && pkt.l4 == L4::Error {
+            // Quoting no flow of this container's: nothing to translate
+            // it into, and its own address must not leave.
+            return Err(DropReason::IcmpForged);
+        }
+        if masq && pkt.frag == Frag::Later {
+            return Err(DropReason::FragNoFirst);
+        }
         if masq {
             return Err(DropReason::NatUnsupported);
         }
@@ -172,7 +206,8 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
     let Some(up) = UPLINK.get(0).copied() else {
         return Ok(TC_ACT_OK);
     };
-    if up.ifindex == 0 {
+    if up.ifindex == 0 || ttl::expired(pkt) {
+        // (TTL ≤ 1: routed untranslated, Linux answers.)
         return Ok(TC_ACT_OK);
     }
     let fkey = pkt.flow();
@@ -186,7 +221,7 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
         None => allocate(&fkey, &up, pkt, now)?,
     };
     nat::snat(ctx, pkt, nat.addr_be, nat.port_be)?;
-    redirect::to_uplink(up.ifindex)
+    redirect::to_uplink(ctx, pkt, up.ifindex)
 }
 
 /// Re-create the conntrack entry of a published connection from its reply.

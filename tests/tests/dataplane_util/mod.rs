@@ -3,6 +3,8 @@
 //! and small traffic helpers (servers that report the peer they saw).
 #![allow(dead_code)]
 
+pub mod pkt;
+
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -227,6 +229,7 @@ pub fn tcp(host_port: u16, ip: Ipv4Addr, port: u16) -> PortSpec {
         host_port,
         container_ip: ip,
         container_port: port,
+        reserve: true,
     }
 }
 
