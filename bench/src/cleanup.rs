@@ -116,10 +116,47 @@ pub fn remove_scratch(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The `pb<pid>-docker` cgroup parents of the processes that have one
+/// (a bench dockerd's containers), with their pids.
+fn docker_cgroup_members() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cg) = std::fs::read_to_string(p.path().join("cgroup")) else {
+            continue;
+        };
+        if let Some(name) = cg
+            .lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .flat_map(|path| path.split('/'))
+            .find(|c| c.starts_with("pb") && c.ends_with("-docker") && owner_pid(c).is_some())
+        {
+            out.push((pid, name.to_string()));
+        }
+    }
+    out
+}
+
+/// Kill every process under the cgroup parent `name` (what a bench dockerd
+/// started: containers survive their shim).
+pub fn kill_cgroup(name: &str) {
+    for (pid, n) in docker_cgroup_members() {
+        if n == name && pid as u32 != std::process::id() {
+            let _ = signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// Remove everything carrying `prefix`.
 pub fn remove_all(prefix: &str) {
     // pier's agents first (they hold the bpffs pins and container namespaces).
     kill_marked_agents(prefix);
+    kill_cgroup(&format!("{prefix}-docker"));
     remove_scratch(&scratch_dir(prefix));
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
         for e in entries.flatten() {
@@ -130,6 +167,16 @@ pub fn remove_all(prefix: &str) {
         }
     }
     let _ = std::fs::remove_dir_all(bpffs_dir(prefix));
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// Agents started by a run have the run's scratch dir on their command line.
@@ -172,6 +219,12 @@ pub fn remove_stale() -> Vec<String> {
                 remove_scratch(&e.path());
                 cleaned.push(pid);
             }
+        }
+    }
+    for (pid, name) in docker_cgroup_members() {
+        if let Some(owner) = stale_pid(&name) {
+            let _ = signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            cleaned.push(owner);
         }
     }
     if let Ok(entries) = std::fs::read_dir("/run/netns") {

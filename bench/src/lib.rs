@@ -3,7 +3,9 @@
 //!
 //! The pure parts (statistics, result records, rule and config generation)
 //! are unit-tested; the rest drives namespaces and needs root.
+pub mod bpfstats;
 pub mod cleanup;
+pub mod docker;
 pub mod echo;
 pub mod iptables;
 pub mod load;

@@ -13,7 +13,9 @@ use pier_bench::{
 };
 
 #[derive(Parser)]
-#[command(about = "Performance comparison: pier vs plain routing, iptables and netavark")]
+#[command(
+    about = "Performance comparison: pier vs one veth pair, plain routing, iptables, netavark, docker-proxy and Docker"
+)]
 struct Args {
     /// A short run for CI smoke use (under 3 minutes).
     #[arg(long)]
@@ -21,7 +23,8 @@ struct Args {
     /// Where results.json and the chart go.
     #[arg(long, default_value = "target/pier-bench")]
     out: PathBuf,
-    /// Only these dataplanes (comma separated: plain,iptables,netavark,pier).
+    /// Only these dataplanes (comma separated: ceiling, plain, iptables,
+    /// netavark, docker-proxy, docker, docker+pier, pier).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The CPU that clients and servers share (default: the last one allowed).
@@ -55,7 +58,10 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|s| {
                 Dataplane::parse(s).with_context(|| {
-                    format!("unknown dataplane {s:?} (plain, iptables, netavark, pier)")
+                    format!(
+                        "unknown dataplane {s:?} (ceiling, plain, iptables, netavark, \
+                         docker-proxy, docker, docker+pier, pier)"
+                    )
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -134,7 +140,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&json, results.to_json())?;
     let svg = a.out.join("crr-vs-ports.svg");
     let chart = report::chart(&results, &svg);
-    std::fs::write(a.out.join("table.md"), report::markdown(&results))?;
+    std::fs::write(a.out.join("bpf-stats.json"), results.prog_stats_json())?;
+    std::fs::write(
+        a.out.join("table.md"),
+        report::markdown(&results) + "\n" + &report::prog_markdown(&results),
+    )?;
     let mut notes_all = notes.clone();
     notes_all.extend(report::failures(&results));
     std::fs::write(a.out.join("notes.txt"), notes_all.join("\n") + "\n")?;
@@ -168,6 +178,11 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!("{}", report::table(&results));
+    let progs = report::prog_table(&results);
+    if !progs.is_empty() {
+        println!("run time per packet of pier's programs (bpf_stats, one extra run per load):");
+        println!("{progs}");
+    }
     for f in report::failures(&results) {
         println!("{f}");
     }
@@ -269,6 +284,15 @@ fn docs_section(
     s.push_str(&format!(
         "\n![new connections/s vs other published ports]({chart})\n\n"
     ));
+    let progs = report::prog_markdown(results);
+    if !progs.is_empty() {
+        s.push_str(
+            "Run time per packet of pier's programs (`bpf_stats`, one more run of each \
+             load with the kernel's accounting on; ns per program run, and runs):\n\n",
+        );
+        s.push_str(&progs);
+        s.push('\n');
+    }
     if !notes.is_empty() {
         s.push_str("Notes of the run:\n\n");
         for n in notes {

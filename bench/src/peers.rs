@@ -50,6 +50,26 @@ pub trait Peer {
     fn other_ports_limit(&self, _n: usize) -> Option<String> {
         None
     }
+    /// Make `n` containers run on the measured container's network (the
+    /// measured one included; only grows); the time it took. `None`: this
+    /// peer has no container axis.
+    fn set_containers(&mut self, _ctx: &Ctx, _n: usize) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+    /// Most containers this peer is asked to run on the container axis.
+    fn containers_limit(&self, _n: usize) -> Option<String> {
+        None
+    }
+    /// Create one more container on that network and remove it again: the
+    /// time of each.
+    fn run_rm(&mut self, _ctx: &Ctx, _i: usize) -> anyhow::Result<Option<(Duration, Duration)>> {
+        Ok(None)
+    }
+    /// The bpffs dir of this peer's pier agent: its programs are the ones
+    /// that use the maps pinned there (for the per-program run times).
+    fn pier_bpffs(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 fn other_publishes(n: usize) -> Vec<Publish> {
@@ -81,6 +101,203 @@ fn own_publishes() -> Vec<Publish> {
 }
 
 const READY: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- ceiling
+
+/// The physical ceiling of this machine kind: the client's namespace and the
+/// servers' namespace joined by one veth pair, nothing else (no bridge, no
+/// routing, no rule). The servers run in the world's "host" namespace.
+pub struct Ceiling {
+    w: Option<World>,
+}
+
+impl Ceiling {
+    pub fn new() -> Self {
+        Ceiling { w: None }
+    }
+}
+
+impl Default for Ceiling {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Peer for Ceiling {
+    fn dataplane(&self) -> Dataplane {
+        Dataplane::Ceiling
+    }
+
+    fn build(&mut self, ctx: &Ctx) -> anyhow::Result<Targets> {
+        let mut w = World::new(ctx, "ceiling")?;
+        let host = w.host.clone();
+        w.start_servers(ctx, &host)?;
+        let t = Targets::ceiling();
+        w.wait_tcp(t.tcp, READY)?;
+        self.w = Some(w);
+        Ok(t)
+    }
+
+    fn world(&self) -> &World {
+        self.w.as_ref().expect("built")
+    }
+
+    fn set_other_ports(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Duration> {
+        Ok(Duration::ZERO)
+    }
+
+    fn publish_1000(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+
+    fn create_remove(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+
+    fn rule_count(&self) -> anyhow::Result<Option<usize>> {
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------- docker-proxy
+
+pub const DOCKER_PROXY: &str = "/usr/sbin/docker-proxy";
+
+/// Start Docker's userland proxy in `ns` as dockerd 20.10 does: one process
+/// per published port and address family, readiness reported on fd 3
+/// ("0\n", or "1\n" and the error).
+pub fn start_docker_proxy(
+    w: &mut World,
+    ns: &str,
+    p: &Publish,
+    host_ip: &str,
+) -> anyhow::Result<()> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let (r, wr) = nix::unistd::pipe()?;
+    let wfd = wr.as_raw_fd();
+    let mut c = cmd_in(ns, DOCKER_PROXY);
+    c.args([
+        "-proto",
+        p.proto.as_str(),
+        "-host-ip",
+        host_ip,
+        "-host-port",
+        &p.host_port.to_string(),
+        "-container-ip",
+        &p.container_ip.to_string(),
+        "-container-port",
+        &p.container_port.to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .process_group(0);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if wfd == 3 {
+                let fl = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, fl & !libc::FD_CLOEXEC);
+            } else if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = c.spawn().context("starting docker-proxy")?;
+    drop(wr);
+    w.adopt(child);
+    let what = format!("docker-proxy {}/{} on {host_ip}", p.host_port, p.proto.as_str());
+    let rfd = r.into_raw_fd();
+    // SAFETY: we own rfd.
+    let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(rfd) };
+    let mut pfd = libc::pollfd {
+        fd: rfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, READY.as_millis() as i32) };
+    anyhow::ensure!(n == 1, "{what}: not ready in {} s", READY.as_secs());
+    // One read: docker-proxy keeps fd 3 open while it runs.
+    let mut b = [0u8; 512];
+    use std::io::Read;
+    let got = f.read(&mut b).unwrap_or(0);
+    let buf = String::from_utf8_lossy(&b[..got]);
+    if !buf.starts_with('0') {
+        bail!("{what}: {}", buf.trim_start_matches('1').trim());
+    }
+    Ok(())
+}
+
+/// Docker's userland proxy alone, for the host-local path: the servers in a
+/// container on a plain bridge, and one docker-proxy per published port and
+/// family in the host namespace (as Docker runs them with its default
+/// `userland-proxy`); clients on the host dial 127.0.0.1:PORT.
+pub struct DockerProxy {
+    w: Option<World>,
+}
+
+impl DockerProxy {
+    pub fn new() -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            std::path::Path::new(DOCKER_PROXY).exists(),
+            "{DOCKER_PROXY} is missing (Debian's docker.io; `cargo xtask setup` installs it)"
+        );
+        Ok(DockerProxy { w: None })
+    }
+}
+
+impl Peer for DockerProxy {
+    fn dataplane(&self) -> Dataplane {
+        Dataplane::DockerProxy
+    }
+
+    fn build(&mut self, ctx: &Ctx) -> anyhow::Result<Targets> {
+        let mut w = World::new(ctx, "docker-proxy")?;
+        let c0 = w.bridge_container("c0", SERVER_IP)?;
+        w.start_servers(ctx, &c0)?;
+        // The outside has no route to the bridge; ask from the host.
+        let a = Targets::direct().tcp;
+        let deadline = Instant::now() + READY;
+        world::in_netns(&w.host, || loop {
+            match std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("the servers of the docker-proxy world ({a}): {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        })??;
+        let host = w.host.clone();
+        for p in own_publishes() {
+            start_docker_proxy(&mut w, &host, &p, "0.0.0.0")?;
+            start_docker_proxy(&mut w, &host, &p, "::")?;
+        }
+        self.w = Some(w);
+        Ok(Targets::published())
+    }
+
+    fn world(&self) -> &World {
+        self.w.as_ref().expect("built")
+    }
+
+    fn set_other_ports(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Duration> {
+        Ok(Duration::ZERO)
+    }
+
+    fn publish_1000(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+
+    fn create_remove(&mut self, _: &Ctx, _: usize) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+
+    fn rule_count(&self) -> anyhow::Result<Option<usize>> {
+        Ok(None)
+    }
+}
 
 // ---------------------------------------------------------------- plain
 
@@ -466,6 +683,9 @@ pub struct Pier {
     log: PathBuf,
     filler: bool,
     data_err: Option<String>,
+    /// Idle containers of the container axis.
+    idle: usize,
+    bpffs: PathBuf,
 }
 
 impl Pier {
@@ -477,6 +697,8 @@ impl Pier {
             log: PathBuf::new(),
             filler: false,
             data_err: None,
+            idle: 0,
+            bpffs: PathBuf::new(),
         }
     }
 
@@ -493,9 +715,86 @@ impl Pier {
         inspect_ip(&out).with_context(|| format!("no bridge address in `pier inspect {name}`"))
     }
 
-    fn agent_log_tail(&self) -> String {
-        log_reason(&std::fs::read_to_string(&self.log).unwrap_or_default())
+}
+
+/// A pier agent started in a world's host namespace.
+pub struct Agent {
+    pub pid: u32,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub bpffs: PathBuf,
+    /// Its Docker plugin socket (`--docker-plugin`).
+    pub plugin: Option<PathBuf>,
+}
+
+/// Start `pier agent` in `w`'s host namespace (state, run dir and bpffs dir
+/// of the world's own) and wait until it serves; with `docker_plugin`, it
+/// also serves Docker's remote driver API on a socket in the world's dir.
+pub fn start_pier_agent(
+    ctx: &Ctx,
+    w: &mut World,
+    extra: &[String],
+    docker_plugin: bool,
+) -> anyhow::Result<Agent> {
+    let run_dir = w.dir.join("run");
+    let socket = run_dir.join("pier.sock");
+    let log_path = w.dir.join("agent.log");
+    let bpffs = if w.tag == "pier" {
+        crate::cleanup::bpffs_dir(&ctx.prefix)
+    } else {
+        PathBuf::from(format!(
+            "{}-{}",
+            crate::cleanup::bpffs_dir(&ctx.prefix).display(),
+            w.tag
+        ))
+    };
+    let plugin = docker_plugin.then(|| w.dir.join("plugin").join("pier.sock"));
+    let log = File::create(&log_path)?;
+    let mut c = cmd_in(&w.host, &ctx.bins.pier);
+    c.arg("agent")
+        .arg("--state-dir")
+        .arg(w.dir.join("state"))
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--bpffs-dir")
+        .arg(&bpffs)
+        .arg("--uplink")
+        .arg(world::UPLINK)
+        .args(extra.iter().filter(|a| *a != "--docker-plugin"));
+    if let Some(p) = &plugin {
+        std::fs::create_dir_all(p.parent().unwrap())?;
+        c.arg("--docker-plugin").arg(p);
     }
+    c.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .env("RUST_LOG", "warn")
+        .process_group(0);
+    let tail = || log_reason(&std::fs::read_to_string(&log_path).unwrap_or_default());
+    let mut child = c.spawn().context("starting pier agent")?;
+    // nsenter execs the agent: the child's pid is the agent's.
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() || plugin.as_ref().is_some_and(|p| !p.exists()) {
+        if let Some(st) = child.try_wait()? {
+            bail!("pier agent exited ({st}) before serving: {}", tail());
+        }
+        if Instant::now() > deadline {
+            w.adopt(child);
+            bail!("pier agent did not open its sockets in 20 s: {}", tail());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.adopt(child);
+    Ok(Agent {
+        pid,
+        socket,
+        log: log_path,
+        bpffs,
+        plugin,
+    })
 }
 
 /// The line of an agent's log that says why it stopped: the first error line,
@@ -540,50 +839,17 @@ impl Peer for Pier {
             );
         }
         let mut w = World::new(ctx, "pier")?;
-        let run_dir = w.dir.join("run");
-        self.socket = run_dir.join("pier.sock");
-        self.log = w.dir.join("agent.log");
-        let log = File::create(&self.log)?;
-        let mut c = cmd_in(&w.host, &ctx.bins.pier);
-        c.arg("agent")
-            .arg("--state-dir")
-            .arg(w.dir.join("state"))
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--bpffs-dir")
-            .arg(crate::cleanup::bpffs_dir(&ctx.prefix))
-            .arg("--uplink")
-            .arg(world::UPLINK)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .env("RUST_LOG", "warn")
-            .process_group(0);
-        let mut child = c.spawn().context("starting pier agent")?;
-        // nsenter execs the agent: the child's pid is the agent's.
-        self.agent_pid = Some(child.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.socket.exists() {
-            if let Some(st) = child.try_wait()? {
+        let a = match start_pier_agent(ctx, &mut w, &[], false) {
+            Ok(a) => a,
+            Err(e) => {
                 self.w = Some(w);
-                bail!(
-                    "pier agent exited ({st}) before serving: {}",
-                    self.agent_log_tail()
-                );
+                return Err(e);
             }
-            if Instant::now() > deadline {
-                w.adopt(child);
-                self.w = Some(w);
-                bail!(
-                    "pier agent did not open its socket in 20 s: {}",
-                    self.agent_log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        w.adopt(child);
+        };
+        self.bpffs = a.bpffs;
+        self.socket = a.socket;
+        self.log = a.log;
+        self.agent_pid = Some(a.pid);
         self.w = Some(w);
         let mut args: Vec<String> = ["run", "-d", "--name", "srv"].map(String::from).to_vec();
         for p in own_publishes() {
@@ -667,6 +933,30 @@ impl Peer for Pier {
         self.pier(ctx, &["run", "-d", "--name", &name].map(String::from))?;
         self.pier(ctx, &["rm", "-f", &name].map(String::from))?;
         Ok(Some(t.elapsed()))
+    }
+
+    fn set_containers(&mut self, ctx: &Ctx, n: usize) -> anyhow::Result<Option<Duration>> {
+        let t = Instant::now();
+        while self.idle + 1 < n {
+            let name = format!("idle{}", self.idle);
+            self.pier(ctx, &["run", "-d", "--name", &name].map(String::from))?;
+            self.idle += 1;
+        }
+        Ok(Some(t.elapsed()))
+    }
+
+    fn run_rm(&mut self, ctx: &Ctx, i: usize) -> anyhow::Result<Option<(Duration, Duration)>> {
+        let name = format!("ax{i}");
+        let t = Instant::now();
+        self.pier(ctx, &["run", "-d", "--name", &name].map(String::from))?;
+        let created = t.elapsed();
+        let t = Instant::now();
+        self.pier(ctx, &["rm", "-f", &name].map(String::from))?;
+        Ok(Some((created, t.elapsed())))
+    }
+
+    fn pier_bpffs(&self) -> Option<PathBuf> {
+        Some(self.bpffs.clone())
     }
 
     fn rss_mib(&self) -> anyhow::Result<Option<f64>> {

@@ -5,7 +5,7 @@ use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets::UTF8_
 use plotters::prelude::*;
 
 use crate::{
-    results::{Dataplane, Figure, Record, Results},
+    results::{Dataplane, Figure, RATIOS, Record, Results},
     stats,
 };
 
@@ -35,28 +35,35 @@ fn cell_text(r: Option<&Record>) -> String {
     }
 }
 
-/// pier's median over a peer's, as "1.23×".
-fn ratio_text(res: &Results, f: Figure, ports: u32, peer: Dataplane) -> String {
+/// One dataplane's median over another's, as "1.23×".
+fn ratio_text(res: &Results, f: Figure, ports: u32, num: Dataplane, den: Dataplane) -> String {
     // A count of rules has no meaningful ratio (pier's is 0 by design).
     if f == Figure::RuleCount {
         return "-".into();
     }
-    let pier = res.get(Dataplane::Pier, f, ports).and_then(|r| r.median);
-    let other = res.get(peer, f, ports).and_then(|r| r.median);
-    match stats::ratio(pier, other) {
+    let a = res.get(num, f, ports).and_then(|r| r.median);
+    let b = res.get(den, f, ports).and_then(|r| r.median);
+    match stats::ratio(a, b) {
         Some(x) => format!("{x:.2}×"),
         None => "-".into(),
     }
 }
 
-/// Rows as strings: figure, ports, unit, one cell per dataplane, ratios.
+/// Rows as strings: figure, n (other published ports, or containers for
+/// the container figures), unit, one cell per dataplane of the run, and the
+/// ratios whose both sides took part.
 pub fn rows(res: &Results) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header: Vec<String> = vec!["figure".into(), "ports".into(), "unit".into()];
-    header.extend(Dataplane::ALL.iter().map(|d| d.as_str().to_string()));
+    let present = res.dataplanes();
+    let ratios: Vec<(Dataplane, Dataplane)> = RATIOS
+        .into_iter()
+        .filter(|(a, b)| present.contains(a) && present.contains(b))
+        .collect();
+    let mut header: Vec<String> = vec!["figure".into(), "n".into(), "unit".into()];
+    header.extend(present.iter().map(|d| d.as_str().to_string()));
     header.extend(
-        [Dataplane::Plain, Dataplane::Iptables, Dataplane::Netavark]
+        ratios
             .iter()
-            .map(|d| format!("pier/{}", d.as_str())),
+            .map(|(a, b)| format!("{}/{}", a.as_str(), b.as_str())),
     );
     let mut out = Vec::new();
     for (f, ports) in res.rows() {
@@ -65,19 +72,87 @@ pub fn rows(res: &Results) -> (Vec<String>, Vec<Vec<String>>) {
             ports.to_string(),
             f.unit().to_string(),
         ];
-        for d in Dataplane::ALL {
+        for &d in &present {
             row.push(cell_text(res.get(d, f, ports)));
         }
-        for d in [Dataplane::Plain, Dataplane::Iptables, Dataplane::Netavark] {
-            row.push(ratio_text(res, f, ports, d));
+        for &(a, b) in &ratios {
+            row.push(ratio_text(res, f, ports, a, b));
         }
         out.push(row);
     }
     (header, out)
 }
 
+/// Per-program run time rows: program, load, then "ns (runs)" for each
+/// dataplane that runs pier's programs.
+pub fn prog_rows(res: &Results) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut dps: Vec<Dataplane> = res.prog_stats.iter().map(|p| p.dataplane).collect();
+    dps.sort();
+    dps.dedup();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for p in &res.prog_stats {
+        let k = (p.program.clone(), p.load.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let mut header: Vec<String> = vec!["program".into(), "load".into()];
+    header.extend(dps.iter().map(|d| format!("{} ns/packet (packets)", d.as_str())));
+    let rows = keys
+        .into_iter()
+        .map(|(prog, load)| {
+            let mut row = vec![prog.clone(), load.clone()];
+            for d in &dps {
+                row.push(
+                    res.prog_stats
+                        .iter()
+                        .find(|p| p.dataplane == *d && p.program == prog && p.load == load)
+                        .map(|p| format!("{:.0} ({})", p.ns_per_run, p.runs))
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
+fn md(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut s = format!("| {} |\n", header.join(" | "));
+    s.push_str(&format!(
+        "|{}\n",
+        header.iter().map(|_| " --- |").collect::<String>()
+    ));
+    for r in rows {
+        s.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    s
+}
+
+/// The per-program table as Markdown ("" when none was measured).
+pub fn prog_markdown(res: &Results) -> String {
+    if res.prog_stats.is_empty() {
+        return String::new();
+    }
+    let (h, r) = prog_rows(res);
+    md(&h, &r)
+}
+
 pub fn table(res: &Results) -> String {
     let (header, rows) = rows(res);
+    text_table(header, rows, 3)
+}
+
+/// The per-program table for the terminal ("" when none was measured).
+pub fn prog_table(res: &Results) -> String {
+    if res.prog_stats.is_empty() {
+        return String::new();
+    }
+    let (header, rows) = prog_rows(res);
+    text_table(header, rows, 2)
+}
+
+fn text_table(header: Vec<String>, rows: Vec<Vec<String>>, left: usize) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
@@ -85,7 +160,7 @@ pub fn table(res: &Results) -> String {
     for r in rows {
         t.add_row(r.into_iter().enumerate().map(|(i, c)| {
             let cell = Cell::new(c);
-            if i >= 3 {
+            if i >= left {
                 cell.set_alignment(CellAlignment::Right)
             } else {
                 cell
@@ -98,15 +173,7 @@ pub fn table(res: &Results) -> String {
 /// The same table as Markdown (for docs/benchmarks.md).
 pub fn markdown(res: &Results) -> String {
     let (header, rows) = rows(res);
-    let mut s = format!("| {} |\n", header.join(" | "));
-    s.push_str(&format!(
-        "|{}\n",
-        header.iter().map(|_| " --- |").collect::<String>()
-    ));
-    for r in rows {
-        s.push_str(&format!("| {} |\n", r.join(" | ")));
-    }
-    s
+    md(&header, &rows)
 }
 
 pub const DOCS_BEGIN: &str = "<!-- pier-bench results: begin (written by `pier-bench --docs`) -->";
@@ -154,9 +221,13 @@ pub fn failures(res: &Results) -> Vec<String> {
 
 fn color(d: Dataplane) -> RGBColor {
     match d {
+        Dataplane::Ceiling => RGBColor(0, 0, 0),
         Dataplane::Plain => RGBColor(120, 120, 120),
         Dataplane::Iptables => RGBColor(200, 60, 40),
         Dataplane::Netavark => RGBColor(40, 110, 200),
+        Dataplane::DockerProxy => RGBColor(150, 90, 20),
+        Dataplane::Docker => RGBColor(130, 50, 170),
+        Dataplane::DockerPier => RGBColor(100, 200, 180),
         Dataplane::Pier => RGBColor(30, 150, 70),
     }
 }
@@ -262,7 +333,7 @@ mod tests {
             header,
             [
                 "figure",
-                "ports",
+                "n",
                 "unit",
                 "plain",
                 "iptables",

@@ -6,33 +6,90 @@ use crate::stats;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dataplane {
+    /// Client and server joined by one veth pair, nothing else.
+    Ceiling,
     Plain,
     Iptables,
     Netavark,
+    /// Docker's userland proxy alone (the host-local path).
+    #[serde(rename = "docker-proxy")]
+    DockerProxy,
+    /// Real dockerd with its own bridge driver.
+    Docker,
+    /// Real dockerd with pier as its network driver.
+    #[serde(rename = "docker+pier")]
+    DockerPier,
     Pier,
 }
 
 impl Dataplane {
-    pub const ALL: [Dataplane; 4] = [
+    pub const ALL: [Dataplane; 8] = [
+        Dataplane::Ceiling,
         Dataplane::Plain,
         Dataplane::Iptables,
         Dataplane::Netavark,
+        Dataplane::DockerProxy,
+        Dataplane::Docker,
+        Dataplane::DockerPier,
         Dataplane::Pier,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Dataplane::Ceiling => "ceiling",
             Dataplane::Plain => "plain",
             Dataplane::Iptables => "iptables",
             Dataplane::Netavark => "netavark",
+            Dataplane::DockerProxy => "docker-proxy",
+            Dataplane::Docker => "docker",
+            Dataplane::DockerPier => "docker+pier",
             Dataplane::Pier => "pier",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
+        let s = if s == "docker-pier" { "docker+pier" } else { s };
         Self::ALL.into_iter().find(|d| d.as_str() == s)
     }
+
+    /// Whether the published-port figures (from the outside) are measured.
+    pub fn published_path(self) -> bool {
+        self != Dataplane::DockerProxy
+    }
+
+    /// Whether the host-local figures (127.0.0.1:PORT from the host) are.
+    pub fn host_local(self) -> bool {
+        matches!(
+            self,
+            Dataplane::Pier | Dataplane::DockerProxy | Dataplane::Docker | Dataplane::DockerPier
+        )
+    }
+
+    /// Whether it runs containers (the container axis).
+    pub fn container_axis(self) -> bool {
+        matches!(
+            self,
+            Dataplane::Pier | Dataplane::Docker | Dataplane::DockerPier
+        )
+    }
+
+    /// Whether this dataplane's kernel programs are pier's (per-program
+    /// run times are read for these).
+    pub fn runs_pier_programs(self) -> bool {
+        matches!(self, Dataplane::Pier | Dataplane::DockerPier)
+    }
 }
+
+/// The ratio columns of the table: numerator over denominator.
+pub const RATIOS: [(Dataplane, Dataplane); 7] = [
+    (Dataplane::Pier, Dataplane::Ceiling),
+    (Dataplane::Pier, Dataplane::Plain),
+    (Dataplane::Pier, Dataplane::Iptables),
+    (Dataplane::Pier, Dataplane::Netavark),
+    (Dataplane::Pier, Dataplane::DockerProxy),
+    (Dataplane::Pier, Dataplane::Docker),
+    (Dataplane::DockerPier, Dataplane::Docker),
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,10 +109,21 @@ pub enum Figure {
     RssMib,
     /// iptables rules in the host namespace (iptables and netavark only).
     RuleCount,
+    /// New connections/s from the host namespace to 127.0.0.1:PORT.
+    LocalCrr,
+    /// One iperf3 stream from the host namespace to 127.0.0.1:PORT.
+    #[serde(rename = "local_throughput_1")]
+    LocalThroughput1,
+    /// crr through the published port with `n` containers on the network.
+    CrrContainers,
+    /// Creating one container (`run -d`) with `n` on the network.
+    RunMs,
+    /// Removing it again (`rm -f`).
+    RmMs,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 11] = [
+    pub const ALL: [Figure; 16] = [
         Figure::Throughput1,
         Figure::Throughput4,
         Figure::RrTps,
@@ -67,6 +135,11 @@ impl Figure {
         Figure::CreateMs,
         Figure::RssMib,
         Figure::RuleCount,
+        Figure::LocalCrr,
+        Figure::LocalThroughput1,
+        Figure::CrrContainers,
+        Figure::RunMs,
+        Figure::RmMs,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,17 +155,22 @@ impl Figure {
             Figure::CreateMs => "create_ms",
             Figure::RssMib => "rss_mib",
             Figure::RuleCount => "rule_count",
+            Figure::LocalCrr => "local_crr",
+            Figure::LocalThroughput1 => "local_throughput_1",
+            Figure::CrrContainers => "crr_containers",
+            Figure::RunMs => "run_ms",
+            Figure::RmMs => "rm_ms",
         }
     }
 
     pub fn unit(self) -> &'static str {
         match self {
-            Figure::Throughput1 | Figure::Throughput4 => "Gbit/s",
+            Figure::Throughput1 | Figure::Throughput4 | Figure::LocalThroughput1 => "Gbit/s",
             Figure::RrTps => "tps",
             Figure::RrP50Us | Figure::RrP99Us => "us",
-            Figure::Crr => "conn/s",
+            Figure::Crr | Figure::LocalCrr | Figure::CrrContainers => "conn/s",
             Figure::UdpPps => "pps",
-            Figure::Publish1000Ms | Figure::CreateMs => "ms",
+            Figure::Publish1000Ms | Figure::CreateMs | Figure::RunMs | Figure::RmMs => "ms",
             Figure::RssMib => "MiB",
             Figure::RuleCount => "rules",
         }
@@ -107,8 +185,29 @@ impl Figure {
                 | Figure::RrTps
                 | Figure::Crr
                 | Figure::UdpPps
+                | Figure::LocalCrr
+                | Figure::LocalThroughput1
+                | Figure::CrrContainers
         )
     }
+
+    /// Whether `n` (the record's `ports`) counts containers, not ports.
+    pub fn counts_containers(self) -> bool {
+        matches!(self, Figure::CrrContainers | Figure::RunMs | Figure::RmMs)
+    }
+}
+
+/// Run time per packet of one of pier's kernel programs during one load
+/// (read from the kernel's `bpf_stats`, enabled only for that load).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgStat {
+    pub dataplane: Dataplane,
+    pub program: String,
+    /// The load: rr, crr, udp, throughput_1, local_crr.
+    pub load: String,
+    /// Program runs (packets) during the load.
+    pub runs: u64,
+    pub ns_per_run: f64,
 }
 
 /// One figure of one dataplane at one port count, with every sample.
@@ -166,6 +265,7 @@ impl Record {
 #[derive(Default, Debug)]
 pub struct Results {
     pub records: Vec<Record>,
+    pub prog_stats: Vec<ProgStat>,
 }
 
 impl Results {
@@ -186,6 +286,19 @@ impl Results {
         rows.sort();
         rows.dedup();
         rows
+    }
+
+    /// The per-program run times as JSON (`bpf-stats.json`).
+    pub fn prog_stats_json(&self) -> String {
+        serde_json::to_string_pretty(&self.prog_stats).expect("stats serialize")
+    }
+
+    /// Dataplanes with at least one record, in [`Dataplane::ALL`] order.
+    pub fn dataplanes(&self) -> Vec<Dataplane> {
+        Dataplane::ALL
+            .into_iter()
+            .filter(|d| self.records.iter().any(|r| r.dataplane == *d))
+            .collect()
     }
 
     pub fn to_json(&self) -> String {
@@ -242,7 +355,12 @@ mod tests {
                 "publish_1000_ms",
                 "create_ms",
                 "rss_mib",
-                "rule_count"
+                "rule_count",
+                "local_crr",
+                "local_throughput_1",
+                "crr_containers",
+                "run_ms",
+                "rm_ms"
             ]
         );
         for f in Figure::ALL {
@@ -253,6 +371,14 @@ mod tests {
         assert!(!Figure::RrP99Us.higher_is_better());
         assert!(Figure::Crr.higher_is_better());
         assert_eq!(Dataplane::parse("netavark"), Some(Dataplane::Netavark));
-        assert_eq!(Dataplane::parse("docker"), None);
+        assert_eq!(Dataplane::parse("docker"), Some(Dataplane::Docker));
+        assert_eq!(Dataplane::parse("docker-pier"), Some(Dataplane::DockerPier));
+        assert_eq!(Dataplane::parse("podman"), None);
+        for d in Dataplane::ALL {
+            assert_eq!(
+                serde_json::to_string(&d).unwrap(),
+                format!("\"{}\"", d.as_str())
+            );
+        }
     }
 }

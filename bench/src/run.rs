@@ -6,9 +6,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{
+    bpfstats,
     load::Mode,
-    peers::{Iptables, Netavark, Peer, Pier, Plain},
-    results::{Dataplane, Figure, Record, Results},
+    peers::{Ceiling, DockerProxy, Iptables, Netavark, Peer, Pier, Plain},
+    results::{Dataplane, Figure, ProgStat, Record, Results},
     world::{Ctx, Targets},
 };
 
@@ -29,6 +30,12 @@ pub struct Plan {
     pub publish_rounds: usize,
     /// Most other ports netavark is asked to publish (it is quadratic).
     pub netavark_max_ports: usize,
+    /// Steps of the container axis (containers on the measured network).
+    pub container_steps: Vec<usize>,
+    /// Containers created and removed at each step for `run_ms`/`rm_ms`.
+    pub axis_count: usize,
+    /// Most containers a real dockerd is asked to run (about 0.3 s each).
+    pub docker_max_containers: usize,
     pub peers: Vec<Dataplane>,
 }
 
@@ -42,6 +49,9 @@ impl Plan {
             create_count: 20,
             publish_rounds: 3,
             netavark_max_ports: 100,
+            container_steps: vec![1, 100],
+            axis_count: 5,
+            docker_max_containers: 100,
             peers: Dataplane::ALL.to_vec(),
         }
     }
@@ -55,6 +65,9 @@ impl Plan {
             create_count: 100,
             publish_rounds: 5,
             netavark_max_ports: 1000,
+            container_steps: vec![1, 100, 1000],
+            axis_count: 20,
+            docker_max_containers: 100,
             peers: Dataplane::ALL.to_vec(),
         }
     }
@@ -62,11 +75,13 @@ impl Plan {
     /// Progress steps per peer (one per measurement or change).
     fn steps_per_peer(&self) -> u64 {
         let r = self.runs as u64;
-        1 + 4 * r
+        1 + 5 * r
             + self.crr_ports.len() as u64 * (1 + r)
             + self.publish_rounds as u64
             + 1
             + self.create_count as u64
+            + 1
+            + self.container_steps.len() as u64 * (1 + self.axis_count as u64 + r)
     }
 }
 
@@ -139,6 +154,12 @@ impl<'a> Runner<'a> {
         let mut slots: Vec<Slot> = Vec::new();
         for &d in &self.plan.peers {
             let peer: anyhow::Result<Box<dyn Peer>> = match d {
+                Dataplane::Ceiling => Ok(Box::new(Ceiling::new())),
+                Dataplane::DockerProxy => DockerProxy::new().map(|p| Box::new(p) as Box<dyn Peer>),
+                Dataplane::Docker | Dataplane::DockerPier => {
+                    crate::docker::Docker::new(self.ctx, d == Dataplane::DockerPier)
+                        .map(|p| Box::new(p) as Box<dyn Peer>)
+                }
                 Dataplane::Plain => Ok(Box::new(Plain::new())),
                 Dataplane::Iptables => Ok(Box::new(Iptables::new())),
                 Dataplane::Netavark => Netavark::new(self.ctx, self.plan.netavark_max_ports)
@@ -206,10 +227,13 @@ impl<'a> Runner<'a> {
         self.throughput(&mut slots, 4, Figure::Throughput4);
         self.rr(&mut slots);
         self.udp(&mut slots);
+        self.local(&mut slots);
+        self.prog_stats(&mut slots);
         self.control_plane(&mut slots);
         for &n in &self.plan.crr_ports.clone() {
             self.crr(&mut slots, n);
         }
+        self.containers(&mut slots);
         self.bar.finish_and_clear();
         // Worlds are torn down here, in order.
         drop(slots);
@@ -218,15 +242,29 @@ impl<'a> Runner<'a> {
 
     /// Record every traffic figure of a peer that cannot serve as failed.
     fn fail_data(&mut self, d: Dataplane, why: &str) {
-        let mut rows: Vec<(Figure, u32)> = vec![
-            (Figure::Throughput1, 1),
-            (Figure::Throughput4, 1),
-            (Figure::RrTps, 1),
-            (Figure::RrP50Us, 1),
-            (Figure::RrP99Us, 1),
-            (Figure::UdpPps, 1),
-        ];
-        rows.extend(self.plan.crr_ports.iter().map(|&n| (Figure::Crr, n as u32)));
+        let mut rows: Vec<(Figure, u32)> = Vec::new();
+        if d.published_path() {
+            rows.extend([
+                (Figure::Throughput1, 1),
+                (Figure::Throughput4, 1),
+                (Figure::RrTps, 1),
+                (Figure::RrP50Us, 1),
+                (Figure::RrP99Us, 1),
+                (Figure::UdpPps, 1),
+            ]);
+            rows.extend(self.plan.crr_ports.iter().map(|&n| (Figure::Crr, n as u32)));
+        }
+        if d.host_local() {
+            rows.extend([(Figure::LocalCrr, 1), (Figure::LocalThroughput1, 1)]);
+        }
+        if d.container_axis() {
+            rows.extend(
+                self.plan
+                    .container_steps
+                    .iter()
+                    .map(|&n| (Figure::CrrContainers, n as u32)),
+            );
+        }
         for (f, p) in rows {
             self.results.push(Record::failed(d, f, p, why));
         }
@@ -244,25 +282,44 @@ impl<'a> Runner<'a> {
         if d == Dataplane::Pier {
             rows.push((Figure::RssMib, 1000));
         }
+        if d.container_axis() {
+            for &n in &self.plan.container_steps {
+                rows.push((Figure::RunMs, n as u32));
+                rows.push((Figure::RmMs, n as u32));
+            }
+        }
         for (f, p) in rows {
             self.results.push(Record::failed(d, f, p, why));
         }
     }
 
-    /// `runs` rounds; in each, `sample` once for every serving peer.
+    /// `runs` rounds; in each, `sample` once for every serving peer that
+    /// measures the published path.
     fn rounds(
         &mut self,
         slots: &mut [Slot],
         what: &str,
+        sample: impl FnMut(&Ctx, &mut dyn Peer, &Targets) -> anyhow::Result<Vec<f64>>,
+    ) -> Vec<PeerRounds> {
+        self.rounds_of(slots, what, Dataplane::published_path, sample)
+    }
+
+    /// `runs` rounds; in each, `sample` once for every serving peer `who` picks.
+    fn rounds_of(
+        &mut self,
+        slots: &mut [Slot],
+        what: &str,
+        who: fn(Dataplane) -> bool,
         mut sample: impl FnMut(&Ctx, &mut dyn Peer, &Targets) -> anyhow::Result<Vec<f64>>,
     ) -> Vec<PeerRounds> {
+        let pick = |s: &Slot| s.serving() && who(s.peer.dataplane());
         let mut acc: Vec<PeerRounds> = slots
             .iter()
-            .filter(|s| s.serving())
+            .filter(|s| pick(s))
             .map(|s| (s.peer.dataplane(), Ok(Vec::new())))
             .collect();
         for round in 0..self.plan.runs {
-            for s in slots.iter_mut().filter(|s| s.serving()) {
+            for s in slots.iter_mut().filter(|s| pick(s)) {
                 let d = s.peer.dataplane();
                 self.bar.set_message(format!(
                     "{what}: {} run {}/{}",
@@ -281,7 +338,7 @@ impl<'a> Runner<'a> {
                 self.bar.inc(1);
             }
         }
-        let idle = slots.iter().filter(|s| !s.serving()).count() as u64;
+        let idle = slots.iter().filter(|s| !pick(s)).count() as u64;
         self.bar.inc(idle * self.plan.runs as u64);
         acc
     }
@@ -327,6 +384,228 @@ impl<'a> Runner<'a> {
             Ok(vec![r.rate])
         });
         self.store(&acc, &[Figure::UdpPps], 1);
+    }
+
+    /// Host-local clients: new connections/s and one iperf3 stream from the
+    /// host namespace to 127.0.0.1:PORT.
+    fn local(&mut self, slots: &mut [Slot]) {
+        for s in slots
+            .iter()
+            .filter(|s| s.serving() && s.peer.dataplane().host_local())
+        {
+            // The client is on the host now: no TIME_WAIT pile-up there, all ports.
+            let w = s.peer.world();
+            let r = w
+                .sysctl(&w.host, "net.ipv4.tcp_max_tw_buckets", "0")
+                .and_then(|_| w.sysctl(&w.host, "net.ipv4.ip_local_port_range", "1024 60999"));
+            if let Err(e) = r {
+                self.note(format!("{}: {}", s.peer.dataplane().as_str(), one_line(&e)));
+            }
+        }
+        let secs = self.plan.secs;
+        let isecs = self.plan.iperf_secs;
+        let acc = self.rounds_of(slots, "host-local", Dataplane::host_local, |ctx, p, _| {
+            let w = p.world();
+            let t = Targets::local();
+            let c = w.load_in(&w.host, ctx, Mode::Crr, t.tcp, secs)?;
+            anyhow::ensure!(
+                c.errors * 100 <= c.ops.max(1),
+                "{} of {} connections failed",
+                c.errors,
+                c.ops + c.errors
+            );
+            let g = w.iperf_in(&w.host, ctx, t.iperf, 1, isecs)?;
+            Ok(vec![c.rate, g])
+        });
+        self.store(&acc, &[Figure::LocalCrr, Figure::LocalThroughput1], 1);
+    }
+
+    /// Run time per packet of pier's programs: one more run of each load
+    /// with the kernel's run-time accounting on (off for every other figure,
+    /// as it costs two clock reads per program run).
+    fn prog_stats(&mut self, slots: &mut [Slot]) {
+        let secs = self.plan.secs;
+        let isecs = self.plan.iperf_secs;
+        for s in slots.iter().filter(|s| s.serving()) {
+            let d = s.peer.dataplane();
+            let Some(pin) = s.peer.pier_bpffs() else {
+                continue;
+            };
+            self.bar
+                .set_message(format!("{}: run time per program", d.as_str()));
+            let fd = match bpfstats::enable() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.note(format!("bpf_stats: {}", one_line(&e)));
+                    return;
+                }
+            };
+            let t = s.targets.expect("serving peers have targets");
+            let w = s.peer.world();
+            let loads: [(&str, Box<dyn Fn() -> anyhow::Result<()>>); 5] = [
+                (
+                    "rr",
+                    Box::new(|| w.load(self.ctx, Mode::Rr, t.tcp, secs).map(|_| ())),
+                ),
+                (
+                    "crr",
+                    Box::new(|| w.load(self.ctx, Mode::Crr, t.tcp, secs).map(|_| ())),
+                ),
+                (
+                    "udp",
+                    Box::new(|| w.load(self.ctx, Mode::Udp, t.udp, secs).map(|_| ())),
+                ),
+                (
+                    "throughput_1",
+                    Box::new(|| w.iperf(self.ctx, t.iperf, 1, isecs).map(|_| ())),
+                ),
+                (
+                    "local_crr",
+                    Box::new(|| {
+                        w.load_in(&w.host, self.ctx, Mode::Crr, Targets::local().tcp, secs)
+                            .map(|_| ())
+                    }),
+                ),
+            ];
+            let mut stats = Vec::new();
+            let mut errs = Vec::new();
+            for (load, f) in &loads {
+                let r = (|| {
+                    let before = bpfstats::snapshot(&pin)?;
+                    f()?;
+                    let after = bpfstats::snapshot(&pin)?;
+                    Ok::<_, anyhow::Error>(bpfstats::delta(&before, &after))
+                })();
+                match r {
+                    Ok(v) => stats.extend(v.into_iter().map(|(program, runs, ns)| ProgStat {
+                        dataplane: d,
+                        program,
+                        load: load.to_string(),
+                        runs,
+                        ns_per_run: ns,
+                    })),
+                    Err(e) => errs.push(format!("{}: bpf_stats of {load}: {}", d.as_str(), one_line(&e))),
+                }
+            }
+            drop(fd);
+            self.results.prog_stats.extend(stats);
+            for e in errs {
+                self.note(e);
+            }
+        }
+        self.bar.inc(1);
+    }
+
+    /// The container axis: `n` containers on the measured network; creating
+    /// and removing one more, and new connections through the published port.
+    fn containers(&mut self, slots: &mut [Slot]) {
+        let pick = |s: &Slot| s.down.is_none() && s.peer.dataplane().container_axis();
+        for s in slots.iter_mut().filter(|s| pick(s)) {
+            if let Err(e) = s.peer.set_other_ports(self.ctx, 1) {
+                let d = s.peer.dataplane();
+                self.note(format!("{}: container axis: {}", d.as_str(), one_line(&e)));
+            }
+        }
+        let docker_max = self.plan.docker_max_containers;
+        for &n in &self.plan.container_steps.clone() {
+            let mut skip: Vec<(Dataplane, String)> = Vec::new();
+            for s in slots.iter_mut().filter(|s| pick(s)) {
+                let d = s.peer.dataplane();
+                if matches!(d, Dataplane::Docker | Dataplane::DockerPier) && n > docker_max {
+                    skip.push((
+                        d,
+                        format!(
+                            "skipped: dockerd takes about 0.3 s per container (limit for this run: {docker_max})"
+                        ),
+                    ));
+                    self.bar.inc(1 + self.plan.axis_count as u64);
+                    continue;
+                }
+                self.bar
+                    .set_message(format!("{}: {n} containers", d.as_str()));
+                match s.peer.set_containers(self.ctx, n) {
+                    Ok(Some(took)) if !took.is_zero() => {
+                        let msg = format!(
+                            "{}: {n} containers running on the network after {:.1} s",
+                            d.as_str(),
+                            took.as_secs_f64()
+                        );
+                        self.note(msg);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        skip.push((d, one_line(&e)));
+                        self.bar.inc(1 + self.plan.axis_count as u64);
+                        continue;
+                    }
+                }
+                self.bar.inc(1);
+                let (mut run, mut rm) = (Vec::new(), Vec::new());
+                let mut err = None;
+                for i in 0..self.plan.axis_count {
+                    self.bar.set_message(format!(
+                        "{}: run and rm at {n} containers, {}/{}",
+                        d.as_str(),
+                        i + 1,
+                        self.plan.axis_count
+                    ));
+                    match s.peer.run_rm(self.ctx, n * 1000 + i) {
+                        Ok(Some((a, b))) => {
+                            run.push(ms(a));
+                            rm.push(ms(b));
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            err = Some(one_line(&e));
+                            break;
+                        }
+                    }
+                    self.bar.inc(1);
+                }
+                match err {
+                    Some(e) => {
+                        self.results
+                            .push(Record::failed(d, Figure::RunMs, n as u32, e.clone()));
+                        self.results.push(Record::failed(d, Figure::RmMs, n as u32, e));
+                    }
+                    None if !run.is_empty() => {
+                        self.results.push(Record::new(d, Figure::RunMs, n as u32, run));
+                        self.results.push(Record::new(d, Figure::RmMs, n as u32, rm));
+                    }
+                    None => {}
+                }
+            }
+            for (d, why) in &skip {
+                self.results
+                    .push(Record::failed(*d, Figure::CrrContainers, n as u32, why.clone()));
+                self.results
+                    .push(Record::failed(*d, Figure::RunMs, n as u32, why.clone()));
+                self.results
+                    .push(Record::failed(*d, Figure::RmMs, n as u32, why.clone()));
+            }
+            let skipped: Vec<Dataplane> = skip.iter().map(|(d, _)| *d).collect();
+            let secs = self.plan.secs;
+            let mut acc = self.rounds_of(
+                slots,
+                &format!("crr, {n} containers"),
+                Dataplane::container_axis,
+                |ctx, p, t| {
+                    if skipped.contains(&p.dataplane()) {
+                        return Ok(vec![f64::NAN]);
+                    }
+                    let r = p.world().load(ctx, Mode::Crr, t.tcp, secs)?;
+                    anyhow::ensure!(
+                        r.errors * 100 <= r.ops.max(1),
+                        "{} of {} connections failed",
+                        r.errors,
+                        r.ops + r.errors
+                    );
+                    Ok(vec![r.rate])
+                },
+            );
+            acc.retain(|(d, _)| !skipped.contains(d));
+            self.store(&acc, &[Figure::CrrContainers], n as u32);
+        }
     }
 
     fn crr(&mut self, slots: &mut [Slot], n: usize) {

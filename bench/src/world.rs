@@ -77,6 +77,27 @@ impl Targets {
         }
     }
 
+    /// The servers' own ports on the host's uplink address (the ceiling
+    /// world runs them in its "host" namespace: one veth pair away).
+    pub fn ceiling() -> Self {
+        let a = |p| SocketAddr::V4(SocketAddrV4::new(HOST_UPLINK_IP, p));
+        Targets {
+            tcp: a(ECHO_TCP),
+            udp: a(ECHO_UDP),
+            iperf: a(IPERF),
+        }
+    }
+
+    /// The published ports on 127.0.0.1, dialled from the host namespace.
+    pub fn local() -> Self {
+        let a = |p| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, p));
+        Targets {
+            tcp: a(ECHO_TCP_HOST),
+            udp: a(ECHO_UDP_HOST),
+            iperf: a(IPERF_HOST),
+        }
+    }
+
     /// The container's own address (plain routing, no NAT).
     pub fn direct() -> Self {
         let a = |p| SocketAddr::V4(SocketAddrV4::new(SERVER_IP, p));
@@ -330,12 +351,24 @@ impl World {
         target: SocketAddr,
         secs: f64,
     ) -> anyhow::Result<LoadResult> {
+        self.load_in(&self.out, ctx, mode, target, secs)
+    }
+
+    /// One run of the load client in namespace `ns`.
+    pub fn load_in(
+        &self,
+        ns: &str,
+        ctx: &Ctx,
+        mode: crate::load::Mode,
+        target: SocketAddr,
+        secs: f64,
+    ) -> anyhow::Result<LoadResult> {
         let mode_s = match mode {
             crate::load::Mode::Rr => "rr",
             crate::load::Mode::Crr => "crr",
             crate::load::Mode::Udp => "udp",
         };
-        let out = run(cmd_in(&self.out, &ctx.bins.load).args([
+        let out = run(cmd_in(ns, &ctx.bins.load).args([
             "--mode",
             mode_s,
             "--target",
@@ -356,11 +389,23 @@ impl World {
         streams: u32,
         secs: u32,
     ) -> anyhow::Result<f64> {
+        self.iperf_in(&self.out, ctx, target, streams, secs)
+    }
+
+    /// One iperf3 run from namespace `ns`.
+    pub fn iperf_in(
+        &self,
+        ns: &str,
+        ctx: &Ctx,
+        target: SocketAddr,
+        streams: u32,
+        secs: u32,
+    ) -> anyhow::Result<f64> {
         let mut last_err = None;
         // The server may still be starting, or busy with the previous test.
         for _ in 0..5 {
             // Bounded: a dataplane that drops SYNs must not hang the run.
-            let mut c = cmd_in(&self.out, "timeout");
+            let mut c = cmd_in(ns, "timeout");
             c.args(["-k", "2", &(secs + 20).to_string(), "iperf3"]);
             let r = run(c.args([
                 "--connect-timeout",
@@ -453,6 +498,9 @@ mod tests {
         assert_eq!(p.tcp.to_string(), "198.18.0.1:8081");
         assert_eq!(p.udp.to_string(), "198.18.0.1:9001");
         assert_eq!(p.iperf.to_string(), "198.18.0.1:5202");
+        assert_eq!(Targets::ceiling().tcp.to_string(), "198.18.0.1:8080");
+        assert_eq!(Targets::local().tcp.to_string(), "127.0.0.1:8081");
+        assert_eq!(Targets::local().iperf.to_string(), "127.0.0.1:5202");
         let d = Targets::direct();
         assert_eq!(d.tcp.to_string(), "172.17.0.2:8080");
         assert_eq!(d.iperf.to_string(), "172.17.0.2:5201");

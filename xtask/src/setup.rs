@@ -38,6 +38,8 @@ const PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "golang-go",
     "golang-github-appc-cni-dev",
+    // The bench reads each kernel program's run time per packet with it.
+    "bpftool",
 ];
 
 pub const NIGHTLY: &str = "nightly";
