@@ -84,7 +84,9 @@ pub fn snapshot(dir: &Path) -> anyhow::Result<BTreeMap<String, Counters>> {
         .with_context(|| format!("bpftool map show pinned {}", pin.display()))?;
         ids.push(map.id);
     }
-    let progs = parse_progs(&run(Command::new("bpftool").args(["--json", "prog", "show"]))?)?;
+    let progs = parse_progs(&run(
+        Command::new("bpftool").args(["--json", "prog", "show"])
+    )?)?;
     Ok(of_maps(&progs, &ids))
 }
 

@@ -67,8 +67,8 @@ impl Docker {
         }
         which("docker").context("the docker CLI is missing (Debian's docker.io)")?;
         if pier_driver {
-            let help = run(Command::new(&ctx.bins.pier).args(["agent", "--help"]))
-                .unwrap_or_default();
+            let help =
+                run(Command::new(&ctx.bins.pier).args(["agent", "--help"])).unwrap_or_default();
             anyhow::ensure!(
                 help.contains("--docker-plugin"),
                 "this pier has no Docker network driver (`pier agent --docker-plugin`)"
@@ -104,7 +104,12 @@ impl Docker {
     /// Start dockerd in the host namespace, in a mount namespace of its own
     /// where `/etc/docker` is an empty tmpfs (no daemon.json, key.json goes
     /// there, plugin specs are the bench's).
-    fn start_dockerd(&mut self, ctx: &Ctx, w: &mut World, plugin: Option<&Path>) -> anyhow::Result<()> {
+    fn start_dockerd(
+        &mut self,
+        ctx: &Ctx,
+        w: &mut World,
+        plugin: Option<&Path>,
+    ) -> anyhow::Result<()> {
         let d = w.dir.join("d");
         std::fs::create_dir_all(&d)?;
         self.sock = d.join("docker.sock");
@@ -121,19 +126,28 @@ impl Docker {
         }
         script.push_str("exec \"$@\"");
         let mut c = cmd_in(&w.host, "unshare");
-        c.args(["--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh"])
-            .arg(DOCKERD)
-            .arg("--data-root")
-            .arg(d.join("root"))
-            .arg("--exec-root")
-            .arg(d.join("x"))
-            .arg("--pidfile")
-            .arg(d.join("dockerd.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock.display()))
-            .arg("--cgroup-parent")
-            .arg(cgroup_parent(&ctx.prefix))
-            .args(["--storage-driver", "overlay2", "--log-level", "warn"]);
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(DOCKERD)
+        .arg("--data-root")
+        .arg(d.join("root"))
+        .arg("--exec-root")
+        .arg(d.join("x"))
+        .arg("--pidfile")
+        .arg(d.join("dockerd.pid"))
+        .arg("-H")
+        .arg(format!("unix://{}", self.sock.display()))
+        .arg("--cgroup-parent")
+        .arg(cgroup_parent(&ctx.prefix))
+        .args(["--storage-driver", "overlay2", "--log-level", "warn"]);
         if self.pier_driver {
             c.args(["--iptables=false", "--ip-forward=false", "--bridge=none"]);
         }
@@ -286,7 +300,11 @@ impl Peer for Docker {
     }
 
     fn build(&mut self, ctx: &Ctx) -> anyhow::Result<Targets> {
-        let tag = if self.pier_driver { "docker-pier" } else { "docker" };
+        let tag = if self.pier_driver {
+            "docker-pier"
+        } else {
+            "docker"
+        };
         let mut w = World::new(ctx, tag)?;
         let r = (|| {
             let plugin = if self.pier_driver {
@@ -379,7 +397,15 @@ impl Peer for Docker {
             let name = format!("idle{}", self.idle);
             let net = self.network.clone();
             self.docker(&[
-                "run", "-d", "--name", &name, "--network", &net, IMAGE, "sleep", "1000000",
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                &net,
+                IMAGE,
+                "sleep",
+                "1000000",
             ])?;
             self.idle += 1;
         }
@@ -391,7 +417,15 @@ impl Peer for Docker {
         let net = self.network.clone();
         let t = Instant::now();
         self.docker(&[
-            "run", "-d", "--name", &name, "--network", &net, IMAGE, "sleep", "1000000",
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &net,
+            IMAGE,
+            "sleep",
+            "1000000",
         ])?;
         let created = t.elapsed();
         let t = Instant::now();
@@ -400,8 +434,7 @@ impl Peer for Docker {
     }
 
     fn pier_bpffs(&self) -> Option<PathBuf> {
-        self.pier_driver
-            .then(|| self.bpffs.clone())
+        self.pier_driver.then(|| self.bpffs.clone())
     }
 }
 

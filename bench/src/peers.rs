@@ -207,7 +207,11 @@ pub fn start_docker_proxy(
     let child = c.spawn().context("starting docker-proxy")?;
     drop(wr);
     w.adopt(child);
-    let what = format!("docker-proxy {}/{} on {host_ip}", p.host_port, p.proto.as_str());
+    let what = format!(
+        "docker-proxy {}/{} on {host_ip}",
+        p.host_port,
+        p.proto.as_str()
+    );
     let rfd = r.into_raw_fd();
     // SAFETY: we own rfd.
     let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(rfd) };
@@ -260,13 +264,15 @@ impl Peer for DockerProxy {
         // The outside has no route to the bridge; ask from the host.
         let a = Targets::direct().tcp;
         let deadline = Instant::now() + READY;
-        world::in_netns(&w.host, || loop {
-            match std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)) {
-                Ok(_) => return Ok(()),
-                Err(e) if Instant::now() > deadline => {
-                    bail!("the servers of the docker-proxy world ({a}): {e}")
+        world::in_netns(&w.host, || {
+            loop {
+                match std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)) {
+                    Ok(_) => return Ok(()),
+                    Err(e) if Instant::now() > deadline => {
+                        bail!("the servers of the docker-proxy world ({a}): {e}")
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         })??;
         let host = w.host.clone();
@@ -714,7 +720,6 @@ impl Pier {
         let out = self.pier(ctx, &["inspect".into(), name.into()])?;
         inspect_ip(&out).with_context(|| format!("no bridge address in `pier inspect {name}`"))
     }
-
 }
 
 /// A pier agent started in a world's host namespace.

@@ -97,7 +97,10 @@ pub fn prog_rows(res: &Results) -> (Vec<String>, Vec<Vec<String>>) {
         }
     }
     let mut header: Vec<String> = vec!["program".into(), "load".into()];
-    header.extend(dps.iter().map(|d| format!("{} ns/packet (packets)", d.as_str())));
+    header.extend(
+        dps.iter()
+            .map(|d| format!("{} ns/packet (packets)", d.as_str())),
+    );
     let rows = keys
         .into_iter()
         .map(|(prog, load)| {

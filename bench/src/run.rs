@@ -442,7 +442,8 @@ impl<'a> Runner<'a> {
             };
             let t = s.targets.expect("serving peers have targets");
             let w = s.peer.world();
-            let loads: [(&str, Box<dyn Fn() -> anyhow::Result<()>>); 5] = [
+            type Load<'a> = (&'a str, Box<dyn Fn() -> anyhow::Result<()> + 'a>);
+            let loads: [Load; 5] = [
                 (
                     "rr",
                     Box::new(|| w.load(self.ctx, Mode::Rr, t.tcp, secs).map(|_| ())),
@@ -484,7 +485,11 @@ impl<'a> Runner<'a> {
                         runs,
                         ns_per_run: ns,
                     })),
-                    Err(e) => errs.push(format!("{}: bpf_stats of {load}: {}", d.as_str(), one_line(&e))),
+                    Err(e) => errs.push(format!(
+                        "{}: bpf_stats of {load}: {}",
+                        d.as_str(),
+                        one_line(&e)
+                    )),
                 }
             }
             drop(fd);
@@ -566,18 +571,25 @@ impl<'a> Runner<'a> {
                     Some(e) => {
                         self.results
                             .push(Record::failed(d, Figure::RunMs, n as u32, e.clone()));
-                        self.results.push(Record::failed(d, Figure::RmMs, n as u32, e));
+                        self.results
+                            .push(Record::failed(d, Figure::RmMs, n as u32, e));
                     }
                     None if !run.is_empty() => {
-                        self.results.push(Record::new(d, Figure::RunMs, n as u32, run));
-                        self.results.push(Record::new(d, Figure::RmMs, n as u32, rm));
+                        self.results
+                            .push(Record::new(d, Figure::RunMs, n as u32, run));
+                        self.results
+                            .push(Record::new(d, Figure::RmMs, n as u32, rm));
                     }
                     None => {}
                 }
             }
             for (d, why) in &skip {
-                self.results
-                    .push(Record::failed(*d, Figure::CrrContainers, n as u32, why.clone()));
+                self.results.push(Record::failed(
+                    *d,
+                    Figure::CrrContainers,
+                    n as u32,
+                    why.clone(),
+                ));
                 self.results
                     .push(Record::failed(*d, Figure::RunMs, n as u32, why.clone()));
                 self.results
