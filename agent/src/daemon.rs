@@ -137,11 +137,26 @@ pub fn desired_state(st: &State) -> DesiredState {
                     host_port: hp,
                     container_ip: first.ip,
                     container_port: cp,
+                    // Rootful podman holds its published ports itself.
+                    reserve: !engine_holds_ports(st, c, first),
                 });
             }
         }
     }
     d
+}
+
+/// Whether the engine keeps `c`'s published host ports open itself, so
+/// that pier must not reserve them: podman through netavark, and a CNI
+/// runtime whose config says so (podman's CNI backend, see `crate::cni`).
+fn engine_holds_ports(st: &State, c: &Container, ports_on: &Endpoint) -> bool {
+    c.owner == Owner::Podman
+        || (c.owner == Owner::Cni
+            && st.networks.get(&ports_on.network_id).is_some_and(|n| {
+                n.options
+                    .get(crate::cni::PORTS_HELD)
+                    .is_some_and(|v| v == "true")
+            }))
 }
 
 /// The topology's view of an endpoint.

@@ -7,8 +7,10 @@
 //! - `dataplane`: the eBPF programs and their maps, driven by one `sync`.
 //! - `dns`: the embedded resolver.
 //! - `docker`: Docker's remote network driver, a front end of the endpoint core.
+//! - `cni`: the CNI plugin (`pier-cni`) and its routes in the agent, another.
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

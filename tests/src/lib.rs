@@ -6,6 +6,7 @@
 //! the same in every TestHost: they live in separate namespaces. Every name the
 //! machine sees carries a unique prefix, and `Drop` removes everything, also
 //! when the test panics, so tests run in parallel.
+pub mod cni;
 pub mod docker;
 pub mod host;
 pub mod net;

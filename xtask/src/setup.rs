@@ -29,6 +29,15 @@ const PACKAGES: &[&str] = &[
     "docker.io",
     "busybox-static",
     "jq",
+    // The CNI plugin's runtimes: podman 4.3 (CNI backend) and containerd 1.6
+    // with runc, the reference plugins (loopback), and Go with libcni's
+    // source for the libcni runner built at test time.
+    "podman",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "golang-go",
+    "golang-github-appc-cni-dev",
 ];
 
 pub const NIGHTLY: &str = "nightly";

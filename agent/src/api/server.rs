@@ -185,6 +185,7 @@ pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
         .route("/containers/{name}/port", get(container_port))
         .route("/stats/ports", get(stats_ports))
         .route("/system/reset", post(system_reset))
+        .nest("/cni", crate::cni::agent::routes())
         .layer(axum::Extension(shutdown))
         .with_state(d)
 }

@@ -412,105 +412,112 @@ impl Daemon {
         &self,
         req: EngineAttach,
     ) -> Result<(crate::state::Endpoint, Option<Ipv4Addr>)> {
+        self.change(|txn| Self::engine_attach_in(txn, &req))
+    }
+
+    /// [`Daemon::engine_attach`] inside a change (with the network made in
+    /// the same change, see [`Daemon::engine_attach_named`]).
+    fn engine_attach_in(
+        txn: &mut Txn,
+        req: &EngineAttach,
+    ) -> Result<(crate::state::Endpoint, Option<Ipv4Addr>)> {
         if req.engine_id.is_empty() {
             return Err(invalid("an empty container id"));
         }
-        self.change(|txn| {
-            let net = txn
-                .state
-                .networks
-                .get(&req.network_id)
-                .cloned()
-                .ok_or_else(|| not_found(format!("network {} not found", req.network_id)))?;
-            if net.owner != req.owner {
-                return Err(conflict(format!(
-                    "network {} is managed by {}, not {}",
-                    net.name,
-                    net.owner.as_str(),
-                    req.owner.as_str()
-                )));
-            }
-            let existing = txn
-                .state
-                .containers
-                .values()
-                .find(|c| c.owner == req.owner && c.engine_id.as_deref() == Some(&req.engine_id))
-                .cloned();
-            let cid = match existing {
-                Some(c) => {
-                    if c.netns.as_deref() != Some(req.netns.as_path()) {
-                        return Err(conflict(format!(
-                            "container {} is attached in another namespace ({})",
-                            req.engine_id,
-                            c.netns
-                                .as_ref()
-                                .map(|p| p.display().to_string())
-                                .unwrap_or_default()
-                        )));
-                    }
-                    c.id
+        let net = txn
+            .state
+            .networks
+            .get(&req.network_id)
+            .cloned()
+            .ok_or_else(|| not_found(format!("network {} not found", req.network_id)))?;
+        if net.owner != req.owner {
+            return Err(conflict(format!(
+                "network {} is managed by {}, not {}",
+                net.name,
+                net.owner.as_str(),
+                req.owner.as_str()
+            )));
+        }
+        let existing = txn
+            .state
+            .containers
+            .values()
+            .find(|c| c.owner == req.owner && c.engine_id.as_deref() == Some(&req.engine_id))
+            .cloned();
+        let cid = match existing {
+            Some(c) => {
+                if c.netns.as_deref() != Some(req.netns.as_path()) {
+                    return Err(conflict(format!(
+                        "container {} is attached in another namespace ({})",
+                        req.engine_id,
+                        c.netns
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    )));
                 }
-                None => {
-                    let id = new_id();
-                    let short: String = req.engine_id.chars().take(12).collect();
-                    let mut name = req
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("{}-{short}", req.owner.as_str()));
-                    if txn.state.find_container(&name).is_some() {
-                        name = format!("{}-{}", req.owner.as_str(), &id[..12]);
-                    }
-                    txn.state.containers.insert(
-                        id.clone(),
-                        Container {
-                            id: id.clone(),
-                            name,
-                            created: now_rfc3339(),
-                            hostname: String::new(),
-                            mode: NetMode::Bridge,
-                            network_mode: net.name.clone(),
-                            netns: Some(req.netns.clone()),
-                            endpoints: Vec::new(),
-                            links: Vec::new(),
-                            ports: Vec::new(),
-                            cmd: Vec::new(),
-                            running: true,
-                            pid: None,
-                            pid_start: None,
-                            exit_code: None,
-                            started_ms: Some(now_ms()),
-                            finished_ms: None,
-                            auto_remove: false,
-                            dns: Vec::new(),
-                            owner: req.owner,
-                            engine_id: Some(req.engine_id.clone()),
-                            ports_on: None,
-                        },
-                    );
-                    id
-                }
-            };
-            let e = Self::attach(
-                txn,
-                &cid,
-                &net,
-                EndpointReq {
-                    id: None,
-                    ip: req.ip,
-                    mac: req.mac,
-                    aliases: req.aliases.clone(),
-                    engine_peer: None,
-                    ifname: Some(req.ifname.clone()),
-                },
-            )?;
-            if !req.ports.is_empty() {
-                let ports = Self::choose_host_ports(&txn.state, &req.ports, &cid)?;
-                let cm = txn.state.containers.get_mut(&cid).unwrap();
-                cm.ports.extend(ports);
-                cm.ports_on = Some(e.id.clone());
+                c.id
             }
-            Ok((e, (!net.internal).then_some(net.gateway).flatten()))
-        })
+            None => {
+                let id = new_id();
+                let short: String = req.engine_id.chars().take(12).collect();
+                let mut name = req
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-{short}", req.owner.as_str()));
+                if txn.state.find_container(&name).is_some() {
+                    name = format!("{}-{}", req.owner.as_str(), &id[..12]);
+                }
+                txn.state.containers.insert(
+                    id.clone(),
+                    Container {
+                        id: id.clone(),
+                        name,
+                        created: now_rfc3339(),
+                        hostname: String::new(),
+                        mode: NetMode::Bridge,
+                        network_mode: net.name.clone(),
+                        netns: Some(req.netns.clone()),
+                        endpoints: Vec::new(),
+                        links: Vec::new(),
+                        ports: Vec::new(),
+                        cmd: Vec::new(),
+                        running: true,
+                        pid: None,
+                        pid_start: None,
+                        exit_code: None,
+                        started_ms: Some(now_ms()),
+                        finished_ms: None,
+                        auto_remove: false,
+                        dns: Vec::new(),
+                        owner: req.owner,
+                        engine_id: Some(req.engine_id.clone()),
+                        ports_on: None,
+                    },
+                );
+                id
+            }
+        };
+        let e = Self::attach(
+            txn,
+            &cid,
+            &net,
+            EndpointReq {
+                id: None,
+                ip: req.ip,
+                mac: req.mac,
+                aliases: req.aliases.clone(),
+                engine_peer: None,
+                ifname: Some(req.ifname.clone()),
+            },
+        )?;
+        if !req.ports.is_empty() {
+            let ports = Self::choose_host_ports(&txn.state, &req.ports, &cid)?;
+            let cm = txn.state.containers.get_mut(&cid).unwrap();
+            cm.ports.extend(ports);
+            cm.ports_on = Some(e.id.clone());
+        }
+        Ok((e, (!net.internal).then_some(net.gateway).flatten()))
     }
 
     /// Detach the engine's container from `ifname` (all its interfaces when
@@ -538,6 +545,116 @@ impl Daemon {
                 txn.state.containers.remove(&c.id);
             }
             Ok(())
+        })
+    }
+}
+
+/// A network an engine knows by its name only (CNI's `name`): made on the
+/// first attachment, from the engine's config or with pier's choices.
+#[derive(Debug, Clone)]
+pub struct NamedNetwork {
+    pub owner: Owner,
+    pub name: String,
+    /// `None`: the next free subnet, as `pier network create` picks.
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub internal: bool,
+    /// pier's network options (`opts::*`: bridge name, masquerade, mtu).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Daemon {
+    /// The id of network `req.name`, made if missing. One that exists must
+    /// be the same engine's, with the subnet and gateway asked for (if any).
+    fn ensure_named_network(txn: &mut Txn, req: &NamedNetwork) -> Result<String> {
+        if let Some(n) = txn.state.network_by_name(&req.name) {
+            if n.owner != req.owner {
+                return Err(conflict(format!(
+                    "network {} exists and is managed by {}, not {}",
+                    n.name,
+                    n.owner.as_str(),
+                    req.owner.as_str()
+                )));
+            }
+            if let Some(s) = req.subnet
+                && n.subnet != Some(s)
+            {
+                return Err(conflict(format!(
+                    "network {} exists with subnet {}, not {s}",
+                    n.name,
+                    n.subnet.map(|s| s.to_string()).unwrap_or_default()
+                )));
+            }
+            if let Some(g) = req.gateway
+                && n.gateway != Some(g)
+            {
+                return Err(conflict(format!(
+                    "network {} exists with gateway {}, not {g}",
+                    n.name,
+                    n.gateway.map(|g| g.to_string()).unwrap_or_default()
+                )));
+            }
+            return Ok(n.id.clone());
+        }
+        let create = NetworkCreate {
+            name: req.name.clone(),
+            subnet: req.subnet.map(|s| s.to_string()),
+            gateway: req.gateway.map(|g| g.to_string()),
+            ip_range: None,
+            internal: req.internal,
+            options: req.options.clone(),
+            labels: BTreeMap::new(),
+        };
+        Self::create_network(txn, &create, req.owner, None)
+    }
+
+    /// [`Daemon::engine_attach`] to the network `net` names, made in the
+    /// same change when it is the first attachment: a failed attachment
+    /// leaves no network behind either.
+    pub fn engine_attach_named(
+        &self,
+        net: &NamedNetwork,
+        mut req: EngineAttach,
+    ) -> Result<(crate::state::Endpoint, Option<Ipv4Addr>)> {
+        self.change(|txn| {
+            req.network_id = Self::ensure_named_network(txn, net)?;
+            Self::engine_attach_in(txn, &req)
+        })
+    }
+
+    /// Detach the `owner`'s attachments on network `network_id` whose
+    /// `(engine id, ifname)` is not in `valid` (CNI's GC); the ones removed.
+    pub fn engine_gc(
+        &self,
+        owner: Owner,
+        network_id: &str,
+        valid: &[(String, String)],
+    ) -> Result<Vec<(String, String)>> {
+        self.change(|txn| {
+            let stale: Vec<(String, String, String)> = txn
+                .state
+                .containers
+                .values()
+                .filter(|c| c.owner == owner)
+                .flat_map(|c| {
+                    let eid = c.engine_id.clone().unwrap_or_default();
+                    c.endpoints
+                        .iter()
+                        .filter(|e| e.network_id == network_id)
+                        .filter(move |e| !valid.iter().any(|(i, f)| *i == eid && *f == e.ifname))
+                        .map(move |e| (c.id.clone(), e.id.clone(), e.ifname.clone()))
+                })
+                .collect();
+            let mut gone = Vec::new();
+            for (cid, eid, ifname) in stale {
+                Self::detach(txn, &cid, &eid, false)?;
+                let c = &txn.state.containers[&cid];
+                gone.push((c.engine_id.clone().unwrap_or_default(), ifname));
+                if c.endpoints.is_empty() {
+                    txn.state.containers.remove(&cid);
+                }
+            }
+            Ok(gone)
         })
     }
 }

@@ -7,7 +7,7 @@ use super::{Daemon, bridge_spec, endpoint_spec, process::Proc};
 use crate::{
     config::DEFAULT_BRIDGE,
     error::{AgentError, Result},
-    state::NetMode,
+    state::{NetMode, Owner},
     topology::{self, TopologyError},
 };
 
@@ -140,6 +140,22 @@ impl Daemon {
             let mut order: Vec<_> = st.containers.values().collect();
             order.sort_by_key(|c| matches!(c.mode, NetMode::Container(_)));
             for c in order {
+                // A CNI runtime made the namespace and deletes it after DEL;
+                // gone without one (the DEL lost, the host rebooted): the
+                // attachment is over.
+                if c.owner == Owner::Cni && !c.netns.as_deref().is_some_and(is_netns_mount) {
+                    tracing::info!(
+                        "{}: the namespace {} of CNI container {} is gone: detaching",
+                        c.name,
+                        c.netns.as_deref().unwrap_or(Path::new("")).display(),
+                        c.engine_id.as_deref().unwrap_or("")
+                    );
+                    for e in &c.endpoints {
+                        Daemon::detach(txn, &c.id, &e.id, false)?;
+                    }
+                    txn.state.containers.remove(&c.id);
+                    continue;
+                }
                 // An engine's sandbox is the engine's to repair: pier keeps
                 // its record and veths (the dataplane skips a missing veth).
                 if c.owner.is_engine() {

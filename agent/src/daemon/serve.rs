@@ -165,6 +165,9 @@ pub fn run(
                 }
             }
         });
+        // DELs a CNI runtime asked for while no agent ran.
+        crate::cni::agent::drain_delete_queue(&daemon);
+        crate::cni::agent::spawn_queue_drain(daemon.clone());
         // Docker's remote network driver, on a socket of its own.
         if let (Some(p), Some(l)) = (&plugin_path, plugin_l) {
             let app = crate::docker::router(daemon.clone());
@@ -269,6 +272,11 @@ pub fn dns_names(c: &crate::state::Container, e: &crate::state::Endpoint) -> Vec
     v
 }
 
+/// Whether pier's resolver serves the names of what `owner` made.
+fn pier_names(owner: crate::state::Owner) -> bool {
+    matches!(owner, crate::state::Owner::Pier | crate::state::Owner::Cni)
+}
+
 /// Publish the names of `st` to the resolver and serve 127.0.0.11:53 in the
 /// namespace of every container on a user-defined network.
 fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
@@ -277,8 +285,9 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
         let nets: Vec<NetworkInput> = st
             .networks
             .values()
-            // An engine's networks have the engine's DNS (Docker's 127.0.0.11).
-            .filter(|n| n.is_bridge() && !n.owner.is_engine())
+            // An engine's networks have the engine's DNS (Docker's 127.0.0.11);
+            // CNI has none: pier serves names there as on its own.
+            .filter(|n| n.is_bridge() && pier_names(n.owner))
             .map(|n| NetworkInput {
                 name: n.name.clone(),
                 internal: n.internal,
@@ -313,7 +322,7 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
             .containers
             .values()
             .filter(|c| {
-                !c.owner.is_engine()
+                pier_names(c.owner)
                     && c.endpoints
                         .iter()
                         .any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.default))

@@ -261,7 +261,7 @@ impl EbpfDataplane {
     /// call reserved and report the port.
     fn reserve_ports(&mut self, desired: &DesiredState) -> Result<Vec<PortId>, DataplaneError> {
         let mut new = Vec::new();
-        for p in &desired.ports {
+        for p in desired.ports.iter().filter(|p| p.reserve) {
             let id = port_id(p);
             if self.reservations.contains_key(&id) {
                 continue;
@@ -676,6 +676,7 @@ mod tests {
             host_port,
             container_ip: to.parse().unwrap(),
             container_port: 80,
+            reserve: true,
         }
     }
 

@@ -89,6 +89,9 @@ pub struct PortSpec {
     pub host_port: u16,
     pub container_ip: Ipv4Addr,
     pub container_port: u16,
+    /// Hold the host port with a bound socket; `false`: the engine holds it
+    /// itself (rootful podman's conmon listens on its published ports).
+    pub reserve: bool,
 }
 
 /// Everything the maps and attachments must reflect.

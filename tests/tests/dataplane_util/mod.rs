@@ -229,6 +229,7 @@ pub fn tcp(host_port: u16, ip: Ipv4Addr, port: u16) -> PortSpec {
         host_port,
         container_ip: ip,
         container_port: port,
+        reserve: true,
     }
 }
 
