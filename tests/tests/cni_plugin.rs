@@ -557,3 +557,36 @@ fn agent_down_add_retries_del_queued_and_gone_namespaces_reconciled() {
     assert_eq!(r["ips"][0]["address"], "10.83.0.2/24", "{r}");
     sb.assert_firewalls_untouched();
 }
+
+#[test]
+fn parallel_first_adds_share_one_new_network() {
+    require_root!();
+    let mut sb = Sandbox::new(&[]);
+    let atts: Vec<Att> = (0..6)
+        .map(|i| Att::new(&mut sb.host, &format!("p{i}")))
+        .collect();
+    let c = conf(&sb, "parnet", json!({"subnet": "10.84.0.0/24"}));
+    // Runtimes run plugins for different containers at once; the first
+    // ADDs of a network race to make it.
+    let results: Vec<Outcome> = std::thread::scope(|s| {
+        let hs: Vec<_> = atts.iter().map(|a| s.spawn(|| a.run("ADD", &c))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips: Vec<String> = results
+        .iter()
+        .map(|o| o.ok()["ips"][0]["address"].as_str().unwrap().to_string())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6, "{ips:?}");
+    let nets = sb.host.pier_ok(&["network", "ls"]);
+    assert_eq!(nets.matches("parnet").count(), 1, "{nets}");
+    std::thread::scope(|s| {
+        for a in &atts {
+            s.spawn(|| a.run("DEL", &c).ok().clone());
+        }
+    });
+    assert!(cni_rows(&sb).is_empty(), "{:?}", cni_rows(&sb));
+    assert!(veths(&sb).is_empty(), "{:?}", veths(&sb));
+    sb.assert_firewalls_untouched();
+}

@@ -177,6 +177,8 @@ fn podman_cni_backend_ports_names_isolation_and_rm() {
     assert!(out.contains("10.87.0.3"), "{out}");
     let out = p.ok(&["exec", "web2", "nslookup", "web1"]);
     assert!(out.contains("10.87.0.2"), "{out}");
+    let out = p.ok(&["exec", "web2", "nslookup", "web1.piernet"]);
+    assert!(out.contains("10.87.0.2"), "{out}");
     let o = p.cmd(&["exec", "other", "nslookup", "web1"]);
     assert!(
         !String::from_utf8_lossy(&o.stdout).contains("10.87.0.2"),

@@ -592,7 +592,13 @@ fn ps_shows_ports_of_running_containers_only() {
     let ps = |all| {
         d.list_containers(all)
             .into_iter()
-            .map(|s| (s.name, s.status, s.ports))
+            .map(|s| {
+                (
+                    s.names[0].trim_start_matches('/').to_string(),
+                    s.status,
+                    crate::cli::compact_ports(&s.ports),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -627,6 +633,11 @@ fn ps_shows_ports_of_running_containers_only() {
     // The bindings are kept: started again, it shows them again.
     d.container_start("web").unwrap();
     assert_eq!(ps(false)[0].2.len(), 2);
+    // Docker's list shape: one entry per port, Created in seconds.
+    let e = &d.list_containers(false)[0];
+    assert_eq!(e.ports.len(), 3);
+    assert_eq!(e.state, "running");
+    assert!(e.created > 1_700_000_000, "{}", e.created);
 }
 
 #[test]
@@ -642,7 +653,13 @@ fn ps_status_words_are_dockers() {
     let ps = || {
         d.list_containers(true)
             .into_iter()
-            .map(|s| (s.name, s.status, s.ports.len()))
+            .map(|s| {
+                (
+                    s.names[0].trim_start_matches('/').to_string(),
+                    s.status,
+                    s.ports.len(),
+                )
+            })
             .collect::<BTreeSet<_>>()
     };
     assert_eq!(
@@ -981,5 +998,84 @@ mod engine_netns {
         assert!(d.engine_container(Owner::Cni, "ctr-2").is_none());
         d.engine_network_delete(NET).unwrap();
         assert_eq!(env.kernel(), k0);
+    }
+}
+
+mod engine_named {
+    use super::*;
+    use crate::{
+        daemon::engine::{EngineAttach, NamedNetwork},
+        state::Owner,
+    };
+
+    fn named(subnet: Option<&str>) -> NamedNetwork {
+        NamedNetwork {
+            owner: Owner::Cni,
+            name: "cninet".into(),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            gateway: None,
+            internal: false,
+            options: Default::default(),
+        }
+    }
+
+    fn attach(id: &str, ifname: &str) -> EngineAttach {
+        EngineAttach {
+            owner: Owner::Cni,
+            engine_id: id.into(),
+            name: None,
+            netns: PathBuf::from(format!("/proc/1/ns/{id}")),
+            network_id: String::new(),
+            ifname: ifname.into(),
+            ip: None,
+            mac: None,
+            aliases: vec![],
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn first_attachment_makes_the_network_and_gc_frees_the_unlisted() {
+        let env = Env::new("eng-named");
+        let d = env.start();
+        let k0 = env.kernel();
+        let nets0 = d.snapshot().networks.len();
+        // A failed first attachment leaves no network either.
+        assert!(
+            d.engine_attach_named(&named(None), attach("c-1", "a/b"))
+                .is_err()
+        );
+        assert_eq!(d.snapshot().networks.len(), nets0);
+        assert_eq!(env.kernel(), k0);
+        // No subnet: pier's choice, kept by the next attachments.
+        let (e, _) = d
+            .engine_attach_named(&named(None), attach("c-1", "eth0"))
+            .unwrap();
+        let n = d.snapshot().network_by_name("cninet").cloned().unwrap();
+        assert_eq!(n.owner, Owner::Cni);
+        assert!(n.subnet.unwrap().contains(&e.ip));
+        let sn = n.subnet.unwrap().to_string();
+        d.engine_attach_named(&named(Some(&sn)), attach("c-2", "eth0"))
+            .unwrap();
+        d.engine_attach_named(&named(None), attach("c-3", "eth0"))
+            .unwrap();
+        let e = d
+            .engine_attach_named(&named(Some("10.99.0.0/24")), attach("c-4", "eth0"))
+            .unwrap_err();
+        assert!(e.to_string().contains("exists with subnet"), "{e}");
+        // GC: only the unlisted attachments of this owner on this network.
+        let valid = vec![("c-2".to_string(), "eth0".to_string())];
+        let mut gone = d.engine_gc(Owner::Cni, &n.id, &valid).unwrap();
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![("c-1".into(), "eth0".into()), ("c-3".into(), "eth0".into())]
+        );
+        assert!(d.engine_container(Owner::Cni, "c-1").is_none());
+        assert!(d.engine_container(Owner::Cni, "c-2").is_some());
+        assert!(d.engine_gc(Owner::Docker, &n.id, &[]).unwrap().is_empty());
+        assert!(d.engine_container(Owner::Cni, "c-2").is_some());
+        d.engine_gc(Owner::Cni, &n.id, &[]).unwrap();
+        assert!(d.engine_container(Owner::Cni, "c-2").is_none());
     }
 }
