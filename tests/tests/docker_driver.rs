@@ -66,8 +66,13 @@ impl World {
 
     fn ps(&self) -> Vec<Value> {
         let out = self.host.pier_ok(&["ps", "-a", "--format", "json"]);
+        // Without the status: its age changes by itself.
         out.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("Status");
+                v
+            })
             .collect()
     }
 

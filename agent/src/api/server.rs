@@ -4,6 +4,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -11,8 +12,11 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::types::*;
-use crate::{daemon::Daemon, error::AgentError};
+use super::{compat, types::*};
+use crate::{
+    daemon::Daemon,
+    error::{AgentError, invalid},
+};
 
 pub struct ApiError(AgentError);
 
@@ -55,13 +59,26 @@ fn flag(q: &HashMap<String, String>, k: &str) -> bool {
     matches!(q.get(k).map(String::as_str), Some("1" | "true"))
 }
 
-async fn networks_list(State(d): D) -> Json<Vec<NetworkSummary>> {
-    Json(d.list_networks())
+/// `GET /networks[?filters=…]`: Docker's whole network objects.
+async fn networks_list(State(d): D, Query(q): Q) -> ApiResult<Json<Vec<Value>>> {
+    let f = compat::parse_filters(
+        q.get("filters").map(String::as_str),
+        compat::NETWORK_FILTERS,
+    )?;
+    Ok(Json(d.list_networks_json(&f)?))
 }
 
-async fn network_create(State(d): D, Json(req): Json<NetworkCreate>) -> ApiResult<Response> {
+async fn network_create(State(d): D, body: Bytes) -> ApiResult<Response> {
+    let req = compat::network_create(compat::parse_body::<NetworkCreateBody>(&body)?)?;
     let id = blocking(d, move |d| d.network_create(req)).await?;
-    Ok((StatusCode::CREATED, Json(NetworkCreated { id })).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(NetworkCreatedBody {
+            id,
+            warning: String::new(),
+        }),
+    )
+        .into_response())
 }
 
 async fn network_inspect(State(d): D, Path(name): Path<String>) -> ApiResult<Json<Value>> {
@@ -81,8 +98,9 @@ async fn network_prune(State(d): D) -> ApiResult<Json<Pruned>> {
 async fn network_connect(
     State(d): D,
     Path(name): Path<String>,
-    Json(req): Json<NetworkConnect>,
+    body: Bytes,
 ) -> ApiResult<StatusCode> {
+    let req = compat::network_connect(compat::parse_body::<NetworkConnectBody>(&body)?)?;
     blocking(d, move |d| d.network_connect(&name, req)).await?;
     Ok(StatusCode::OK)
 }
@@ -90,8 +108,9 @@ async fn network_connect(
 async fn network_disconnect(
     State(d): D,
     Path(name): Path<String>,
-    Json(req): Json<NetworkDisconnect>,
+    body: Bytes,
 ) -> ApiResult<StatusCode> {
+    let req: NetworkDisconnect = compat::parse_body(&body)?;
     blocking(d, move |d| {
         d.network_disconnect(&name, &req.container, req.force)
     })
@@ -99,7 +118,7 @@ async fn network_disconnect(
     Ok(StatusCode::OK)
 }
 
-async fn containers_list(State(d): D, Query(q): Q) -> Json<Vec<ContainerSummary>> {
+async fn containers_list(State(d): D, Query(q): Q) -> Json<Vec<ContainerListEntry>> {
     let all = flag(&q, "all");
     Json(
         tokio::task::spawn_blocking(move || d.list_containers(all))
@@ -108,7 +127,30 @@ async fn containers_list(State(d): D, Query(q): Q) -> Json<Vec<ContainerSummary>
     )
 }
 
-async fn container_create(State(d): D, Json(req): Json<ContainerCreate>) -> ApiResult<Response> {
+/// `POST /containers/create[?name=]`: pier's body (strict). Docker's, with
+/// an `Image`, is refused with what pier does instead.
+async fn container_create(State(d): D, Query(q): Q, body: Bytes) -> ApiResult<Response> {
+    if let Ok(v) = serde_json::from_slice::<Value>(&body)
+        && v.get("Image")
+            .and_then(Value::as_str)
+            .is_some_and(|i| !i.is_empty())
+    {
+        return Err(ApiError(invalid(format!(
+            "pier runs no images ({}): it networks namespaces and the commands run in them; use `pier run [OPTIONS] -- COMMAND`, or run images with Docker and `docker network create -d pier`",
+            v["Image"].as_str().unwrap_or_default()
+        ))));
+    }
+    let mut req: ContainerCreate = compat::parse_body(&body)?;
+    if let Some(n) = q.get("name").filter(|n| !n.is_empty()) {
+        match &req.name {
+            Some(b) if b != n => {
+                return Err(ApiError(invalid(format!(
+                    "name {n:?} in the query and Name {b:?} in the body differ"
+                ))));
+            }
+            _ => req.name = Some(n.clone()),
+        }
+    }
     let (id, warnings) = blocking(d, move |d| d.container_create(req)).await?;
     Ok((StatusCode::CREATED, Json(ContainerCreated { id, warnings })).into_response())
 }
@@ -162,13 +204,81 @@ async fn system_reset(
     ))
 }
 
-async fn ping() -> &'static str {
-    "OK"
+/// Docker's `/_ping`: the API version in the headers (the docker CLI
+/// negotiates with it).
+async fn ping() -> Response {
+    (
+        [
+            ("Api-Version", compat::API_VERSION),
+            ("Docker-Experimental", "false"),
+            ("OSType", "linux"),
+            ("Cache-Control", "no-cache, no-store, must-revalidate"),
+            ("Pragma", "no-cache"),
+        ],
+        "OK",
+    )
+        .into_response()
+}
+
+fn kernel_version() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+async fn version() -> Json<Value> {
+    let v = env!("CARGO_PKG_VERSION");
+    Json(json!({
+        "Platform": {"Name": "pier"},
+        "Components": [{"Name": "pier", "Version": v, "Details": {"ApiVersion": compat::API_VERSION}}],
+        "Version": v,
+        "ApiVersion": compat::API_VERSION,
+        "MinAPIVersion": compat::MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "",
+        "Os": "linux",
+        "Arch": std::env::consts::ARCH,
+        "KernelVersion": kernel_version(),
+        "BuildTime": "",
+    }))
+}
+
+async fn info(State(d): D) -> Json<Value> {
+    let st = d.snapshot();
+    let running = d
+        .list_containers(true)
+        .iter()
+        .filter(|c| c.state == "running")
+        .count();
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Json(json!({
+        "ID": "",
+        "Name": host,
+        "Containers": st.containers.len(),
+        "ContainersRunning": running,
+        "ContainersPaused": 0,
+        "ContainersStopped": st.containers.len() - running,
+        "Images": 0,
+        "Driver": "none",
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "OperatingSystem": "pier",
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "KernelVersion": kernel_version(),
+        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "Plugins": {"Network": ["bridge", "host", "null"], "Volume": [], "Log": []},
+        "SecurityOptions": [],
+        "Warnings": [],
+    }))
 }
 
 pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
     Router::new()
-        .route("/_ping", get(ping))
+        .route("/_ping", get(ping).head(ping))
+        .route("/version", get(version))
+        .route("/info", get(info))
         .route("/networks", get(networks_list))
         .route("/networks/create", post(network_create))
         .route("/networks/prune", post(network_prune))
@@ -185,7 +295,46 @@ pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
         .route("/containers/{name}/port", get(container_port))
         .route("/stats/ports", get(stats_ports))
         .route("/system/reset", post(system_reset))
+        .route("/_version_error", axum::routing::any(version_error))
         .nest("/cni", crate::cni::agent::routes())
         .layer(axum::Extension(shutdown))
         .with_state(d)
+}
+
+/// Docker's versioned paths (wraps the router: it runs before routing):
+/// `/v1.44/networks` is `/networks`; a version outside 1.24–1.44 is
+/// answered with Docker's error.
+pub fn rewrite_version(mut req: axum::extract::Request) -> axum::extract::Request {
+    let path = req.uri().path().to_string();
+    match compat::strip_version(&path) {
+        Ok(Some(tail)) => {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{tail}?{q}"),
+                None => tail.to_string(),
+            };
+            if let Ok(uri) = pq.parse() {
+                *req.uri_mut() = uri;
+            }
+        }
+        Ok(None) => {}
+        Err(msg) => {
+            req.extensions_mut().insert(VersionError(msg));
+            if let Ok(uri) = "/_version_error".parse() {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
+#[derive(Clone)]
+struct VersionError(String);
+
+async fn version_error(req: axum::extract::Request) -> ApiResult<()> {
+    let msg = req
+        .extensions()
+        .get::<VersionError>()
+        .map(|v| v.0.clone())
+        .unwrap_or_else(|| "page not found".into());
+    Err(ApiError(invalid(msg)))
 }

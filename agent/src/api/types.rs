@@ -49,7 +49,7 @@ pub struct NetworkConnect {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct NetworkDisconnect {
     pub container: String,
     #[serde(default)]
@@ -62,8 +62,9 @@ pub struct Pruned {
     pub networks_deleted: Vec<String>,
 }
 
+/// `POST /containers/create`: pier's own body (no images), strict.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ContainerCreate {
     #[serde(default)]
     pub name: Option<String>,
@@ -101,20 +102,6 @@ pub struct ContainerCreate {
 pub struct ContainerCreated {
     pub id: String,
     pub warnings: Vec<String>,
-}
-
-/// One row of `ps`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerSummary {
-    pub id: String,
-    pub name: String,
-    pub command: String,
-    pub status: String,
-    pub running: bool,
-    pub network_mode: String,
-    pub networks: Vec<String>,
-    pub ports: Vec<String>,
 }
 
 /// API error body.
@@ -183,4 +170,229 @@ pub struct PortStatsRow {
     pub container_port: u16,
     pub packets: u64,
     pub bytes: u64,
+}
+
+// ----- Docker Engine API request and response bodies -------------------------
+//
+// The wire shapes of `POST /networks/create`, `/networks/{id}/connect` and
+// `GET /containers/json`, as the docker CLI sends and reads them. Every field
+// Docker's types have is accepted (strictly: an unknown one is a 400), and
+// `api::compat` turns them into the daemon's requests, refusing values pier
+// does not support with a message that names the field.
+
+/// `POST /networks/create` (Docker's `network.CreateRequest`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct NetworkCreateBody {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_duplicate: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(
+        default,
+        rename = "EnableIPv4",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_ipv4: Option<bool>,
+    #[serde(
+        default,
+        rename = "EnableIPv6",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_ipv6: Option<bool>,
+    #[serde(default, rename = "IPAM", skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<Ipam>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub attachable: bool,
+    #[serde(default)]
+    pub ingress: bool,
+    #[serde(default)]
+    pub config_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_from: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Ipam {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Vec<IpamConfig>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct IpamConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    #[serde(default, rename = "IPRange", skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auxiliary_addresses: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /networks/create` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreatedBody {
+    pub id: String,
+    #[serde(default)]
+    pub warning: String,
+}
+
+/// `POST /networks/{id}/connect` (Docker's `NetworkConnectRequest`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct NetworkConnectBody {
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_config: Option<EndpointSettings>,
+}
+
+/// Docker's `EndpointSettings`: what the docker CLI sends, zero values and
+/// all; only `IPAMConfig.IPv4Address` and `Aliases` may be set for pier.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct EndpointSettings {
+    #[serde(
+        default,
+        rename = "IPAMConfig",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipam_config: Option<EndpointIpamConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_opts: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw_priority: Option<i64>,
+    #[serde(default, rename = "NetworkID", skip_serializing_if = "Option::is_none")]
+    pub network_id: Option<String>,
+    #[serde(
+        default,
+        rename = "EndpointID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub endpoint_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, rename = "IPAddress", skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    #[serde(
+        default,
+        rename = "IPPrefixLen",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ip_prefix_len: Option<i64>,
+    #[serde(
+        default,
+        rename = "IPv6Gateway",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv6_gateway: Option<String>,
+    #[serde(
+        default,
+        rename = "GlobalIPv6Address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub global_ipv6_address: Option<String>,
+    #[serde(
+        default,
+        rename = "GlobalIPv6PrefixLen",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub global_ipv6_prefix_len: Option<i64>,
+    #[serde(default, rename = "DNSNames", skip_serializing_if = "Option::is_none")]
+    pub dns_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct EndpointIpamConfig {
+    #[serde(
+        default,
+        rename = "IPv4Address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv4_address: Option<String>,
+    #[serde(
+        default,
+        rename = "IPv6Address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv6_address: Option<String>,
+    #[serde(
+        default,
+        rename = "LinkLocalIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub link_local_ips: Option<Vec<String>>,
+}
+
+/// One entry of `GET /containers/json` (Docker's `container.Summary`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerListEntry {
+    pub id: String,
+    /// `["/NAME"]`.
+    pub names: Vec<String>,
+    pub image: String,
+    #[serde(rename = "ImageID")]
+    pub image_id: String,
+    pub command: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub ports: Vec<ListPort>,
+    pub labels: BTreeMap<String, String>,
+    /// `created`, `running`, `exited`.
+    pub state: String,
+    /// `Up 5 seconds`, `Exited (0) 2 minutes ago`.
+    pub status: String,
+    pub host_config: ListHostConfig,
+    pub network_settings: ListNetworks,
+    pub mounts: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPort {
+    #[serde(rename = "IP")]
+    pub ip: String,
+    #[serde(rename = "PrivatePort")]
+    pub private_port: u16,
+    #[serde(rename = "PublicPort")]
+    pub public_port: u16,
+    #[serde(rename = "Type")]
+    pub proto: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListHostConfig {
+    pub network_mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListNetworks {
+    /// Network name → its endpoint (Docker's `EndpointSettings` shape).
+    /// The order is the container's (its first network first).
+    pub networks: serde_json::Map<String, serde_json::Value>,
 }

@@ -7,6 +7,8 @@ use serde_json::Value;
 
 mod ports;
 
+pub use ports::compact as compact_ports;
+
 use crate::{
     api::{
         client::{Client, seg},
@@ -386,8 +388,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             {
                 bail!("unknown format {f:?}: only json");
             }
-            let list: Vec<ContainerSummary> =
+            let list: Vec<ContainerListEntry> =
                 c()?.get(&format!("/containers/json?all={}", u8::from(all)))?;
+            let name = |s: &ContainerListEntry| {
+                s.names
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default()
+            };
+            let nets = |s: &ContainerListEntry| {
+                s.network_settings
+                    .networks
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             if quiet {
                 for s in list {
                     println!("{}", &s.id[..12]);
@@ -400,23 +416,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                             "ID": &s.id[..12],
                             "Command": s.command,
                             "Status": s.status,
-                            "Ports": s.ports.join(", "),
-                            "Networks": s.networks.join(","),
-                            "Names": s.name,
+                            "State": s.state,
+                            "Ports": ports::compact(&s.ports).join(", "),
+                            "Networks": nets(&s),
+                            "Names": name(&s),
                         })
                     );
                 }
             } else {
                 let rows = list
-                    .into_iter()
+                    .iter()
                     .map(|s| {
                         vec![
                             s.id[..12].to_string(),
                             format!("{:?}", s.command),
-                            s.status,
-                            s.ports.join(", "),
-                            s.networks.join(","),
-                            s.name,
+                            s.status.clone(),
+                            ports::compact(&s.ports).join(", "),
+                            nets(s),
+                            name(s),
                         ]
                     })
                     .collect();
@@ -488,7 +505,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
     match cmd {
         NetworkCmd::Ls { quiet, format } => {
-            let list: Vec<NetworkSummary> = c.get("/networks")?;
+            let list: Vec<NetworkSummary> = c
+                .get::<Vec<Value>>("/networks")?
+                .into_iter()
+                .map(|v| NetworkSummary {
+                    id: v["Id"].as_str().unwrap_or_default().to_string(),
+                    name: v["Name"].as_str().unwrap_or_default().to_string(),
+                    driver: v["Driver"].as_str().unwrap_or_default().to_string(),
+                    scope: v["Scope"].as_str().unwrap_or_default().to_string(),
+                })
+                .collect();
             if quiet {
                 for n in list {
                     println!("{}", &n.id[..12]);
@@ -528,16 +554,25 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             if driver != "bridge" {
                 bail!("unsupported driver {driver:?}: pier creates bridge networks");
             }
-            let r: NetworkCreated = c.post(
+            let pool = subnet.is_some() || gateway.is_some() || ip_range.is_some();
+            let r: NetworkCreatedBody = c.post(
                 "/networks/create",
-                &NetworkCreate {
+                &NetworkCreateBody {
                     name,
-                    subnet,
-                    gateway,
-                    ip_range,
+                    driver: Some(driver),
+                    ipam: pool.then(|| Ipam {
+                        config: Some(vec![IpamConfig {
+                            subnet,
+                            ip_range,
+                            gateway,
+                            auxiliary_addresses: None,
+                        }]),
+                        ..Default::default()
+                    }),
                     internal,
-                    options: kv(&opts, "option")?,
-                    labels: kv(&labels, "label")?,
+                    options: Some(kv(&opts, "option")?),
+                    labels: Some(kv(&labels, "label")?),
+                    ..Default::default()
                 },
             )?;
             println!("{}", r.id);
@@ -572,10 +607,16 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
         } => {
             c.post_unit(
                 &format!("/networks/{}/connect", seg(&network)),
-                &NetworkConnect {
+                &NetworkConnectBody {
                     container,
-                    ipv4_address: ip,
-                    aliases,
+                    endpoint_config: Some(EndpointSettings {
+                        ipam_config: ip.map(|ip| EndpointIpamConfig {
+                            ipv4_address: Some(ip),
+                            ..Default::default()
+                        }),
+                        aliases: (!aliases.is_empty()).then_some(aliases),
+                        ..Default::default()
+                    }),
                 },
             )?;
             Ok(0)

@@ -5,7 +5,7 @@ use clap::Args;
 use super::table;
 use crate::api::{
     client::{Client, seg},
-    types::{PortMapping, PortStatsRow},
+    types::{ListPort, PortMapping, PortStatsRow},
 };
 
 #[derive(Args)]
@@ -112,5 +112,71 @@ mod tests {
         assert!(parse_private("0").is_err());
         assert!(parse_private("80/sctp").is_err());
         assert!(parse_private("x/tcp").is_err());
+    }
+}
+
+/// `ps`'s PORTS cells from one entry per port: consecutive ports (host and
+/// container side both one up, same address and protocol) as one range,
+/// as Docker shows them: `0.0.0.0:8081-8083->80-82/tcp`.
+pub fn compact(ports: &[ListPort]) -> Vec<String> {
+    // (ip, proto, first public, first private, length)
+    let mut runs: Vec<(&str, &str, u16, u16, u16)> = Vec::new();
+    for p in ports {
+        if let Some(last) = runs.last_mut()
+            && last.0 == p.ip
+            && last.1 == p.proto
+            && u32::from(last.2) + u32::from(last.4) == u32::from(p.public_port)
+            && u32::from(last.3) + u32::from(last.4) == u32::from(p.private_port)
+        {
+            last.4 += 1;
+            continue;
+        }
+        runs.push((&p.ip, &p.proto, p.public_port, p.private_port, 1));
+    }
+    let range = |a: u16, n: u16| {
+        if n == 1 {
+            a.to_string()
+        } else {
+            format!("{a}-{}", a + n - 1)
+        }
+    };
+    runs.into_iter()
+        .map(|(ip, proto, h, c, n)| format!("{ip}:{}->{}/{proto}", range(h, n), range(c, n)))
+        .collect()
+}
+
+#[cfg(test)]
+mod compact_tests {
+    use super::*;
+
+    fn p(ip: &str, h: u16, c: u16, proto: &str) -> ListPort {
+        ListPort {
+            ip: ip.into(),
+            private_port: c,
+            public_port: h,
+            proto: proto.into(),
+        }
+    }
+
+    #[test]
+    fn consecutive_ports_are_ranges() {
+        let v = vec![
+            p("0.0.0.0", 8081, 80, "tcp"),
+            p("0.0.0.0", 8082, 81, "tcp"),
+            p("0.0.0.0", 8083, 82, "tcp"),
+            p("0.0.0.0", 5353, 53, "udp"),
+            p("127.0.0.1", 9000, 90, "tcp"),
+            p("127.0.0.1", 9002, 91, "tcp"),
+        ];
+        assert_eq!(
+            compact(&v),
+            [
+                "0.0.0.0:8081-8083->80-82/tcp",
+                "0.0.0.0:5353->53/udp",
+                "127.0.0.1:9000->90/tcp",
+                "127.0.0.1:9002->91/tcp"
+            ]
+        );
+        assert!(compact(&[]).is_empty());
     }
 }

@@ -3,19 +3,10 @@ use serde_json::{Value, json};
 
 use super::{Daemon, process::Proc};
 use crate::{
-    api::types::{ContainerSummary, NetworkSummary},
+    api::types::{ContainerListEntry, ListHostConfig, ListNetworks, ListPort},
     error::{Result, not_found},
     state::{Container, NetMode, Network, State, mac_string},
 };
-
-pub fn network_summary(n: &Network) -> NetworkSummary {
-    NetworkSummary {
-        id: n.id.clone(),
-        name: n.name.clone(),
-        driver: n.driver.clone(),
-        scope: "local".into(),
-    }
-}
 
 pub fn network_json(st: &State, n: &Network) -> Value {
     let mut containers = serde_json::Map::new();
@@ -223,14 +214,15 @@ impl Daemon {
         })
     }
 
-    pub fn container_summary(&self, st: &State, c: &Container) -> ContainerSummary {
+    /// One entry of `GET /containers/json`, in Docker's shape.
+    pub fn container_entry(&self, st: &State, c: &Container) -> ContainerListEntry {
         let (status, running, _) = self.status_of(c);
         let since = |t: Option<u64>| {
             t.map(|t| {
                 crate::state::model::human_duration(crate::state::model::now_ms().saturating_sub(t))
             })
         };
-        let status = match (status, self.exit_code_of(c)) {
+        let words = match (status, self.exit_code_of(c)) {
             // The code `inspect` shows (0 when none was recorded).
             ("exited", code) => match since(c.finished_ms) {
                 Some(d) => format!("Exited ({}) {d} ago", code.unwrap_or(0)),
@@ -243,49 +235,81 @@ impl Daemon {
             ("created", _) => "Created".into(),
             (s, _) => s.to_string(),
         };
-        // As Docker: only a running container shows its published ports.
+        // As Docker: only a running container shows its published ports,
+        // one entry per port.
         let bound = if running { &c.ports[..] } else { &[] };
         let ports = bound
             .iter()
-            .map(|p| {
+            .flat_map(|p| {
                 let ip = p.host_ip.map(|i| i.to_string()).unwrap_or("0.0.0.0".into());
-                let range = |a: u16, b: u16| {
-                    if a == b {
-                        a.to_string()
-                    } else {
-                        format!("{a}-{b}")
-                    }
-                };
-                format!(
-                    "{ip}:{}->{}/{}",
-                    range(p.host_port, p.host_port_end),
-                    range(p.container_port, p.container_port_end),
-                    p.proto.as_str()
-                )
+                p.pairs().map(move |(h, cp)| ListPort {
+                    ip: ip.clone(),
+                    private_port: cp,
+                    public_port: h,
+                    proto: p.proto.as_str().into(),
+                })
             })
             .collect();
-        let networks = match &c.mode {
-            NetMode::Bridge => c
-                .endpoints
-                .iter()
-                .filter_map(|e| st.networks.get(&e.network_id).map(|n| n.name.clone()))
-                .collect(),
-            NetMode::Host => vec!["host".into()],
-            NetMode::None => vec!["none".into()],
-            NetMode::Container(o) => vec![format!(
+        let mut networks = serde_json::Map::new();
+        match &c.mode {
+            NetMode::Bridge => {
+                for e in &c.endpoints {
+                    if let Some(n) = st.networks.get(&e.network_id) {
+                        networks.insert(
+                            n.name.clone(),
+                            json!({
+                                "NetworkID": n.id,
+                                "EndpointID": e.id,
+                                "Gateway": n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                                "IPAddress": e.ip.to_string(),
+                                "IPPrefixLen": e.prefix_len,
+                                "MacAddress": mac_string(&e.mac),
+                            }),
+                        );
+                    }
+                }
+            }
+            NetMode::Host | NetMode::None => {
+                let (name, driver) = if c.mode == NetMode::Host {
+                    ("host", "host")
+                } else {
+                    ("none", "null")
+                };
+                let id = st
+                    .networks
+                    .values()
+                    .find(|n| n.driver == driver)
+                    .map(|n| n.id.clone())
+                    .unwrap_or_default();
+                networks.insert(name.into(), json!({ "NetworkID": id }));
+            }
+            NetMode::Container(_) => {}
+        }
+        let network_mode = match &c.mode {
+            NetMode::Container(o) => format!(
                 "container:{}",
                 st.containers.get(o).map(|o| o.name.as_str()).unwrap_or(o)
-            )],
+            ),
+            _ => c.network_mode.clone(),
         };
-        ContainerSummary {
+        let mut labels = std::collections::BTreeMap::new();
+        if c.owner.is_engine() {
+            labels.insert("pier.owner".to_string(), c.owner.as_str().to_string());
+        }
+        ContainerListEntry {
             id: c.id.clone(),
-            name: c.name.clone(),
+            names: vec![format!("/{}", c.name)],
+            image: String::new(),
+            image_id: String::new(),
             command: c.cmd.join(" "),
-            status,
-            running,
-            network_mode: c.network_mode.clone(),
-            networks,
+            created: crate::state::model::rfc3339_secs(&c.created).unwrap_or(0),
             ports,
+            labels,
+            state: status.into(),
+            status: words,
+            host_config: ListHostConfig { network_mode },
+            network_settings: ListNetworks { networks },
+            mounts: Vec::new(),
         }
     }
 
@@ -305,20 +329,30 @@ impl Daemon {
         Ok(self.container_json(&st, c))
     }
 
-    pub fn list_networks(&self) -> Vec<NetworkSummary> {
+    /// `GET /networks`: Docker's network objects, by name, filtered.
+    pub fn list_networks_json(
+        &self,
+        filters: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<Value>> {
         let st = self.snapshot();
         let mut v: Vec<_> = st.networks.values().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
-        v.into_iter().map(network_summary).collect()
+        let mut out = Vec::new();
+        for n in v {
+            if crate::api::compat::network_matches(&st, n, filters)? {
+                out.push(network_json(&st, n));
+            }
+        }
+        Ok(out)
     }
 
-    pub fn list_containers(&self, all: bool) -> Vec<ContainerSummary> {
+    pub fn list_containers(&self, all: bool) -> Vec<ContainerListEntry> {
         let st = self.snapshot();
         let mut v: Vec<_> = st.containers.values().collect();
         v.sort_by(|a, b| b.created.cmp(&a.created));
         v.into_iter()
-            .map(|c| self.container_summary(&st, c))
-            .filter(|s| all || s.running)
+            .map(|c| self.container_entry(&st, c))
+            .filter(|s| all || s.state == "running")
             .collect()
     }
 }

@@ -182,15 +182,19 @@ pub fn run(
         let app = server::router(daemon.clone(), shutdown.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        axum::serve(api_l, app)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM: stopping, containers keep running"),
-                    _ = int.recv() => tracing::info!("SIGINT: stopping, containers keep running"),
-                    _ = shutdown.notified() => tracing::info!("reset done: stopping"),
-                }
-            })
-            .await?;
+        let app = tower::ServiceExt::map_request(app, server::rewrite_version);
+        axum::serve(
+            api_l,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping, containers keep running"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping, containers keep running"),
+                _ = shutdown.notified() => tracing::info!("reset done: stopping"),
+            }
+        })
+        .await?;
         Ok(())
     });
     drop(guard);

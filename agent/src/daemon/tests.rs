@@ -592,7 +592,13 @@ fn ps_shows_ports_of_running_containers_only() {
     let ps = |all| {
         d.list_containers(all)
             .into_iter()
-            .map(|s| (s.name, s.status, s.ports))
+            .map(|s| {
+                (
+                    s.names[0].trim_start_matches('/').to_string(),
+                    s.status,
+                    crate::cli::compact_ports(&s.ports),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -627,6 +633,11 @@ fn ps_shows_ports_of_running_containers_only() {
     // The bindings are kept: started again, it shows them again.
     d.container_start("web").unwrap();
     assert_eq!(ps(false)[0].2.len(), 2);
+    // Docker's list shape: one entry per port, Created in seconds.
+    let e = &d.list_containers(false)[0];
+    assert_eq!(e.ports.len(), 3);
+    assert_eq!(e.state, "running");
+    assert!(e.created > 1_700_000_000, "{}", e.created);
 }
 
 #[test]
@@ -642,7 +653,13 @@ fn ps_status_words_are_dockers() {
     let ps = || {
         d.list_containers(true)
             .into_iter()
-            .map(|s| (s.name, s.status, s.ports.len()))
+            .map(|s| {
+                (
+                    s.names[0].trim_start_matches('/').to_string(),
+                    s.status,
+                    s.ports.len(),
+                )
+            })
             .collect::<BTreeSet<_>>()
     };
     assert_eq!(

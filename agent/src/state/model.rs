@@ -389,28 +389,16 @@ pub fn human_duration(ms: u64) -> String {
 }
 
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`Created` in lists).
+pub fn rfc3339_secs(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
 }
 
 /// 64 random hex digits.
@@ -458,9 +446,19 @@ mod tests {
     }
 
     #[test]
+    fn rfc3339_round_trip() {
+        let s = now_rfc3339();
+        let secs = rfc3339_secs(&s).unwrap();
+        let now = (now_ms() / 1000) as i64;
+        assert!((now - secs).abs() <= 1, "{s} {secs} {now}");
+        assert_eq!(rfc3339_secs("2026-12-02T06:00:00.5Z"), Some(1_796_191_200));
+        assert_eq!(rfc3339_secs("yesterday"), None);
+    }
+
+    #[test]
     fn rfc3339_shape() {
         let s = now_rfc3339();
-        assert_eq!(s.len(), 30, "{s}");
+        assert!(s.len() >= 20, "{s}");
         assert!(
             s.starts_with("20") && s.ends_with('Z') && &s[10..11] == "T",
             "{s}"
