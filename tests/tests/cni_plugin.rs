@@ -581,6 +581,12 @@ fn parallel_first_adds_share_one_new_network() {
     assert_eq!(ips.len(), 6, "{ips:?}");
     let nets = sb.host.pier_ok(&["network", "ls"]);
     assert_eq!(nets.matches("parnet").count(), 1, "{nets}");
+    // In use: pier does not remove it, nor the runtime's containers.
+    let e = sb.host.pier_err(&["network", "rm", "parnet"]);
+    assert!(e.contains("active endpoints"), "{e}");
+    let name = &cni_rows(&sb)[0];
+    let e = sb.host.pier_err(&["rm", "-f", name]);
+    assert!(e.contains("managed by cni"), "{e}");
     std::thread::scope(|s| {
         for a in &atts {
             s.spawn(|| a.run("DEL", &c).ok().clone());
@@ -588,5 +594,14 @@ fn parallel_first_adds_share_one_new_network() {
     });
     assert!(cni_rows(&sb).is_empty(), "{:?}", cni_rows(&sb));
     assert!(veths(&sb).is_empty(), "{:?}", veths(&sb));
+    // Unused: CNI has no verb for it; pier removes it, bridge and all.
+    let links = sb.host.host_link_names();
+    sb.host.pier_ok(&["network", "rm", "parnet"]);
+    assert!(!sb.host.pier_ok(&["network", "ls"]).contains("parnet"));
+    assert_eq!(
+        sb.host.host_link_names().len(),
+        links.len() - 1,
+        "{links:?}"
+    );
     sb.assert_firewalls_untouched();
 }

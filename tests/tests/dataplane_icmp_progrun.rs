@@ -21,6 +21,7 @@ const HOST: [u8; 4] = [198, 18, 0, 1];
 const ROUTER: [u8; 4] = [203, 0, 113, 1];
 const C1: [u8; 4] = [10, 107, 0, 2];
 const C2: [u8; 4] = [10, 107, 0, 3];
+const C3: [u8; 4] = [10, 109, 0, 2];
 const GW: [u8; 4] = [10, 107, 0, 1];
 
 const SYN: u8 = 0x02;
@@ -43,6 +44,7 @@ struct Run<'a> {
     dp: &'a mut EbpfDataplane,
     vc1: u32,
     vc2: u32,
+    vc3: u32,
 }
 
 impl Run<'_> {
@@ -56,6 +58,12 @@ impl Run<'_> {
             .test_run(programs::VETH_IN, f, self.vc1)
             .unwrap_or_else(|e| panic!("veth test_run: {e}"))
     }
+    /// What c3 (routed network) sends.
+    fn veth3(&mut self, f: &[u8]) -> (u32, Vec<u8>) {
+        self.dp
+            .test_run(programs::VETH_IN, f, self.vc3)
+            .unwrap_or_else(|e| panic!("veth test_run: {e}"))
+    }
     /// What c2 sends.
     fn veth2(&mut self, f: &[u8]) -> (u32, Vec<u8>) {
         self.dp
@@ -65,12 +73,16 @@ impl Run<'_> {
 }
 
 /// A world with one network, c1 publishing 8081/tcp → 8080 and
-/// 8083/udp → 9090, and c2 beside it; `f` gets a started dataplane.
+/// 8083/udp → 9090, and c2 beside it; c3 on a network without masquerade
+/// (routed); `f` gets a started dataplane.
 fn with_dataplane(f: impl FnOnce(&mut Run, [u8; 6]) + Send) {
     let mut w = World::new(false);
     let net = w.network(1, "10.107.0.0/24");
     let c1 = w.container("c1", &net, "10.107.0.2");
     w.container("c2", &net, "10.107.0.3");
+    let routed = w.network(2, "10.109.0.0/24");
+    w.networks[1].masquerade = false;
+    w.container("c3", &routed, "10.109.0.2");
     let desired = w.desired(vec![tcp(8081, c1.ip, 8080), udp(8083, c1.ip, 9090)]);
     let cfg = w.config();
     TestHost::in_netns(&w.host.host_ns.clone(), || {
@@ -79,10 +91,12 @@ fn with_dataplane(f: impl FnOnce(&mut Run, [u8; 6]) + Send) {
         dp.sync(&desired).expect("sync");
         let vc1 = nix::net::if_::if_nametoindex("vc1").unwrap();
         let vc2 = nix::net::if_::if_nametoindex("vc2").unwrap();
+        let vc3 = nix::net::if_::if_nametoindex("vc3").unwrap();
         let mut run = Run {
             dp: &mut dp,
             vc1,
             vc2,
+            vc3,
         };
         f(&mut run, c1.mac);
         dp.remove_all().unwrap();
@@ -252,6 +266,26 @@ fn icmp_errors_of_translated_flows_are_translated_with_every_checksum_right() {
             );
             assert_error_csums(&what, &out, true);
         }
+
+        // A routed (not masqueraded) flow of c3: its errors reach it with
+        // nothing to rewrite but the TTL.
+        let f = Ip::new(UDP, C3, OUTSIDE).frame(&udp_seg(C3, OUTSIDE, 4100, 53, b"q"));
+        assert_eq!(
+            r.veth3(&f),
+            (TC_ACT_OK, f.clone()),
+            "routed: the host stack"
+        );
+        let quote = Ip::new(UDP, C3, OUTSIDE).packet(&udp_seg(C3, OUTSIDE, 4100, 53, b"q"));
+        let f = error_frame(ROUTER, C3, 3, 4, [0, 0, 5, 0], &quote);
+        let (v, out) = r.up(&f);
+        assert_eq!(v, TC_ACT_REDIRECT, "an error for a routed flow");
+        assert_eq!(
+            &out[14 + 12..],
+            &f[14 + 12..],
+            "addresses and message unchanged"
+        );
+        assert_eq!(ip_of(&out).ttl(), 63);
+        assert_error_csums("routed flow's error", &out, true);
 
         // A router quoting only 8 bytes of TCP (RFC 792): the ports are
         // rewritten, the TCP checksum is not there to fix.
@@ -562,6 +596,20 @@ fn ttl_is_decremented_and_an_expiring_packet_is_answered_with_time_exceeded() {
             );
             assert_ip_csums(what, &o, true);
         }
+
+        // A routed network's reply expiring here: answered from the host.
+        let f = Ip::new(UDP, C3, OUTSIDE).frame(&udp_seg(C3, OUTSIDE, 4101, 53, b"q"));
+        assert_eq!(r.veth3(&f).0, TC_ACT_OK);
+        let mut ip = Ip::new(UDP, OUTSIDE, C3);
+        ip.ttl = 1;
+        let (v, out) = r.up(&ip.frame(&udp_seg(OUTSIDE, C3, 53, 4101, b"a")));
+        let o = ip_of(&out);
+        assert_eq!(
+            (v, o.src(), o.dst()),
+            (TC_ACT_REDIRECT, HOST, OUTSIDE),
+            "routed, TTL 1"
+        );
+        assert_ip_csums("routed time exceeded", &o, true);
 
         // Leaving from a container: the host stack routes it untranslated
         // and Linux answers, as for any forwarded packet.

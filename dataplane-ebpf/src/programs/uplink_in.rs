@@ -9,8 +9,8 @@ use pier_common::{ct::CtVal, drop::DropReason};
 
 use crate::{
     ct, frag, icmp,
-    lookup::{count_port, endpoint, published, subnet_of},
-    maps::{CT, SNAT_REV},
+    lookup::{count_port, endpoint, is_host_addr, published, subnet_of},
+    maps::{CT, SNAT_REV, UPLINK},
     nat,
     parse::{self, Frag, L4},
     redirect, ttl,
@@ -50,7 +50,13 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
         // A reply to a masqueraded flow.
         if let Some(v) = SNAT_REV.get_ptr_mut(pkt.flow()) {
             if ttl::expired(&pkt) {
-                return ttl::answer(ctx, &pkt, pkt.daddr, ifindex);
+                // From the host, as Linux's forwarding answers (a routed
+                // flow's packets are addressed to the container itself).
+                let src = match UPLINK.get(0) {
+                    Some(u) if !is_host_addr(pkt.daddr) && u.addr_be != 0 => u.addr_be,
+                    _ => pkt.daddr,
+                };
+                return ttl::answer(ctx, &pkt, src, ifindex);
             }
             let now = ct::now();
             let (addr, port) = unsafe {
