@@ -63,6 +63,44 @@ fn pending_of<'a>(txn: &'a Txn, ep_id: &str) -> Option<(&'a Network, &'a Pending
         .find_map(|n| n.pending.get(ep_id).map(|p| (n, p)))
 }
 
+/// The record of an engine's sandbox: a namespace the engine made, no
+/// process of pier's, endpoints to come.
+fn sandbox_record(
+    id: String,
+    name: String,
+    network_mode: &str,
+    netns: std::path::PathBuf,
+    owner: Owner,
+    engine_id: Option<String>,
+) -> Container {
+    Container {
+        id,
+        name,
+        created: now_rfc3339(),
+        hostname: String::new(),
+        mode: NetMode::Bridge,
+        network_mode: network_mode.to_string(),
+        netns: Some(netns),
+        endpoints: Vec::new(),
+        links: Vec::new(),
+        ports: Vec::new(),
+        cmd: Vec::new(),
+        running: true,
+        pid: None,
+        pid_start: None,
+        exit_code: None,
+        started_ms: Some(now_ms()),
+        finished_ms: None,
+        auto_remove: false,
+        dns: Vec::new(),
+        extra_hosts: Vec::new(),
+        exposed: Vec::new(),
+        owner,
+        engine_id,
+        ports_on: None,
+    }
+}
+
 impl Daemon {
     /// The engine's network: its pool and gateway, checked as pier's own
     /// (no overlap with another network or a subnet the host routes).
@@ -226,32 +264,14 @@ impl Daemon {
                     }
                     txn.state.containers.insert(
                         id.clone(),
-                        Container {
-                            id: id.clone(),
+                        sandbox_record(
+                            id.clone(),
                             name,
-                            created: now_rfc3339(),
-                            hostname: String::new(),
-                            mode: NetMode::Bridge,
-                            network_mode: net.name.clone(),
-                            netns: Some(sandbox.to_path_buf()),
-                            endpoints: Vec::new(),
-                            links: Vec::new(),
-                            ports: Vec::new(),
-                            cmd: Vec::new(),
-                            running: true,
-                            pid: None,
-                            pid_start: None,
-                            exit_code: None,
-                            started_ms: Some(now_ms()),
-                            finished_ms: None,
-                            auto_remove: false,
-                            dns: Vec::new(),
-                            extra_hosts: Vec::new(),
-                            exposed: Vec::new(),
+                            &net.name,
+                            sandbox.to_path_buf(),
                             owner,
-                            engine_id: None,
-                            ports_on: None,
-                        },
+                            None,
+                        ),
                     );
                     id
                 }
@@ -472,32 +492,14 @@ impl Daemon {
                 }
                 txn.state.containers.insert(
                     id.clone(),
-                    Container {
-                        id: id.clone(),
+                    sandbox_record(
+                        id.clone(),
                         name,
-                        created: now_rfc3339(),
-                        hostname: String::new(),
-                        mode: NetMode::Bridge,
-                        network_mode: net.name.clone(),
-                        netns: Some(req.netns.clone()),
-                        endpoints: Vec::new(),
-                        links: Vec::new(),
-                        ports: Vec::new(),
-                        cmd: Vec::new(),
-                        running: true,
-                        pid: None,
-                        pid_start: None,
-                        exit_code: None,
-                        started_ms: Some(now_ms()),
-                        finished_ms: None,
-                        auto_remove: false,
-                        dns: Vec::new(),
-                        extra_hosts: Vec::new(),
-                        exposed: Vec::new(),
-                        owner: req.owner,
-                        engine_id: Some(req.engine_id.clone()),
-                        ports_on: None,
-                    },
+                        &net.name,
+                        req.netns.clone(),
+                        req.owner,
+                        Some(req.engine_id.clone()),
+                    ),
                 );
                 id
             }
