@@ -8,10 +8,8 @@
 mod agent_util;
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    thread::JoinHandle,
     time::Duration,
 };
 
@@ -515,61 +513,6 @@ fn ephemeral_range() -> (u16, u16) {
 }
 
 const TOTAL: usize = 16 << 20;
-const CHUNK: usize = 64 << 10;
-
-fn pattern(i: usize) -> u8 {
-    (i % 251) as u8 ^ (i >> 16) as u8
-}
-
-/// One connection in `ns` on `port`: read to EOF, count bytes and
-/// mismatches against [`pattern`], answer `<bytes> <mismatches>`.
-fn checking_server(ns: &Path, port: u16) -> JoinHandle<(usize, usize)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = spawn_in(ns, move || {
-        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
-        tx.send(()).unwrap();
-        let (mut s, _) = l.accept().expect("accept");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let (mut n, mut bad) = (0usize, 0usize);
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let k = s.read(&mut buf).expect("read");
-            if k == 0 {
-                break;
-            }
-            bad += buf[..k]
-                .iter()
-                .enumerate()
-                .filter(|(j, b)| **b != pattern(n + j))
-                .count();
-            n += k;
-        }
-        let _ = write!(s, "{n} {bad}");
-        (n, bad)
-    });
-    rx.recv_timeout(IO_TIMEOUT).expect("server ready");
-    h
-}
-
-/// [`TOTAL`] pattern bytes from `ns` to `dst`, `pause` after each chunk.
-fn slow_client(ns: &Path, dst: SocketAddr, pause: Duration) -> JoinHandle<std::io::Result<String>> {
-    spawn_in(ns, move || {
-        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut sent = 0;
-        while sent < TOTAL {
-            let chunk: Vec<u8> = (sent..sent + CHUNK).map(pattern).collect();
-            s.write_all(&chunk)?;
-            sent += CHUNK;
-            std::thread::sleep(pause);
-        }
-        s.shutdown(std::net::Shutdown::Write)?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer)?;
-        Ok(answer)
-    })
-}
-
 #[test]
 fn transfer_survives_dockerd_and_agent_restarts() {
     require_dockerd!();
@@ -589,7 +532,7 @@ fn transfer_survives_dockerd_and_agent_restarts() {
     let dst: SocketAddr = format!("{HOST_UPLINK_IP}:8081").parse().unwrap();
     let srv = checking_server(&ns, 8080);
     // 256 chunks × 12 ms ≈ 3 s of transfer.
-    let client = slow_client(&w.outside_ns(), dst, Duration::from_millis(12));
+    let client = slow_client(&w.outside_ns(), dst, TOTAL, Duration::from_millis(12));
     std::thread::sleep(Duration::from_millis(300));
     w.docker.stop(Signal::SIGTERM, Duration::from_secs(15));
     assert!(

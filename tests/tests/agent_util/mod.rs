@@ -281,3 +281,66 @@ pub fn ct_entries(bpffs_dir: &Path) -> usize {
             .expect("PIER_CT is an LRU hash");
     m.keys().filter(Result::is_ok).count()
 }
+
+/// Chunk size of [`slow_client`]'s writes.
+pub const CHUNK: usize = 64 << 10;
+
+/// The byte at offset `i` of a checked transfer.
+pub fn pattern(i: usize) -> u8 {
+    (i % 251) as u8 ^ (i >> 16) as u8
+}
+
+/// A server in `ns` on `port` for one connection: it reads to EOF, checks
+/// every byte against [`pattern`] and answers `<bytes> <mismatches>`.
+pub fn checking_server(ns: &Path, port: u16) -> JoinHandle<(usize, usize)> {
+    let (tx, rx) = mpsc::channel();
+    let h = spawn_in(ns, move || {
+        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (mut n, mut bad) = (0usize, 0usize);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let k = s.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            bad += buf[..k]
+                .iter()
+                .enumerate()
+                .filter(|(j, b)| **b != pattern(n + j))
+                .count();
+            n += k;
+        }
+        let _ = write!(s, "{n} {bad}");
+        (n, bad)
+    });
+    rx.recv_timeout(IO_TIMEOUT).expect("server ready");
+    h
+}
+
+/// A client in `ns` sending `total` [`pattern`] bytes to `dst` in
+/// [`CHUNK`]s, `pause` after each, then reading the server's verdict.
+pub fn slow_client(
+    ns: &Path,
+    dst: SocketAddr,
+    total: usize,
+    pause: Duration,
+) -> JoinHandle<std::io::Result<String>> {
+    spawn_in(ns, move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut sent = 0;
+        while sent < total {
+            let chunk: Vec<u8> = (sent..sent + CHUNK).map(pattern).collect();
+            s.write_all(&chunk)?;
+            sent += CHUNK;
+            std::thread::sleep(pause);
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    })
+}
