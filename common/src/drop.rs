@@ -34,10 +34,13 @@ pub enum DropReason {
     /// The TTL ran out on a hop pier routes and no time-exceeded answer could
     /// be made (an ICMP error itself, IP options, a GSO packet).
     TtlExceeded = 13,
+    /// A published port's source policy does not let this source in
+    /// (`pier policy`, `--publish-allow`, `pier.publish.allow`).
+    PolicyDenied = 14,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -51,7 +54,8 @@ impl DropReason {
         DropReason::IcmpForged,
         DropReason::FragNoFirst,
         DropReason::TtlExceeded,
+        DropReason::PolicyDenied,
     ];
 }
 
-const _: () = assert!((DropReason::TtlExceeded as u32) < crate::maps::DROPS_LEN);
+const _: () = assert!((DropReason::PolicyDenied as u32) < crate::maps::DROPS_LEN);

@@ -313,6 +313,20 @@ impl EbpfDataplane {
         maps::ports(self.bpf_ref()?)
     }
 
+    /// `PIER_POLICY` as the kernel holds it (prefix length, key, value).
+    pub fn policy_entries(
+        &self,
+    ) -> Result<
+        Vec<(
+            u32,
+            pier_common::policy::PolicyKey,
+            pier_common::policy::PolicyVal,
+        )>,
+        DataplaneError,
+    > {
+        maps::policy(self.bpf_ref()?)
+    }
+
     /// `PIER_ENDPOINTS` as the kernel holds it (address → value).
     pub fn endpoint_entries(&self) -> Result<Vec<(Ipv4Addr, EndpointVal)>, DataplaneError> {
         maps::endpoints(self.bpf_ref()?)
@@ -614,10 +628,12 @@ impl Dataplane for EbpfDataplane {
             .iter()
             .map(|p| {
                 let c = maps::port_counter(bpf, &port_key(p))?;
+                let d = maps::port_denied(bpf, &port_key(p))?;
                 Ok(PortStats {
                     port: p.clone(),
                     packets: c.packets,
                     bytes: c.bytes,
+                    denied: d.packets,
                 })
             })
             .collect()
@@ -666,6 +682,7 @@ mod tests {
                 },
             ],
             ports: Vec::new(),
+            ..Default::default()
         }
     }
 
