@@ -423,7 +423,7 @@ impl Daemon {
                 cfg.default_subnet
             );
         }
-        if !txn.state.networks.values().any(|n| n.default) {
+        if !cfg.engine_only && !txn.state.networks.values().any(|n| n.default) {
             // A first start: the default subnet must not be one the host
             // routes already (a leftover pier0 is taken over, route and all).
             let sn = cfg.default_subnet;
