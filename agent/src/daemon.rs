@@ -173,7 +173,12 @@ pub fn endpoint_spec(
         bridge: net.bridge.clone().unwrap_or_default(),
         address: Ipv4Net::new(e.ip, e.prefix_len).expect("prefix ≤ 32"),
         mac: e.mac,
-        default_gateway: if default_route { net.gateway } else { None },
+        // An internal network leads nowhere: no default route (Docker, netavark).
+        default_gateway: if default_route && !net.internal {
+            net.gateway
+        } else {
+            None
+        },
         mtu: net.mtu,
         engine_peer: e.engine_peer.clone(),
     }

@@ -191,7 +191,11 @@ fn podman_netavark_without_an_agent() {
     let h = TestHost::new();
     // No agent here: the shim runs the core in its own process.
     let ino = pier_agent::netavark::netns_inode(&ns(&h.host_ns)).unwrap();
-    let pins = Pins(Path::new(pier_agent::netavark::local::BPFFS_ROOT).join(ino.to_string()));
+    let cookie = TestHost::in_netns(&h.host_ns, || {
+        pier_agent::netavark::local::netns_cookie().unwrap()
+    });
+    let pins =
+        Pins(Path::new(pier_agent::netavark::local::BPFFS_ROOT).join(format!("{ino}-{cookie}")));
     let p = Podman::new(&h, &h.dir.join("no-agent.sock"));
     podman_end_to_end(&h, &p, None);
     assert!(

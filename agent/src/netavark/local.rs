@@ -1,13 +1,16 @@
 //! netavark without an agent: the endpoint core run in the shim's process
 //! for one call, on the host namespace the shim was executed in.
 //!
-//! Per host namespace (keyed by the inode of `/proc/self/ns/net`):
-//! - records: `<config>/pier/<inode>/` (pier's store), one call at a time
-//!   (`<config>/pier/<inode>.lock`, a blocking flock);
-//! - the dataplane pinned under `/sys/fs/bpf/pier-netavark/<inode>/`, so
-//!   the next call (and conntrack) finds it again. A directory whose
-//!   namespace no process and no mount holds any more is removed at the
-//!   next call (unpinning its links detaches its programs).
+//! Per host namespace, keyed `<inode>-<cookie>` (the inode of
+//! `/proc/self/ns/net`, which a new namespace may reuse, and its netns
+//! cookie, which is never reused while the machine runs):
+//! - records: `<config>/pier/<key>/` (pier's store), one call at a time
+//!   (`<config>/pier/<key>.lock`, a blocking flock);
+//! - the dataplane pinned under `/sys/fs/bpf/pier-netavark/<key>/`, so the
+//!   next call (and conntrack) finds it again. A directory whose namespace
+//!   no process and no mount holds any more (or whose inode is now another
+//!   namespace's, ours) is removed at the next call (unpinning its links
+//!   detaches its programs), records too.
 //!
 //! Two namespaces never share a record, a pin or a lock.
 use std::{
@@ -68,25 +71,91 @@ pub fn live_netns() -> BTreeSet<u64> {
     live
 }
 
-/// Remove the pins of namespaces that are gone.
-fn clean_dead(ours: u64) {
-    let Ok(rd) = std::fs::read_dir(BPFFS_ROOT) else {
-        return;
+/// The netns cookie of the calling thread's namespace (`SO_NETNS_COOKIE`).
+pub fn netns_cookie() -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let s = std::os::unix::net::UnixDatagram::unbound()?;
+    let mut v: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt into a u64 of the length given, on a socket we own.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut v as *mut u64).cast(),
+            &mut len,
+        )
     };
-    let dirs: Vec<(u64, PathBuf)> = rd
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
-        .filter(|(i, _)| *i != ours)
-        .collect();
-    if dirs.is_empty() {
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// `<inode>-<cookie>` → (inode, cookie).
+fn parse_key(s: &str) -> Option<(u64, u64)> {
+    let (i, c) = s.split_once('-')?;
+    Some((i.parse().ok()?, c.parse().ok()?))
+}
+
+/// Whether the namespace keyed `name` is gone: nothing holds its inode, or
+/// the inode is ours now with another cookie (a reused inode).
+fn dead(name: &str, ours: (u64, u64), live: &BTreeSet<u64>) -> bool {
+    match parse_key(name) {
+        Some(k) if k == ours => false,
+        Some((i, _)) if i == ours.0 => true,
+        Some((i, _)) => !live.contains(&i),
+        None => false,
+    }
+}
+
+/// Remove the pins (and the records under `base`) of namespaces that are gone.
+fn clean_dead(ours: (u64, u64), base: &Path) {
+    let names = |d: &Path| -> Vec<(String, PathBuf)> {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
+            .collect()
+    };
+    let pins = names(Path::new(BPFFS_ROOT));
+    let records = names(base);
+    // Ours only (the common case): no scan of /proc.
+    if pins
+        .iter()
+        .chain(&records)
+        .all(|(n, _)| parse_key(n.trim_end_matches(".lock")).is_none_or(|k| k == ours))
+    {
         return;
     }
     let live = live_netns();
-    for (i, p) in dirs {
-        if !live.contains(&i) {
-            tracing::info!("netavark: namespace {i} is gone: removing {}", p.display());
+    for (n, p) in pins {
+        if dead(&n, ours, &live) {
+            tracing::info!("netavark: namespace {n} is gone: removing {}", p.display());
             if let Err(e) = std::fs::remove_dir_all(&p) {
                 tracing::warn!("removing {}: {e}", p.display());
+            }
+        }
+    }
+    for (n, p) in records {
+        if n.ends_with(".lock") {
+            continue;
+        }
+        if dead(&n, ours, &live) {
+            // Its lock is taken without waiting: a call still in it keeps it.
+            let lockp = base.join(format!("{n}.lock"));
+            if let Ok(f) = std::fs::File::options().write(true).open(&lockp)
+                && let Ok(l) =
+                    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            {
+                let _ = std::fs::remove_dir_all(&p);
+                let _ = std::fs::remove_file(&lockp);
+                drop(l);
+            } else if !lockp.exists() {
+                let _ = std::fs::remove_dir_all(&p);
             }
         }
     }
@@ -111,6 +180,9 @@ fn lock(p: &Path) -> Result<Lock, Failure> {
 pub fn with_core<R>(config: &Path, f: impl FnOnce(&Daemon) -> R) -> Result<R, Failure> {
     let ino = netns_inode(Path::new("/proc/self/ns/net"))
         .map_err(|e| Failure::new(format!("reading /proc/self/ns/net: {e}")))?;
+    let cookie =
+        netns_cookie().map_err(|e| Failure::new(format!("reading the netns cookie: {e}")))?;
+    let key = format!("{ino}-{cookie}");
     let config = if config.is_absolute() {
         config.to_path_buf()
     } else {
@@ -121,9 +193,9 @@ pub fn with_core<R>(config: &Path, f: impl FnOnce(&Daemon) -> R) -> Result<R, Fa
     let base = config.join("pier");
     std::fs::create_dir_all(&base)
         .map_err(|e| Failure::new(format!("creating {}: {e}", base.display())))?;
-    let _lock = lock(&base.join(format!("{ino}.lock")))?;
-    clean_dead(ino);
-    let state_dir = base.join(ino.to_string());
+    let _lock = lock(&base.join(format!("{key}.lock")))?;
+    clean_dead((ino, cookie), &base);
+    let state_dir = base.join(&key);
     let topo = crate::topology::netlink::NetlinkTopology::new()
         .map_err(|e| Failure::new(format!("opening netlink: {e}")))?;
     let uplinks: Vec<String> = match std::env::var(UPLINKS_ENV) {
@@ -138,7 +210,7 @@ pub fn with_core<R>(config: &Path, f: impl FnOnce(&Daemon) -> R) -> Result<R, Fa
         state_dir.clone(),
         state_dir.join("run"),
         state_dir.join("unused.sock"),
-        Path::new(BPFFS_ROOT).join(ino.to_string()),
+        Path::new(BPFFS_ROOT).join(&key),
         uplinks,
         None,
     )
@@ -179,6 +251,17 @@ mod tests {
         assert_eq!(ns_ino("net:[4026531840]"), Some(4026531840));
         assert_eq!(ns_ino("mnt:[4026531840]"), None);
         assert_eq!(ns_ino("/"), None);
+    }
+
+    #[test]
+    fn keys_of_gone_namespaces() {
+        let live: BTreeSet<u64> = [5, 7].into();
+        assert!(!dead("5-10", (5, 10), &live), "ours");
+        assert!(dead("5-9", (5, 10), &live), "our inode, another cookie");
+        assert!(!dead("7-3", (5, 10), &live), "alive");
+        assert!(dead("8-3", (5, 10), &live), "nothing holds 8");
+        assert!(!dead("other", (5, 10), &live), "not ours to judge");
+        assert_ne!(netns_cookie().unwrap(), 0);
     }
 
     #[test]

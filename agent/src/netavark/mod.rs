@@ -472,6 +472,50 @@ fn prune_networks(txn: &mut crate::daemon::Txn) {
     }
 }
 
+/// Bring `lo` up inside the container's namespace (netavark's first step;
+/// podman leaves it down). A thread joins the namespace for one ioctl.
+pub fn loopback_up(netns: &Path) -> Result<(), Failure> {
+    let f = std::fs::File::open(netns)
+        .map_err(|e| Failure::new(format!("invalid namespace path: {}", io_error(&e))))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> std::io::Result<()> {
+            use std::os::fd::AsRawFd;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            // SAFETY: a plain socket(2) call; the fd is owned right after.
+            let fd =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fd is a new socket nobody else owns.
+            let owned =
+                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let sock = owned.as_raw_fd();
+            // SAFETY: ifreq is plain data; the ioctls read and write it.
+            unsafe {
+                let mut ifr: libc::ifreq = std::mem::zeroed();
+                for (i, b) in b"lo".iter().enumerate() {
+                    ifr.ifr_name[i] = *b as libc::c_char;
+                }
+                if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if ifr.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short == 0 {
+                    ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+                    if libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            Ok(())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the loopback thread panicked")))
+    })
+    .map_err(|e| Failure::new(format!("set lo up: {}", io_error(&e))))
+}
+
 /// `setup`: every network of the call attached in one change (nothing is
 /// left if one fails); netavark's answer, one status block per network.
 pub fn setup(d: &Daemon, call: &Call) -> Result<BTreeMap<String, StatusBlock>, Failure> {
@@ -482,6 +526,7 @@ pub fn setup(d: &Daemon, call: &Call) -> Result<BTreeMap<String, StatusBlock>, F
         return Err(Failure::new("container_id is empty"));
     }
     let netns = Path::new(&call.netns).to_path_buf();
+    loopback_up(&netns)?;
     let macs = d.change(|txn| {
         prune_dead(txn)?;
         let mine =
