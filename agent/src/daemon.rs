@@ -93,6 +93,10 @@ impl Txn<'_> {
 /// The one function that derives what the dataplane must reflect from the store.
 pub fn desired_state(st: &State) -> DesiredState {
     let mut d = DesiredState::default();
+    // Rules naming a port, protocol or container (few); the host-wide ones
+    // (possibly thousands) go to the dataplane once, not per port.
+    let scoped: Vec<&crate::state::PolicyRecord> =
+        st.policies.values().filter(|r| !r.host_wide()).collect();
     for n in st.networks.values().filter(|n| n.is_bridge()) {
         let (Some(bridge), Some(subnet), Some(gateway)) = (&n.bridge, n.subnet, n.gateway) else {
             continue;
@@ -141,7 +145,7 @@ pub fn desired_state(st: &State) -> DesiredState {
                     // Rootful podman holds its published ports itself.
                     reserve: !engine_holds_ports(st, c, first),
                 };
-                let rules = port_rules(st, c, first, hp, p.proto);
+                let rules = port_rules(st, &scoped, c, first, hp, p.proto);
                 if !rules.is_empty() {
                     d.port_policy.insert(dataplane::PortRef::of(&spec), rules);
                 }
@@ -166,6 +170,7 @@ pub fn desired_state(st: &State) -> DesiredState {
 /// policy` rules naming its port, protocol or container.
 fn port_rules(
     st: &State,
+    scoped: &[&crate::state::PolicyRecord],
     c: &Container,
     ports_on: &Endpoint,
     host_port: u16,
@@ -183,9 +188,9 @@ fn port_rules(
         .collect();
     rules.extend(c.publish_allow.iter().copied().map(allow));
     rules.extend(
-        st.policies
-            .values()
-            .filter(|r| !r.host_wide() && r.applies(&c.id, host_port, proto))
+        scoped
+            .iter()
+            .filter(|r| r.applies(&c.id, host_port, proto))
             .map(|r| dataplane::PolicyRule {
                 src: r.src,
                 deny: r.action == PolicyAction::Deny,

@@ -139,6 +139,12 @@ fn deny_wins_at_the_same_length_and_the_longest_prefix_otherwise() {
     assert_eq!(policy_entries(&h.bpffs_dir).len(), 4);
     h.pier_ok(&["policy", "rm", "2"]);
     assert_eq!(both(8081), (true, false), "allow /32 for A, deny /32 for B");
+    // Several sources in one command: one rule each, ids in order.
+    assert_eq!(
+        h.pier_ok(&["policy", "deny", "100.64.0.0/24", "100.64.1.0/24"]),
+        "5\n6\n"
+    );
+    assert_eq!(policy_entries(&h.bpffs_dir).len(), 5);
     h.pier_ok(&["policy", "rm", "--all"]);
     assert!(policy_rows(&s.host).is_empty());
     assert!(policy_entries(&h.bpffs_dir).is_empty());
@@ -391,6 +397,14 @@ fn bad_policy_input_changes_nothing() {
         (
             vec!["policy", "deny", "203.0.113.0/24"],
             "the same rule exists already (ID 1)",
+        ),
+        (
+            vec!["policy", "deny", "10.9.0.0/16", "10.9.0.0/16"],
+            "10.9.0.0/16 is given twice",
+        ),
+        (
+            vec!["policy", "deny", "10.9.0.0/16", "10.8.0.0/33"],
+            "invalid CIDR \"10.8.0.0/33\"",
         ),
         (vec!["policy", "rm", "42"], "No such policy rule: 42"),
         (vec!["policy", "rm", "x"], "invalid policy ID \"x\""),

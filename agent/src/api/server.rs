@@ -205,8 +205,8 @@ async fn policies_list(State(d): D) -> ApiResult<Json<Vec<PolicyRow>>> {
 
 async fn policy_create(State(d): D, body: Bytes) -> ApiResult<Response> {
     let req: PolicyCreate = compat::parse_body(&body)?;
-    let id = blocking(d, move |d| d.policy_create(req)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"Id": id}))).into_response())
+    let ids = blocking(d, move |d| d.policy_create(req)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"Ids": ids}))).into_response())
 }
 
 async fn policy_rm(State(d): D, Path(id): Path<String>) -> ApiResult<StatusCode> {

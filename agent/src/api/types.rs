@@ -188,8 +188,9 @@ pub struct PortMapping {
 pub struct PolicyCreate {
     /// `allow` or `deny`.
     pub action: String,
-    /// The source prefix (`10.0.0.0/8`, or an address: /32).
-    pub source: String,
+    /// The source prefixes (`10.0.0.0/8`, or an address: /32), one rule
+    /// each, all made in one change (or none).
+    pub sources: Vec<String>,
     /// A published host port.
     #[serde(default)]
     pub port: Option<u16>,

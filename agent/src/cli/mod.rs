@@ -157,8 +157,9 @@ pub enum PolicyCmd {
 
 #[derive(Args)]
 pub struct PolicyRuleArgs {
-    /// Source prefix (10.0.0.0/8) or address.
-    pub cidr: String,
+    /// Source prefixes (10.0.0.0/8) or addresses: one rule each.
+    #[arg(required = true, value_name = "CIDR")]
+    pub cidrs: Vec<String>,
     /// Only this published host port.
     #[arg(long)]
     pub port: Option<u16>,
@@ -846,13 +847,15 @@ fn policy(c: Client, cmd: PolicyCmd) -> anyhow::Result<i32> {
             "/policies/create",
             &PolicyCreate {
                 action: action.into(),
-                source: a.cidr,
+                sources: a.cidrs,
                 port: a.port,
                 proto: a.proto,
                 container: a.container,
             },
         )?;
-        println!("{}", v["Id"]);
+        for id in v["Ids"].as_array().into_iter().flatten() {
+            println!("{id}");
+        }
         Ok(0)
     };
     match cmd {

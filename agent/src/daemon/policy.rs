@@ -68,10 +68,22 @@ pub fn port_policy_text(st: &State, c: &Container, port: u16, proto: PortProto) 
 }
 
 impl Daemon {
-    /// `pier policy allow|deny`: validated whole, then one change.
-    pub fn policy_create(&self, req: PolicyCreate) -> Result<u32> {
+    /// `pier policy allow|deny`: one rule per source, validated whole, then
+    /// one change; the new rules' ids.
+    pub fn policy_create(&self, req: PolicyCreate) -> Result<Vec<u32>> {
         let action = action_of(&req.action)?;
-        let src = parse_cidr(&req.source).map_err(invalid)?;
+        if req.sources.is_empty() {
+            return Err(invalid("a source CIDR is needed"));
+        }
+        let mut srcs = Vec::with_capacity(req.sources.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &req.sources {
+            let n = parse_cidr(s).map_err(invalid)?;
+            if !seen.insert(n) {
+                return Err(invalid(format!("{n} is given twice")));
+            }
+            srcs.push(n);
+        }
         if req.port == Some(0) {
             return Err(invalid("invalid port 0: 1 to 65535"));
         }
@@ -100,7 +112,7 @@ impl Daemon {
             };
             if let Some(same) = txn.state.policies.values().find(|r| {
                 r.action == action
-                    && r.src == src
+                    && seen.contains(&r.src)
                     && r.port == req.port
                     && r.proto == proto
                     && r.container == container
@@ -110,26 +122,31 @@ impl Daemon {
                     same.id
                 )));
             }
-            if txn.state.policies.len() >= MAX_POLICIES {
+            if txn.state.policies.len() + srcs.len() > MAX_POLICIES {
                 return Err(crate::error::conflict(format!(
                     "too many policy rules (at most {MAX_POLICIES})"
                 )));
             }
-            txn.state.next_policy_id += 1;
-            let id = txn.state.next_policy_id;
-            txn.state.policies.insert(
-                id,
-                PolicyRecord {
+            let created = now_rfc3339();
+            let mut ids = Vec::with_capacity(srcs.len());
+            for src in &srcs {
+                txn.state.next_policy_id += 1;
+                let id = txn.state.next_policy_id;
+                txn.state.policies.insert(
                     id,
-                    action,
-                    src,
-                    port: req.port,
-                    proto,
-                    container,
-                    created: now_rfc3339(),
-                },
-            );
-            Ok(id)
+                    PolicyRecord {
+                        id,
+                        action,
+                        src: *src,
+                        port: req.port,
+                        proto,
+                        container: container.clone(),
+                        created: created.clone(),
+                    },
+                );
+                ids.push(id);
+            }
+            Ok(ids)
         })
     }
 

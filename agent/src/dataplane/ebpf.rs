@@ -108,6 +108,9 @@ pub struct EbpfDataplane {
     timeouts: CtTimeouts,
     /// Another ELF object than [`EBPF_OBJECT`] (tests).
     object: Option<Vec<u8>>,
+    /// `PIER_POLICY` as the last sync wrote it (the next one writes the
+    /// difference); `None` after start or a failed sync.
+    policy_written: Option<maps::PolicyTable>,
 }
 
 impl EbpfDataplane {
@@ -120,6 +123,7 @@ impl EbpfDataplane {
             applied: DesiredState::default(),
             timeouts: CtTimeouts::default(),
             object: None,
+            policy_written: None,
         }
     }
 
@@ -338,6 +342,7 @@ impl EbpfDataplane {
     }
 
     fn start_inner(&mut self) -> Result<(), DataplaneError> {
+        self.policy_written = None;
         sys::raise_nofile();
         sys::ensure_bpffs(&self.cfg.bpffs_dir)?;
 
@@ -591,7 +596,8 @@ impl Dataplane for EbpfDataplane {
         let mut t_veths = t_tables;
         let applied = self.sync_veths(&tables.veths).and_then(|()| {
             t_veths = t0.elapsed();
-            maps::write(self.bpf()?, &tables)
+            let prev = self.policy_written.take();
+            maps::write(self.bpf()?, &tables, prev.as_ref())
         });
         if let Err(e) = applied {
             for id in &new {
@@ -602,6 +608,7 @@ impl Dataplane for EbpfDataplane {
         let want: BTreeSet<PortId> = desired.ports.iter().map(port_id).collect();
         self.reservations.retain(|id, _| want.contains(id));
         self.applied = desired.clone();
+        self.policy_written = Some(tables.policy.clone());
         let t_maps = t0.elapsed();
         self.sync_host_with(&ifaces)?;
         let t_host = t0.elapsed();

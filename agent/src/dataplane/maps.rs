@@ -149,6 +149,7 @@ impl Tables {
             })?;
             bridge_mac.insert(n.id, mac);
         }
+        let host_allows = desired.host_policy.iter().any(|r| !r.deny);
         let mut net_of = BTreeMap::new();
         for e in &desired.endpoints {
             // A container whose interface is gone (stopped, being torn down)
@@ -204,7 +205,7 @@ impl Tables {
             if !desired.host_policy.is_empty() {
                 policy |= POLICY_F_HOST;
             }
-            if own.iter().chain(&desired.host_policy).any(|r| !r.deny) {
+            if host_allows || own.iter().any(|r| !r.deny) {
                 policy |= POLICY_F_DEFAULT_DENY;
             }
             let val = PortVal {
@@ -320,10 +321,16 @@ fn port_counters(
     Ok(())
 }
 
+/// `PIER_POLICY` as the last successful [`write`] left it (`None`: not
+/// known, e.g. after a restart: the whole map is compared then).
+pub type PolicyTable = BTreeMap<(u32, PolicyKey), PolicyVal>;
+
 /// Make the maps hold exactly `t`: add and update first (networks →
 /// endpoints → ports), remove after (ports → endpoints → networks), so no
-/// packet meets an entry pointing at a missing one.
-pub fn write(bpf: &mut Ebpf, t: &Tables) -> Result<(), DataplaneError> {
+/// packet meets an entry pointing at a missing one. `PIER_POLICY` is
+/// written as the difference from `prev` (thousands of rules cost nothing
+/// in a change that does not touch them).
+pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(), DataplaneError> {
     upsert(bpf, names::NETWORKS, &t.networks)?;
     {
         let mut m = lpm(bpf)?;
@@ -340,6 +347,9 @@ pub fn write(bpf: &mut Ebpf, t: &Tables) -> Result<(), DataplaneError> {
     {
         let mut m = policy_map(bpf)?;
         for ((len, k), v) in &t.policy {
+            if prev.is_some_and(|p| p.get(&(*len, *k)) == Some(v)) {
+                continue;
+            }
             m.insert(&Key::new(*len, *k), v, 0)
                 .map_err(|e| err(names::POLICY, e))?;
         }
@@ -349,11 +359,18 @@ pub fn write(bpf: &mut Ebpf, t: &Tables) -> Result<(), DataplaneError> {
     prune(bpf, names::PORTS, &t.ports)?;
     {
         let mut m = policy_map(bpf)?;
-        let stale: Vec<Key<PolicyKey>> = m
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !t.policy.contains_key(&(k.prefix_len(), k.data())))
-            .collect();
+        let stale: Vec<Key<PolicyKey>> = match prev {
+            Some(p) => p
+                .keys()
+                .filter(|k| !t.policy.contains_key(k))
+                .map(|(len, k)| Key::new(*len, *k))
+                .collect(),
+            None => m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !t.policy.contains_key(&(k.prefix_len(), k.data())))
+                .collect(),
+        };
         for k in stale {
             m.remove(&k).map_err(|e| err(names::POLICY, e))?;
         }
