@@ -366,7 +366,8 @@ mod tests {
                 "local_throughput_1",
                 "crr_containers",
                 "run_ms",
-                "rm_ms"
+                "rm_ms",
+                "crr_policy"
             ]
         );
         for f in Figure::ALL {
