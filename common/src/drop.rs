@@ -34,10 +34,14 @@ pub enum DropReason {
     /// The TTL ran out on a hop pier routes and no time-exceeded answer could
     /// be made (an ICMP error itself, IP options, a GSO packet).
     TtlExceeded = 13,
+    /// ARP from a container whose sender address or MAC is not its own (a
+    /// gratuitous ARP or a reply for a neighbour's address: cache poisoning),
+    /// or that is not Ethernet/IPv4 ARP.
+    ArpSpoofed = 14,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -51,7 +55,8 @@ impl DropReason {
         DropReason::IcmpForged,
         DropReason::FragNoFirst,
         DropReason::TtlExceeded,
+        DropReason::ArpSpoofed,
     ];
 }
 
-const _: () = assert!((DropReason::TtlExceeded as u32) < crate::maps::DROPS_LEN);
+const _: () = assert!((DropReason::ArpSpoofed as u32) < crate::maps::DROPS_LEN);
