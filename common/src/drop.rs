@@ -21,7 +21,8 @@ pub enum DropReason {
     NatUnsupported = 8,
     /// A packet helper (store, checksum, redirect) failed.
     Helper = 9,
-    /// From a container, with a source address that is not its own.
+    /// From a container, with a source address that is not its own; or
+    /// from outside (an uplink), with a source in a container subnet.
     Spoofed = 10,
     /// An ICMP error whose quoted packet is not one pier sent: it quotes a
     /// published port's packet with no connection behind it, a packet its

@@ -398,6 +398,37 @@ fn a_container_cannot_answer_for_another_containers_published_connection() {
             assert_eq!(ports(&out), (host_port, 5555));
             assert_checksums(&out);
         }
+        // What the dataplane fuzz found (dataplane_fuzz.rs), each dropped:
+        // from outside with a container's source (a martian), …
+        let before = drops(&dp, DropReason::Spoofed);
+        let martian = Frame::new(17, C1, HOST, 5555, 8083).build();
+        assert_eq!(
+            dp.test_run(programs::UPLINK_IN, &martian, 0).unwrap().0,
+            TC_ACT_SHOT
+        );
+        assert_eq!(drops(&dp, DropReason::Spoofed), before + 1);
+        // … an echo reply leaving a masquerading network (it answers no
+        // ping: none from outside reaches it), …
+        let mut reply = Frame::new(1, C1, OUTSIDE, 0, 0).build();
+        reply[34..36].copy_from_slice(&[0, 0]);
+        let before = drops(&dp, DropReason::NatUnsupported);
+        assert_eq!(
+            dp.test_run(programs::VETH_IN, &reply, vc1).unwrap().0,
+            TC_ACT_SHOT
+        );
+        assert_eq!(drops(&dp, DropReason::NatUnsupported), before + 1);
+        // … and a later fragment whose IPv4 header is longer than the frame.
+        let mut short = Frame::new(17, OUTSIDE, C1, 0, 0);
+        short.frag = 0x0010;
+        short.ihl_override = Some(15);
+        let before = drops(&dp, DropReason::Malformed);
+        assert_eq!(
+            dp.test_run(programs::UPLINK_IN, &short.build(), 0)
+                .unwrap()
+                .0,
+            TC_ACT_SHOT
+        );
+        assert_eq!(drops(&dp, DropReason::Malformed), before + 1);
         dp.remove_all().unwrap();
     });
     w.assert_firewalls_untouched();

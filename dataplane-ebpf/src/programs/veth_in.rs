@@ -206,6 +206,12 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
         track_routed(pkt);
         return Ok(TC_ACT_OK);
     }
+    if pkt.l4 == L4::EchoReply {
+        // No ping from outside reaches a masquerading network, so this
+        // answers none; and its identifier is the peer's, not a port of
+        // ours to allocate.
+        return Err(DropReason::NatUnsupported);
+    }
     let Some(up) = UPLINK.get(0).copied() else {
         return Ok(TC_ACT_OK);
     };
