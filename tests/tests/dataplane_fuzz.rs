@@ -757,14 +757,14 @@ fn fuzzed_frames_are_passed_unchanged_dropped_with_a_reason_or_translated_as_the
                     TC_ACT_SHOT => shot += 1,
                     _ => redirect += 1,
                 }
-                if let Some(why) = check(&ctx, prog, ifindex, &f, v, &out, dropped) {
-                    if failures.len() < 20 {
-                        failures.push(format!(
-                            "{prog} #{n} ifindex {ifindex}: {why}\n  in:  {}\n  out: {}",
-                            hex(&f),
-                            hex(&out)
-                        ));
-                    }
+                if let Some(why) = check(&ctx, prog, ifindex, &f, v, &out, dropped)
+                    && failures.len() < 20
+                {
+                    failures.push(format!(
+                        "{prog} #{n} ifindex {ifindex}: {why}\n  in:  {}\n  out: {}",
+                        hex(&f),
+                        hex(&out)
+                    ));
                 }
             }
             println!(
