@@ -21,7 +21,8 @@ pub enum DropReason {
     NatUnsupported = 8,
     /// A packet helper (store, checksum, redirect) failed.
     Helper = 9,
-    /// From a container, with a source address that is not its own.
+    /// From a container, with a source address that is not its own; or
+    /// from outside (an uplink), with a source in a container subnet.
     Spoofed = 10,
     /// An ICMP error whose quoted packet is not one pier sent: it quotes a
     /// published port's packet with no connection behind it, a packet its
@@ -34,13 +35,17 @@ pub enum DropReason {
     /// The TTL ran out on a hop pier routes and no time-exceeded answer could
     /// be made (an ICMP error itself, IP options, a GSO packet).
     TtlExceeded = 13,
+    /// ARP from a container whose sender address or MAC is not its own (a
+    /// gratuitous ARP or a reply for a neighbour's address: cache poisoning),
+    /// or that is not Ethernet/IPv4 ARP.
+    ArpSpoofed = 14,
     /// A published port's source policy does not let this source in
     /// (`pier policy`, `--publish-allow`, `pier.publish.allow`).
-    PolicyDenied = 14,
+    PolicyDenied = 15,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -54,6 +59,7 @@ impl DropReason {
         DropReason::IcmpForged,
         DropReason::FragNoFirst,
         DropReason::TtlExceeded,
+        DropReason::ArpSpoofed,
         DropReason::PolicyDenied,
     ];
 }
