@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{CgroupSockAddr, ProgramError, SchedClassifier},
+    programs::{CgroupSock, CgroupSockAddr, ProgramError, SchedClassifier},
 };
 use pier_common::{
     config::{self, GLOBAL_HOST_NETNS_COOKIE},
@@ -152,6 +152,7 @@ impl EbpfDataplane {
             let r = match prog {
                 aya::programs::Program::SchedClassifier(p) => p.load(),
                 aya::programs::Program::CgroupSockAddr(p) => p.load(),
+                aya::programs::Program::CgroupSock(p) => p.load(),
                 _ => continue,
             };
             if let Err(e) = r {
@@ -411,6 +412,15 @@ impl EbpfDataplane {
                     .map_err(|e| err(name, e))?;
                 attach::attach_cgroup(prog, name, &cg, &pin)?;
             }
+            let name = programs::SOCK_RELEASE;
+            let pin = attach::cg_pin(&dir, name);
+            let prog: &mut CgroupSock = self
+                .bpf()?
+                .program_mut(name)
+                .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
+                .try_into()
+                .map_err(|e| err(name, e))?;
+            attach::attach_cgroup_sock(prog, name, &cg, &pin)?;
         }
         Ok(())
     }
