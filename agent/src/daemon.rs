@@ -173,7 +173,12 @@ pub fn endpoint_spec(
         bridge: net.bridge.clone().unwrap_or_default(),
         address: Ipv4Net::new(e.ip, e.prefix_len).expect("prefix ≤ 32"),
         mac: e.mac,
-        default_gateway: if default_route { net.gateway } else { None },
+        // An internal network leads nowhere: no default route (Docker, netavark).
+        default_gateway: if default_route && !net.internal {
+            net.gateway
+        } else {
+            None
+        },
         mtu: net.mtu,
         engine_peer: e.engine_peer.clone(),
     }
@@ -423,7 +428,7 @@ impl Daemon {
                 cfg.default_subnet
             );
         }
-        if !txn.state.networks.values().any(|n| n.default) {
+        if !cfg.engine_only && !txn.state.networks.values().any(|n| n.default) {
             // A first start: the default subnet must not be one the host
             // routes already (a leftover pier0 is taken over, route and all).
             let sn = cfg.default_subnet;
