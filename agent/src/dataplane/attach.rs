@@ -164,6 +164,17 @@ pub fn attach_tc(
     Ok(())
 }
 
+/// Attach a cgroup program (`CgroupSockAddr`, `CgroupSock`: the same calls,
+/// different types) and hand back its link as an `FdLink`. bpf_link_create
+/// takes no flags for cgroups; links are always multi.
+macro_rules! cgroup_link {
+    ($prog:expr, $cg:expr) => {{
+        let id = $prog.attach($cg, CgroupAttachMode::Single).map_err(chain)?;
+        let link = $prog.take_link(id).map_err(chain)?;
+        FdLink::try_from(link).map_err(chain)
+    }};
+}
+
 /// Attach a cgroup socket-address hook and pin its link; a link of a
 /// previous run is removed once the new one is in place.
 pub fn attach_cgroup(
@@ -172,12 +183,7 @@ pub fn attach_cgroup(
     cgroup: &Path,
     pin: &Path,
 ) -> Result<(), DataplaneError> {
-    attach_cgroup_with(prog_name, cgroup, pin, |cg| {
-        // bpf_link_create takes no flags for cgroups; links are always multi.
-        let id = prog.attach(cg, CgroupAttachMode::Single).map_err(chain)?;
-        let link = prog.take_link(id).map_err(chain)?;
-        FdLink::try_from(link).map_err(chain)
-    })
+    attach_cgroup_with(prog_name, cgroup, pin, |cg| cgroup_link!(prog, cg))
 }
 
 /// [`attach_cgroup`] for a cgroup socket hook (`sock_release`).
@@ -187,11 +193,7 @@ pub fn attach_cgroup_sock(
     cgroup: &Path,
     pin: &Path,
 ) -> Result<(), DataplaneError> {
-    attach_cgroup_with(prog_name, cgroup, pin, |cg| {
-        let id = prog.attach(cg, CgroupAttachMode::Single).map_err(chain)?;
-        let link = prog.take_link(id).map_err(chain)?;
-        FdLink::try_from(link).map_err(chain)
-    })
+    attach_cgroup_with(prog_name, cgroup, pin, |cg| cgroup_link!(prog, cg))
 }
 
 fn attach_cgroup_with(

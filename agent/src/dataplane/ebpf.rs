@@ -163,6 +163,14 @@ impl EbpfDataplane {
     }
 
     fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.program(name)
+    }
+
+    /// The loaded program `name` as its kind `T`.
+    fn program<T>(&mut self, name: &str) -> Result<&mut T, DataplaneError>
+    where
+        for<'a> &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
         self.bpf()?
             .program_mut(name)
             .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
@@ -404,22 +412,12 @@ impl EbpfDataplane {
         if let Some(cg) = self.cfg.cgroup.clone() {
             for name in programs::SOCK_HOOKS {
                 let pin = attach::cg_pin(&dir, name);
-                let prog: &mut CgroupSockAddr = self
-                    .bpf()?
-                    .program_mut(name)
-                    .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
-                    .try_into()
-                    .map_err(|e| err(name, e))?;
+                let prog: &mut CgroupSockAddr = self.program(name)?;
                 attach::attach_cgroup(prog, name, &cg, &pin)?;
             }
             let name = programs::SOCK_RELEASE;
             let pin = attach::cg_pin(&dir, name);
-            let prog: &mut CgroupSock = self
-                .bpf()?
-                .program_mut(name)
-                .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
-                .try_into()
-                .map_err(|e| err(name, e))?;
+            let prog: &mut CgroupSock = self.program(name)?;
             attach::attach_cgroup_sock(prog, name, &cg, &pin)?;
         }
         Ok(())
