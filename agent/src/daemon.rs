@@ -101,6 +101,7 @@ pub fn desired_state(st: &State) -> DesiredState {
             bridge: bridge.clone(),
             subnet,
             gateway,
+            subnet6: None,
             internal: n.internal,
             icc: n.icc,
             masquerade: n.masquerade,
@@ -114,6 +115,7 @@ pub fn desired_state(st: &State) -> DesiredState {
             d.endpoints.push(dataplane::EndpointSpec {
                 network_id: n.num,
                 ip: e.ip,
+                ip6: None,
                 mac: e.mac,
                 host_ifname: e.host_ifname.clone(),
             });

@@ -34,10 +34,20 @@ pub enum DropReason {
     /// The TTL ran out on a hop pier routes and no time-exceeded answer could
     /// be made (an ICMP error itself, IP options, a GSO packet).
     TtlExceeded = 13,
+    /// An IPv6 extension-header chain pier does not walk: longer than
+    /// `IPV6_EXT_MAX` headers or bytes, or a header it does not know, where
+    /// the transport header matters (from a container, to a container).
+    Ipv6ExtHdrs = 14,
+    /// An IPv6 router advertisement or redirect sent by a container (only
+    /// the host routes for pier's bridges).
+    RouterAdvert = 15,
+    /// An IPv4-mapped or IPv4-compatible IPv6 address (`::ffff:0:0/96`,
+    /// `::/96`) as a container's source or destination: never translated.
+    V4Mapped = 16,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -51,7 +61,10 @@ impl DropReason {
         DropReason::IcmpForged,
         DropReason::FragNoFirst,
         DropReason::TtlExceeded,
+        DropReason::Ipv6ExtHdrs,
+        DropReason::RouterAdvert,
+        DropReason::V4Mapped,
     ];
 }
 
-const _: () = assert!((DropReason::TtlExceeded as u32) < crate::maps::DROPS_LEN);
+const _: () = assert!((DropReason::V4Mapped as u32) < crate::maps::DROPS_LEN);

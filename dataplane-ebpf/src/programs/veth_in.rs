@@ -24,7 +24,7 @@ use pier_common::{
 };
 
 use crate::{
-    ct, frag, icmp,
+    ct, frag, icmp, ipv6,
     lookup::{count_port, endpoint, is_host_addr, network, published, subnet_of},
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
@@ -42,6 +42,9 @@ pub fn pier_veth_in(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(mut pkt) = parse::ipv4(ctx)? else {
+        if ipv6::is_ipv6(ctx) {
+            return ipv6::veth_in(ctx);
+        }
         return Ok(TC_ACT_OK);
     };
     frag::first_seen(&pkt);
