@@ -618,13 +618,45 @@ impl Daemon {
 
     // ----- containers -----------------------------------------------------
 
+    /// Where a host-mode container's own `/etc` files live: only those its
+    /// flags need (`--dns*`: resolv.conf, `--add-host`: hosts); none, and
+    /// it sees the host's files.
+    pub(crate) fn host_mode_etc(&self, id: &str) -> PathBuf {
+        self.cfg.container_dir(id).join("host-etc")
+    }
+
     fn write_files(&self, c: &Container, st: &State) -> Result<()> {
+        if c.mode == NetMode::Host {
+            return self.write_host_mode_files(c, st);
+        }
         let dir = self.cfg.container_dir(&c.id);
         let own: Vec<Ipv4Addr> = c.endpoints.iter().map(|e| e.ip).collect();
         let hosts = files::hosts(&c.hostname, &own, &c.links, &c.extra_hosts);
         let resolv = self.resolv_conf_for(c, st);
         files::write_all(&dir, &c.hostname, &hosts, &resolv)
             .map_err(|e| AgentError::Internal(format!("writing {}: {e}", dir.display())))
+    }
+
+    /// Host mode: the host's files, with a container's own resolv.conf
+    /// (Docker: `--dns`, `--dns-search`, `--dns-option` apply in host mode
+    /// too) and hosts (`--add-host`) where its flags ask for them.
+    fn write_host_mode_files(&self, c: &Container, st: &State) -> Result<()> {
+        let dir = self.host_mode_etc(&c.id);
+        let io =
+            |e: std::io::Error| AgentError::Internal(format!("writing {}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        if !(c.dns.is_empty() && c.dns_search.is_empty() && c.dns_options.is_empty()) {
+            std::fs::write(dir.join("resolv.conf"), self.resolv_conf_for(c, st)).map_err(io)?;
+        }
+        if !c.extra_hosts.is_empty() {
+            let host = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            std::fs::write(
+                dir.join("hosts"),
+                files::host_mode_hosts(&host, &c.extra_hosts),
+            )
+            .map_err(io)?;
+        }
+        Ok(())
     }
 
     /// The resolv.conf `c` gets: the embedded resolver while it is on a
@@ -635,8 +667,12 @@ impl Daemon {
             .endpoints
             .iter()
             .any(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.default));
+        let ov = files::DnsOverrides {
+            search: &c.dns_search,
+            options: &c.dns_options,
+        };
         if on_user_net {
-            return files::embedded_resolv_conf();
+            return files::embedded_resolv_conf(ov);
         }
         let servers = if c.dns.is_empty() {
             &self.cfg.dns_upstreams
@@ -649,6 +685,7 @@ impl Daemon {
                 .ok()
                 .as_deref(),
             servers,
+            ov,
         )
     }
 
@@ -734,6 +771,22 @@ impl Daemon {
                 dns.push(a);
             }
         }
+        for d in &req.dns_search {
+            validate::check_dns_search(d).map_err(invalid)?;
+        }
+        for o in &req.dns_options {
+            validate::check_dns_option(o).map_err(invalid)?;
+        }
+        // KEY=VALUE in order, a later one of the same key winning; a bare
+        // KEY leaves it out.
+        let mut env: Vec<String> = Vec::new();
+        for e in &req.env {
+            let (k, v) = validate::parse_env(e).map_err(invalid)?;
+            env.retain(|x| x.split_once('=').map(|(a, _)| a) != Some(k.as_str()));
+            if let Some(v) = v {
+                env.push(format!("{k}={v}"));
+            }
+        }
         let id = self.change(|txn| {
             let id = new_id();
             let name = req.name.clone().unwrap_or_else(|| format!("pier_{}", &id[..8]));
@@ -791,6 +844,16 @@ impl Daemon {
                 if !dns.is_empty() {
                     return Err(invalid("conflicting options: dns and the network mode"));
                 }
+                if !req.dns_search.is_empty() {
+                    return Err(invalid(
+                        "conflicting options: dns search and the network mode",
+                    ));
+                }
+                if !req.dns_options.is_empty() {
+                    return Err(invalid(
+                        "conflicting options: dns options and the network mode",
+                    ));
+                }
             }
             if ip.is_some() && !user_net {
                 return Err(invalid(
@@ -846,14 +909,7 @@ impl Daemon {
                 warnings.push("Published ports are discarded when using host network mode".into());
                 ports.clear();
             }
-            let mut dns = dns.clone();
-            if mode == NetMode::Host && !dns.is_empty() {
-                warnings.push(
-                    "DNS servers are discarded when using host network mode: the host's resolv.conf applies"
-                        .into(),
-                );
-                dns.clear();
-            }
+            let dns = dns.clone();
             // Host ports already taken by another container; ephemeral and
             // ranged ones chosen now.
             let ports = Self::choose_host_ports(&txn.state, &ports, &id)?;
@@ -914,6 +970,9 @@ impl Daemon {
                 finished_ms: None,
                 auto_remove: req.auto_remove,
                 dns,
+                dns_search: req.dns_search.clone(),
+                dns_options: req.dns_options.clone(),
+                env: env.clone(),
                 extra_hosts,
                 exposed: exposed.clone(),
                 owner: Owner::Pier,
@@ -994,7 +1053,15 @@ impl Daemon {
         argv: Vec<String>,
         stdio: [std::os::fd::OwnedFd; 3],
     ) -> ProcSpec {
-        let etc = (c.mode != NetMode::Host).then(|| self.cfg.container_dir(&c.id));
+        let etc = if c.mode == NetMode::Host {
+            let d = self.host_mode_etc(&c.id);
+            // Only when the flags gave it files (an empty dir binds nothing).
+            std::fs::read_dir(&d)
+                .is_ok_and(|mut r| r.next().is_some())
+                .then_some(d)
+        } else {
+            Some(self.cfg.container_dir(&c.id))
+        };
         let join_pid = match (c.pid, c.pid_start) {
             (Some(pid), Some(st))
                 if self.runner.alive(Proc {
@@ -1011,6 +1078,7 @@ impl Daemon {
             etc_dir: etc,
             hostname: (c.mode != NetMode::Host).then(|| c.hostname.clone()),
             argv,
+            env: c.env.clone(),
             join_pid,
             stdio,
         }

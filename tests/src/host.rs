@@ -285,6 +285,17 @@ impl TestHost {
             .expect("spawn pier")
     }
 
+    /// Like [`TestHost::pier`], with extra environment variables for the CLI.
+    pub fn pier_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(pier_bin())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("spawn pier")
+    }
+
     /// Like [`TestHost::pier`], panicking unless it succeeds; returns stdout.
     pub fn pier_ok(&self, args: &[&str]) -> String {
         let out = self.pier(args);

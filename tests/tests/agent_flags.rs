@@ -433,3 +433,295 @@ fn filters_and_formats() {
         );
     }
 }
+
+/// What a container's processes see as `/etc/FILE` (through its mounts).
+fn etc_file(s: &Sandbox, name: &str, file: &str) -> String {
+    s.host
+        .pier_ok(&["exec", name, "cat", &format!("/etc/{file}")])
+}
+
+#[test]
+fn dns_search_dns_option_and_env() {
+    require_root!();
+    let s = Sandbox::new(&[]);
+    s.host.pier_ok(&["network", "create", "usernet"]);
+    let dns_flags = [
+        "--dns-search",
+        "corp.example",
+        "--dns-search",
+        "lab.example",
+        "--dns-option",
+        "timeout:2",
+        "--dns-option",
+        "attempts:3",
+    ];
+    // Every network type: the default bridge, a user network (the embedded
+    // resolver keeps ndots:0), none and host.
+    for (name, net) in [
+        ("b", "bridge"),
+        ("u", "usernet"),
+        ("n", "none"),
+        ("h", "host"),
+    ] {
+        let mut a = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            "--dns",
+            "192.0.2.53",
+        ];
+        a.extend(dns_flags);
+        a.extend(["--", "sleep", "300"]);
+        let out = s.host.pier(&a);
+        assert!(out.status.success(), "{net}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "",
+            "{net}: no warning"
+        );
+        let r = etc_file(&s, name, "resolv.conf");
+        let want = if net == "usernet" {
+            "nameserver 127.0.0.11\nsearch corp.example lab.example\noptions ndots:0 timeout:2 attempts:3\n"
+        } else {
+            "nameserver 192.0.2.53\nsearch corp.example lab.example\noptions timeout:2 attempts:3\n"
+        };
+        assert_eq!(r, want, "{net}");
+        let v = s.inspect(name);
+        assert_eq!(
+            v["HostConfig"]["DnsSearch"],
+            serde_json::json!(["corp.example", "lab.example"]),
+            "{net}"
+        );
+        assert_eq!(
+            v["HostConfig"]["DnsOptions"],
+            serde_json::json!(["timeout:2", "attempts:3"]),
+            "{net}"
+        );
+    }
+    // A host-mode container without DNS flags keeps the host's own file.
+    s.host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "h0",
+        "--network",
+        "host",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(
+        etc_file(&s, "h0", "resolv.conf"),
+        std::fs::read_to_string("/etc/resolv.conf").unwrap()
+    );
+    assert_eq!(s.inspect("h0")["ResolvConfPath"], "/etc/resolv.conf");
+    // `--dns-search .`: no search line at all.
+    s.host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dot",
+        "--dns",
+        "192.0.2.53",
+        "--dns-search",
+        ".",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    assert!(
+        !etc_file(&s, "dot", "resolv.conf").contains("search"),
+        "{}",
+        etc_file(&s, "dot", "resolv.conf")
+    );
+    // An ndots of the container's own replaces the embedded resolver's ndots:0.
+    s.host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "nd",
+        "--network",
+        "usernet",
+        "--dns-option",
+        "ndots:3",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(
+        etc_file(&s, "nd", "resolv.conf"),
+        "nameserver 127.0.0.11\noptions ndots:3\n"
+    );
+
+    // -e: the main command's environment and exec's; a later one wins; a bare
+    // KEY takes the CLI's value, an unset bare KEY is left out.
+    let out = s.host.pier_with_env(
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-e",
+            "B=x=y",
+            "-e",
+            "A=2",
+            "-e",
+            "FROM_SHELL",
+            "-e",
+            "UNSET_HERE",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$A|$B|$FROM_SHELL|${UNSET_HERE-unset}|$PATH\"",
+        ],
+        &[("FROM_SHELL", "shell value")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        "2|x=y|shell value|unset|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    let envf = s.host.run_dir().join("envfile");
+    std::fs::write(&envf, "# a comment\n\nFILE_A=from file\nA=file\n").unwrap();
+    s.host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "envy",
+        "--env-file",
+        envf.to_str().unwrap(),
+        "-e",
+        "A=flag",
+        "-e",
+        "PATH=/bin",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(
+        s.host
+            .pier_ok(&["exec", "envy", "sh", "-c", "echo \"$FILE_A|$A|$PATH\""])
+            .trim_end(),
+        "from file|flag|/bin"
+    );
+    assert_eq!(
+        s.inspect("envy")["Config"]["Env"],
+        serde_json::json!(["FILE_A=from file", "A=flag", "PATH=/bin"])
+    );
+
+    // Bad input: one error line, nothing made.
+    let before = s.host.world();
+    for (args, want) in [
+        (vec!["--dns-search", "bad_domain!"], "is not a valid domain"),
+        (vec!["--dns-option", "two words"], "invalid DNS option"),
+        (vec!["-e", "=x"], "invalid environment variable: =x"),
+        (
+            vec!["--network", "container:b", "--dns-search", "x.example"],
+            "conflicting options: dns search and the network mode",
+        ),
+        (
+            vec!["--network", "container:b", "--dns-option", "ndots:1"],
+            "conflicting options: dns options and the network mode",
+        ),
+        (vec!["--env-file", "/nonexistent/env"], "/nonexistent/env"),
+    ] {
+        let mut a = vec!["run", "-d"];
+        a.extend(args.iter().copied());
+        a.extend(["--", "true"]);
+        let e = s.host.pier_err(&a);
+        assert!(
+            e.starts_with("Error: ") && e.contains(want) && e.trim_end().lines().count() == 1,
+            "{args:?}: {e}"
+        );
+    }
+    assert_eq!(s.host.world(), before);
+}
+
+#[test]
+fn port_format_and_completions() {
+    require_root!();
+    let s = Sandbox::new(&[]);
+    s.host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w",
+        "-p",
+        "8081:80",
+        "-p",
+        "127.0.0.1:8082:81/udp",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(
+        s.host
+            .pier_ok(&["port", "w", "--format", "{{.HostIP}}:{{.HostPort}}"]),
+        "0.0.0.0:8081\n127.0.0.1:8082\n"
+    );
+    assert_eq!(
+        s.host.pier_ok(&[
+            "port",
+            "w",
+            "81/udp",
+            "--format",
+            "{{.PrivatePort}}/{{.Type}}={{.HostPort}}"
+        ]),
+        "81/udp=8082\n"
+    );
+    assert_eq!(
+        s.host.pier_ok(&[
+            "port",
+            "w",
+            "--format",
+            "table {{.PrivatePort}}\t{{.HostIP}}"
+        ]),
+        "PRIVATEPORT   HOST IP\n80            0.0.0.0\n81            127.0.0.1\n"
+    );
+    let json: Vec<serde_json::Value> = s
+        .host
+        .pier_ok(&["port", "w", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        json[0],
+        serde_json::json!({"PrivatePort": 80, "Type": "tcp", "HostIP": "0.0.0.0", "HostPort": 8081})
+    );
+    let e = s.host.pier_err(&["port", "w", "--format", "{{.HostPort"]);
+    assert!(e.starts_with("Error: template parsing error"), "{e}");
+    let e = s
+        .host
+        .pier_err(&["port", "w", "90", "--format", "{{.HostPort}}"]);
+    assert_eq!(
+        e.trim_end(),
+        "Error: No public port '90/tcp' published for w"
+    );
+
+    // Completions: each shell's script names the subcommands and run's flags.
+    for (shell, marker) in [
+        ("bash", "complete -F _pier"),
+        ("zsh", "#compdef pier"),
+        ("fish", "complete -c pier"),
+    ] {
+        let out = s.host.pier_ok(&["completion", shell]);
+        assert!(out.contains(marker), "{shell}: {out:.300}");
+        for w in ["network", "dns-search", "publish-all", "add-host"] {
+            assert!(out.contains(w), "{shell} completion lacks {w}");
+        }
+    }
+    // bash parses its script.
+    let script = s.host.run_dir().join("pier.bash");
+    std::fs::write(&script, s.host.pier_ok(&["completion", "bash"])).unwrap();
+    let st = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = s.host.pier_err(&["completion", "tcsh"]);
+    assert!(e.contains("invalid value 'tcsh'"), "{e}");
+}

@@ -532,7 +532,8 @@ fn dns_agent_upstreams_internal_and_resolv_conf() {
         "Error: conflicting options: dns and the network mode"
     );
     assert_eq!(host.world(), before);
-    // Host mode has the host's resolv.conf: --dns is discarded, with a warning.
+    // Host mode: the host's resolv.conf with --dns's servers instead of the
+    // host's (Docker does the same), and no warning.
     let out = host.pier(&[
         "run",
         "-d",
@@ -542,16 +543,19 @@ fn dns_agent_upstreams_internal_and_resolv_conf() {
         "host",
         "--dns",
         "198.18.0.3",
+        "--",
+        "sleep",
+        "300",
     ]);
     assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        "WARNING: DNS servers are discarded when using host network mode: the host's resolv.conf applies"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert_eq!(
         inspect(&host, "h")["HostConfig"]["Dns"],
-        serde_json::json!([])
+        serde_json::json!(["198.18.0.3"])
     );
+    let seen = host.pier_ok(&["exec", "h", "cat", "/etc/resolv.conf"]);
+    assert!(seen.starts_with("nameserver 198.18.0.3\n"), "{seen}");
+    assert_eq!(seen.matches("nameserver").count(), 1, "{seen}");
 }
 
 #[test]

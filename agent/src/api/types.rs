@@ -107,6 +107,16 @@ pub struct ContainerCreate {
     /// `--mac-address` of the first network's interface.
     #[serde(default)]
     pub mac_address: Option<String>,
+    /// `--dns-search DOMAIN`: resolv.conf's `search` line (`.` for none).
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--dns-option OPT`: resolv.conf's `options` line.
+    #[serde(default)]
+    pub dns_options: Vec<String>,
+    /// `-e KEY=VALUE`: the environment of the container's processes
+    /// (the CLI resolves a bare `KEY` from its own environment, as Docker).
+    #[serde(default)]
+    pub env: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -67,23 +67,30 @@ pub enum Cmd {
         /// A Go template over each container's JSON ({{.NetworkSettings.IPAddress}}).
         #[arg(short, long)]
         format: Option<String>,
+        /// Containers (names or IDs).
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Show a container's output.
-    Logs { name: String },
+    Logs {
+        /// The container's name or ID.
+        name: String,
+    },
     /// Stop containers' processes.
     Stop {
+        /// Containers (names or IDs).
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Start stopped containers.
     Start {
+        /// Containers (names or IDs).
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Stop and start containers again (their ports published again).
     Restart {
+        /// Containers (names or IDs).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -92,6 +99,7 @@ pub enum Cmd {
         /// Remove also when its process runs (kill it).
         #[arg(short, long)]
         force: bool,
+        /// Containers (names or IDs).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -100,9 +108,19 @@ pub enum Cmd {
     System(SystemCmd),
     /// List a container's published ports (like `docker port`).
     Port {
+        /// `json` (one JSON object per line) or a Go template over each
+        /// mapping: {{.PrivatePort}}, {{.Type}}, {{.HostIP}}, {{.HostPort}}.
+        #[arg(long)]
+        format: Option<String>,
+        /// The container's name or ID.
         name: String,
         /// PRIVATE_PORT[/PROTO]: only this container port.
         private_port: Option<String>,
+    },
+    /// Print a shell completion script: `source <(pier completion bash)`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Show packets and bytes per published port, read from the kernel's maps.
     Stats(ports::StatsArgs),
@@ -110,10 +128,13 @@ pub enum Cmd {
 
 #[derive(Args)]
 pub struct AgentArgs {
+    /// Where the agent keeps its store (networks, containers, endpoints).
     #[arg(long, default_value = config::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Runtime files: namespaces' bind mounts, containers' /etc files, logs.
     #[arg(long, default_value = config::DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
+    /// bpffs directory for the pinned programs and maps (kept across restarts).
     #[arg(long, default_value = config::DEFAULT_BPFFS_DIR)]
     pub bpffs_dir: PathBuf,
     /// Uplink interface(s); default: the interface of the default route.
@@ -171,13 +192,17 @@ pub enum NetworkCmd {
         /// Driver (only `bridge`).
         #[arg(short, long, default_value = "bridge")]
         driver: String,
+        /// Subnet in CIDR form, e.g. 10.20.0.0/24 (default: the next free
+        /// one of the agent's pool).
         #[arg(long)]
         subnet: Option<String>,
+        /// The bridge's address, inside --subnet (default: its first address).
         #[arg(long)]
         gateway: Option<String>,
+        /// Give containers addresses from this CIDR only, inside --subnet.
         #[arg(long)]
         ip_range: Option<String>,
-        /// No way out of the network.
+        /// No way out of the network: no masquerade, no published ports.
         #[arg(long)]
         internal: bool,
         /// Driver option KEY=VALUE.
@@ -186,6 +211,7 @@ pub enum NetworkCmd {
         /// Label KEY=VALUE.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// The network's name (letters, digits, `_.-`; at most 63).
         name: String,
     },
     /// Show networks' details (JSON array).
@@ -193,12 +219,14 @@ pub enum NetworkCmd {
         /// A Go template over each network's JSON ({{.IPAM.Config}}).
         #[arg(short, long)]
         format: Option<String>,
+        /// Networks (names or IDs).
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Remove networks.
     #[command(alias = "remove")]
     Rm {
+        /// Networks (names or IDs).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -210,18 +238,25 @@ pub enum NetworkCmd {
     },
     /// Connect a container to a network.
     Connect {
+        /// IPv4 address on the network (default: the lowest free one).
         #[arg(long)]
         ip: Option<String>,
+        /// Another name of the container on this network (repeatable).
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        /// The network's name or ID.
         network: String,
+        /// The container's name or ID.
         container: String,
     },
     /// Disconnect a container from a network.
     Disconnect {
+        /// No error when the container does not exist (any more).
         #[arg(short, long)]
         force: bool,
+        /// The network's name or ID.
         network: String,
+        /// The container's name or ID.
         container: String,
     },
 }
@@ -270,6 +305,22 @@ pub struct RunArgs {
     /// upstreams for it, or its resolv.conf servers on the default bridge.
     #[arg(long = "dns", value_name = "IP")]
     pub dns: Vec<String>,
+    /// DNS search domain for resolv.conf (repeatable; `.` for none): replaces
+    /// the host's search domains.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// resolv.conf option, e.g. ndots:2 or timeout:1 (repeatable): replaces
+    /// the host's options.
+    #[arg(long = "dns-option", value_name = "OPT")]
+    pub dns_options: Vec<String>,
+    /// Environment variable for the container's processes (repeatable);
+    /// a bare KEY takes its value from this shell's environment.
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE lines (or KEY,
+    /// taken from this shell); `#` comments and blank lines skipped.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
     /// Accepted for Docker's fingers; stdio always passes through.
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -287,11 +338,15 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct ExecArgs {
+    /// Accepted for Docker's fingers; stdio always passes through.
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    /// Accepted for Docker's fingers; no terminal is allocated.
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// The container's name or ID.
     pub name: String,
+    /// Command and arguments, run in the container's namespaces with its environment.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub cmd: Vec<String>,
 }
@@ -568,7 +623,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 c.delete(&format!("/containers/{}?force={}", seg(n), u8::from(force)))
             })
         }
-        Cmd::Port { name, private_port } => ports::port(&c()?, &name, private_port.as_deref()),
+        Cmd::Port {
+            name,
+            private_port,
+            format,
+        } => ports::port(&c()?, &name, private_port.as_deref(), format.as_deref()),
+        Cmd::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "pier", &mut std::io::stdout());
+            Ok(0)
+        }
         Cmd::Stats(a) => ports::stats(&c()?, a),
         Cmd::System(SystemCmd::Reset { force }) => {
             if !confirmed(
@@ -727,8 +791,41 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
     }
 }
 
+/// `-e`/`--env-file` as Docker's CLI sends them: a bare `KEY` gets this
+/// shell's value when it has one (else stays bare: the agent leaves it out).
+fn env_list(env: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let resolve = |e: &str| match e.split_once('=') {
+        Some(_) => e.to_string(),
+        None => match std::env::var(e) {
+            Ok(v) => format!("{e}={v}"),
+            Err(_) => e.to_string(),
+        },
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("open {}", f.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let l = line.trim_start();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            if l.starts_with('=') {
+                bail!(
+                    "invalid environment variable: {l} (in {} line {})",
+                    f.display(),
+                    i + 1
+                );
+            }
+            out.push(resolve(l));
+        }
+    }
+    out.extend(env.iter().map(|e| resolve(e)));
+    Ok(out)
+}
+
 fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Result<i32> {
     let fg = !r.detach && !r.cmd.is_empty();
+    let env = env_list(&r.env, &r.env_files)?;
     let created: ContainerCreated = c.post(
         "/containers/create",
         &ContainerCreate {
@@ -749,6 +846,9 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
             publish_all: r.publish_all,
             extra_hosts: r.add_hosts,
             mac_address: r.mac_address,
+            dns_search: r.dns_search,
+            dns_options: r.dns_options,
+            env,
         },
     )?;
     for w in &created.warnings {
@@ -832,5 +932,30 @@ mod tests {
         }
         let r = run_args(&["--rm", "-d", "--", "true"]).unwrap();
         assert!(r.rm && r.detach);
+    }
+
+    /// Every subcommand, option and argument says what it is in `--help`.
+    #[test]
+    fn every_flag_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("{path} (the subcommand)"));
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<Cli as clap::CommandFactory>::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no --help text: {missing:#?}");
     }
 }

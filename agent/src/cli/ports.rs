@@ -35,9 +35,34 @@ fn parse_private(s: &str) -> anyhow::Result<(u16, String)> {
 }
 
 /// `pier port NAME [PRIVATE_PORT[/PROTO]]`, printed like `docker port`.
-pub fn port(c: &Client, name: &str, private: Option<&str>) -> anyhow::Result<i32> {
+pub fn port(
+    c: &Client,
+    name: &str,
+    private: Option<&str>,
+    format: Option<&str>,
+) -> anyhow::Result<i32> {
     let want = private.map(parse_private).transpose()?;
+    let format = format
+        .map(|f| super::format::Format::parse(f, &[("HostIP", "HOST IP")]))
+        .transpose()?;
     let rows: Vec<PortMapping> = c.get(&format!("/containers/{}/port", seg(name)))?;
+    if let Some(f) = format {
+        let hits: Vec<serde_json::Value> = rows
+            .iter()
+            .filter(|r| {
+                want.as_ref()
+                    .is_none_or(|(p, proto)| r.private_port == *p && &r.proto == proto)
+            })
+            .map(|r| serde_json::to_value(r).expect("a port mapping is JSON"))
+            .collect();
+        if hits.is_empty()
+            && let Some((p, proto)) = want
+        {
+            bail!("No public port '{p}/{proto}' published for {name}");
+        }
+        f.print_all(&hits)?;
+        return Ok(0);
+    }
     match want {
         None => {
             for r in rows {

@@ -84,6 +84,20 @@ fn ports_json(c: &Container) -> Value {
 impl Daemon {
     /// The recorded exit code, or the one the runner saw for a process that
     /// ended on its own.
+    /// The file a container sees as `/etc/NAME`: its own, or in host mode
+    /// the host's unless its flags gave it one.
+    fn etc_path(&self, c: &Container, name: &str) -> std::path::PathBuf {
+        if c.mode == NetMode::Host {
+            let own = self.host_mode_etc(&c.id).join(name);
+            return if own.exists() {
+                own
+            } else {
+                std::path::Path::new("/etc").join(name)
+            };
+        }
+        self.cfg.container_dir(&c.id).join(name)
+    }
+
     fn exit_code_of(&self, c: &Container) -> Option<i32> {
         c.exit_code.or_else(|| {
             self.runner.exit_code(Proc {
@@ -187,12 +201,13 @@ impl Daemon {
                 "ExitCode": self.exit_code_of(c).unwrap_or(0),
             },
             "LogPath": self.cfg.container_dir(&c.id).join("log"),
-            "HostnamePath": self.cfg.container_dir(&c.id).join("hostname"),
-            "HostsPath": self.cfg.container_dir(&c.id).join("hosts"),
-            "ResolvConfPath": self.cfg.container_dir(&c.id).join("resolv.conf"),
+            "HostnamePath": self.etc_path(c, "hostname"),
+            "HostsPath": self.etc_path(c, "hosts"),
+            "ResolvConfPath": self.etc_path(c, "resolv.conf"),
             "Config": {
                 "Hostname": c.hostname,
                 "Cmd": c.cmd,
+                "Env": c.env,
                 "Labels": owner_labels(c.owner, &Default::default()),
                 "ExposedPorts": c
                     .exposed
@@ -205,6 +220,8 @@ impl Daemon {
                 "AutoRemove": c.auto_remove,
                 "PortBindings": ports_json(c),
                 "Dns": c.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "DnsSearch": c.dns_search,
+                "DnsOptions": c.dns_options,
                 "ExtraHosts": c.extra_hosts.iter().map(|(n, a)| format!("{n}:{a}")).collect::<Vec<_>>(),
                 "Links": c.links.iter().map(|l| format!("/{}:/{}/{}", l.name, c.name, l.alias.as_deref().unwrap_or(&l.name))).collect::<Vec<_>>(),
             },

@@ -10,6 +10,8 @@ pub struct ProcSpec {
     pub etc_dir: Option<PathBuf>,
     pub hostname: Option<String>,
     pub argv: Vec<String>,
+    /// `KEY=VALUE` from `-e`, over the default PATH and HOME.
+    pub env: Vec<String>,
     /// A live process of the container whose mount/UTS namespaces to join (exec).
     pub join_pid: Option<i32>,
     /// stdin, stdout, stderr.
@@ -123,6 +125,26 @@ pub struct RuntimeRunner {
     started: std::sync::Mutex<std::collections::HashMap<i32, crate::runtime::Process>>,
 }
 
+/// Docker's defaults (PATH, HOME) unless `-e` set them, then the `-e` ones.
+fn with_defaults(env: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = [
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+        ("HOME", "/root"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for e in env {
+        let (k, v) = e.split_once('=').unwrap_or((e, ""));
+        out.retain(|(x, _)| x != k);
+        out.push((k.to_string(), v.to_string()));
+    }
+    out
+}
+
 fn to_runtime(spec: ProcSpec, detached: bool) -> crate::runtime::ProcessSpec {
     let [stdin, stdout, stderr] = spec.stdio;
     crate::runtime::ProcessSpec {
@@ -130,13 +152,7 @@ fn to_runtime(spec: ProcSpec, detached: bool) -> crate::runtime::ProcessSpec {
         etc_dir: spec.etc_dir,
         hostname: spec.hostname,
         argv: spec.argv,
-        env: vec![
-            (
-                "PATH".into(),
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            ),
-            ("HOME".into(), "/root".into()),
-        ],
+        env: with_defaults(&spec.env),
         stdin,
         stdout,
         stderr,

@@ -45,6 +45,43 @@ pub fn check_hostname(s: &str) -> Result<(), String> {
     }
 }
 
+/// A `--dns-search` domain: `.` (no search) or a domain name (Docker's
+/// `validateDNSSearch`: a trailing dot allowed, at most 255 characters).
+pub fn check_dns_search(s: &str) -> Result<(), String> {
+    if s == "." {
+        return Ok(());
+    }
+    let d = s.strip_suffix('.').unwrap_or(s);
+    if d.len() <= 255 && check_hostname(d).is_ok() {
+        Ok(())
+    } else {
+        Err(format!("{s} is not a valid domain"))
+    }
+}
+
+/// A `--dns-option` (`ndots:2`, `edns0`, `timeout:1`): one word.
+pub fn check_dns_option(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!("invalid DNS option {s:?}: one word, e.g. ndots:2"))
+    } else {
+        Ok(())
+    }
+}
+
+/// One `-e` entry as the API takes it: `KEY=VALUE`, or `KEY` to leave the
+/// variable out (Docker's API rule). The key is not empty and has no `=`
+/// or NUL; the value has no NUL.
+pub fn parse_env(s: &str) -> Result<(String, Option<String>), String> {
+    let (k, v) = match s.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (s, None),
+    };
+    if k.is_empty() || k.contains('\0') || v.is_some_and(|v| v.contains('\0')) {
+        return Err(format!("invalid environment variable: {s}"));
+    }
+    Ok((k.to_string(), v.map(str::to_string)))
+}
+
 fn parse_port(spec: &str, s: &str) -> Result<u16, String> {
     match s.parse::<u32>() {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
@@ -225,6 +262,29 @@ pub fn bind_addr(p: &PortBinding, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_search_options_env() {
+        assert!(check_dns_search("example.com").is_ok());
+        assert!(check_dns_search("example.com.").is_ok());
+        assert!(check_dns_search(".").is_ok());
+        assert_eq!(
+            check_dns_search("bad_domain").unwrap_err(),
+            "bad_domain is not a valid domain"
+        );
+        assert!(check_dns_search("-x.example").is_err());
+        assert!(check_dns_option("ndots:2").is_ok());
+        assert!(check_dns_option("").is_err());
+        assert!(check_dns_option("a b").is_err());
+        assert_eq!(parse_env("A=1").unwrap(), ("A".into(), Some("1".into())));
+        assert_eq!(parse_env("A=").unwrap(), ("A".into(), Some(String::new())));
+        assert_eq!(parse_env("A=b=c").unwrap().1.as_deref(), Some("b=c"));
+        assert_eq!(parse_env("A").unwrap(), ("A".into(), None));
+        assert_eq!(
+            parse_env("=x").unwrap_err(),
+            "invalid environment variable: =x"
+        );
+    }
 
     #[test]
     fn names() {

@@ -223,6 +223,15 @@ pub struct Container {
     /// `--add-host`: extra `/etc/hosts` lines (name, address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--dns-search`: resolv.conf's search domains (`.` alone: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`: resolv.conf's options.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// `-e`: `KEY=VALUE` for every process started in the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
     /// `--expose`: ports the container says it serves (`80/tcp`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposed: Vec<(u16, PortProto)>,
