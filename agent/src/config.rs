@@ -33,6 +33,10 @@ pub struct AgentConfig {
     pub dns_upstreams: Vec<std::net::IpAddr>,
     /// `--docker-plugin`: serve Docker's remote network driver here.
     pub docker_plugin: Option<PathBuf>,
+    /// Only engines' networks live here (netavark without an agent): no
+    /// built-in `bridge` network, and pier-named links nothing records are
+    /// left alone (they may be a stopped agent's).
+    pub engine_only: bool,
 }
 
 impl AgentConfig {
@@ -74,6 +78,7 @@ impl AgentConfig {
             cgroup: None,
             dns_upstreams: Vec::new(),
             docker_plugin: None,
+            engine_only: false,
         })
     }
 

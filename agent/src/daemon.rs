@@ -178,8 +178,13 @@ pub fn endpoint_spec(
             .ip6
             .map(|a| ipnet::Ipv6Net::new(a, e.prefix_len6).expect("prefix ≤ 128")),
         mac: e.mac,
-        default_gateway: if default_route { net.gateway } else { None },
-        default_gateway6: if default_route && e.ip6.is_some() {
+        // An internal network leads nowhere: no default route (Docker, netavark).
+        default_gateway: if default_route && !net.internal {
+            net.gateway
+        } else {
+            None
+        },
+        default_gateway6: if default_route && !net.internal && e.ip6.is_some() {
             net.gateway6
         } else {
             None
@@ -444,7 +449,7 @@ impl Daemon {
                 cfg.default_subnet
             );
         }
-        if !txn.state.networks.values().any(|n| n.default) {
+        if !cfg.engine_only && !txn.state.networks.values().any(|n| n.default) {
             // A first start: the default subnet must not be one the host
             // routes already (a leftover pier0 is taken over, route and all).
             let sn = cfg.default_subnet;

@@ -8,6 +8,7 @@
 //! - `dns`: the embedded resolver.
 //! - `docker`: Docker's remote network driver, a front end of the endpoint core.
 //! - `cni`: the CNI plugin (`pier-cni`) and its routes in the agent, another.
+//! - `netavark`: pier as podman's `netavark` (multi-call), with or without an agent.
 pub mod api;
 pub mod cli;
 pub mod cni;
@@ -19,6 +20,7 @@ pub mod docker;
 pub mod error;
 pub mod features;
 pub mod ipam;
+pub mod netavark;
 pub mod runtime;
 pub mod state;
 pub mod topology;

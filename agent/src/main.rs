@@ -58,6 +58,19 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
 }
 
 fn main() {
+    // Multi-call: run as `netavark` (a link or copy named so), or `pier netavark …`.
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if argv0 == "netavark" {
+        std::process::exit(pier_agent::netavark::cli::main(&args[1..]));
+    }
+    if args.get(1).map(String::as_str) == Some("netavark") {
+        std::process::exit(pier_agent::netavark::cli::main(&args[2..]));
+    }
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Features => {

@@ -10,6 +10,7 @@ pub mod cni;
 pub mod docker;
 pub mod host;
 pub mod net;
+pub mod podman;
 
 pub use host::{Agent, TestHost};
 

@@ -23,3 +23,28 @@ pub fn run_bench(quick: bool, args: &[String]) -> anyhow::Result<()> {
     c.args(args);
     run(&mut c)
 }
+
+/// `cargo xtask bench-netavark [--quick]`: pier as netavark against
+/// Debian's netavark (setup/teardown with 1, 10, 100 ports; crr through a
+/// published port), ratios from the same run.
+pub fn run_netavark(quick: bool) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the benchmark builds network namespaces: run it as root");
+    }
+    setup::ensure()?;
+    build::ebpf()?;
+    build::agent(true)?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "pier-bench",
+        "--bin",
+        "pier-netavark-bench",
+    ]))?;
+    let mut c = crate::util::cmd(root().join("target/release/pier-netavark-bench"));
+    if quick {
+        c.arg("--quick");
+    }
+    run(&mut c)
+}

@@ -57,5 +57,26 @@ pub fn agent(release: bool) -> anyhow::Result<()> {
     if release {
         c.arg("--release");
     }
-    run(&mut c)
+    run(&mut c)?;
+    netavark_link(release)
+}
+
+/// `target/{debug,release}/netavark`: the pier binary under podman's name
+/// (pier is multi-call: run as `netavark` it speaks netavark 1.4).
+pub fn netavark_link(release: bool) -> anyhow::Result<()> {
+    let dir = root().join(if release {
+        "target/release"
+    } else {
+        "target/debug"
+    });
+    let link = dir.join("netavark");
+    match std::fs::read_link(&link) {
+        Ok(t) if t == std::path::Path::new("pier") => return Ok(()),
+        Ok(_) => std::fs::remove_file(&link)?,
+        Err(_) if link.exists() => std::fs::remove_file(&link)?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink("pier", &link)
+        .with_context(|| format!("linking {}", link.display()))?;
+    Ok(())
 }

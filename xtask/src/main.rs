@@ -1,6 +1,7 @@
 //! Developer commands: `cargo xtask setup | build-ebpf | test | demo | bench`.
 mod bench;
 mod build;
+mod compat;
 mod setup;
 mod test;
 mod util;
@@ -37,6 +38,15 @@ enum Cmd {
     },
     /// pier's main job end to end, in a sandbox of namespaces.
     Demo,
+    /// netavark 1.4.0's own bats suite against pier and Debian's netavark,
+    /// side by side (both tallies; fails on a test only Debian passes).
+    Compat,
+    /// pier as podman's netavark against Debian's netavark: setup/teardown
+    /// time (1, 10, 100 ports) and crr through a published port, as ratios.
+    BenchNetavark {
+        #[arg(long)]
+        quick: bool,
+    },
     /// Performance comparison: pier vs plain routing, iptables and netavark
     /// (table on the terminal, target/pier-bench/results.json and a chart).
     Bench {
@@ -78,5 +88,12 @@ fn main() -> anyhow::Result<()> {
             ]))
         }
         Cmd::Bench { quick, args } => bench::run_bench(quick, &args),
+        Cmd::Compat => {
+            setup::ensure()?;
+            build::ebpf()?;
+            build::agent(false)?;
+            compat::run()
+        }
+        Cmd::BenchNetavark { quick } => bench::run_netavark(quick),
     }
 }

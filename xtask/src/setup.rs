@@ -40,6 +40,12 @@ const PACKAGES: &[&str] = &[
     "golang-github-appc-cni-dev",
     // The bench reads each kernel program's run time per packet with it.
     "bpftool",
+    // pier as podman's netavark: aardvark-dns (names), and netavark's own
+    // bats suite (`cargo xtask compat`) with the tools it drives.
+    "aardvark-dns",
+    "bats",
+    "ncat",
+    "bind9-dnsutils",
 ];
 
 pub const NIGHTLY: &str = "nightly";

@@ -27,5 +27,11 @@ pub fn run(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
         bail!("the integration tests build network namespaces: run `cargo xtask test` as root");
     }
     println!("test: cargo test (unit and root integration tests)");
-    util::run(cargo().args(["test", "--workspace"]).arg("--").args(args))
+    util::run(cargo().args(["test", "--workspace"]).arg("--").args(args))?;
+    // A filtered run (`cargo xtask test -- NAME`) is for iterating: no suite.
+    if args.is_empty() {
+        println!("test: netavark's own suite against pier and Debian's netavark");
+        crate::compat::run()?;
+    }
+    Ok(())
 }

@@ -305,6 +305,7 @@ pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
         .route("/system/reset", post(system_reset))
         .route("/_version_error", axum::routing::any(version_error))
         .nest("/cni", crate::cni::agent::routes())
+        .nest("/netavark", crate::netavark::agent::routes())
         .layer(axum::Extension(shutdown))
         .with_state(d)
 }

@@ -17,7 +17,7 @@ use super::{Attached, Call, Conf, Failure, SUPPORTED_VERSIONS, code, parse_conf}
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a request got no answer from the agent.
-enum Unreachable {
+pub(crate) enum Unreachable {
     /// No agent listens: ADD may be retried, DEL is queued.
     Down(String),
     /// The agent answered with an error.
@@ -25,7 +25,7 @@ enum Unreachable {
 }
 
 /// One HTTP/1.1 request on the agent's socket; the answer's status and body.
-fn http(
+pub(crate) fn http(
     socket: &Path,
     method: &str,
     path: &str,

@@ -629,12 +629,20 @@ impl Daemon {
     pub fn engine_attach_named(
         &self,
         net: &NamedNetwork,
+        req: EngineAttach,
+    ) -> Result<(crate::state::Endpoint, Option<Ipv4Addr>)> {
+        self.change(|txn| Self::engine_attach_named_in(txn, net, req))
+    }
+
+    /// [`Daemon::engine_attach_named`] inside a change (netavark attaches
+    /// all of a container's networks in one).
+    pub(crate) fn engine_attach_named_in(
+        txn: &mut Txn,
+        net: &NamedNetwork,
         mut req: EngineAttach,
     ) -> Result<(crate::state::Endpoint, Option<Ipv4Addr>)> {
-        self.change(|txn| {
-            req.network_id = Self::ensure_named_network(txn, net)?;
-            Self::engine_attach_in(txn, &req)
-        })
+        req.network_id = Self::ensure_named_network(txn, net)?;
+        Self::engine_attach_in(txn, &req)
     }
 
     /// Detach the `owner`'s attachments on network `network_id` whose

@@ -87,7 +87,12 @@ impl Daemon {
                 .values()
                 .flat_map(|c| c.endpoints.iter().map(|e| e.host_ifname.clone()))
                 .collect();
-            for l in topo.host_links()? {
+            let host_links = if self.cfg.engine_only {
+                Vec::new()
+            } else {
+                topo.host_links()?
+            };
+            for l in host_links {
                 if is_pier_bridge_name(&l) && !bridges.contains(&l) {
                     tracing::info!("removing unrecorded bridge {l}");
                     topo.remove_bridge(&l)?;
@@ -113,6 +118,9 @@ impl Daemon {
                 (self.cfg.netns_dir(), true),
                 (self.cfg.run_dir.join("containers"), false),
             ] {
+                if self.cfg.engine_only {
+                    break;
+                }
                 let Ok(rd) = std::fs::read_dir(&dir) else {
                     continue;
                 };
@@ -142,14 +150,17 @@ impl Daemon {
             let mut order: Vec<_> = st.containers.values().collect();
             order.sort_by_key(|c| matches!(c.mode, NetMode::Container(_)));
             for c in order {
-                // A CNI runtime made the namespace and deletes it after DEL;
-                // gone without one (the DEL lost, the host rebooted): the
-                // attachment is over.
-                if c.owner == Owner::Cni && !c.netns.as_deref().is_some_and(is_netns_mount) {
+                // A CNI runtime (or podman, through netavark) made the
+                // namespace and deletes it after DEL (teardown); gone without
+                // one (lost, the host rebooted): the attachment is over.
+                if matches!(c.owner, Owner::Cni | Owner::Podman)
+                    && !c.netns.as_deref().is_some_and(is_netns_mount)
+                {
                     tracing::info!(
-                        "{}: the namespace {} of CNI container {} is gone: detaching",
+                        "{}: the namespace {} of {} container {} is gone: detaching",
                         c.name,
                         c.netns.as_deref().unwrap_or(Path::new("")).display(),
+                        c.owner.as_str(),
                         c.engine_id.as_deref().unwrap_or("")
                     );
                     for e in &c.endpoints {

@@ -114,6 +114,10 @@ pub fn interfaces() -> Result<BTreeMap<String, Iface>, DataplaneError> {
 /// Write a sysctl of the calling thread's namespace through /proc/sys.
 pub fn set_sysctl(name: &str, value: &str) -> Result<(), DataplaneError> {
     let path = PathBuf::from("/proc/sys").join(name.replace('.', "/"));
+    // Already so: no write (a read-only /proc is then fine).
+    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
+        return Ok(());
+    }
     std::fs::write(&path, value).map_err(|e| err(path.display(), e))
 }
 

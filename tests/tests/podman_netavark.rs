@@ -1,0 +1,212 @@
+//! Podman 4.3.1 rootful with its netavark backend, pier as `netavark`
+//! (`helper_binaries_dir` of a test-only containers.conf), inside a
+//! TestHost's host namespace: through a running agent (`pier ps` shows
+//! podman's containers) and without one (the core in the shim's process).
+//! `-p` from the outside with the client's address kept and from
+//! 127.0.0.1, names through aardvark-dns, two isolated networks, `network
+//! connect`, `rm -f` leaving nothing, no netfilter rule.
+mod agent_util;
+
+use std::path::{Path, PathBuf};
+
+use agent_util::*;
+use pier_tests::{
+    TestHost,
+    host::{HOST_UPLINK_IP, OUTSIDE_IP},
+    net::firewall_snapshot,
+    podman::{self, Podman},
+    require_root,
+};
+use serde_json::Value;
+
+macro_rules! require {
+    () => {
+        require_root!();
+        if let Some(why) = podman::missing() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+fn pier_rows(sb: &Sandbox) -> Vec<Value> {
+    sb.host
+        .pier_ok(&["ps", "-a", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn links(h: &TestHost, prefix: &str) -> Vec<String> {
+    h.host_link_names()
+        .into_iter()
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+fn machine_podman_config() -> Vec<(PathBuf, Option<String>)> {
+    ["/etc/containers/networks", "/run/containers/networks"]
+        .iter()
+        .map(|d| {
+            let p = PathBuf::from(d);
+            let listing = std::fs::read_dir(&p).ok().map(|rd| {
+                let mut v: Vec<String> = rd
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                v.sort();
+                v.join(",")
+            });
+            (p, listing)
+        })
+        .collect()
+}
+
+fn ns(name: &str) -> PathBuf {
+    PathBuf::from(format!("/run/netns/{name}"))
+}
+
+/// What both variants check; `agent`: the sandbox whose agent serves `h`.
+fn podman_end_to_end(h: &TestHost, p: &Podman, agent: Option<&Sandbox>) {
+    let fw = (firewall_snapshot(Some(&h.host_ns)), firewall_snapshot(None));
+    let log = || agent.map(Sandbox::log).unwrap_or_default();
+    p.ok(&["network", "create", "--subnet", "10.91.1.0/24", "n1"]);
+    p.ok(&["network", "create", "--subnet", "10.91.2.0/24", "n2"]);
+    let ns1 = p.run("web1", &["--network", "n1", "-p", "8081:8080"]);
+    let ns2 = p.run("web2", &["--network", "n1"]);
+    p.run("other", &["--network", "n2"]);
+    let (ip1, ip2, ip3) = (
+        p.ip_of("web1", "n1"),
+        p.ip_of("web2", "n1"),
+        p.ip_of("other", "n2"),
+    );
+    assert!(ip1.starts_with("10.91.1.") && ip2.starts_with("10.91.1."));
+    assert!(ip3.starts_with("10.91.2."), "{ip3}");
+    if let Some(sb) = agent {
+        let rows = pier_rows(sb);
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let names: Vec<&str> = rows.iter().filter_map(|r| r["Names"].as_str()).collect();
+        for n in ["web1", "web2", "other"] {
+            assert!(names.contains(&n), "{names:?}");
+        }
+        let port = sb.host.pier_ok(&["port", "web1"]);
+        assert!(port.contains("8080/tcp -> 0.0.0.0:8081"), "{port}");
+    }
+    // -p from the outside, the client's address kept; from the host itself.
+    let srv = tcp_server(&ns1, 8080, 2);
+    let a = tcp_ask(&ns(&h.outside_ns), &format!("{HOST_UPLINK_IP}:8081"), "out")
+        .unwrap_or_else(|e| panic!("outside → 8081: {e}\n{}", log()));
+    assert!(a.text.ends_with("|out"), "{a:?}");
+    assert_eq!(a.seen_ip(), OUTSIDE_IP, "the server saw the real client");
+    let a = tcp_ask(&ns(&h.host_ns), "127.0.0.1:8081", "local")
+        .unwrap_or_else(|e| panic!("127.0.0.1:8081: {e}"));
+    assert!(a.text.ends_with("|local"), "{a:?}");
+    srv.join().unwrap();
+    // Names: aardvark-dns on the gateway, configured as netavark does.
+    let rc = p.ok(&["exec", "web1", "cat", "/etc/resolv.conf"]);
+    assert!(rc.contains("nameserver 10.91.1.1"), "{rc}");
+    let conf = std::fs::read_to_string(p.netavark_config().join("aardvark-dns/n1")).unwrap();
+    assert_eq!(conf.lines().next(), Some("10.91.1.1"), "{conf}");
+    assert_eq!(conf.lines().count(), 3, "{conf}");
+    let out = p.ok(&["exec", "web1", "nslookup", "web2"]);
+    assert!(out.contains(&ip2), "{out}");
+    let out = p.ok(&["exec", "web2", "nslookup", "web1.dns.podman"]);
+    assert!(out.contains(&ip1), "{out}");
+    // Isolation: same network reaches, the other does not.
+    assert!(
+        p.cmd(&["exec", "web1", "ping", "-c1", "-W1", &ip2])
+            .status
+            .success()
+    );
+    assert!(
+        !p.cmd(&["exec", "other", "ping", "-c1", "-W1", &ip1])
+            .status
+            .success()
+    );
+    // network connect: other gets eth1 on n1 and reaches web1.
+    p.ok(&["network", "connect", "n1", "other"]);
+    let ip4 = p.ip_of("other", "n1");
+    assert!(ip4.starts_with("10.91.1."), "{ip4}");
+    assert!(
+        p.cmd(&["exec", "other", "ping", "-c1", "-W1", &ip1])
+            .status
+            .success()
+    );
+    if let Some(sb) = agent {
+        let i = sb.inspect("other");
+        assert!(i["NetworkSettings"]["Networks"]["n1"].is_object(), "{i}");
+    }
+    p.ok(&["network", "disconnect", "n1", "other"]);
+    assert!(
+        !p.cmd(&["exec", "other", "ping", "-c1", "-W1", &ip1])
+            .status
+            .success()
+    );
+    // rm -f: veths, bridges, ports, records and DNS entries gone.
+    p.ok(&["rm", "-f", "-t", "0", "web1", "web2", "other"]);
+    assert!(links(h, "veth").is_empty(), "{:?}", links(h, "veth"));
+    assert!(links(h, "podman").is_empty(), "{:?}", links(h, "podman"));
+    assert!(!ns1.exists() && !ns2.exists());
+    assert!(tcp_ask(&ns(&h.outside_ns), &format!("{HOST_UPLINK_IP}:8081"), "x").is_err());
+    assert!(!p.netavark_config().join("aardvark-dns/n1").exists());
+    if let Some(sb) = agent {
+        assert!(pier_rows(sb).is_empty(), "{:?}", pier_rows(sb));
+        assert!(sb.port_entries().is_empty(), "{:?}", sb.port_entries());
+    }
+    assert_eq!(
+        firewall_snapshot(Some(&h.host_ns)),
+        fw.0,
+        "host namespace firewall"
+    );
+    assert_eq!(firewall_snapshot(None), fw.1, "the machine's firewall");
+}
+
+#[test]
+fn podman_netavark_through_the_agent() {
+    require!();
+    let before = machine_podman_config();
+    let sb = Sandbox::new(&[]);
+    let p = Podman::new(&sb.host, &sb.host.socket());
+    podman_end_to_end(&sb.host, &p, Some(&sb));
+    drop(p);
+    assert_eq!(
+        machine_podman_config(),
+        before,
+        "the machine's podman config changed"
+    );
+}
+
+/// The pins the agentless core made for the test's host namespace.
+struct Pins(PathBuf);
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn podman_netavark_without_an_agent() {
+    require!();
+    let before = machine_podman_config();
+    let h = TestHost::new();
+    // No agent here: the shim runs the core in its own process.
+    let ino = pier_agent::netavark::netns_inode(&ns(&h.host_ns)).unwrap();
+    let cookie = TestHost::in_netns(&h.host_ns, || {
+        pier_agent::netavark::local::netns_cookie().unwrap()
+    });
+    let pins =
+        Pins(Path::new(pier_agent::netavark::local::BPFFS_ROOT).join(format!("{ino}-{cookie}")));
+    let p = Podman::new(&h, &h.dir.join("no-agent.sock"));
+    podman_end_to_end(&h, &p, None);
+    assert!(
+        pins.0.exists(),
+        "the dataplane is pinned under {}",
+        pins.0.display()
+    );
+    drop(p);
+    assert_eq!(
+        machine_podman_config(),
+        before,
+        "the machine's podman config changed"
+    );
+}
