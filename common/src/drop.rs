@@ -21,7 +21,8 @@ pub enum DropReason {
     NatUnsupported = 8,
     /// A packet helper (store, checksum, redirect) failed.
     Helper = 9,
-    /// From a container, with a source address that is not its own.
+    /// From a container, with a source address that is not its own; or
+    /// from outside (an uplink), with a source in a container subnet.
     Spoofed = 10,
     /// An ICMP error whose quoted packet is not one pier sent: it quotes a
     /// published port's packet with no connection behind it, a packet its
@@ -34,20 +35,24 @@ pub enum DropReason {
     /// The TTL ran out on a hop pier routes and no time-exceeded answer could
     /// be made (an ICMP error itself, IP options, a GSO packet).
     TtlExceeded = 13,
+    /// ARP from a container whose sender address or MAC is not its own (a
+    /// gratuitous ARP or a reply for a neighbour's address: cache poisoning),
+    /// or that is not Ethernet/IPv4 ARP.
+    ArpSpoofed = 14,
     /// An IPv6 extension-header chain pier does not walk: longer than
     /// `IPV6_EXT_MAX` headers or bytes, or a header it does not know, where
     /// the transport header matters (from a container, to a container).
-    Ipv6ExtHdrs = 14,
+    Ipv6ExtHdrs = 15,
     /// An IPv6 router advertisement or redirect sent by a container (only
     /// the host routes for pier's bridges).
-    RouterAdvert = 15,
+    RouterAdvert = 16,
     /// An IPv4-mapped or IPv4-compatible IPv6 address (`::ffff:0:0/96`,
     /// `::/96`) as a container's source or destination: never translated.
-    V4Mapped = 16,
+    V4Mapped = 17,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -61,6 +66,7 @@ impl DropReason {
         DropReason::IcmpForged,
         DropReason::FragNoFirst,
         DropReason::TtlExceeded,
+        DropReason::ArpSpoofed,
         DropReason::Ipv6ExtHdrs,
         DropReason::RouterAdvert,
         DropReason::V4Mapped,
