@@ -81,7 +81,8 @@ pub trait Peer {
 /// network (so an allow-list applies to every port), the rest denies of
 /// other /24s (100.64.0.0/10), looked up by every packet and never matching.
 pub fn policy_rules(n: usize) -> (String, Vec<String>) {
-    let allow = format!("{}/24", world::OUTSIDE_IP);
+    let o = world::OUTSIDE_IP.octets();
+    let allow = format!("{}.{}.{}.0/24", o[0], o[1], o[2]);
     let denies = (0..n.saturating_sub(1))
         .map(|i| format!("100.{}.{}.0/24", 64 + i / 256, i % 256))
         .collect();
