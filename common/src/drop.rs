@@ -21,7 +21,8 @@ pub enum DropReason {
     NatUnsupported = 8,
     /// A packet helper (store, checksum, redirect) failed.
     Helper = 9,
-    /// From a container, with a source address that is not its own.
+    /// From a container, with a source address that is not its own; or
+    /// from outside (an uplink), with a source in a container subnet.
     Spoofed = 10,
     /// An ICMP error whose quoted packet is not one pier sent: it quotes a
     /// published port's packet with no connection behind it, a packet its
@@ -34,10 +35,14 @@ pub enum DropReason {
     /// The TTL ran out on a hop pier routes and no time-exceeded answer could
     /// be made (an ICMP error itself, IP options, a GSO packet).
     TtlExceeded = 13,
+    /// ARP from a container whose sender address or MAC is not its own (a
+    /// gratuitous ARP or a reply for a neighbour's address: cache poisoning),
+    /// or that is not Ethernet/IPv4 ARP.
+    ArpSpoofed = 14,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -51,7 +56,8 @@ impl DropReason {
         DropReason::IcmpForged,
         DropReason::FragNoFirst,
         DropReason::TtlExceeded,
+        DropReason::ArpSpoofed,
     ];
 }
 
-const _: () = assert!((DropReason::TtlExceeded as u32) < crate::maps::DROPS_LEN);
+const _: () = assert!((DropReason::ArpSpoofed as u32) < crate::maps::DROPS_LEN);

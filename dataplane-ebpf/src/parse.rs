@@ -155,6 +155,11 @@ pub fn ipv4(ctx: &TcContext) -> Result<Option<Pkt>, DropReason> {
     if ip.ver_ihl >> 4 != 4 || ihl < 5 {
         return Err(DropReason::Malformed);
     }
+    // The whole header, options too, must be there (a later fragment or an
+    // unknown protocol reads nothing past it, so this is the only check).
+    if ctx.data() + ETH_HLEN + ihl * 4 > ctx.data_end() {
+        return Err(DropReason::Malformed);
+    }
     let mut pkt = Pkt {
         saddr: ip.saddr_be,
         daddr: ip.daddr_be,

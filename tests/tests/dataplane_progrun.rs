@@ -354,3 +354,82 @@ fn a_verifier_rejection_names_the_program_and_leaves_its_log_in_a_file() {
     });
     w.assert_firewalls_untouched();
 }
+
+/// Conntrack is keyed by the reply's source: a container that names another
+/// container's address must not reach that container's published
+/// connections (reverse-translated and sent to the client as if the backend
+/// had answered). The source check comes before every lookup.
+#[test]
+fn a_container_cannot_answer_for_another_containers_published_connection() {
+    require_root!();
+    let mut w = World::new(false);
+    let net = w.network(1, "10.106.0.0/24");
+    let c1 = w.container("c1", &net, "10.106.0.2");
+    let _c2 = w.container("c2", &net, "10.106.0.3");
+    let desired = w.desired(vec![tcp(8081, c1.ip, 8080), udp(8083, c1.ip, 9090)]);
+    let cfg = w.config();
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        let vc1 = nix::net::if_::if_nametoindex("vc1").unwrap();
+        let vc2 = nix::net::if_::if_nametoindex("vc2").unwrap();
+        for (proto, host_port, port) in [(6, 8081, 8080), (17, 8083, 9090)] {
+            // The client's first packet makes the conntrack entry.
+            let syn = Frame::new(proto, OUTSIDE, HOST, 5555, host_port).build();
+            assert_eq!(
+                dp.test_run(programs::UPLINK_IN, &syn, 0).unwrap().0,
+                TC_ACT_REDIRECT
+            );
+            let reply = Frame::new(proto, C1, OUTSIDE, port, 5555).build();
+            // From c2's veth, with c1's address: dropped, counted, unchanged.
+            let before = drops(&dp, DropReason::Spoofed);
+            let (v, out) = dp.test_run(programs::VETH_IN, &reply, vc2).unwrap();
+            assert_eq!(
+                v, TC_ACT_SHOT,
+                "proto {proto}: injected into c1's connection"
+            );
+            assert_eq!(out, reply);
+            assert_eq!(drops(&dp, DropReason::Spoofed), before + 1);
+            // From c1's own veth it is the reply, translated.
+            let (v, out) = dp.test_run(programs::VETH_IN, &reply, vc1).unwrap();
+            assert_eq!(v, TC_ACT_REDIRECT);
+            assert_eq!(&out[26..30], &HOST);
+            assert_eq!(ports(&out), (host_port, 5555));
+            assert_checksums(&out);
+        }
+        // What the dataplane fuzz found (dataplane_fuzz.rs), each dropped:
+        // from outside with a container's source (a martian), …
+        let before = drops(&dp, DropReason::Spoofed);
+        let martian = Frame::new(17, C1, HOST, 5555, 8083).build();
+        assert_eq!(
+            dp.test_run(programs::UPLINK_IN, &martian, 0).unwrap().0,
+            TC_ACT_SHOT
+        );
+        assert_eq!(drops(&dp, DropReason::Spoofed), before + 1);
+        // … an echo reply leaving a masquerading network (it answers no
+        // ping: none from outside reaches it), …
+        let mut reply = Frame::new(1, C1, OUTSIDE, 0, 0).build();
+        reply[34..36].copy_from_slice(&[0, 0]);
+        let before = drops(&dp, DropReason::NatUnsupported);
+        assert_eq!(
+            dp.test_run(programs::VETH_IN, &reply, vc1).unwrap().0,
+            TC_ACT_SHOT
+        );
+        assert_eq!(drops(&dp, DropReason::NatUnsupported), before + 1);
+        // … and a later fragment whose IPv4 header is longer than the frame.
+        let mut short = Frame::new(17, OUTSIDE, C1, 0, 0);
+        short.frag = 0x0010;
+        short.ihl_override = Some(15);
+        let before = drops(&dp, DropReason::Malformed);
+        assert_eq!(
+            dp.test_run(programs::UPLINK_IN, &short.build(), 0)
+                .unwrap()
+                .0,
+            TC_ACT_SHOT
+        );
+        assert_eq!(drops(&dp, DropReason::Malformed), before + 1);
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}

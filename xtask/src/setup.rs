@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "netavark",
     "util-linux",
     "iputils-ping",
+    // The ARP-spoofing attack the neighbour anti-spoofing test replays.
+    "iputils-arping",
     "python3",
     // The real engines pier is the network of (the Docker driver's tests, and
     // its bench peers): dockerd 20.10 with docker-proxy, and busybox-static

@@ -27,6 +27,12 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(mut pkt) = parse::ipv4(ctx)? else {
         return Ok(TC_ACT_OK);
     };
+    // A container's address as the source, from outside: a martian (those
+    // addresses are behind this host), e.g. a datagram to a published port
+    // made to look as if a neighbour container sent it.
+    if subnet_of(pkt.saddr).is_some() {
+        return Err(DropReason::Spoofed);
+    }
     frag::first_seen(&pkt);
     if pkt.frag == Frag::Later {
         // It follows its first fragment; without one, it is not pier's to

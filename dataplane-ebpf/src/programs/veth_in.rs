@@ -1,6 +1,7 @@
 //! `pier_veth_in`: TC ingress of a container's host-side veth (what the
 //! container sends). A source address other than the container's own is
-//! dropped. ICMP errors about translated flows are translated and follow
+//! dropped before anything else is looked up, and so is ARP whose sender is
+//! not the container ([`crate::arp`]). ICMP errors about translated flows are translated and follow
 //! them. In order: replies of published connections are
 //! reverse-translated and sent back out of the uplink (or into the client
 //! container, for hairpin); hairpin to a published port on any host address
@@ -24,7 +25,7 @@ use pier_common::{
 };
 
 use crate::{
-    ct, frag, icmp,
+    arp, ct, frag, icmp,
     lookup::{count_port, endpoint, is_host_addr, network, published, subnet_of},
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
@@ -41,9 +42,17 @@ pub fn pier_veth_in(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let Some(mut pkt) = parse::ipv4(ctx)? else {
-        return Ok(TC_ACT_OK);
+        return arp::from_container(ctx, ifindex);
     };
+    // The source must be this veth's own container address. First of all:
+    // every lookup below (conntrack too) is keyed by the source, and a
+    // container must not reach another's entries by naming its address.
+    let src = endpoint(pkt.saddr).ok_or(DropReason::Spoofed)?;
+    if src.ifindex != ifindex {
+        return Err(DropReason::Spoofed);
+    }
     frag::first_seen(&pkt);
     // A reply of a published connection.
     if pkt.has_ports()
@@ -69,12 +78,6 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             return redirect::to_container(ctx, &mut pkt, &client);
         }
         return redirect::to_uplink(ctx, &mut pkt, entry.uplink_ifindex);
-    }
-    // The source must be this veth's own container address.
-    let src = endpoint(pkt.saddr).ok_or(DropReason::Spoofed)?;
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if src.ifindex != ifindex {
-        return Err(DropReason::Spoofed);
     }
     // A later fragment follows its first (or goes on untranslated below,
     // where it needs no translation).
@@ -202,6 +205,12 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
     if !masq {
         track_routed(pkt);
         return Ok(TC_ACT_OK);
+    }
+    if pkt.l4 == L4::EchoReply {
+        // No ping from outside reaches a masquerading network, so this
+        // answers none; and its identifier is the peer's, not a port of
+        // ours to allocate.
+        return Err(DropReason::NatUnsupported);
     }
     let Some(up) = UPLINK.get(0).copied() else {
         return Ok(TC_ACT_OK);
