@@ -230,25 +230,34 @@ fn run_suite(dir: &Path, bin: &Path, label: &str) -> anyhow::Result<BTreeMap<Str
     Ok(r)
 }
 
-/// Run test `name` alone against `bin`; whether it passed.
-fn run_one(dir: &Path, bin: &Path, name: &str) -> bool {
-    let re: String = name
+/// The `bats --filter` regex that picks test `name`: bats filters on the
+/// name as written (`$fw_driver - …`), so the part after the driver's,
+/// ERE specials escaped, anchored at the end.
+fn filter_of(name: &str) -> String {
+    let rest = name.split_once(" - ").map_or(name, |(_, r)| r);
+    let re: String = rest
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == ' ' {
-                c.to_string()
-            } else {
+            if "\\.[](){}*+?|^$".contains(c) {
                 format!("\\{c}")
+            } else {
+                c.to_string()
             }
         })
         .collect();
+    format!("{re}$")
+}
+
+/// Run test `name` alone against `bin`; whether it passed.
+fn run_one(dir: &Path, bin: &Path, name: &str) -> bool {
+    let re = filter_of(name);
     let tmp = root().join("target/compat/tmp-again");
     let _ = std::fs::create_dir_all(&tmp);
     let out = cmd("bats")
         .current_dir(dir)
         .arg("--tap")
         .arg("--filter")
-        .arg(format!("^{re}$"))
+        .arg(re)
         .args(SUITE)
         .env("NETAVARK", bin)
         .env("BATS_TMPDIR", &tmp)
@@ -373,6 +382,16 @@ pub fn run() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_pick_one_test() {
+        assert_eq!(
+            filter_of("iptables - port range forwarding ipv4 - udp"),
+            "port range forwarding ipv4 - udp$"
+        );
+        assert_eq!(filter_of("netavark version"), "netavark version$");
+        assert_eq!(filter_of("a - b (c)"), "b \\(c\\)$");
+    }
 
     #[test]
     fn tap_lines() {
