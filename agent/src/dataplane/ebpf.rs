@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{CgroupSockAddr, ProgramError, SchedClassifier},
+    programs::{CgroupSock, CgroupSockAddr, ProgramError, SchedClassifier},
 };
 use pier_common::{
     config::{self, GLOBAL_HOST_NETNS_COOKIE},
@@ -155,6 +155,7 @@ impl EbpfDataplane {
             let r = match prog {
                 aya::programs::Program::SchedClassifier(p) => p.load(),
                 aya::programs::Program::CgroupSockAddr(p) => p.load(),
+                aya::programs::Program::CgroupSock(p) => p.load(),
                 _ => continue,
             };
             if let Err(e) = r {
@@ -165,6 +166,14 @@ impl EbpfDataplane {
     }
 
     fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.program(name)
+    }
+
+    /// The loaded program `name` as its kind `T`.
+    fn program<T>(&mut self, name: &str) -> Result<&mut T, DataplaneError>
+    where
+        for<'a> &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
         self.bpf()?
             .program_mut(name)
             .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
@@ -432,14 +441,13 @@ impl EbpfDataplane {
         if let Some(cg) = self.cfg.cgroup.clone() {
             for name in programs::SOCK_HOOKS {
                 let pin = attach::cg_pin(&dir, name);
-                let prog: &mut CgroupSockAddr = self
-                    .bpf()?
-                    .program_mut(name)
-                    .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
-                    .try_into()
-                    .map_err(|e| err(name, e))?;
+                let prog: &mut CgroupSockAddr = self.program(name)?;
                 attach::attach_cgroup(prog, name, &cg, &pin)?;
             }
+            let name = programs::SOCK_RELEASE;
+            let pin = attach::cg_pin(&dir, name);
+            let prog: &mut CgroupSock = self.program(name)?;
+            attach::attach_cgroup_sock(prog, name, &cg, &pin)?;
         }
         Ok(())
     }

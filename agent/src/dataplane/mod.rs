@@ -32,8 +32,10 @@ pub mod programs {
     pub const SENDMSG4: &str = "pier_sendmsg4";
     pub const RECVMSG4: &str = "pier_recvmsg4";
     pub const GETPEERNAME4: &str = "pier_getpeername4";
-    /// The cgroup socket hooks for host-local clients.
+    /// The cgroup socket-address hooks for host-local clients.
     pub const SOCK_HOOKS: [&str; 4] = [CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
+    /// cgroup sock_release: forgets a closed socket's translation.
+    pub const SOCK_RELEASE: &str = "pier_sock_release";
 }
 
 /// Start-up configuration of the dataplane.
