@@ -102,6 +102,7 @@ pub fn desired_state(st: &State) -> DesiredState {
             bridge: bridge.clone(),
             subnet,
             gateway,
+            subnet6: n.subnet6,
             internal: n.internal,
             icc: n.icc,
             masquerade: n.masquerade,
@@ -115,6 +116,7 @@ pub fn desired_state(st: &State) -> DesiredState {
             d.endpoints.push(dataplane::EndpointSpec {
                 network_id: n.num,
                 ip: e.ip,
+                ip6: e.ip6,
                 mac: e.mac,
                 host_ifname: e.host_ifname.clone(),
             });
@@ -173,10 +175,18 @@ pub fn endpoint_spec(
         ifname: e.ifname.clone(),
         bridge: net.bridge.clone().unwrap_or_default(),
         address: Ipv4Net::new(e.ip, e.prefix_len).expect("prefix ≤ 32"),
+        address6: e
+            .ip6
+            .map(|a| ipnet::Ipv6Net::new(a, e.prefix_len6).expect("prefix ≤ 128")),
         mac: e.mac,
         // An internal network leads nowhere: no default route (Docker, netavark).
         default_gateway: if default_route && !net.internal {
             net.gateway
+        } else {
+            None
+        },
+        default_gateway6: if default_route && !net.internal && e.ip6.is_some() {
+            net.gateway6
         } else {
             None
         },
@@ -190,6 +200,10 @@ pub fn bridge_spec(n: &Network) -> Option<topology::BridgeSpec> {
         name: n.bridge.clone()?,
         gateway: n.gateway?,
         subnet: n.subnet?,
+        gateway6: match (n.gateway6, n.subnet6) {
+            (Some(g), Some(s)) => ipnet::Ipv6Net::new(g, s.prefix_len()).ok(),
+            _ => None,
+        },
         mtu: n.mtu,
     })
 }
@@ -358,6 +372,10 @@ impl Daemon {
                     Some(gw) => self
                         .topo
                         .set_default_route(&ep.netns, &ep.ifname, gw)
+                        .and_then(|()| match ep.default_gateway6 {
+                            Some(g6) => self.topo.set_default_route6(&ep.netns, &ep.ifname, g6),
+                            None => Ok(()),
+                        })
                         .map_err(|e| e.to_string()),
                     None => Ok(()),
                 },
@@ -417,6 +435,9 @@ impl Daemon {
                 options: BTreeMap::new(),
                 labels: BTreeMap::new(),
                 owner: Owner::Pier,
+                subnet6: None,
+                gateway6: None,
+                ip_range6: None,
                 pending: BTreeMap::new(),
             }
         };
@@ -445,6 +466,10 @@ impl Daemon {
             n.bridge = Some(DEFAULT_BRIDGE.into());
             n.subnet = Some(cfg.default_subnet);
             n.gateway = Some(ipam::first_host(&cfg.default_subnet));
+            if let Some(s6) = cfg.default_subnet6 {
+                n.subnet6 = Some(s6);
+                n.gateway6 = Some(ipam::first_host6(&s6));
+            }
             for (k, v) in [
                 (opts::BRIDGE_NAME, DEFAULT_BRIDGE),
                 (opts::ENABLE_ICC, "true"),
@@ -570,12 +595,14 @@ impl Daemon {
                     "network-scoped alias is supported only for containers in user defined networks",
                 ));
             }
+            let ip6 = parse_ip6(req.ipv6_address.as_deref(), Some(&net))?;
             Self::attach(
                 txn,
                 &c.id,
                 &net,
                 EndpointReq {
                     ip,
+                    ip6,
                     aliases: req.aliases.clone(),
                     ..Default::default()
                 },
@@ -634,7 +661,13 @@ impl Daemon {
             return self.write_host_mode_files(c, st);
         }
         let dir = self.cfg.container_dir(&c.id);
-        let own: Vec<Ipv4Addr> = c.endpoints.iter().map(|e| e.ip).collect();
+        let own: Vec<std::net::IpAddr> = c
+            .endpoints
+            .iter()
+            .flat_map(|e| {
+                std::iter::once(std::net::IpAddr::V4(e.ip)).chain(e.ip6.map(std::net::IpAddr::V6))
+            })
+            .collect();
         let hosts = files::hosts(&c.hostname, &own, &c.links, &c.extra_hosts);
         let resolv = self.resolv_conf_for(c, st);
         files::write_all(&dir, &c.hostname, &hosts, &resolv)
@@ -859,11 +892,12 @@ impl Daemon {
                     ));
                 }
             }
-            if ip.is_some() && !user_net {
+            if (ip.is_some() || req.ip6.is_some()) && !user_net {
                 return Err(invalid(
                     "user specified IP address is supported on user defined networks only",
                 ));
             }
+            let ip6 = parse_ip6(req.ip6.as_deref(), net.as_ref())?;
             if !req.aliases.is_empty() && !user_net {
                 return Err(invalid(
                     "network-scoped alias is supported only for containers in user defined networks",
@@ -1012,6 +1046,7 @@ impl Daemon {
                     net,
                     EndpointReq {
                         ip,
+                        ip6,
                         mac,
                         aliases: req.aliases.clone(),
                         ..Default::default()
@@ -1435,6 +1470,24 @@ fn kill_and_wait(runner: &dyn Runner, p: Proc, grace: std::time::Duration) -> i3
 }
 
 /// The subnets routed in the host namespace, default routes left out.
+/// `--ip6`: an IPv6 address, on a dual-stack network.
+fn parse_ip6(s: Option<&str>, net: Option<&Network>) -> Result<Option<std::net::Ipv6Addr>> {
+    let Some(s) = s.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let a = s
+        .parse::<std::net::Ipv6Addr>()
+        .map_err(|_| invalid(format!("invalid IPv6 address {s:?}")))?;
+    match net {
+        Some(n) if n.ipv6() => Ok(Some(a)),
+        Some(n) => Err(invalid(format!(
+            "--ip6 {a}: network {} has no IPv6 (create it with --ipv6)",
+            n.name
+        ))),
+        None => Err(invalid("--ip6 needs a bridge network")),
+    }
+}
+
 fn routed_subnets(topo: &dyn Topology) -> Result<Vec<Ipv4Net>> {
     Ok(topo
         .routed_subnets()?

@@ -14,6 +14,15 @@ pub struct NetworkCreate {
     pub gateway: Option<String>,
     #[serde(default, rename = "IPRange")]
     pub ip_range: Option<String>,
+    /// `--ipv6`: dual stack; the IPv6 pool below or the next free ULA /64.
+    #[serde(default, rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(default)]
+    pub subnet6: Option<String>,
+    #[serde(default)]
+    pub gateway6: Option<String>,
+    #[serde(default, rename = "IPRange6")]
+    pub ip_range6: Option<String>,
     #[serde(default)]
     pub internal: bool,
     #[serde(default)]
@@ -44,6 +53,8 @@ pub struct NetworkConnect {
     pub container: String,
     #[serde(default, rename = "IPv4Address")]
     pub ipv4_address: Option<String>,
+    #[serde(default, rename = "IPv6Address")]
+    pub ipv6_address: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
 }
@@ -73,6 +84,9 @@ pub struct ContainerCreate {
     pub network: Option<String>,
     #[serde(default)]
     pub ip: Option<String>,
+    /// `--ip6` on a dual-stack network.
+    #[serde(default)]
+    pub ip6: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     /// `NAME[:ALIAS]`.

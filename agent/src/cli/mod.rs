@@ -143,6 +143,10 @@ pub struct AgentArgs {
     /// Subnet of the default `bridge` network.
     #[arg(long)]
     pub default_subnet: Option<String>,
+    /// Make the default `bridge` network dual stack with this IPv6 subnet
+    /// (gateway `::1` on pier0), at its first start.
+    #[arg(long, value_name = "SUBNET")]
+    pub default_subnet_v6: Option<String>,
     /// Attach no socket hooks: host-local clients do not reach published ports.
     #[arg(long, conflicts_with = "cgroup")]
     pub no_cgroup: bool,
@@ -192,16 +196,22 @@ pub enum NetworkCmd {
         /// Driver (only `bridge`).
         #[arg(short, long, default_value = "bridge")]
         driver: String,
-        /// Subnet in CIDR form, e.g. 10.20.0.0/24 (default: the next free
-        /// one of the agent's pool).
+        /// Dual stack: an IPv6 pool too (an IPv6 --subnet, else the next
+        /// free /64 of fd50:6965:7200::/48).
         #[arg(long)]
-        subnet: Option<String>,
-        /// The bridge's address, inside --subnet (default: its first address).
+        ipv6: bool,
+        /// Subnet in CIDR form, e.g. 10.20.0.0/24 or fd00:20::/64, one per
+        /// family (default: the next free one of the agent's pool).
         #[arg(long)]
-        gateway: Option<String>,
-        /// Give containers addresses from this CIDR only, inside --subnet.
+        subnet: Vec<String>,
+        /// The bridge's address, inside the --subnet of its family
+        /// (default: its first address).
         #[arg(long)]
-        ip_range: Option<String>,
+        gateway: Vec<String>,
+        /// Give containers addresses from this CIDR only, inside the
+        /// --subnet of its family.
+        #[arg(long)]
+        ip_range: Vec<String>,
         /// No way out of the network: no masquerade, no published ports.
         #[arg(long)]
         internal: bool,
@@ -241,6 +251,9 @@ pub enum NetworkCmd {
         /// IPv4 address on the network (default: the lowest free one).
         #[arg(long)]
         ip: Option<String>,
+        /// IPv6 address on a dual-stack network (default: the lowest free one).
+        #[arg(long)]
+        ip6: Option<String>,
         /// Another name of the container on this network (repeatable).
         #[arg(long = "alias")]
         aliases: Vec<String>,
@@ -275,6 +288,9 @@ pub struct RunArgs {
     /// IPv4 address on a user-defined network (default: the lowest free one).
     #[arg(long)]
     pub ip: Option<String>,
+    /// IPv6 address on a dual-stack user-defined network.
+    #[arg(long)]
+    pub ip6: Option<String>,
     /// Another name on a user-defined network (repeatable).
     #[arg(long = "alias", alias = "network-alias")]
     pub aliases: Vec<String>,
@@ -699,6 +715,7 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
         }
         NetworkCmd::Create {
             driver,
+            ipv6,
             subnet,
             gateway,
             ip_range,
@@ -710,19 +727,15 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             if driver != "bridge" {
                 bail!("unsupported driver {driver:?}: pier creates bridge networks");
             }
-            let pool = subnet.is_some() || gateway.is_some() || ip_range.is_some();
+            let config = pools(&subnet, &gateway, &ip_range)?;
             let r: NetworkCreatedBody = c.post(
                 "/networks/create",
                 &NetworkCreateBody {
                     name,
                     driver: Some(driver),
-                    ipam: pool.then(|| Ipam {
-                        config: Some(vec![IpamConfig {
-                            subnet,
-                            ip_range,
-                            gateway,
-                            auxiliary_addresses: None,
-                        }]),
+                    enable_ipv6: ipv6.then_some(true),
+                    ipam: (!config.is_empty()).then(|| Ipam {
+                        config: Some(config),
                         ..Default::default()
                     }),
                     internal,
@@ -757,6 +770,7 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
         }
         NetworkCmd::Connect {
             ip,
+            ip6,
             aliases,
             network,
             container,
@@ -766,8 +780,9 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
                 &NetworkConnectBody {
                     container,
                     endpoint_config: Some(EndpointSettings {
-                        ipam_config: ip.map(|ip| EndpointIpamConfig {
-                            ipv4_address: Some(ip),
+                        ipam_config: (ip.is_some() || ip6.is_some()).then(|| EndpointIpamConfig {
+                            ipv4_address: ip,
+                            ipv6_address: ip6,
                             ..Default::default()
                         }),
                         aliases: (!aliases.is_empty()).then_some(aliases),
@@ -823,6 +838,46 @@ fn env_list(env: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// `--subnet`/`--gateway`/`--ip-range` as Docker's IPAM pools: at most one
+/// of each per address family, grouped by family.
+fn pools(
+    subnet: &[String],
+    gateway: &[String],
+    range: &[String],
+) -> anyhow::Result<Vec<IpamConfig>> {
+    let mut out: Vec<(bool, IpamConfig)> = Vec::new();
+    let fam = |v: &str| v.contains(':');
+    for (flag, vals) in [
+        ("--subnet", subnet),
+        ("--gateway", gateway),
+        ("--ip-range", range),
+    ] {
+        for v in vals {
+            let six = fam(v);
+            let i = match out.iter().position(|(f, _)| *f == six) {
+                Some(i) => i,
+                None => {
+                    out.push((six, IpamConfig::default()));
+                    out.len() - 1
+                }
+            };
+            let slot = match flag {
+                "--subnet" => &mut out[i].1.subnet,
+                "--gateway" => &mut out[i].1.gateway,
+                _ => &mut out[i].1.ip_range,
+            };
+            if slot.is_some() {
+                bail!(
+                    "{flag}: one {} value at most",
+                    if six { "IPv6" } else { "IPv4" }
+                );
+            }
+            *slot = Some(v.clone());
+        }
+    }
+    Ok(out.into_iter().map(|(_, c)| c).collect())
+}
+
 fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Result<i32> {
     let fg = !r.detach && !r.cmd.is_empty();
     let env = env_list(&r.env, &r.env_files)?;
@@ -832,6 +887,7 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
             name: r.name,
             network: r.network,
             ip: r.ip,
+            ip6: r.ip6,
             aliases: r.aliases,
             links: r.links,
             ports: r.ports,

@@ -3,7 +3,7 @@
 //! and port reservation agree with a [`DesiredState`] in one `sync`.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::OwnedFd,
     path::{Path, PathBuf},
     time::Duration,
@@ -355,6 +355,11 @@ impl EbpfDataplane {
         maps::endpoints(self.bpf_ref()?)
     }
 
+    /// `PIER_ENDPOINTS6` as it is.
+    pub fn endpoint6_entries(&self) -> Result<Vec<(Ipv6Addr, EndpointVal)>, DataplaneError> {
+        maps::endpoints6(self.bpf_ref()?)
+    }
+
     /// Per-reason drop counters summed over the CPUs.
     pub fn drop_counts(&self) -> Result<Vec<(DropReason, Counter)>, DataplaneError> {
         maps::drops(self.bpf_ref()?)
@@ -683,6 +688,7 @@ mod tests {
                     bridge: "br1".into(),
                     subnet: "10.1.0.0/24".parse().unwrap(),
                     gateway: "10.1.0.1".parse().unwrap(),
+                    subnet6: None,
                     internal: false,
                     icc: true,
                     masquerade: true,
@@ -692,6 +698,7 @@ mod tests {
                     bridge: "br2".into(),
                     subnet: "10.2.0.0/24".parse().unwrap(),
                     gateway: "10.2.0.1".parse().unwrap(),
+                    subnet6: None,
                     internal: true,
                     icc: true,
                     masquerade: true,
@@ -701,12 +708,14 @@ mod tests {
                 EndpointSpec {
                     network_id: 1,
                     ip: "10.1.0.2".parse().unwrap(),
+                    ip6: None,
                     mac: [2, 0, 0, 0, 0, 2],
                     host_ifname: "v1".into(),
                 },
                 EndpointSpec {
                     network_id: 2,
                     ip: "10.2.0.2".parse().unwrap(),
+                    ip6: None,
                     mac: [2, 0, 0, 0, 0, 3],
                     host_ifname: "v2".into(),
                 },
@@ -761,6 +770,7 @@ mod tests {
                     ifindex: 10 + i as u32,
                     mac: Some([2, 0, 0, 0, 1, i as u8]),
                     addrs: Vec::new(),
+                    addrs6: Vec::new(),
                 };
                 (n.to_string(), iface)
             })
@@ -832,5 +842,29 @@ mod tests {
         );
         assert_eq!(k.addr_be.to_ne_bytes(), [192, 0, 2, 1], "packet byte order");
         assert_eq!(k.proto, 17);
+    }
+
+    #[test]
+    fn a_dual_stack_endpoint_is_found_by_both_addresses_and_its_veth() {
+        let mut s = state();
+        s.networks[0].subnet6 = Some("fd00:1::/64".parse().unwrap());
+        s.endpoints[0].ip6 = Some("fd00:1::2".parse().unwrap());
+        let t = Tables::new(&s, &ifaces(&["br1", "br2", "v1", "v2"])).unwrap();
+        let a6: Ipv6Addr = "fd00:1::2".parse().unwrap();
+        let k = maps::addr6_be(a6);
+        assert_eq!(maps::addr6_from_be(k), a6);
+        assert_eq!(k[0].to_ne_bytes(), [0xfd, 0, 0, 1], "packet byte order");
+        assert_eq!(
+            t.endpoints6[&k],
+            t.endpoints[&addr_be("10.1.0.2".parse().unwrap())]
+        );
+        assert_eq!(t.endpoints6.len(), 1);
+        let net = maps::addr6_be("fd00:1::".parse().unwrap());
+        assert_eq!(t.subnets6.get(&(64, net)), Some(&1));
+        assert_eq!(t.subnets6.len(), 1);
+        // Every veth, single stack too, names its network.
+        assert_eq!(t.veth_vals[&12].network_id, 1);
+        assert_eq!(t.veth_vals[&13].network_id, 2);
+        assert_eq!(t.veth_vals[&13].bridge_mac, [2, 0, 0, 0, 1, 1]);
     }
 }

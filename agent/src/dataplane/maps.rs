@@ -3,7 +3,7 @@
 //! readers (conntrack gc, counters, inspection).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use aya::{
@@ -17,7 +17,8 @@ use pier_common::{
     ct::{CtVal, FlowKey},
     drop::DropReason,
     endpoint::{
-        EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, NetworkVal, UplinkVal,
+        Addr6, EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, NetworkVal, UplinkVal,
+        VethVal,
     },
     maps as names,
     metrics::Counter,
@@ -37,6 +38,21 @@ pub fn addr_be(ip: Ipv4Addr) -> u32 {
 
 pub fn addr_from_be(v: u32) -> Ipv4Addr {
     Ipv4Addr::from(v.to_ne_bytes())
+}
+
+/// `_be` form of an IPv6 address: its 16 bytes in packet order.
+pub fn addr6_be(ip: Ipv6Addr) -> Addr6 {
+    let o = ip.octets();
+    let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+pub fn addr6_from_be(v: Addr6) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    for (i, w) in v.iter().enumerate() {
+        o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    Ipv6Addr::from(o)
 }
 
 pub fn proto_num(p: Proto) -> u8 {
@@ -72,6 +88,11 @@ pub struct Tables {
     /// (prefix length, network `_be`) → network id.
     pub subnets: BTreeMap<(u32, u32), u32>,
     pub endpoints: BTreeMap<u32, EndpointVal>,
+    /// (prefix length, IPv6 network `_be`) → network id.
+    pub subnets6: BTreeMap<(u32, Addr6), u32>,
+    pub endpoints6: BTreeMap<Addr6, EndpointVal>,
+    /// Host-side veth ifindex → its network.
+    pub veth_vals: BTreeMap<u32, VethVal>,
     pub ports: BTreeMap<PortKey, PortVal>,
     pub backends: BTreeMap<PortKey, PortKey>,
     /// Host-side veths that get `pier_veth_in`.
@@ -111,6 +132,10 @@ impl Tables {
                 (n.subnet.prefix_len() as u32, addr_be(n.subnet.network())),
                 n.id,
             );
+            if let Some(s6) = n.subnet6 {
+                t.subnets6
+                    .insert((s6.prefix_len() as u32, addr6_be(s6.network())), n.id);
+            }
             let mac = ifaces.get(&n.bridge).and_then(|b| b.mac).ok_or_else(|| {
                 DataplaneError::Other(format!(
                     "network {}: bridge {} does not exist",
@@ -137,13 +162,22 @@ impl Tables {
                     e.ip, e.network_id
                 ))
             })?;
-            t.endpoints.insert(
-                addr_be(e.ip),
-                EndpointVal {
-                    ifindex: veth.ifindex,
+            let val = EndpointVal {
+                ifindex: veth.ifindex,
+                network_id: e.network_id,
+                mac: e.mac,
+                bridge_mac,
+            };
+            t.endpoints.insert(addr_be(e.ip), val);
+            if let Some(ip6) = e.ip6 {
+                t.endpoints6.insert(addr6_be(ip6), val);
+            }
+            t.veth_vals.insert(
+                veth.ifindex,
+                VethVal {
                     network_id: e.network_id,
-                    mac: e.mac,
                     bridge_mac,
+                    _pad: [0; 2],
                 },
             );
             net_of.insert(e.ip, e.network_id);
@@ -197,11 +231,40 @@ fn hash_ro<'a, K: Pod, V: Pod>(
     HashMap::try_from(map).map_err(|e| err(name, e))
 }
 
-fn lpm(bpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, u32, u32>, DataplaneError> {
+fn lpm<'a, K: Pod>(
+    bpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<LpmTrie<&'a mut MapData, K, u32>, DataplaneError> {
     let map = bpf
-        .map_mut(names::SUBNETS)
-        .ok_or_else(|| DataplaneError::Other("map PIER_SUBNETS missing".into()))?;
-    LpmTrie::try_from(map).map_err(|e| err(names::SUBNETS, e))
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))?;
+    LpmTrie::try_from(map).map_err(|e| err(name, e))
+}
+
+/// Make LPM trie `name` hold exactly `want` ((prefix length, data) → id).
+fn sync_lpm<K: Pod + Ord>(
+    bpf: &mut Ebpf,
+    name: &str,
+    want: &BTreeMap<(u32, K), u32>,
+    add: bool,
+) -> Result<(), DataplaneError> {
+    let mut m = lpm::<K>(bpf, name)?;
+    if add {
+        for ((len, net), id) in want {
+            m.insert(&Key::new(*len, *net), id, 0)
+                .map_err(|e| err(name, e))?;
+        }
+        return Ok(());
+    }
+    let stale: Vec<Key<K>> = m
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains_key(&(k.prefix_len(), k.data())))
+        .collect();
+    for k in stale {
+        m.remove(&k).map_err(|e| err(name, e))?;
+    }
+    Ok(())
 }
 
 /// Insert or update every entry of `want`.
@@ -240,14 +303,11 @@ fn prune<K: Pod + Ord, V: Pod>(
 /// packet meets an entry pointing at a missing one.
 pub fn write(bpf: &mut Ebpf, t: &Tables) -> Result<(), DataplaneError> {
     upsert(bpf, names::NETWORKS, &t.networks)?;
-    {
-        let mut m = lpm(bpf)?;
-        for ((len, net), id) in &t.subnets {
-            m.insert(&Key::new(*len, *net), id, 0)
-                .map_err(|e| err(names::SUBNETS, e))?;
-        }
-    }
+    sync_lpm(bpf, names::SUBNETS, &t.subnets, true)?;
+    sync_lpm(bpf, names::SUBNETS6, &t.subnets6, true)?;
+    upsert(bpf, names::VETHS, &t.veth_vals)?;
     upsert(bpf, names::ENDPOINTS, &t.endpoints)?;
+    upsert(bpf, names::ENDPOINTS6, &t.endpoints6)?;
     {
         // Counters start at zero for a new port and keep counting otherwise.
         let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
@@ -272,18 +332,11 @@ pub fn write(bpf: &mut Ebpf, t: &Tables) -> Result<(), DataplaneError> {
     upsert(bpf, names::PORTS, &t.ports)?;
     prune(bpf, names::PORTS, &t.ports)?;
     prune(bpf, names::BACKENDS, &t.backends)?;
+    prune(bpf, names::ENDPOINTS6, &t.endpoints6)?;
     prune(bpf, names::ENDPOINTS, &t.endpoints)?;
-    {
-        let mut m = lpm(bpf)?;
-        let stale: Vec<Key<u32>> = m
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !t.subnets.contains_key(&(k.prefix_len(), k.data())))
-            .collect();
-        for k in stale {
-            m.remove(&k).map_err(|e| err(names::SUBNETS, e))?;
-        }
-    }
+    prune(bpf, names::VETHS, &t.veth_vals)?;
+    sync_lpm(bpf, names::SUBNETS6, &t.subnets6, false)?;
+    sync_lpm(bpf, names::SUBNETS, &t.subnets, false)?;
     prune(bpf, names::NETWORKS, &t.networks)
 }
 
@@ -299,6 +352,12 @@ pub fn write_host(
         .flat_map(|i| i.addrs.iter())
         .filter(|a| !a.is_loopback())
         .map(|a| (addr_be(*a), 1))
+        .collect();
+    let addrs6: BTreeMap<Addr6, u32> = ifaces
+        .values()
+        .flat_map(|i| i.addrs6.iter())
+        .filter(|a| !a.is_loopback())
+        .map(|a| (addr6_be(*a), 1))
         .collect();
     let mut uplink = UplinkVal::default();
     for name in uplinks {
@@ -318,6 +377,8 @@ pub fn write_host(
     }
     upsert(bpf, names::HOST_ADDRS, &addrs)?;
     prune(bpf, names::HOST_ADDRS, &addrs)?;
+    upsert(bpf, names::HOST_ADDRS6, &addrs6)?;
+    prune(bpf, names::HOST_ADDRS6, &addrs6)?;
     let map = bpf
         .map_mut(names::UPLINK)
         .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK missing".into()))?;
@@ -415,6 +476,14 @@ pub fn endpoints(bpf: &Ebpf) -> Result<Vec<(Ipv4Addr, EndpointVal)>, DataplaneEr
         .iter()
         .filter_map(Result::ok)
         .map(|(k, v)| (addr_from_be(k), v))
+        .collect())
+}
+
+pub fn endpoints6(bpf: &Ebpf) -> Result<Vec<(Ipv6Addr, EndpointVal)>, DataplaneError> {
+    Ok(hash_ro::<Addr6, EndpointVal>(bpf, names::ENDPOINTS6)?
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (addr6_from_be(k), v))
         .collect())
 }
 

@@ -4,9 +4,12 @@
 //! once at start) and calls [`Dataplane::sync`]; the dataplane makes maps and
 //! attachments agree with it. The same call serves a normal change and the
 //! reconcile after a restart.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 mod attach;
 pub mod ebpf;
@@ -64,6 +67,8 @@ pub struct NetworkSpec {
     pub bridge: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// `--ipv6`: the IPv6 subnet (its gateway is on the bridge too).
+    pub subnet6: Option<Ipv6Net>,
     /// `--internal`: no way out, published ports not reachable.
     pub internal: bool,
     /// `com.docker.network.bridge.enable_icc` (default true).
@@ -77,6 +82,8 @@ pub struct NetworkSpec {
 pub struct EndpointSpec {
     pub network_id: u32,
     pub ip: Ipv4Addr,
+    /// The IPv6 address on a dual-stack network.
+    pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
     /// Host-side veth name.
     pub host_ifname: String,

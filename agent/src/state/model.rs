@@ -1,8 +1,12 @@
 //! The records the agent keeps. The store persists them; every kernel object
 //! pier makes is derived from them.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub const DRIVER_BRIDGE: &str = "bridge";
@@ -88,9 +92,21 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "is_pier")]
     pub owner: Owner,
+    /// `--ipv6`: dual stack, with this IPv6 subnet, gateway (on the bridge)
+    /// and range. Older stores have none of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<Ipv6Net>,
     /// Endpoints an engine created here that no sandbox has joined yet.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<String, PendingEndpoint>,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 fn is_pier(o: &Owner) -> bool {
@@ -100,6 +116,10 @@ fn is_pier(o: &Owner) -> bool {
 impl Network {
     pub fn is_bridge(&self) -> bool {
         self.driver == DRIVER_BRIDGE
+    }
+    /// Dual stack (`EnableIPv6`).
+    pub fn ipv6(&self) -> bool {
+        self.subnet6.is_some()
     }
     /// First 12 hex digits of the id.
     pub fn short_id(&self) -> &str {
@@ -132,6 +152,12 @@ pub struct Endpoint {
     pub host_ifname: String,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
+    /// The IPv6 address on a dual-stack network (with the subnet's prefix
+    /// length); older stores have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix_len6: u8,
     pub mac: [u8; 6],
     /// `--alias` names on this network.
     pub aliases: Vec<String>,
@@ -352,6 +378,16 @@ impl State {
                     .into_iter()
                     .flat_map(|n| n.pending.values().map(|p| p.ip)),
             )
+            .collect()
+    }
+
+    /// IPv6 addresses taken on a network.
+    pub fn used_ips6(&self, network_id: &str) -> std::collections::BTreeSet<Ipv6Addr> {
+        self.containers
+            .values()
+            .flat_map(|c| c.endpoints.iter())
+            .filter(|e| e.network_id == network_id)
+            .filter_map(|e| e.ip6)
             .collect()
     }
 

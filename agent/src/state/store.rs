@@ -169,6 +169,9 @@ mod tests {
             options: Default::default(),
             labels: Default::default(),
             owner: Default::default(),
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
             pending: Default::default(),
         }
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use pier_common::{ct::CtVal, drop::DropReason};
 
 use crate::{
-    ct, frag, icmp,
+    ct, frag, icmp, ipv6,
     lookup::{count_port, endpoint, is_host_addr, published, subnet_of},
     maps::{CT, SNAT_REV, UPLINK},
     nat,
@@ -25,6 +25,9 @@ pub fn pier_uplink_in(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(mut pkt) = parse::ipv4(ctx)? else {
+        if ipv6::is_ipv6(ctx) {
+            return ipv6::uplink_in(ctx);
+        }
         return Ok(TC_ACT_OK);
     };
     // A container's address as the source, from outside: a martian (those

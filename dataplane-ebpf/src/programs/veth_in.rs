@@ -28,7 +28,7 @@ use pier_common::{
 };
 
 use crate::{
-    arp, ct, frag, icmp,
+    arp, ct, frag, icmp, ipv6,
     lookup::{count_port, endpoint, is_host_addr, network, published, subnet_of},
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
@@ -47,6 +47,9 @@ pub fn pier_veth_in(ctx: TcContext) -> i32 {
 fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let Some(mut pkt) = parse::ipv4(ctx)? else {
+        if ipv6::is_ipv6(ctx) {
+            return ipv6::veth_in(ctx);
+        }
         return arp::from_container(ctx, ifindex);
     };
     // The source must be this veth's own container address. First of all:
