@@ -6,6 +6,7 @@ pub mod engine;
 pub mod files;
 pub mod hostwatch;
 pub mod inspect;
+pub mod policy;
 pub mod ports;
 pub mod process;
 pub mod reconcile;
@@ -33,7 +34,7 @@ use crate::{
     ipam,
     state::{
         Container, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, Endpoint, Link, NetMode, Network,
-        Owner, State, Store, new_id, now_ms, now_rfc3339, opts,
+        Owner, PolicyAction, State, Store, new_id, now_ms, now_rfc3339, opts,
     },
     topology::{self, Topology},
 };
@@ -93,6 +94,10 @@ impl Txn<'_> {
 /// The one function that derives what the dataplane must reflect from the store.
 pub fn desired_state(st: &State) -> DesiredState {
     let mut d = DesiredState::default();
+    // Rules naming a port, protocol or container (few); the host-wide ones
+    // (possibly thousands) go to the dataplane once, not per port.
+    let scoped: Vec<&crate::state::PolicyRecord> =
+        st.policies.values().filter(|r| !r.host_wide()).collect();
     for n in st.networks.values().filter(|n| n.is_bridge()) {
         let (Some(bridge), Some(subnet), Some(gateway)) = (&n.bridge, n.subnet, n.gateway) else {
             continue;
@@ -131,7 +136,7 @@ pub fn desired_state(st: &State) -> DesiredState {
         }
         for p in &c.ports {
             for (hp, cp) in p.pairs() {
-                d.ports.push(dataplane::PortSpec {
+                let spec = dataplane::PortSpec {
                     host_ip: p.host_ip,
                     proto: match p.proto {
                         crate::state::PortProto::Tcp => dataplane::Proto::Tcp,
@@ -142,11 +147,59 @@ pub fn desired_state(st: &State) -> DesiredState {
                     container_port: cp,
                     // Rootful podman holds its published ports itself.
                     reserve: !engine_holds_ports(st, c, first),
-                });
+                };
+                let rules = port_rules(st, &scoped, c, first, hp, p.proto);
+                if !rules.is_empty() {
+                    d.port_policy.insert(dataplane::PortRef::of(&spec), rules);
+                }
+                d.ports.push(spec);
             }
         }
     }
+    d.host_policy = st
+        .policies
+        .values()
+        .filter(|r| r.host_wide())
+        .map(|r| dataplane::PolicyRule {
+            src: r.src,
+            deny: r.action == PolicyAction::Deny,
+        })
+        .collect();
     d
+}
+
+/// The rules of one published port but the host-wide ones: its network's
+/// `pier.publish.allow`, the container's `--publish-allow`, and the `pier
+/// policy` rules naming its port, protocol or container.
+fn port_rules(
+    st: &State,
+    scoped: &[&crate::state::PolicyRecord],
+    c: &Container,
+    ports_on: &Endpoint,
+    host_port: u16,
+    proto: crate::state::PortProto,
+) -> Vec<dataplane::PolicyRule> {
+    let allow = |src| dataplane::PolicyRule { src, deny: false };
+    let mut rules: Vec<dataplane::PolicyRule> = st
+        .networks
+        .get(&ports_on.network_id)
+        .and_then(|n| n.options.get(opts::PUBLISH_ALLOW))
+        .and_then(|v| crate::state::parse_cidr_list(v).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(allow)
+        .collect();
+    rules.extend(c.publish_allow.iter().copied().map(allow));
+    rules.extend(
+        scoped
+            .iter()
+            .filter(|r| r.applies(&c.id, host_port, proto))
+            .map(|r| dataplane::PolicyRule {
+                src: r.src,
+                deny: r.action == PolicyAction::Deny,
+            }),
+    );
+    rules
 }
 
 /// Whether the engine keeps `c`'s published host ports open itself, so
@@ -322,6 +375,13 @@ impl Daemon {
             }
         };
         let t_apply = t0.elapsed();
+        // A container's policy rules go with it (whichever front end removed it).
+        let st = &mut txn.state;
+        st.policies.retain(|_, r| {
+            r.container
+                .as_ref()
+                .is_none_or(|c| st.containers.contains_key(c))
+        });
         let desired = desired_state(&txn.state);
         if desired != desired_state(&inner.state)
             && let Err(e) = inner.dataplane.sync(&desired)
@@ -799,6 +859,14 @@ impl Daemon {
             Some(m) if !m.is_empty() => Some(validate::parse_mac(m).map_err(invalid)?),
             _ => None,
         };
+        let mut publish_allow: Vec<Ipv4Net> = Vec::new();
+        for s in &req.publish_allow {
+            let n = crate::state::parse_cidr(s)
+                .map_err(|e| invalid(format!("--publish-allow: {e}")))?;
+            if !publish_allow.contains(&n) {
+                publish_allow.push(n);
+            }
+        }
         let mut dns: Vec<std::net::IpAddr> = Vec::new();
         for s in &req.dns {
             let a = s
@@ -943,6 +1011,11 @@ impl Daemon {
                         }),
                 })
                 .collect::<Result<Vec<_>>>()?;
+            if !publish_allow.is_empty() && ports.is_empty() {
+                return Err(invalid(
+                    "--publish-allow needs a published port (-p or -P)",
+                ));
+            }
             if mode == NetMode::Host && !ports.is_empty() {
                 warnings.push("Published ports are discarded when using host network mode".into());
                 ports.clear();
@@ -1016,6 +1089,7 @@ impl Daemon {
                 owner: Owner::Pier,
                 engine_id: None,
                 ports_on: None,
+                publish_allow: publish_allow.clone(),
             };
             txn.state.containers.insert(id.clone(), c);
             let dir = self.cfg.container_dir(&id);

@@ -49,10 +49,13 @@ pub enum DropReason {
     /// An IPv4-mapped or IPv4-compatible IPv6 address (`::ffff:0:0/96`,
     /// `::/96`) as a container's source or destination: never translated.
     V4Mapped = 17,
+    /// A published port's source policy does not let this source in
+    /// (`pier policy`, `--publish-allow`, `pier.publish.allow`).
+    PolicyDenied = 18,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -70,7 +73,8 @@ impl DropReason {
         DropReason::Ipv6ExtHdrs,
         DropReason::RouterAdvert,
         DropReason::V4Mapped,
+        DropReason::PolicyDenied,
     ];
 }
 
-const _: () = assert!((DropReason::V4Mapped as u32) < crate::maps::DROPS_LEN);
+const _: () = assert!((DropReason::PolicyDenied as u32) < crate::maps::DROPS_LEN);

@@ -17,6 +17,13 @@ pub const PORTS_LEN: u32 = 65536;
 pub const BACKENDS: &str = "PIER_BACKENDS";
 /// Per published port counters: [`crate::nat::PortKey`] → per-CPU [`crate::metrics::Counter`]. Pinned.
 pub const PORT_STATS: &str = "PIER_PORT_STATS";
+/// Denied packets per published port: [`crate::nat::PortKey`] → per-CPU
+/// [`crate::metrics::Counter`] (source policy, `DropReason::PolicyDenied`). Pinned.
+pub const PORT_DROPS: &str = "PIER_PORT_DROPS";
+/// Source policy of published ports: LPM trie of [`crate::policy::PolicyKey`]
+/// → [`crate::policy::PolicyVal`]. Pinned.
+pub const POLICY: &str = "PIER_POLICY";
+pub const POLICY_LEN: u32 = 65536;
 /// Container interfaces: container IPv4 (`_be`) → [`crate::endpoint::EndpointVal`]. Pinned.
 pub const ENDPOINTS: &str = "PIER_ENDPOINTS";
 pub const ENDPOINTS_LEN: u32 = 16384;
@@ -62,7 +69,7 @@ pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 32;
 
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 17] = [
+pub const PINNED: [&str; 19] = [
     PORTS,
     BACKENDS,
     PORT_STATS,
@@ -80,6 +87,8 @@ pub const PINNED: [&str; 17] = [
     SUBNETS6,
     HOST_ADDRS6,
     VETHS,
+    PORT_DROPS,
+    POLICY,
 ];
 
 const _: () = {
@@ -103,6 +112,8 @@ const _: () = {
         SUBNETS6,
         HOST_ADDRS6,
         VETHS,
+        PORT_DROPS,
+        POLICY,
     ];
     let mut i = 0;
     while i < names.len() {

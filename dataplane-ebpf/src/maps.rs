@@ -10,6 +10,7 @@ use pier_common::{
     maps::*,
     metrics::Counter,
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+    policy::{PolicyKey, PolicyVal},
 };
 
 #[map(name = "SMOKE_COUNTERS")]
@@ -25,6 +26,13 @@ pub static BACKENDS: HashMap<PortKey, PortKey> = HashMap::with_max_entries(PORTS
 #[map(name = "PIER_PORT_STATS")]
 pub static PORT_STATS: PerCpuHashMap<PortKey, Counter> =
     PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
+
+#[map(name = "PIER_PORT_DROPS")]
+pub static PORT_DROPS: PerCpuHashMap<PortKey, Counter> =
+    PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
+
+#[map(name = "PIER_POLICY")]
+pub static POLICY: LpmTrie<PolicyKey, PolicyVal> = LpmTrie::with_max_entries(POLICY_LEN, 0);
 
 #[map(name = "PIER_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<u32, EndpointVal> = HashMap::with_max_entries(ENDPOINTS_LEN, 0);

@@ -224,6 +224,7 @@ fn child_agent() {
             host_ifname: ifname.into(),
         }],
         ports: vec![tcp(8081, ip, 8080)],
+        ..Default::default()
     };
     let mut dp = EbpfDataplane::new(pier_agent::dataplane::DataplaneConfig {
         bpffs_dir: bpffs.into(),

@@ -124,6 +124,51 @@ pub enum Cmd {
     },
     /// Show packets and bytes per published port, read from the kernel's maps.
     Stats(ports::StatsArgs),
+    /// Who may reach published ports: source allow/deny rules (pier's
+    /// DOCKER-USER; host firewalls do not see published ports).
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Let sources in CIDR reach published ports (then only allowed sources do).
+    Allow(PolicyRuleArgs),
+    /// Keep sources in CIDR from published ports (wins over an allow of the same length).
+    Deny(PolicyRuleArgs),
+    /// List the rules (also those from `pier.publish.allow` and `--publish-allow`).
+    #[command(alias = "list")]
+    Ls {
+        /// `json`: one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Remove rules by ID, or all `pier policy` rules.
+    #[command(alias = "remove")]
+    Rm {
+        /// Remove every `pier policy` rule.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Rule IDs (the ID column of `pier policy ls`).
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct PolicyRuleArgs {
+    /// Source prefixes (10.0.0.0/8) or addresses: one rule each.
+    #[arg(required = true, value_name = "CIDR")]
+    pub cidrs: Vec<String>,
+    /// Only this published host port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Only this protocol (tcp or udp).
+    #[arg(long)]
+    pub proto: Option<String>,
+    /// Only the ports this container publishes.
+    #[arg(long)]
+    pub container: Option<String>,
 }
 
 #[derive(Args)]
@@ -304,6 +349,10 @@ pub struct RunArgs {
     /// Publish every exposed port (--expose) to an ephemeral host port.
     #[arg(short = 'P', long)]
     pub publish_all: bool,
+    /// Only sources in CIDR reach its published ports (repeatable; every
+    /// -p of this run). `pier policy` has the finer rules.
+    #[arg(long = "publish-allow", value_name = "CIDR")]
+    pub publish_allow: Vec<String>,
     /// A port the container serves, PORT[-END][/tcp|udp] (repeatable; -P publishes it).
     #[arg(long, value_name = "PORT")]
     pub expose: Vec<String>,
@@ -650,6 +699,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Stats(a) => ports::stats(&c()?, a),
+        Cmd::Policy(p) => policy(c()?, p),
         Cmd::System(SystemCmd::Reset { force }) => {
             if !confirmed(
                 force,
@@ -806,6 +856,85 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
     }
 }
 
+fn policy(c: Client, cmd: PolicyCmd) -> anyhow::Result<i32> {
+    let create = |action: &str, a: PolicyRuleArgs| -> anyhow::Result<i32> {
+        let v: Value = c.post(
+            "/policies/create",
+            &PolicyCreate {
+                action: action.into(),
+                sources: a.cidrs,
+                port: a.port,
+                proto: a.proto,
+                container: a.container,
+            },
+        )?;
+        for id in v["Ids"].as_array().into_iter().flatten() {
+            println!("{id}");
+        }
+        Ok(0)
+    };
+    match cmd {
+        PolicyCmd::Allow(a) => create("allow", a),
+        PolicyCmd::Deny(a) => create("deny", a),
+        PolicyCmd::Ls { format } => {
+            if let Some(f) = &format
+                && f != "json"
+            {
+                bail!("unknown format {f:?}: only json");
+            }
+            let rows: Vec<PolicyRow> = c.get("/policies")?;
+            if format.is_some() {
+                for r in rows {
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+                return Ok(0);
+            }
+            let rows = rows
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        if r.id == 0 {
+                            "-".into()
+                        } else {
+                            r.id.to_string()
+                        },
+                        r.action,
+                        r.source,
+                        r.port,
+                        r.proto,
+                        r.container,
+                        r.origin,
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "ID",
+                        "ACTION",
+                        "SOURCE",
+                        "PORT",
+                        "PROTO",
+                        "CONTAINER",
+                        "ORIGIN"
+                    ],
+                    rows
+                )
+            );
+            Ok(0)
+        }
+        PolicyCmd::Rm { all: true, .. } => {
+            let d: PoliciesDeleted = c.post("/policies/prune", &())?;
+            for id in d.deleted {
+                println!("{id}");
+            }
+            Ok(0)
+        }
+        PolicyCmd::Rm { ids, .. } => each(&ids, |id| c.delete(&format!("/policies/{}", seg(id)))),
+    }
+}
+
 /// `-e`/`--env-file` as Docker's CLI sends them: a bare `KEY` gets this
 /// shell's value when it has one (else stays bare: the agent leaves it out).
 fn env_list(env: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
@@ -902,6 +1031,7 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
             publish_all: r.publish_all,
             extra_hosts: r.add_hosts,
             mac_address: r.mac_address,
+            publish_allow: r.publish_allow,
             dns_search: r.dns_search,
             dns_options: r.dns_options,
             env,

@@ -100,6 +100,16 @@ impl Daemon {
                 }
             },
         };
+        if let Some(v) = req.options.get(opts::PUBLISH_ALLOW) {
+            let list = crate::state::parse_cidr_list(v)
+                .map_err(|e| invalid(format!("option {}: {e}", opts::PUBLISH_ALLOW)))?;
+            if list.is_empty() {
+                return Err(invalid(format!(
+                    "option {}: at least one CIDR (CIDR,CIDR)",
+                    opts::PUBLISH_ALLOW
+                )));
+            }
+        }
         let ours: Vec<Ipv4Net> = txn
             .state
             .networks

@@ -101,6 +101,7 @@ fn sandbox_record(
         owner,
         engine_id,
         ports_on: None,
+        publish_allow: Vec::new(),
     }
 }
 

@@ -228,6 +228,7 @@ impl Daemon {
                 "NetworkMode": network_mode,
                 "AutoRemove": c.auto_remove,
                 "PortBindings": ports_json(c),
+                "PublishAllow": c.publish_allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                 "Dns": c.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "DnsSearch": c.dns_search,
                 "DnsOptions": c.dns_options,
@@ -237,6 +238,17 @@ impl Daemon {
             "NetworkSettings": {
                 "SandboxKey": c.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
                 "Ports": ports_json(c),
+                // pier's: the source rules of each published host port
+                // (`pier port` shows the same); a port not listed has none.
+                "PublishPolicy": c
+                    .ports
+                    .iter()
+                    .flat_map(|p| p.pairs().map(move |(hp, _)| (hp, p.proto)))
+                    .filter_map(|(hp, proto)| {
+                        let rules = super::policy::port_policy_text(st, c, hp, proto);
+                        (!rules.is_empty()).then(|| (format!("{hp}/{}", proto.as_str()), json!(rules)))
+                    })
+                    .collect::<serde_json::Map<_, _>>(),
                 "Gateway": first.and_then(|(_, n)| n.gateway).map(|g| g.to_string()).unwrap_or_default(),
                 "IPAddress": first.map(|(e, _)| e.ip.to_string()).unwrap_or_default(),
                 "IPPrefixLen": first.map(|(e, _)| e.prefix_len).unwrap_or(0),

@@ -31,7 +31,7 @@ impl Daemon {
     /// The ports container `key` publishes while it runs, one row per port
     /// (a range gives one row each), sorted by private port and protocol.
     pub fn container_ports(&self, key: &str) -> Result<Vec<PortMapping>> {
-        let st = self.snapshot();
+        let st = &self.snapshot();
         let c = st
             .find_container(key)
             .ok_or_else(|| not_found(format!("No such container: {key}")))?;
@@ -48,6 +48,7 @@ impl Daemon {
                     proto: p.proto.as_str().into(),
                     host_ip: host_ip_text(p.host_ip),
                     host_port: hp,
+                    policy: super::policy::port_policy_text(st, c, hp, p.proto),
                 })
             })
             .collect();
@@ -89,6 +90,7 @@ impl Daemon {
                     container_port: s.port.container_port,
                     packets: s.packets,
                     bytes: s.bytes,
+                    denied: s.denied,
                 }
             })
             .collect();

@@ -110,6 +110,9 @@ pub struct EbpfDataplane {
     object: Option<Vec<u8>>,
     /// The ifindex each uplink had when `pier_uplink_in` was attached.
     uplinks: BTreeMap<String, u32>,
+    /// `PIER_POLICY` as the last sync wrote it (the next one writes the
+    /// difference); `None` after start or a failed sync.
+    policy_written: Option<maps::PolicyTable>,
 }
 
 impl EbpfDataplane {
@@ -123,6 +126,7 @@ impl EbpfDataplane {
             timeouts: CtTimeouts::default(),
             object: None,
             uplinks: BTreeMap::new(),
+            policy_written: None,
         }
     }
 
@@ -350,6 +354,20 @@ impl EbpfDataplane {
         maps::ports(self.bpf_ref()?)
     }
 
+    /// `PIER_POLICY` as the kernel holds it (prefix length, key, value).
+    pub fn policy_entries(
+        &self,
+    ) -> Result<
+        Vec<(
+            u32,
+            pier_common::policy::PolicyKey,
+            pier_common::policy::PolicyVal,
+        )>,
+        DataplaneError,
+    > {
+        maps::policy(self.bpf_ref()?)
+    }
+
     /// `PIER_ENDPOINTS` as the kernel holds it (address → value).
     pub fn endpoint_entries(&self) -> Result<Vec<(Ipv4Addr, EndpointVal)>, DataplaneError> {
         maps::endpoints(self.bpf_ref()?)
@@ -366,6 +384,7 @@ impl EbpfDataplane {
     }
 
     fn start_inner(&mut self) -> Result<(), DataplaneError> {
+        self.policy_written = None;
         sys::raise_nofile();
         sys::ensure_bpffs(&self.cfg.bpffs_dir)?;
 
@@ -619,7 +638,8 @@ impl Dataplane for EbpfDataplane {
         let mut t_veths = t_tables;
         let applied = self.sync_veths(&tables.veths).and_then(|()| {
             t_veths = t0.elapsed();
-            maps::write(self.bpf()?, &tables)
+            let prev = self.policy_written.take();
+            maps::write(self.bpf()?, &tables, prev.as_ref())
         });
         if let Err(e) = applied {
             for id in &new {
@@ -630,6 +650,7 @@ impl Dataplane for EbpfDataplane {
         let want: BTreeSet<PortId> = desired.ports.iter().map(port_id).collect();
         self.reservations.retain(|id, _| want.contains(id));
         self.applied = desired.clone();
+        self.policy_written = Some(tables.policy.clone());
         let t_maps = t0.elapsed();
         self.sync_host_with(&ifaces)?;
         let t_host = t0.elapsed();
@@ -665,10 +686,12 @@ impl Dataplane for EbpfDataplane {
             .iter()
             .map(|p| {
                 let c = maps::port_counter(bpf, &port_key(p))?;
+                let d = maps::port_denied(bpf, &port_key(p))?;
                 Ok(PortStats {
                     port: p.clone(),
                     packets: c.packets,
                     bytes: c.bytes,
+                    denied: d.packets,
                 })
             })
             .collect()
@@ -721,6 +744,7 @@ mod tests {
                 },
             ],
             ports: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -23,9 +23,13 @@ use pier_common::{
     maps as names,
     metrics::Counter,
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+    policy::{
+        POLICY_ALLOW, POLICY_DENY, POLICY_F_DEFAULT_DENY, POLICY_F_HOST, POLICY_F_PORT, PolicyKey,
+        PolicyVal, SCOPE_BITS,
+    },
 };
 
-use super::{DataplaneError, DesiredState, PortSpec, Proto, sys::Iface};
+use super::{DataplaneError, DesiredState, PolicyRule, PortRef, PortSpec, Proto, sys::Iface};
 
 fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneError {
     DataplaneError::Other(format!("{what}: {e}"))
@@ -95,8 +99,34 @@ pub struct Tables {
     pub veth_vals: BTreeMap<u32, VethVal>,
     pub ports: BTreeMap<PortKey, PortVal>,
     pub backends: BTreeMap<PortKey, PortKey>,
+    /// `PIER_POLICY`: (prefix length, key data) → rule.
+    pub policy: BTreeMap<(u32, PolicyKey), PolicyVal>,
     /// Host-side veths that get `pier_veth_in`.
     pub veths: BTreeSet<String>,
+}
+
+/// Add `rules` under scope `scope` (a `PolicyKey` with a zero source): a
+/// deny and an allow of the same prefix in one scope make a deny.
+fn add_rules(
+    policy: &mut BTreeMap<(u32, PolicyKey), PolicyVal>,
+    scope: PolicyKey,
+    rules: &[PolicyRule],
+) {
+    for r in rules {
+        let net = r.src.trunc();
+        let mut k = scope;
+        k.src[..4].copy_from_slice(&net.network().octets());
+        let len = SCOPE_BITS + u32::from(net.prefix_len());
+        let v = PolicyVal {
+            action: if r.deny { POLICY_DENY } else { POLICY_ALLOW },
+            prefix_len: net.prefix_len(),
+            _pad: 0,
+        };
+        let e = policy.entry((len, k)).or_insert(v);
+        if r.deny {
+            *e = v;
+        }
+    }
 }
 
 impl Tables {
@@ -144,6 +174,7 @@ impl Tables {
             })?;
             bridge_mac.insert(n.id, mac);
         }
+        let host_allows = desired.host_policy.iter().any(|r| !r.deny);
         let mut net_of = BTreeMap::new();
         for e in &desired.endpoints {
             // A container whose interface is gone (stopped, being torn down)
@@ -191,10 +222,30 @@ impl Tables {
                 continue;
             }
             let key = port_key(p);
+            let own = desired
+                .port_policy
+                .get(&PortRef::of(p))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut policy = 0;
+            if !own.is_empty() {
+                policy |= POLICY_F_PORT;
+                add_rules(
+                    &mut t.policy,
+                    PolicyKey::port(key.addr_be, key.port_be, key.proto, 0),
+                    own,
+                );
+            }
+            if !desired.host_policy.is_empty() {
+                policy |= POLICY_F_HOST;
+            }
+            if host_allows || own.iter().any(|r| !r.deny) {
+                policy |= POLICY_F_DEFAULT_DENY;
+            }
             let val = PortVal {
                 backend_be: addr_be(p.container_ip),
                 backend_port_be: p.container_port.to_be(),
-                _pad: 0,
+                policy,
             };
             t.ports.insert(key, val);
             // Backend → the (first) host port publishing it.
@@ -206,6 +257,7 @@ impl Tables {
             };
             t.backends.entry(backend).or_insert(key);
         }
+        add_rules(&mut t.policy, PolicyKey::host(0), &desired.host_policy);
         Ok(t)
     }
 }
@@ -298,39 +350,91 @@ fn prune<K: Pod + Ord, V: Pod>(
     Ok(())
 }
 
+fn policy_map(
+    bpf: &mut Ebpf,
+) -> Result<LpmTrie<&mut MapData, PolicyKey, PolicyVal>, DataplaneError> {
+    let map = bpf
+        .map_mut(names::POLICY)
+        .ok_or_else(|| DataplaneError::Other("map PIER_POLICY missing".into()))?;
+    LpmTrie::try_from(map).map_err(|e| err(names::POLICY, e))
+}
+
+/// Per-CPU counter map `name` (keyed by published port): a zeroed entry
+/// for each new port of `ports`, none for a port that is gone.
+fn port_counters(
+    bpf: &mut Ebpf,
+    name: &str,
+    ports: &BTreeMap<PortKey, PortVal>,
+) -> Result<(), DataplaneError> {
+    let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
+    let mut stats: PerCpuHashMap<_, PortKey, Counter> =
+        PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
+    let have: BTreeSet<PortKey> = stats.keys().filter_map(Result::ok).collect();
+    for k in ports.keys().filter(|k| !have.contains(k)) {
+        let zero =
+            PerCpuValues::try_from(vec![Counter::default(); ncpu]).map_err(|e| err(name, e))?;
+        stats.insert(k, zero, 0).map_err(|e| err(name, e))?;
+    }
+    for k in have.iter().filter(|k| !ports.contains_key(k)) {
+        stats.remove(k).map_err(|e| err(name, e))?;
+    }
+    Ok(())
+}
+
+/// `PIER_POLICY` as the last successful [`write`] left it (`None`: not
+/// known, e.g. after a restart: the whole map is compared then).
+pub type PolicyTable = BTreeMap<(u32, PolicyKey), PolicyVal>;
+
 /// Make the maps hold exactly `t`: add and update first (networks →
 /// endpoints → ports), remove after (ports → endpoints → networks), so no
-/// packet meets an entry pointing at a missing one.
-pub fn write(bpf: &mut Ebpf, t: &Tables) -> Result<(), DataplaneError> {
+/// packet meets an entry pointing at a missing one. `PIER_POLICY` is
+/// written as the difference from `prev` (thousands of rules cost nothing
+/// in a change that does not touch them).
+pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(), DataplaneError> {
     upsert(bpf, names::NETWORKS, &t.networks)?;
     sync_lpm(bpf, names::SUBNETS, &t.subnets, true)?;
     sync_lpm(bpf, names::SUBNETS6, &t.subnets6, true)?;
     upsert(bpf, names::VETHS, &t.veth_vals)?;
     upsert(bpf, names::ENDPOINTS, &t.endpoints)?;
     upsert(bpf, names::ENDPOINTS6, &t.endpoints6)?;
+    // Counters start at zero for a new port and keep counting otherwise.
+    port_counters(bpf, names::PORT_STATS, &t.ports)?;
+    port_counters(bpf, names::PORT_DROPS, &t.ports)?;
+    // Rules before the ports that ask for them, stale ones after.
     {
-        // Counters start at zero for a new port and keep counting otherwise.
-        let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
-        let map = bpf
-            .map_mut(names::PORT_STATS)
-            .ok_or_else(|| DataplaneError::Other("map PIER_PORT_STATS missing".into()))?;
-        let mut stats: PerCpuHashMap<_, PortKey, Counter> =
-            PerCpuHashMap::try_from(map).map_err(|e| err(names::PORT_STATS, e))?;
-        let have: BTreeSet<PortKey> = stats.keys().filter_map(Result::ok).collect();
-        for k in t.ports.keys().filter(|k| !have.contains(k)) {
-            let zero = PerCpuValues::try_from(vec![Counter::default(); ncpu])
-                .map_err(|e| err(names::PORT_STATS, e))?;
-            stats
-                .insert(k, zero, 0)
-                .map_err(|e| err(names::PORT_STATS, e))?;
-        }
-        for k in have.iter().filter(|k| !t.ports.contains_key(k)) {
-            stats.remove(k).map_err(|e| err(names::PORT_STATS, e))?;
+        let mut m = policy_map(bpf)?;
+        for ((len, k), v) in &t.policy {
+            if prev.is_some_and(|p| p.get(&(*len, *k)) == Some(v)) {
+                continue;
+            }
+            m.insert(&Key::new(*len, *k), v, 0)
+                .map_err(|e| err(names::POLICY, e))?;
         }
     }
     upsert(bpf, names::BACKENDS, &t.backends)?;
     upsert(bpf, names::PORTS, &t.ports)?;
     prune(bpf, names::PORTS, &t.ports)?;
+    {
+        let mut m = policy_map(bpf)?;
+        let stale: Vec<Key<PolicyKey>> = match prev {
+            Some(p) => p
+                .keys()
+                .filter(|k| !t.policy.contains_key(k))
+                .map(|(len, k)| Key::new(*len, *k))
+                .collect(),
+            None => m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !t.policy.contains_key(&(k.prefix_len(), k.data())))
+                .collect(),
+        };
+        for k in stale {
+            m.remove(&k).map_err(|e| err(names::POLICY, e))?;
+        }
+    }
     prune(bpf, names::BACKENDS, &t.backends)?;
     prune(bpf, names::ENDPOINTS6, &t.endpoints6)?;
     prune(bpf, names::ENDPOINTS, &t.endpoints)?;
@@ -509,12 +613,34 @@ pub fn drops(bpf: &Ebpf) -> Result<Vec<(DropReason, Counter)>, DataplaneError> {
         .collect()
 }
 
+fn per_port(bpf: &Ebpf, name: &str, key: &PortKey) -> Result<Counter, DataplaneError> {
+    let map = bpf
+        .map(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
+    let m: PerCpuHashMap<_, PortKey, Counter> =
+        PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
+    Ok(m.get(key, 0).map(|v| sum(v.iter())).unwrap_or_default())
+}
+
 /// Packets and bytes of published port `key`, summed over the CPUs.
 pub fn port_counter(bpf: &Ebpf, key: &PortKey) -> Result<Counter, DataplaneError> {
+    per_port(bpf, names::PORT_STATS, key)
+}
+
+/// Packets and bytes the source policy of published port `key` dropped.
+pub fn port_denied(bpf: &Ebpf, key: &PortKey) -> Result<Counter, DataplaneError> {
+    per_port(bpf, names::PORT_DROPS, key)
+}
+
+/// `PIER_POLICY` as the kernel holds it: (prefix length, key data, value).
+pub fn policy(bpf: &Ebpf) -> Result<Vec<(u32, PolicyKey, PolicyVal)>, DataplaneError> {
     let map = bpf
-        .map(names::PORT_STATS)
-        .ok_or_else(|| DataplaneError::Other("map PIER_PORT_STATS missing".into()))?;
-    let m: PerCpuHashMap<_, PortKey, Counter> =
-        PerCpuHashMap::try_from(map).map_err(|e| err(names::PORT_STATS, e))?;
-    Ok(m.get(key, 0).map(|v| sum(v.iter())).unwrap_or_default())
+        .map(names::POLICY)
+        .ok_or_else(|| DataplaneError::Other("map PIER_POLICY missing".into()))?;
+    let m: LpmTrie<_, PolicyKey, PolicyVal> =
+        LpmTrie::try_from(map).map_err(|e| err(names::POLICY, e))?;
+    Ok(m.iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (k.prefix_len(), k.data(), v))
+        .collect())
 }

@@ -103,12 +103,44 @@ pub struct PortSpec {
     pub reserve: bool,
 }
 
+/// One source rule of a published port's policy (`PIER_POLICY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyRule {
+    pub src: Ipv4Net,
+    /// Deny (else allow) sources in `src`.
+    pub deny: bool,
+}
+
+/// A published host port, as a policy names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRef {
+    pub host_ip: Option<Ipv4Addr>,
+    pub proto: Proto,
+    pub host_port: u16,
+}
+
+impl PortRef {
+    pub fn of(p: &PortSpec) -> Self {
+        PortRef {
+            host_ip: p.host_ip,
+            proto: p.proto,
+            host_port: p.host_port,
+        }
+    }
+}
+
 /// Everything the maps and attachments must reflect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub networks: Vec<NetworkSpec>,
     pub endpoints: Vec<EndpointSpec>,
     pub ports: Vec<PortSpec>,
+    /// Rules for every published port (`pier policy` without a port,
+    /// protocol or container).
+    pub host_policy: Vec<PolicyRule>,
+    /// Rules for one published port each (compiled by the agent from the
+    /// per-port, per-container and per-network rules that apply to it).
+    pub port_policy: std::collections::BTreeMap<PortRef, Vec<PolicyRule>>,
 }
 
 /// Per published port counters.
@@ -117,6 +149,8 @@ pub struct PortStats {
     pub port: PortSpec,
     pub packets: u64,
     pub bytes: u64,
+    /// Packets its source policy dropped (`PolicyDenied`).
+    pub denied: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

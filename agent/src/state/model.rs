@@ -19,6 +19,9 @@ pub mod opts {
     pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
     pub const ENABLE_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
     pub const MTU: &str = "com.docker.network.driver.mtu";
+    /// pier's own: `CIDR,CIDR`: only these sources reach the ports its
+    /// containers publish.
+    pub const PUBLISH_ALLOW: &str = "pier.publish.allow";
 }
 
 /// Who made a network or a container, and so who may change or remove it:
@@ -271,6 +274,86 @@ pub struct Container {
     /// ProgramExternalConnectivity for); `None`: the first endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports_on: Option<String>,
+    /// `--publish-allow CIDR`: only these sources reach its published ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish_allow: Vec<Ipv4Net>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyAction {
+    Allow,
+    Deny,
+}
+
+impl PolicyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyAction::Allow => "allow",
+            PolicyAction::Deny => "deny",
+        }
+    }
+}
+
+/// One `pier policy allow|deny` rule: which sources may reach published
+/// ports. Without `port`, `proto` and `container` it is host-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub id: u32,
+    pub action: PolicyAction,
+    pub src: Ipv4Net,
+    /// A published host port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<PortProto>,
+    /// The container (id) whose published ports it is for; the rule goes
+    /// with the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    pub created: String,
+}
+
+impl PolicyRecord {
+    pub fn host_wide(&self) -> bool {
+        self.port.is_none() && self.proto.is_none() && self.container.is_none()
+    }
+    /// Whether it applies to host port `port`/`proto` of container `cid`.
+    pub fn applies(&self, cid: &str, port: u16, proto: PortProto) -> bool {
+        self.port.is_none_or(|p| p == port)
+            && self.proto.is_none_or(|p| p == proto)
+            && self.container.as_deref().is_none_or(|c| c == cid)
+    }
+}
+
+/// The sources of a `pier.publish.allow` option value (`CIDR,CIDR`; a bare
+/// address is a /32).
+pub fn parse_cidr_list(v: &str) -> std::result::Result<Vec<Ipv4Net>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse_cidr)
+        .collect()
+}
+
+/// `10.0.0.0/8` or `10.1.2.3` (a /32); host bits set is an error.
+pub fn parse_cidr(s: &str) -> std::result::Result<Ipv4Net, String> {
+    let net = if s.contains('/') {
+        s.parse::<Ipv4Net>()
+            .map_err(|_| format!("invalid CIDR {s:?}: an IPv4 prefix like 10.0.0.0/8"))?
+    } else {
+        let a: Ipv4Addr = s
+            .parse()
+            .map_err(|_| format!("invalid CIDR {s:?}: an IPv4 prefix like 10.0.0.0/8"))?;
+        Ipv4Net::from(a)
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "invalid CIDR {s:?}: host bits are set (did you mean {}?)",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 impl Container {
@@ -295,6 +378,11 @@ pub struct State {
     pub networks: BTreeMap<String, Network>,
     pub containers: BTreeMap<String, Container>,
     pub next_net_num: u32,
+    /// `pier policy` rules by id.
+    #[serde(default)]
+    pub policies: BTreeMap<u32, PolicyRecord>,
+    #[serde(default)]
+    pub next_policy_id: u32,
 }
 
 /// The MAC Docker derives from an address: 02:42 and the four address bytes.
@@ -514,6 +602,21 @@ mod tests {
             s.starts_with("20") && s.ends_with('Z') && &s[10..11] == "T",
             "{s}"
         );
+    }
+
+    #[test]
+    fn cidrs_parse_strictly() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        for bad in ["10.0.0.0/33", "10.0.0/8", "x", "", "::1/128"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+        assert!(parse_cidr("10.0.0.5/8").unwrap_err().contains("10.0.0.0/8"));
+        assert_eq!(
+            parse_cidr_list("10.0.0.0/8, 192.168.0.0/16").unwrap().len(),
+            2
+        );
+        assert!(parse_cidr_list("10.0.0.0/8,nope").is_err());
     }
 
     #[test]

@@ -29,7 +29,10 @@ use pier_common::{
 
 use crate::{
     arp, ct, frag, icmp, ipv6,
-    lookup::{count_port, endpoint, is_host_addr, network, published, subnet_of},
+    lookup::{
+        count_port, count_port_drop, endpoint, is_host_addr, network, policy_allows, published,
+        subnet_of,
+    },
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
     parse::{self, Frag, IPPROTO_TCP, L4, Pkt},
@@ -109,6 +112,12 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         && is_host_addr(pkt.daddr)
         && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto)
     {
+        // The same source policy as from outside (the client is this
+        // container's address).
+        if !policy_allows(&key, &port, pkt.saddr) {
+            count_port_drop(&key, ctx.len());
+            return Err(DropReason::PolicyDenied);
+        }
         let backend = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
         if ttl::expired(&pkt) {
             // Linux would route it to the backend: it answers from the gateway.

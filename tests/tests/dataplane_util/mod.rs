@@ -228,6 +228,7 @@ impl World {
             networks: self.networks.clone(),
             endpoints: self.containers.iter().map(Container::endpoint).collect(),
             ports,
+            ..Default::default()
         }
     }
 
