@@ -20,6 +20,8 @@ pub struct AgentConfig {
     /// Empty: the interface of the default route, found at start.
     pub uplinks: Vec<String>,
     pub default_subnet: Ipv4Net,
+    /// `--default-subnet-v6`: the default bridge is dual stack with it.
+    pub default_subnet6: Option<ipnet::Ipv6Net>,
     /// How often expired conntrack/NAT entries are retired.
     pub ct_gc_interval: std::time::Duration,
     /// Idle UDP flows are forgotten after this long.
@@ -70,6 +72,7 @@ impl AgentConfig {
             bpffs_dir,
             uplinks,
             default_subnet,
+            default_subnet6: None,
             ct_gc_interval: crate::daemon::ports::CT_GC_INTERVAL,
             ct_udp_timeout: crate::dataplane::CtTimeouts::default().udp,
             cgroup: None,

@@ -4,7 +4,9 @@
 pub mod core;
 pub mod engine;
 pub mod files;
+pub mod hostwatch;
 pub mod inspect;
+pub mod policy;
 pub mod ports;
 pub mod process;
 pub mod reconcile;
@@ -32,7 +34,7 @@ use crate::{
     ipam,
     state::{
         Container, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, Endpoint, Link, NetMode, Network,
-        Owner, State, Store, new_id, now_ms, now_rfc3339, opts,
+        Owner, PolicyAction, State, Store, new_id, now_ms, now_rfc3339, opts,
     },
     topology::{self, Topology},
 };
@@ -92,6 +94,10 @@ impl Txn<'_> {
 /// The one function that derives what the dataplane must reflect from the store.
 pub fn desired_state(st: &State) -> DesiredState {
     let mut d = DesiredState::default();
+    // Rules naming a port, protocol or container (few); the host-wide ones
+    // (possibly thousands) go to the dataplane once, not per port.
+    let scoped: Vec<&crate::state::PolicyRecord> =
+        st.policies.values().filter(|r| !r.host_wide()).collect();
     for n in st.networks.values().filter(|n| n.is_bridge()) {
         let (Some(bridge), Some(subnet), Some(gateway)) = (&n.bridge, n.subnet, n.gateway) else {
             continue;
@@ -101,6 +107,7 @@ pub fn desired_state(st: &State) -> DesiredState {
             bridge: bridge.clone(),
             subnet,
             gateway,
+            subnet6: n.subnet6,
             internal: n.internal,
             icc: n.icc,
             masquerade: n.masquerade,
@@ -114,6 +121,7 @@ pub fn desired_state(st: &State) -> DesiredState {
             d.endpoints.push(dataplane::EndpointSpec {
                 network_id: n.num,
                 ip: e.ip,
+                ip6: e.ip6,
                 mac: e.mac,
                 host_ifname: e.host_ifname.clone(),
             });
@@ -128,7 +136,7 @@ pub fn desired_state(st: &State) -> DesiredState {
         }
         for p in &c.ports {
             for (hp, cp) in p.pairs() {
-                d.ports.push(dataplane::PortSpec {
+                let spec = dataplane::PortSpec {
                     host_ip: p.host_ip,
                     proto: match p.proto {
                         crate::state::PortProto::Tcp => dataplane::Proto::Tcp,
@@ -139,11 +147,59 @@ pub fn desired_state(st: &State) -> DesiredState {
                     container_port: cp,
                     // Rootful podman holds its published ports itself.
                     reserve: !engine_holds_ports(st, c, first),
-                });
+                };
+                let rules = port_rules(st, &scoped, c, first, hp, p.proto);
+                if !rules.is_empty() {
+                    d.port_policy.insert(dataplane::PortRef::of(&spec), rules);
+                }
+                d.ports.push(spec);
             }
         }
     }
+    d.host_policy = st
+        .policies
+        .values()
+        .filter(|r| r.host_wide())
+        .map(|r| dataplane::PolicyRule {
+            src: r.src,
+            deny: r.action == PolicyAction::Deny,
+        })
+        .collect();
     d
+}
+
+/// The rules of one published port but the host-wide ones: its network's
+/// `pier.publish.allow`, the container's `--publish-allow`, and the `pier
+/// policy` rules naming its port, protocol or container.
+fn port_rules(
+    st: &State,
+    scoped: &[&crate::state::PolicyRecord],
+    c: &Container,
+    ports_on: &Endpoint,
+    host_port: u16,
+    proto: crate::state::PortProto,
+) -> Vec<dataplane::PolicyRule> {
+    let allow = |src| dataplane::PolicyRule { src, deny: false };
+    let mut rules: Vec<dataplane::PolicyRule> = st
+        .networks
+        .get(&ports_on.network_id)
+        .and_then(|n| n.options.get(opts::PUBLISH_ALLOW))
+        .and_then(|v| crate::state::parse_cidr_list(v).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(allow)
+        .collect();
+    rules.extend(c.publish_allow.iter().copied().map(allow));
+    rules.extend(
+        scoped
+            .iter()
+            .filter(|r| r.applies(&c.id, host_port, proto))
+            .map(|r| dataplane::PolicyRule {
+                src: r.src,
+                deny: r.action == PolicyAction::Deny,
+            }),
+    );
+    rules
 }
 
 /// Whether the engine keeps `c`'s published host ports open itself, so
@@ -172,10 +228,18 @@ pub fn endpoint_spec(
         ifname: e.ifname.clone(),
         bridge: net.bridge.clone().unwrap_or_default(),
         address: Ipv4Net::new(e.ip, e.prefix_len).expect("prefix ≤ 32"),
+        address6: e
+            .ip6
+            .map(|a| ipnet::Ipv6Net::new(a, e.prefix_len6).expect("prefix ≤ 128")),
         mac: e.mac,
         // An internal network leads nowhere: no default route (Docker, netavark).
         default_gateway: if default_route && !net.internal {
             net.gateway
+        } else {
+            None
+        },
+        default_gateway6: if default_route && !net.internal && e.ip6.is_some() {
+            net.gateway6
         } else {
             None
         },
@@ -189,6 +253,10 @@ pub fn bridge_spec(n: &Network) -> Option<topology::BridgeSpec> {
         name: n.bridge.clone()?,
         gateway: n.gateway?,
         subnet: n.subnet?,
+        gateway6: match (n.gateway6, n.subnet6) {
+            (Some(g), Some(s)) => ipnet::Ipv6Net::new(g, s.prefix_len()).ok(),
+            _ => None,
+        },
         mtu: n.mtu,
     })
 }
@@ -307,6 +375,13 @@ impl Daemon {
             }
         };
         let t_apply = t0.elapsed();
+        // A container's policy rules go with it (whichever front end removed it).
+        let st = &mut txn.state;
+        st.policies.retain(|_, r| {
+            r.container
+                .as_ref()
+                .is_none_or(|c| st.containers.contains_key(c))
+        });
         let desired = desired_state(&txn.state);
         if desired != desired_state(&inner.state)
             && let Err(e) = inner.dataplane.sync(&desired)
@@ -357,6 +432,10 @@ impl Daemon {
                     Some(gw) => self
                         .topo
                         .set_default_route(&ep.netns, &ep.ifname, gw)
+                        .and_then(|()| match ep.default_gateway6 {
+                            Some(g6) => self.topo.set_default_route6(&ep.netns, &ep.ifname, g6),
+                            None => Ok(()),
+                        })
                         .map_err(|e| e.to_string()),
                     None => Ok(()),
                 },
@@ -416,6 +495,9 @@ impl Daemon {
                 options: BTreeMap::new(),
                 labels: BTreeMap::new(),
                 owner: Owner::Pier,
+                subnet6: None,
+                gateway6: None,
+                ip_range6: None,
                 pending: BTreeMap::new(),
             }
         };
@@ -444,6 +526,10 @@ impl Daemon {
             n.bridge = Some(DEFAULT_BRIDGE.into());
             n.subnet = Some(cfg.default_subnet);
             n.gateway = Some(ipam::first_host(&cfg.default_subnet));
+            if let Some(s6) = cfg.default_subnet6 {
+                n.subnet6 = Some(s6);
+                n.gateway6 = Some(ipam::first_host6(&s6));
+            }
             for (k, v) in [
                 (opts::BRIDGE_NAME, DEFAULT_BRIDGE),
                 (opts::ENABLE_ICC, "true"),
@@ -569,12 +655,14 @@ impl Daemon {
                     "network-scoped alias is supported only for containers in user defined networks",
                 ));
             }
+            let ip6 = parse_ip6(req.ipv6_address.as_deref(), Some(&net))?;
             Self::attach(
                 txn,
                 &c.id,
                 &net,
                 EndpointReq {
                     ip,
+                    ip6,
                     aliases: req.aliases.clone(),
                     ..Default::default()
                 },
@@ -633,7 +721,13 @@ impl Daemon {
             return self.write_host_mode_files(c, st);
         }
         let dir = self.cfg.container_dir(&c.id);
-        let own: Vec<Ipv4Addr> = c.endpoints.iter().map(|e| e.ip).collect();
+        let own: Vec<std::net::IpAddr> = c
+            .endpoints
+            .iter()
+            .flat_map(|e| {
+                std::iter::once(std::net::IpAddr::V4(e.ip)).chain(e.ip6.map(std::net::IpAddr::V6))
+            })
+            .collect();
         let hosts = files::hosts(&c.hostname, &own, &c.links, &c.extra_hosts);
         let resolv = self.resolv_conf_for(c, st);
         files::write_all(&dir, &c.hostname, &hosts, &resolv)
@@ -765,6 +859,14 @@ impl Daemon {
             Some(m) if !m.is_empty() => Some(validate::parse_mac(m).map_err(invalid)?),
             _ => None,
         };
+        let mut publish_allow: Vec<Ipv4Net> = Vec::new();
+        for s in &req.publish_allow {
+            let n = crate::state::parse_cidr(s)
+                .map_err(|e| invalid(format!("--publish-allow: {e}")))?;
+            if !publish_allow.contains(&n) {
+                publish_allow.push(n);
+            }
+        }
         let mut dns: Vec<std::net::IpAddr> = Vec::new();
         for s in &req.dns {
             let a = s
@@ -858,11 +960,12 @@ impl Daemon {
                     ));
                 }
             }
-            if ip.is_some() && !user_net {
+            if (ip.is_some() || req.ip6.is_some()) && !user_net {
                 return Err(invalid(
                     "user specified IP address is supported on user defined networks only",
                 ));
             }
+            let ip6 = parse_ip6(req.ip6.as_deref(), net.as_ref())?;
             if !req.aliases.is_empty() && !user_net {
                 return Err(invalid(
                     "network-scoped alias is supported only for containers in user defined networks",
@@ -908,6 +1011,11 @@ impl Daemon {
                         }),
                 })
                 .collect::<Result<Vec<_>>>()?;
+            if !publish_allow.is_empty() && ports.is_empty() {
+                return Err(invalid(
+                    "--publish-allow needs a published port (-p or -P)",
+                ));
+            }
             if mode == NetMode::Host && !ports.is_empty() {
                 warnings.push("Published ports are discarded when using host network mode".into());
                 ports.clear();
@@ -981,6 +1089,7 @@ impl Daemon {
                 owner: Owner::Pier,
                 engine_id: None,
                 ports_on: None,
+                publish_allow: publish_allow.clone(),
             };
             txn.state.containers.insert(id.clone(), c);
             let dir = self.cfg.container_dir(&id);
@@ -1011,6 +1120,7 @@ impl Daemon {
                     net,
                     EndpointReq {
                         ip,
+                        ip6,
                         mac,
                         aliases: req.aliases.clone(),
                         ..Default::default()
@@ -1434,6 +1544,24 @@ fn kill_and_wait(runner: &dyn Runner, p: Proc, grace: std::time::Duration) -> i3
 }
 
 /// The subnets routed in the host namespace, default routes left out.
+/// `--ip6`: an IPv6 address, on a dual-stack network.
+fn parse_ip6(s: Option<&str>, net: Option<&Network>) -> Result<Option<std::net::Ipv6Addr>> {
+    let Some(s) = s.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let a = s
+        .parse::<std::net::Ipv6Addr>()
+        .map_err(|_| invalid(format!("invalid IPv6 address {s:?}")))?;
+    match net {
+        Some(n) if n.ipv6() => Ok(Some(a)),
+        Some(n) => Err(invalid(format!(
+            "--ip6 {a}: network {} has no IPv6 (create it with --ipv6)",
+            n.name
+        ))),
+        None => Err(invalid("--ip6 needs a bridge network")),
+    }
+}
+
 fn routed_subnets(topo: &dyn Topology) -> Result<Vec<Ipv4Net>> {
     Ok(topo
         .routed_subnets()?

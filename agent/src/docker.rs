@@ -153,15 +153,17 @@ fn generic_options(o: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Strin
                 opts::ENABLE_ICC,
                 opts::ENABLE_MASQ,
                 opts::MTU,
+                opts::PUBLISH_ALLOW,
             ]
             .contains(&k.as_str())
             {
                 return Err(invalid(format!(
-                    "option {k} is not supported by the pier driver (known: {}, {}, {}, {})",
+                    "option {k} is not supported by the pier driver (known: {}, {}, {}, {}, {})",
                     opts::BRIDGE_NAME,
                     opts::ENABLE_ICC,
                     opts::ENABLE_MASQ,
-                    opts::MTU
+                    opts::MTU,
+                    opts::PUBLISH_ALLOW
                 )));
             }
             out.insert(k.clone(), v);

@@ -38,6 +38,12 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         a.uplinks,
         a.default_subnet.as_deref(),
     )?;
+    if let Some(s6) = &a.default_subnet_v6 {
+        cfg.default_subnet6 = Some(
+            pier_agent::ipam::parse_subnet6(s6)
+                .map_err(|e| anyhow::anyhow!("--default-subnet-v6: {e}"))?,
+        );
+    }
     cfg.ct_gc_interval = std::time::Duration::from_secs(a.ct_gc_interval);
     cfg.ct_udp_timeout = std::time::Duration::from_secs(a.ct_udp_timeout);
     cfg.cgroup = cgroup;

@@ -70,6 +70,22 @@ pub trait Peer {
     fn pier_bpffs(&self) -> Option<PathBuf> {
         None
     }
+    /// Make exactly `n` source-policy rules exist (0: none); `None`: this
+    /// peer has no such thing.
+    fn set_policy_rules(&mut self, _ctx: &Ctx, _n: usize) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+}
+
+/// `n` policy rules the bench client passes: one allow of the outside
+/// network (so an allow-list applies to every port), the rest denies of
+/// other /24s (100.64.0.0/10), looked up by every packet and never matching.
+pub fn policy_rules(n: usize) -> (String, Vec<String>) {
+    let allow = format!("{}/24", world::OUTSIDE_IP);
+    let denies = (0..n.saturating_sub(1))
+        .map(|i| format!("100.{}.{}.0/24", 64 + i / 256, i % 256))
+        .collect();
+    (allow, denies)
 }
 
 fn other_publishes(n: usize) -> Vec<Publish> {
@@ -894,6 +910,21 @@ impl Peer for Pier {
 
     fn data_path_error(&self) -> Option<String> {
         self.data_err.clone()
+    }
+
+    fn set_policy_rules(&mut self, ctx: &Ctx, n: usize) -> anyhow::Result<Option<Duration>> {
+        let t = Instant::now();
+        self.pier(ctx, &["policy", "rm", "--all"].map(String::from))?;
+        if n > 0 {
+            let (allow, denies) = policy_rules(n);
+            self.pier(ctx, &["policy".into(), "allow".into(), allow])?;
+            if !denies.is_empty() {
+                let mut args: Vec<String> = vec!["policy".into(), "deny".into()];
+                args.extend(denies);
+                self.pier(ctx, &args)?;
+            }
+        }
+        Ok(Some(t.elapsed()))
     }
 
     fn set_other_ports(&mut self, ctx: &Ctx, n: usize) -> anyhow::Result<Duration> {

@@ -120,10 +120,13 @@ pub enum Figure {
     RunMs,
     /// Removing it again (`rm -f`).
     RmMs,
+    /// crr through the published port with `n` source-policy rules
+    /// (`pier policy`; pier only; `n` = 0 is the same run without).
+    CrrPolicy,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 16] = [
+    pub const ALL: [Figure; 17] = [
         Figure::Throughput1,
         Figure::Throughput4,
         Figure::RrTps,
@@ -140,6 +143,7 @@ impl Figure {
         Figure::CrrContainers,
         Figure::RunMs,
         Figure::RmMs,
+        Figure::CrrPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -160,6 +164,7 @@ impl Figure {
             Figure::CrrContainers => "crr_containers",
             Figure::RunMs => "run_ms",
             Figure::RmMs => "rm_ms",
+            Figure::CrrPolicy => "crr_policy",
         }
     }
 
@@ -168,7 +173,7 @@ impl Figure {
             Figure::Throughput1 | Figure::Throughput4 | Figure::LocalThroughput1 => "Gbit/s",
             Figure::RrTps => "tps",
             Figure::RrP50Us | Figure::RrP99Us => "us",
-            Figure::Crr | Figure::LocalCrr | Figure::CrrContainers => "conn/s",
+            Figure::Crr | Figure::LocalCrr | Figure::CrrContainers | Figure::CrrPolicy => "conn/s",
             Figure::UdpPps => "pps",
             Figure::Publish1000Ms | Figure::CreateMs | Figure::RunMs | Figure::RmMs => "ms",
             Figure::RssMib => "MiB",
@@ -188,6 +193,7 @@ impl Figure {
                 | Figure::LocalCrr
                 | Figure::LocalThroughput1
                 | Figure::CrrContainers
+                | Figure::CrrPolicy
         )
     }
 
@@ -360,7 +366,8 @@ mod tests {
                 "local_throughput_1",
                 "crr_containers",
                 "run_ms",
-                "rm_ms"
+                "rm_ms",
+                "crr_policy"
             ]
         );
         for f in Figure::ALL {

@@ -36,6 +36,8 @@ pub struct Plan {
     pub axis_count: usize,
     /// Most containers a real dockerd is asked to run (about 0.3 s each).
     pub docker_max_containers: usize,
+    /// Source-policy rules of the `crr_policy` figure (pier only).
+    pub policy_rules: usize,
     pub peers: Vec<Dataplane>,
 }
 
@@ -52,6 +54,7 @@ impl Plan {
             container_steps: vec![1, 100],
             axis_count: 5,
             docker_max_containers: 100,
+            policy_rules: 10_000,
             peers: Dataplane::ALL.to_vec(),
         }
     }
@@ -68,6 +71,7 @@ impl Plan {
             container_steps: vec![1, 100, 1000],
             axis_count: 20,
             docker_max_containers: 100,
+            policy_rules: 10_000,
             peers: Dataplane::ALL.to_vec(),
         }
     }
@@ -82,6 +86,7 @@ impl Plan {
             + self.create_count as u64
             + 1
             + self.container_steps.len() as u64 * (1 + self.axis_count as u64 + r)
+            + r
     }
 }
 
@@ -230,6 +235,8 @@ impl<'a> Runner<'a> {
         self.local(&mut slots);
         self.prog_stats(&mut slots);
         self.control_plane(&mut slots);
+        // With one other published port, before crr's steps add thousands.
+        self.crr_policy(&mut slots);
         for &n in &self.plan.crr_ports.clone() {
             self.crr(&mut slots, n);
         }
@@ -256,6 +263,12 @@ impl<'a> Runner<'a> {
         }
         if d.host_local() {
             rows.extend([(Figure::LocalCrr, 1), (Figure::LocalThroughput1, 1)]);
+        }
+        if d == Dataplane::Pier {
+            rows.extend([
+                (Figure::CrrPolicy, 0),
+                (Figure::CrrPolicy, self.plan.policy_rules as u32),
+            ]);
         }
         if d.container_axis() {
             rows.extend(
@@ -681,6 +694,64 @@ impl<'a> Runner<'a> {
         });
         acc.retain(|(d, _)| !skipped.contains(d));
         self.store(&acc, &[Figure::Crr], n as u32);
+    }
+
+    /// crr without and with `policy_rules` source-policy rules, both in
+    /// every round (pier only: no other peer has such rules in its fast
+    /// path); the ratio of the two medians goes to the notes.
+    fn crr_policy(&mut self, slots: &mut [Slot]) {
+        let n = self.plan.policy_rules;
+        let secs = self.plan.secs;
+        let mut took = Vec::new();
+        let acc = self.rounds_of(
+            slots,
+            &format!("crr, {n} policy rules"),
+            |d| d == Dataplane::Pier,
+            |ctx, p, t| {
+                let mut v = Vec::new();
+                for rules in [0, n] {
+                    if let Some(d) = p.set_policy_rules(ctx, rules)? {
+                        took.push(d);
+                    }
+                    let r = p.world().load(ctx, Mode::Crr, t.tcp, secs)?;
+                    anyhow::ensure!(
+                        r.errors * 100 <= r.ops.max(1),
+                        "{} of {} connections failed with {rules} policy rules",
+                        r.errors,
+                        r.ops + r.errors
+                    );
+                    v.push(r.rate);
+                }
+                p.set_policy_rules(ctx, 0)?;
+                Ok(v)
+            },
+        );
+        for (d, r) in &acc {
+            for (i, rules) in [0, n].into_iter().enumerate() {
+                self.results.push(match r {
+                    Ok(rounds) => Record::new(
+                        *d,
+                        Figure::CrrPolicy,
+                        rules as u32,
+                        rounds.iter().map(|v| v[i]).collect(),
+                    ),
+                    Err(e) => Record::failed(*d, Figure::CrrPolicy, rules as u32, e.clone()),
+                });
+            }
+        }
+        let med = |rules: u32| {
+            self.results
+                .get(Dataplane::Pier, Figure::CrrPolicy, rules)
+                .and_then(|r| r.median)
+        };
+        if let Some(x) = crate::stats::ratio(med(n as u32), med(0)) {
+            let slowest = took.iter().max().copied().unwrap_or_default();
+            self.note(format!(
+                "pier: crr with {n} policy rules / without: {x:.2}× \
+                 (setting the rules took up to {:.0} ms)",
+                slowest.as_secs_f64() * 1000.0
+            ));
+        }
     }
 
     fn control_plane(&mut self, slots: &mut [Slot]) {

@@ -5,12 +5,14 @@
 /// socket hooks act only on sockets of that namespace.
 pub const GLOBAL_HOST_NETNS_COOKIE: &str = "HOST_NETNS_COOKIE";
 
-/// Masquerade source ports are allocated from this range (above the default
-/// `ip_local_port_range`, so they do not meet the host's own sockets).
-pub const NAT_PORT_MIN: u16 = 61000;
+/// Masquerade keeps a flow's own source port when it is free; otherwise it
+/// picks one at random from this range (unprivileged ports; ports published
+/// on the uplink address and tuples a host socket owns are skipped).
+pub const NAT_PORT_MIN: u16 = 1024;
 pub const NAT_PORT_MAX: u16 = 65535;
-/// How many ports the allocator tries before giving up on a flow.
-pub const NAT_PORT_TRIES: u32 = 32;
+/// How many random ports the allocator tries (after the flow's own) before
+/// giving up on a flow (`NatExhausted`).
+pub const NAT_PORT_TRIES: u32 = 64;
 
 /// Globals: conntrack lifetimes in nanoseconds (defaults below).
 pub const GLOBAL_CT_TCP_EST_NS: &str = "CT_TCP_EST_NS";

@@ -39,10 +39,23 @@ pub enum DropReason {
     /// gratuitous ARP or a reply for a neighbour's address: cache poisoning),
     /// or that is not Ethernet/IPv4 ARP.
     ArpSpoofed = 14,
+    /// An IPv6 extension-header chain pier does not walk: longer than
+    /// `IPV6_EXT_MAX` headers or bytes, or a header it does not know, where
+    /// the transport header matters (from a container, to a container).
+    Ipv6ExtHdrs = 15,
+    /// An IPv6 router advertisement or redirect sent by a container (only
+    /// the host routes for pier's bridges).
+    RouterAdvert = 16,
+    /// An IPv4-mapped or IPv4-compatible IPv6 address (`::ffff:0:0/96`,
+    /// `::/96`) as a container's source or destination: never translated.
+    V4Mapped = 17,
+    /// A published port's source policy does not let this source in
+    /// (`pier policy`, `--publish-allow`, `pier.publish.allow`).
+    PolicyDenied = 18,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -57,7 +70,11 @@ impl DropReason {
         DropReason::FragNoFirst,
         DropReason::TtlExceeded,
         DropReason::ArpSpoofed,
+        DropReason::Ipv6ExtHdrs,
+        DropReason::RouterAdvert,
+        DropReason::V4Mapped,
+        DropReason::PolicyDenied,
     ];
 }
 
-const _: () = assert!((DropReason::ArpSpoofed as u32) < crate::maps::DROPS_LEN);
+const _: () = assert!((DropReason::PolicyDenied as u32) < crate::maps::DROPS_LEN);

@@ -39,4 +39,22 @@ pub struct UplinkVal {
 
 const _: () = assert!(core::mem::size_of::<UplinkVal>() == 8);
 
-crate::pod!(EndpointVal, NetworkVal, UplinkVal);
+/// An IPv6 address as its 16 bytes sit in the packet (`_be` words).
+pub type Addr6 = [u32; 4];
+
+/// A container's host-side veth, found by its ifindex: which network the
+/// frames it carries belong to, whatever their addresses (IPv6 link-local
+/// and neighbour discovery carry none of pier's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VethVal {
+    pub network_id: u32,
+    /// The bridge's MAC: a link-local unicast frame to any other MAC is for
+    /// another container.
+    pub bridge_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<VethVal>() == 12);
+
+crate::pod!(EndpointVal, NetworkVal, UplinkVal, VethVal);

@@ -17,6 +17,13 @@ pub const PORTS_LEN: u32 = 65536;
 pub const BACKENDS: &str = "PIER_BACKENDS";
 /// Per published port counters: [`crate::nat::PortKey`] → per-CPU [`crate::metrics::Counter`]. Pinned.
 pub const PORT_STATS: &str = "PIER_PORT_STATS";
+/// Denied packets per published port: [`crate::nat::PortKey`] → per-CPU
+/// [`crate::metrics::Counter`] (source policy, `DropReason::PolicyDenied`). Pinned.
+pub const PORT_DROPS: &str = "PIER_PORT_DROPS";
+/// Source policy of published ports: LPM trie of [`crate::policy::PolicyKey`]
+/// → [`crate::policy::PolicyVal`]. Pinned.
+pub const POLICY: &str = "PIER_POLICY";
+pub const POLICY_LEN: u32 = 65536;
 /// Container interfaces: container IPv4 (`_be`) → [`crate::endpoint::EndpointVal`]. Pinned.
 pub const ENDPOINTS: &str = "PIER_ENDPOINTS";
 pub const ENDPOINTS_LEN: u32 = 16384;
@@ -30,6 +37,16 @@ pub const HOST_ADDRS: &str = "PIER_HOST_ADDRS";
 pub const HOST_ADDRS_LEN: u32 = 256;
 /// One slot: the uplink masquerade leaves by ([`crate::endpoint::UplinkVal`]). Pinned.
 pub const UPLINK: &str = "PIER_UPLINK";
+/// Container interfaces by IPv6 address: [`crate::endpoint::Addr6`] →
+/// [`crate::endpoint::EndpointVal`]. Pinned.
+pub const ENDPOINTS6: &str = "PIER_ENDPOINTS6";
+/// IPv6 subnets of the networks: LPM trie of [`crate::endpoint::Addr6`]
+/// prefixes → network id. Pinned.
+pub const SUBNETS6: &str = "PIER_SUBNETS6";
+/// The host's own IPv6 addresses → 1. Pinned.
+pub const HOST_ADDRS6: &str = "PIER_HOST_ADDR6";
+/// Host-side veths: ifindex → [`crate::endpoint::VethVal`]. Pinned.
+pub const VETHS: &str = "PIER_VETHS";
 /// Published-connection tracking, keyed by the reply direction
 /// ([`crate::ct::FlowKey`] → [`crate::ct::CtVal`]). LRU, pinned.
 pub const CT: &str = "PIER_CT";
@@ -49,12 +66,29 @@ pub const FRAGS: &str = "PIER_FRAGS";
 pub const FRAGS_LEN: u32 = 8192;
 /// Per-CPU drop counters indexed by [`crate::drop::DropReason`]. Pinned.
 pub const DROPS: &str = "PIER_DROPS";
-pub const DROPS_LEN: u32 = 16;
+pub const DROPS_LEN: u32 = 32;
 
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 13] = [
-    PORTS, BACKENDS, PORT_STATS, ENDPOINTS, NETWORKS, SUBNETS, HOST_ADDRS, UPLINK, CT, SNAT_FWD,
-    SNAT_REV, SOCK_NAT, DROPS,
+pub const PINNED: [&str; 19] = [
+    PORTS,
+    BACKENDS,
+    PORT_STATS,
+    ENDPOINTS,
+    NETWORKS,
+    SUBNETS,
+    HOST_ADDRS,
+    UPLINK,
+    CT,
+    SNAT_FWD,
+    SNAT_REV,
+    SOCK_NAT,
+    DROPS,
+    ENDPOINTS6,
+    SUBNETS6,
+    HOST_ADDRS6,
+    VETHS,
+    PORT_DROPS,
+    POLICY,
 ];
 
 const _: () = {
@@ -74,6 +108,12 @@ const _: () = {
         SOCK_NAT,
         FRAGS,
         DROPS,
+        ENDPOINTS6,
+        SUBNETS6,
+        HOST_ADDRS6,
+        VETHS,
+        PORT_DROPS,
+        POLICY,
     ];
     let mut i = 0;
     while i < names.len() {

@@ -18,7 +18,8 @@ const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 pub struct PortVal {
     pub backend_be: u32,
     pub backend_port_be: u16,
-    pub _pad: u16,
+    /// `crate::policy::POLICY_F_*`: 0 = no source policy (no lookup).
+    pub policy: u16,
 }
 
 const _: () = assert!(core::mem::size_of::<PortVal>() == 8);

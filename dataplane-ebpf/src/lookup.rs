@@ -4,9 +4,12 @@ use pier_common::{
     endpoint::{EndpointVal, NetworkVal},
     metrics::Counter,
     nat::{PortKey, PortVal},
+    policy::{self, POLICY_F_HOST, POLICY_F_PORT, PolicyKey, SCOPE_BITS},
 };
 
-use crate::maps::{ENDPOINTS, HOST_ADDRS, NETWORKS, PORT_STATS, PORTS, SUBNETS};
+use crate::maps::{
+    ENDPOINTS, HOST_ADDRS, NETWORKS, POLICY, PORT_DROPS, PORT_STATS, PORTS, SUBNETS,
+};
 
 /// Is `addr` one of the host's own addresses (or loopback)?
 #[inline(always)]
@@ -40,6 +43,46 @@ pub fn count_port(key: &PortKey, len: u32) {
     if let Some(c) = PORT_STATS.get_ptr_mut(key) {
         let c: *mut Counter = c;
         // Per-CPU value: no other writer races with us.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len as u64;
+        }
+    }
+}
+
+/// Whether source `src` may reach published port `key` (its `val.policy`
+/// flags say which scopes to ask; 0: no policy, no lookup).
+#[inline(always)]
+pub fn policy_allows(key: &PortKey, val: &PortVal, src: u32) -> bool {
+    let flags = val.policy;
+    if flags == 0 {
+        return true;
+    }
+    let port = if flags & POLICY_F_PORT != 0 {
+        POLICY
+            .get(Key::new(
+                SCOPE_BITS + 32,
+                PolicyKey::port(key.addr_be, key.port_be, key.proto, src),
+            ))
+            .copied()
+    } else {
+        None
+    };
+    let host = if flags & POLICY_F_HOST != 0 {
+        POLICY
+            .get(Key::new(SCOPE_BITS + 32, PolicyKey::host(src)))
+            .copied()
+    } else {
+        None
+    };
+    policy::decide(flags, port, host)
+}
+
+/// Count a packet the source policy of published port `key` denied.
+#[inline(always)]
+pub fn count_port_drop(key: &PortKey, len: u32) {
+    if let Some(c) = PORT_DROPS.get_ptr_mut(key) {
+        let c: *mut Counter = c;
         unsafe {
             (*c).packets += 1;
             (*c).bytes += len as u64;

@@ -12,6 +12,8 @@ mod frag;
 #[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]
+mod ipv6;
+#[cfg(target_arch = "bpf")]
 mod lookup;
 #[cfg(target_arch = "bpf")]
 mod maps;

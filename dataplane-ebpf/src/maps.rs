@@ -5,11 +5,12 @@ use aya_ebpf::{
 };
 use pier_common::{
     ct::{CtVal, FlowKey},
-    endpoint::{EndpointVal, NetworkVal, UplinkVal},
+    endpoint::{Addr6, EndpointVal, NetworkVal, UplinkVal, VethVal},
     frag::{FragKey, FragVal},
     maps::*,
     metrics::Counter,
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+    policy::{PolicyKey, PolicyVal},
 };
 
 #[map(name = "SMOKE_COUNTERS")]
@@ -26,6 +27,13 @@ pub static BACKENDS: HashMap<PortKey, PortKey> = HashMap::with_max_entries(PORTS
 pub static PORT_STATS: PerCpuHashMap<PortKey, Counter> =
     PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
 
+#[map(name = "PIER_PORT_DROPS")]
+pub static PORT_DROPS: PerCpuHashMap<PortKey, Counter> =
+    PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
+
+#[map(name = "PIER_POLICY")]
+pub static POLICY: LpmTrie<PolicyKey, PolicyVal> = LpmTrie::with_max_entries(POLICY_LEN, 0);
+
 #[map(name = "PIER_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<u32, EndpointVal> = HashMap::with_max_entries(ENDPOINTS_LEN, 0);
 
@@ -34,6 +42,18 @@ pub static NETWORKS: HashMap<u32, NetworkVal> = HashMap::with_max_entries(NETWOR
 
 #[map(name = "PIER_SUBNETS")]
 pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::with_max_entries(NETWORKS_LEN, 0);
+
+#[map(name = "PIER_ENDPOINTS6")]
+pub static ENDPOINTS6: HashMap<Addr6, EndpointVal> = HashMap::with_max_entries(ENDPOINTS_LEN, 0);
+
+#[map(name = "PIER_SUBNETS6")]
+pub static SUBNETS6: LpmTrie<Addr6, u32> = LpmTrie::with_max_entries(NETWORKS_LEN, 0);
+
+#[map(name = "PIER_HOST_ADDR6")]
+pub static HOST_ADDRS6: HashMap<Addr6, u32> = HashMap::with_max_entries(HOST_ADDRS_LEN, 0);
+
+#[map(name = "PIER_VETHS")]
+pub static VETHS: HashMap<u32, VethVal> = HashMap::with_max_entries(ENDPOINTS_LEN, 0);
 
 #[map(name = "PIER_HOST_ADDRS")]
 pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(HOST_ADDRS_LEN, 0);

@@ -29,6 +29,23 @@ fn ports(s: &Sandbox, name: &str) -> Vec<(String, String, u16)> {
         .collect()
 }
 
+/// Each `pier run -d ARGS -- true` fails with one `Error:` line containing
+/// its text, and leaves the host's world as it was.
+fn run_refused(s: &Sandbox, cases: &[(Vec<&str>, &str)]) {
+    let before = s.host.world();
+    for (args, want) in cases {
+        let mut a = vec!["run", "-d"];
+        a.extend(args.iter().copied());
+        a.extend(["--", "true"]);
+        let e = s.host.pier_err(&a);
+        assert!(
+            e.starts_with("Error: ") && e.contains(want) && e.trim_end().lines().count() == 1,
+            "{args:?}: {e}"
+        );
+    }
+    assert_eq!(s.host.world(), before);
+}
+
 #[test]
 fn ephemeral_and_ranged_host_ports() {
     require_root!();
@@ -193,36 +210,28 @@ fn add_host_mac_address_and_restart() {
     assert_ne!(v["State"]["Pid"], pid0);
     assert_eq!(s.port_entries().len(), 1);
     // Bad input: one error line, nothing made.
-    let before = s.host.world();
-    for (args, want) in [
-        (vec!["--add-host", "db"], "bad format for add-host"),
-        (vec!["--add-host", "db:10.0.0.300"], "invalid IP address"),
-        (
-            vec!["--add-host", "bad_name!:10.0.0.1"],
-            "invalid --add-host",
-        ),
-        (
-            vec!["--mac-address", "01:00:5e:00:00:01"],
-            "not a unicast address",
-        ),
-        (vec!["--mac-address", "02:42"], "invalid MAC address"),
-        (
-            vec!["--network", "host", "--mac-address", "02:42:ac:11:00:98"],
-            "needs a bridge network",
-        ),
-        (vec!["--expose", "70000"], "out of range"),
-        (vec!["--expose", "80/sctp"], "unknown protocol"),
-    ] {
-        let mut a = vec!["run", "-d"];
-        a.extend(args.iter().copied());
-        a.extend(["--", "true"]);
-        let e = s.host.pier_err(&a);
-        assert!(
-            e.starts_with("Error: ") && e.contains(want) && e.trim_end().lines().count() == 1,
-            "{args:?}: {e}"
-        );
-    }
-    assert_eq!(s.host.world(), before);
+    run_refused(
+        &s,
+        &[
+            (vec!["--add-host", "db"], "bad format for add-host"),
+            (vec!["--add-host", "db:10.0.0.300"], "invalid IP address"),
+            (
+                vec!["--add-host", "bad_name!:10.0.0.1"],
+                "invalid --add-host",
+            ),
+            (
+                vec!["--mac-address", "01:00:5e:00:00:01"],
+                "not a unicast address",
+            ),
+            (vec!["--mac-address", "02:42"], "invalid MAC address"),
+            (
+                vec!["--network", "host", "--mac-address", "02:42:ac:11:00:98"],
+                "needs a bridge network",
+            ),
+            (vec!["--expose", "70000"], "out of range"),
+            (vec!["--expose", "80/sctp"], "unknown protocol"),
+        ],
+    );
 }
 
 #[test]
@@ -613,31 +622,23 @@ fn dns_search_dns_option_and_env() {
     );
 
     // Bad input: one error line, nothing made.
-    let before = s.host.world();
-    for (args, want) in [
-        (vec!["--dns-search", "bad_domain!"], "is not a valid domain"),
-        (vec!["--dns-option", "two words"], "invalid DNS option"),
-        (vec!["-e", "=x"], "invalid environment variable: =x"),
-        (
-            vec!["--network", "container:b", "--dns-search", "x.example"],
-            "conflicting options: dns search and the network mode",
-        ),
-        (
-            vec!["--network", "container:b", "--dns-option", "ndots:1"],
-            "conflicting options: dns options and the network mode",
-        ),
-        (vec!["--env-file", "/nonexistent/env"], "/nonexistent/env"),
-    ] {
-        let mut a = vec!["run", "-d"];
-        a.extend(args.iter().copied());
-        a.extend(["--", "true"]);
-        let e = s.host.pier_err(&a);
-        assert!(
-            e.starts_with("Error: ") && e.contains(want) && e.trim_end().lines().count() == 1,
-            "{args:?}: {e}"
-        );
-    }
-    assert_eq!(s.host.world(), before);
+    run_refused(
+        &s,
+        &[
+            (vec!["--dns-search", "bad_domain!"], "is not a valid domain"),
+            (vec!["--dns-option", "two words"], "invalid DNS option"),
+            (vec!["-e", "=x"], "invalid environment variable: =x"),
+            (
+                vec!["--network", "container:b", "--dns-search", "x.example"],
+                "conflicting options: dns search and the network mode",
+            ),
+            (
+                vec!["--network", "container:b", "--dns-option", "ndots:1"],
+                "conflicting options: dns options and the network mode",
+            ),
+            (vec!["--env-file", "/nonexistent/env"], "/nonexistent/env"),
+        ],
+    );
 }
 
 #[test]

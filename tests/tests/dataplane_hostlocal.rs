@@ -33,11 +33,27 @@ print(f"{peer[0]}:{peer[1]}")
 print(data.decode())
 "#;
 
+/// N short TCP connections, one after the other, each closed by the client.
+const MANY: &str = r#"
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    s = socket.create_connection((host, port), timeout=3)
+    s.sendall(b"x\n")
+    s.recv(100)
+    s.close()
+"#;
+
 /// Run the Python client in namespace `ns`, as a member of `cgroup`.
 fn client(ns: &str, cgroup: &Path, args: &[&str]) -> Output {
+    python(ns, cgroup, CLIENT, args)
+}
+
+/// Run Python `code` in namespace `ns`, as a member of `cgroup`.
+fn python(ns: &str, cgroup: &Path, code: &str, args: &[&str]) -> Output {
     let procs = cgroup.join("cgroup.procs");
     let mut c = TestHost::cmd_in(ns, "/usr/bin/python3");
-    c.arg("-c").arg(CLIENT).args(args);
+    c.arg("-c").arg(code).args(args);
     // Join the cgroup between fork and exec: the hooks apply from then on.
     unsafe {
         c.pre_exec(move || std::fs::write(&procs, "0"));
@@ -94,7 +110,19 @@ fn host_local_clients_reach_published_ports_through_socket_hooks() {
         assert_eq!(peer, "127.0.0.1:8083", "recvfrom shows the dialled address");
         assert!(answer.ends_with("|dgram"), "{answer}");
         u.join().unwrap();
-        assert!(dp.ct_counts().unwrap().sock_nat >= 3);
+        // The clients have exited: the TCP sockets' translations went with
+        // them (sock_release); the unconnected UDP socket's stays for the LRU.
+        assert_eq!(dp.ct_counts().unwrap().sock_nat, 1);
+        // Many short connections leave nothing behind either.
+        let s = tcp_server(&c1.ns, 8080, 100);
+        let many = python(&hns, &cg, MANY, &["127.0.0.1", "8081", "100"]);
+        assert!(
+            many.status.success(),
+            "{}",
+            String::from_utf8_lossy(&many.stderr)
+        );
+        assert_eq!(s.join().unwrap().len(), 100);
+        assert_eq!(dp.ct_counts().unwrap().sock_nat, 1);
 
         // The same cgroup, another namespace: the hooks leave it alone (the
         // connect goes to that namespace's own loopback, where nothing listens).

@@ -211,6 +211,7 @@ fn child_agent() {
             bridge: bridge.into(),
             subnet,
             gateway: subnet.hosts().next().unwrap(),
+            subnet6: None,
             internal: false,
             icc: true,
             masquerade: true,
@@ -218,10 +219,12 @@ fn child_agent() {
         endpoints: vec![pier_agent::dataplane::EndpointSpec {
             network_id: 1,
             ip,
+            ip6: None,
             mac: m,
             host_ifname: ifname.into(),
         }],
         ports: vec![tcp(8081, ip, 8080)],
+        ..Default::default()
     };
     let mut dp = EbpfDataplane::new(pier_agent::dataplane::DataplaneConfig {
         bpffs_dir: bpffs.into(),

@@ -147,11 +147,31 @@ fn the_docker_cli_manages_pier() {
             e.contains("Subnet") && e.contains("300.1.1.0/24"),
             "{bin}: {e}"
         );
-        let e = d.fails(&["network", "create", "--ipv6", "bad"]);
-        assert!(e.contains("IPv6"), "{e}");
+        let e = d.fails(&["network", "create", "--subnet", "fd00:61::/64", "bad"]);
+        assert!(e.contains("needs EnableIPv6"), "{e}");
         let e = d.fails(&["network", "create", "-d", "overlay", "bad"]);
         assert!(e.contains("bridge networks only"), "{e}");
         assert_eq!(h.world(), before, "a refused create changed something");
+        // Dual stack through Docker's API: EnableIPv6 and both pools.
+        d.ok(&[
+            "network",
+            "create",
+            "--ipv6",
+            "--subnet",
+            "10.61.0.0/24",
+            "--subnet",
+            "fd00:61::/64",
+            "dual",
+        ]);
+        let v = d.ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.EnableIPv6}} {{(index .IPAM.Config 1).Subnet}} {{(index .IPAM.Config 1).Gateway}}",
+            "dual",
+        ]);
+        assert_eq!(v, "true fd00:61::/64 fd00:61::1", "{bin}");
+        d.ok(&["network", "rm", "dual"]);
         // Containers pier ran, seen and changed by docker.
         h.pier_ok(&[
             "run", "-d", "--name", "c1", "-p", "8081:80", "--", "sleep", "300",

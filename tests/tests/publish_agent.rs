@@ -333,10 +333,10 @@ fn stats_ports_counts_exactly_what_reached_each_port() {
         vec![
             serde_json::json!({"Container": "dns", "HostIP": "0.0.0.0", "HostPort": 8053,
                 "Type": "udp", "ContainerIP": idns.to_string(), "ContainerPort": 53,
-                "Packets": 25, "Bytes": 25 * 142}),
+                "Packets": 25, "Bytes": 25 * 142, "Denied": 0}),
             serde_json::json!({"Container": "web", "HostIP": "0.0.0.0", "HostPort": 8081,
                 "Type": "tcp", "ContainerIP": iweb.to_string(), "ContainerPort": 8080,
-                "Packets": 0, "Bytes": 0}),
+                "Packets": 0, "Bytes": 0, "Denied": 0}),
         ]
     );
     // Hairpin from a container counts; host-local clients (socket hooks) do not.
@@ -361,8 +361,8 @@ fn stats_ports_counts_exactly_what_reached_each_port() {
     assert_eq!(
         cells,
         vec![
-            vec!["NAME", "PUBLISHED", "TARGET", "PACKETS", "BYTES"],
-            vec!["dns", "0.0.0.0:8053/udp", &target, "28", "3976"],
+            vec!["NAME", "PUBLISHED", "TARGET", "PACKETS", "BYTES", "DENIED"],
+            vec!["dns", "0.0.0.0:8053/udp", &target, "28", "3976", "0"],
         ]
     );
     s.assert_firewalls_untouched();

@@ -37,6 +37,7 @@ fn bench_container_create_and_remove() {
             name: "pier0".into(),
             gateway: Ipv4Addr::new(172, 17, 0, 1),
             subnet: "172.17.0.0/16".parse().unwrap(),
+            gateway6: None,
             mtu: None,
         })
         .unwrap();
@@ -50,8 +51,10 @@ fn bench_container_create_and_remove() {
                     ifname: "eth0".into(),
                     bridge: "pier0".into(),
                     address: format!("{ip}/16").parse().unwrap(),
+                    address6: None,
                     mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
                     default_gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
+                    default_gateway6: None,
                     mtu: None,
                     engine_peer: None,
                 }

@@ -63,6 +63,7 @@ fn bridge(name: &str) -> BridgeSpec {
         name: name.into(),
         gateway: Ipv4Addr::new(10, 88, 0, 1),
         subnet: "10.88.0.0/16".parse().unwrap(),
+        gateway6: None,
         mtu: Some(1400),
     }
 }
@@ -74,8 +75,10 @@ fn endpoint(netns: &Path, host: &str, ifname: &str, last: u8) -> EndpointSpec {
         ifname: ifname.into(),
         bridge: "pier0".into(),
         address: format!("10.88.0.{last}/16").parse().unwrap(),
+        address6: None,
         mac: [0x02, 0x42, 10, 88, 0, last],
         default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
+        default_gateway6: None,
         mtu: None,
         engine_peer: None,
     }

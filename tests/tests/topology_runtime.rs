@@ -26,6 +26,7 @@ fn container(host: &TestHost, topo: &NetlinkTopology) -> (PathBuf, PathBuf) {
         name: "pier0".into(),
         gateway: Ipv4Addr::new(10, 88, 0, 1),
         subnet: "10.88.0.0/16".parse().unwrap(),
+        gateway6: None,
         mtu: None,
     })
     .unwrap();
@@ -36,8 +37,10 @@ fn container(host: &TestHost, topo: &NetlinkTopology) -> (PathBuf, PathBuf) {
         ifname: "eth0".into(),
         bridge: "pier0".into(),
         address: "10.88.0.2/16".parse().unwrap(),
+        address6: None,
         mac: [0x02, 0x42, 10, 88, 0, 2],
         default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
+        default_gateway6: None,
         mtu: None,
         engine_peer: None,
     })

@@ -108,13 +108,6 @@ pub fn network_create(b: NetworkCreateBody) -> Result<NetworkCreate, AgentError>
     {
         return Err(refuse("ConfigFrom", c, "not supported by pier"));
     }
-    if b.enable_ipv6 == Some(true) {
-        return Err(refuse(
-            "EnableIPv6",
-            true,
-            "IPv6 is not supported by pier yet",
-        ));
-    }
     if b.enable_ipv4 == Some(false) {
         return Err(refuse(
             "EnableIPv4",
@@ -124,6 +117,7 @@ pub fn network_create(b: NetworkCreateBody) -> Result<NetworkCreate, AgentError>
     }
     let mut req = NetworkCreate {
         name: b.name,
+        enable_ipv6: b.enable_ipv6 == Some(true),
         internal: b.internal,
         options: b.options.unwrap_or_default(),
         labels: b.labels.unwrap_or_default(),
@@ -150,27 +144,69 @@ pub fn network_create(b: NetworkCreateBody) -> Result<NetworkCreate, AgentError>
             ));
         }
         let configs = ipam.config.unwrap_or_default();
-        if configs.len() > 1 {
-            return Err(refuse(
-                "IPAM.Config",
-                format!("{} pools", configs.len()),
-                "one IPv4 pool per network",
-            ));
-        }
-        if let Some(c) = configs.into_iter().next() {
+        // One pool per family: IPv4, and IPv6 with EnableIPv6; a pool's
+        // family is its subnet's (else its gateway's or range's).
+        let (mut v4, mut v6) = (false, false);
+        for (i, c) in configs.into_iter().enumerate() {
             if let Some(a) = &c.auxiliary_addresses
                 && !a.is_empty()
             {
                 return Err(refuse(
-                    "IPAM.Config[0].AuxiliaryAddresses",
+                    &format!("IPAM.Config[{i}].AuxiliaryAddresses"),
                     format!("{a:?}"),
                     "not supported by pier",
+                ));
+            }
+            let is6 = [&c.subnet, &c.gateway, &c.ip_range]
+                .into_iter()
+                .flatten()
+                .next()
+                .is_some_and(|v| v.contains(':'));
+            if (is6 && v6) || (!is6 && v4) {
+                return Err(refuse(
+                    &format!("IPAM.Config[{i}]"),
+                    if is6 { "IPv6" } else { "IPv4" },
+                    "one pool per address family",
                 ));
             }
             // The values as pier's IPAM reads them, its message prefixed
             // with the field.
             let field =
-                |f: &str, e: crate::ipam::IpamError| invalid(format!("IPAM.Config[0].{f}: {e}"));
+                |f: &str, e: crate::ipam::IpamError| invalid(format!("IPAM.Config[{i}].{f}: {e}"));
+            if is6 {
+                if !req.enable_ipv6 {
+                    return Err(refuse(
+                        &format!("IPAM.Config[{i}]"),
+                        "an IPv6 pool",
+                        "needs EnableIPv6 (--ipv6)",
+                    ));
+                }
+                v6 = true;
+                if let Some(v) = &c.subnet {
+                    crate::ipam::parse_subnet6(v).map_err(|e| field("Subnet", e))?;
+                }
+                if let Some(v) = &c.ip_range
+                    && v.parse::<ipnet::Ipv6Net>().is_err()
+                {
+                    return Err(field(
+                        "IPRange",
+                        crate::ipam::IpamError::InvalidRange6(v.clone()),
+                    ));
+                }
+                if let Some(v) = &c.gateway
+                    && v.parse::<std::net::Ipv6Addr>().is_err()
+                {
+                    return Err(field(
+                        "Gateway",
+                        crate::ipam::IpamError::InvalidGateway6(v.clone()),
+                    ));
+                }
+                req.subnet6 = c.subnet;
+                req.ip_range6 = c.ip_range;
+                req.gateway6 = c.gateway;
+                continue;
+            }
+            v4 = true;
             if let Some(v) = &c.subnet {
                 crate::ipam::parse_subnet(v).map_err(|e| field("Subnet", e))?;
             }
@@ -202,7 +238,7 @@ pub fn network_create(b: NetworkCreateBody) -> Result<NetworkCreate, AgentError>
 pub fn network_connect(b: NetworkConnectBody) -> Result<NetworkConnect, AgentError> {
     let e: EndpointSettings = b.endpoint_config.unwrap_or_default();
     let empty_s = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
-    let unsupported: [(&str, bool); 6] = [
+    let unsupported: [(&str, bool); 5] = [
         (
             "EndpointConfig.Links",
             e.links.as_ref().is_some_and(|l| !l.is_empty()),
@@ -211,12 +247,6 @@ pub fn network_connect(b: NetworkConnectBody) -> Result<NetworkConnect, AgentErr
         (
             "EndpointConfig.DriverOpts",
             e.driver_opts.as_ref().is_some_and(|o| !o.is_empty()),
-        ),
-        (
-            "EndpointConfig.IPAMConfig.IPv6Address",
-            e.ipam_config
-                .as_ref()
-                .is_some_and(|c| !empty_s(&c.ipv6_address)),
         ),
         (
             "EndpointConfig.IPAMConfig.LinkLocalIPs",
@@ -232,6 +262,20 @@ pub fn network_connect(b: NetworkConnectBody) -> Result<NetworkConnect, AgentErr
     ];
     if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
         return Err(invalid(format!("{field}: not supported by pier")));
+    }
+    let ipv6 = e
+        .ipam_config
+        .as_ref()
+        .and_then(|c| c.ipv6_address.clone())
+        .filter(|s| !s.is_empty());
+    if let Some(s) = &ipv6
+        && s.parse::<std::net::Ipv6Addr>().is_err()
+    {
+        return Err(refuse(
+            "EndpointConfig.IPAMConfig.IPv6Address",
+            format!("{s:?}"),
+            "not an IPv6 address",
+        ));
     }
     let ipv4 = e
         .ipam_config
@@ -249,6 +293,7 @@ pub fn network_connect(b: NetworkConnectBody) -> Result<NetworkConnect, AgentErr
     Ok(NetworkConnect {
         container: b.container,
         ipv4_address: ipv4,
+        ipv6_address: ipv6,
         aliases: e.aliases.unwrap_or_default(),
     })
 }
@@ -538,9 +583,24 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ok.subnet.as_deref(), Some("10.5.0.0/24"));
+        // Dual stack: one pool per family, the IPv6 one with EnableIPv6.
+        let b: NetworkCreateBody = parse_body(
+            br#"{"Name":"x","EnableIPv6":true,"IPAM":{"Config":[{"Subnet":"10.6.0.0/24"},{"Subnet":"fd00:6::/64","Gateway":"fd00:6::fe"}]}}"#,
+        )
+        .unwrap();
+        let ok = network_create(b).unwrap();
+        assert!(ok.enable_ipv6);
+        assert_eq!(ok.subnet.as_deref(), Some("10.6.0.0/24"));
+        assert_eq!(ok.subnet6.as_deref(), Some("fd00:6::/64"));
+        assert_eq!(ok.gateway6.as_deref(), Some("fd00:6::fe"));
+        let b: NetworkCreateBody = parse_body(br#"{"Name":"x","EnableIPv6":true}"#).unwrap();
+        assert!(network_create(b).unwrap().subnet6.is_none());
         for bad in [
             r#"{"Name":"x","Driver":"overlay"}"#,
-            r#"{"Name":"x","EnableIPv6":true}"#,
+            r#"{"Name":"x","IPAM":{"Config":[{"Subnet":"fd00:6::/64"}]}}"#,
+            r#"{"Name":"x","EnableIPv6":true,"IPAM":{"Config":[{"Subnet":"fd00:6::/64"},{"Subnet":"fd00:7::/64"}]}}"#,
+            r#"{"Name":"x","EnableIPv6":true,"IPAM":{"Config":[{"Subnet":"fd00:6::1/64"}]}}"#,
+            r#"{"Name":"x","EnableIPv6":true,"IPAM":{"Config":[{"Subnet":"fd00:6::/64","Gateway":"zz::1"}]}}"#,
             r#"{"Name":"x","Attachable":true}"#,
             r#"{"Name":"x","IPAM":{"Driver":"other"}}"#,
         ] {

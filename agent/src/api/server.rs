@@ -199,6 +199,26 @@ async fn stats_ports(State(d): D) -> ApiResult<Json<Vec<PortStatsRow>>> {
     Ok(Json(blocking(d, |d| d.port_stats()).await?))
 }
 
+async fn policies_list(State(d): D) -> ApiResult<Json<Vec<PolicyRow>>> {
+    Ok(Json(d.policy_list()))
+}
+
+async fn policy_create(State(d): D, body: Bytes) -> ApiResult<Response> {
+    let req: PolicyCreate = compat::parse_body(&body)?;
+    let ids = blocking(d, move |d| d.policy_create(req)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"Ids": ids}))).into_response())
+}
+
+async fn policy_rm(State(d): D, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    blocking(d, move |d| d.policy_rm(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn policies_prune(State(d): D) -> ApiResult<Json<PoliciesDeleted>> {
+    let deleted = blocking(d, |d| d.policy_prune()).await?;
+    Ok(Json(PoliciesDeleted { deleted }))
+}
+
 async fn system_reset(
     State(d): D,
     axum::Extension(shutdown): axum::Extension<Arc<tokio::sync::Notify>>,
@@ -302,6 +322,10 @@ pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
         .route("/containers/{name}/logs", get(container_logs))
         .route("/containers/{name}/port", get(container_port))
         .route("/stats/ports", get(stats_ports))
+        .route("/policies", get(policies_list))
+        .route("/policies/create", post(policy_create))
+        .route("/policies/prune", post(policies_prune))
+        .route("/policies/{id}", delete(policy_rm))
         .route("/system/reset", post(system_reset))
         .route("/_version_error", axum::routing::any(version_error))
         .nest("/cni", crate::cni::agent::routes())

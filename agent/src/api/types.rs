@@ -14,6 +14,15 @@ pub struct NetworkCreate {
     pub gateway: Option<String>,
     #[serde(default, rename = "IPRange")]
     pub ip_range: Option<String>,
+    /// `--ipv6`: dual stack; the IPv6 pool below or the next free ULA /64.
+    #[serde(default, rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(default)]
+    pub subnet6: Option<String>,
+    #[serde(default)]
+    pub gateway6: Option<String>,
+    #[serde(default, rename = "IPRange6")]
+    pub ip_range6: Option<String>,
     #[serde(default)]
     pub internal: bool,
     #[serde(default)]
@@ -44,6 +53,8 @@ pub struct NetworkConnect {
     pub container: String,
     #[serde(default, rename = "IPv4Address")]
     pub ipv4_address: Option<String>,
+    #[serde(default, rename = "IPv6Address")]
+    pub ipv6_address: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
 }
@@ -73,6 +84,9 @@ pub struct ContainerCreate {
     pub network: Option<String>,
     #[serde(default)]
     pub ip: Option<String>,
+    /// `--ip6` on a dual-stack network.
+    #[serde(default)]
+    pub ip6: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     /// `NAME[:ALIAS]`.
@@ -107,6 +121,9 @@ pub struct ContainerCreate {
     /// `--mac-address` of the first network's interface.
     #[serde(default)]
     pub mac_address: Option<String>,
+    /// `--publish-allow CIDR`: only these sources reach its published ports.
+    #[serde(default)]
+    pub publish_allow: Vec<String>,
     /// `--dns-search DOMAIN`: resolv.conf's `search` line (`.` for none).
     #[serde(default)]
     pub dns_search: Vec<String>,
@@ -173,6 +190,58 @@ pub struct PortMapping {
     #[serde(rename = "HostIP")]
     pub host_ip: String,
     pub host_port: u16,
+    /// The source rules that apply to the port (`allow 10.0.0.0/8`,
+    /// `deny 10.1.2.3/32 (#4)`), host-wide ones included; none: anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<String>,
+}
+
+/// `POST /policies/create`: one `pier policy allow|deny` rule.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct PolicyCreate {
+    /// `allow` or `deny`.
+    pub action: String,
+    /// The source prefixes (`10.0.0.0/8`, or an address: /32), one rule
+    /// each, all made in one change (or none).
+    pub sources: Vec<String>,
+    /// A published host port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `tcp` or `udp`.
+    #[serde(default)]
+    pub proto: Option<String>,
+    /// A container (name or id) whose published ports it is for.
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+/// One row of `GET /policies` (`pier policy ls`): a rule, with where it
+/// comes from (`policy`: a `pier policy` rule, `network NAME`, `container
+/// NAME` for the options of those) and whom it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PolicyRow {
+    /// The rule's id (`pier policy rm ID`); 0 for rules from options.
+    #[serde(rename = "ID")]
+    pub id: u32,
+    pub action: String,
+    pub source: String,
+    /// `*` or the host port.
+    pub port: String,
+    /// `*`, `tcp` or `udp`.
+    pub proto: String,
+    /// `*` or the container's name.
+    pub container: String,
+    /// `policy`, `network NAME` or `container NAME`.
+    pub origin: String,
+}
+
+/// `POST /policies/prune`: the ids removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PoliciesDeleted {
+    pub deleted: Vec<u32>,
 }
 
 /// Packets and bytes that reached one published port (`pier stats --ports`).
@@ -192,6 +261,9 @@ pub struct PortStatsRow {
     pub container_port: u16,
     pub packets: u64,
     pub bytes: u64,
+    /// Packets its source policy dropped.
+    #[serde(default)]
+    pub denied: u64,
 }
 
 // ----- Docker Engine API request and response bodies -------------------------

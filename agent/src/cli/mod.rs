@@ -124,6 +124,51 @@ pub enum Cmd {
     },
     /// Show packets and bytes per published port, read from the kernel's maps.
     Stats(ports::StatsArgs),
+    /// Who may reach published ports: source allow/deny rules (pier's
+    /// DOCKER-USER; host firewalls do not see published ports).
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Let sources in CIDR reach published ports (then only allowed sources do).
+    Allow(PolicyRuleArgs),
+    /// Keep sources in CIDR from published ports (wins over an allow of the same length).
+    Deny(PolicyRuleArgs),
+    /// List the rules (also those from `pier.publish.allow` and `--publish-allow`).
+    #[command(alias = "list")]
+    Ls {
+        /// `json`: one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Remove rules by ID, or all `pier policy` rules.
+    #[command(alias = "remove")]
+    Rm {
+        /// Remove every `pier policy` rule.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Rule IDs (the ID column of `pier policy ls`).
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct PolicyRuleArgs {
+    /// Source prefixes (10.0.0.0/8) or addresses: one rule each.
+    #[arg(required = true, value_name = "CIDR")]
+    pub cidrs: Vec<String>,
+    /// Only this published host port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Only this protocol (tcp or udp).
+    #[arg(long)]
+    pub proto: Option<String>,
+    /// Only the ports this container publishes.
+    #[arg(long)]
+    pub container: Option<String>,
 }
 
 #[derive(Args)]
@@ -143,6 +188,10 @@ pub struct AgentArgs {
     /// Subnet of the default `bridge` network.
     #[arg(long)]
     pub default_subnet: Option<String>,
+    /// Make the default `bridge` network dual stack with this IPv6 subnet
+    /// (gateway `::1` on pier0), at its first start.
+    #[arg(long, value_name = "SUBNET")]
+    pub default_subnet_v6: Option<String>,
     /// Attach no socket hooks: host-local clients do not reach published ports.
     #[arg(long, conflicts_with = "cgroup")]
     pub no_cgroup: bool,
@@ -192,16 +241,22 @@ pub enum NetworkCmd {
         /// Driver (only `bridge`).
         #[arg(short, long, default_value = "bridge")]
         driver: String,
-        /// Subnet in CIDR form, e.g. 10.20.0.0/24 (default: the next free
-        /// one of the agent's pool).
+        /// Dual stack: an IPv6 pool too (an IPv6 --subnet, else the next
+        /// free /64 of fd50:6965:7200::/48).
         #[arg(long)]
-        subnet: Option<String>,
-        /// The bridge's address, inside --subnet (default: its first address).
+        ipv6: bool,
+        /// Subnet in CIDR form, e.g. 10.20.0.0/24 or fd00:20::/64, one per
+        /// family (default: the next free one of the agent's pool).
         #[arg(long)]
-        gateway: Option<String>,
-        /// Give containers addresses from this CIDR only, inside --subnet.
+        subnet: Vec<String>,
+        /// The bridge's address, inside the --subnet of its family
+        /// (default: its first address).
         #[arg(long)]
-        ip_range: Option<String>,
+        gateway: Vec<String>,
+        /// Give containers addresses from this CIDR only, inside the
+        /// --subnet of its family.
+        #[arg(long)]
+        ip_range: Vec<String>,
         /// No way out of the network: no masquerade, no published ports.
         #[arg(long)]
         internal: bool,
@@ -241,6 +296,9 @@ pub enum NetworkCmd {
         /// IPv4 address on the network (default: the lowest free one).
         #[arg(long)]
         ip: Option<String>,
+        /// IPv6 address on a dual-stack network (default: the lowest free one).
+        #[arg(long)]
+        ip6: Option<String>,
         /// Another name of the container on this network (repeatable).
         #[arg(long = "alias")]
         aliases: Vec<String>,
@@ -275,6 +333,9 @@ pub struct RunArgs {
     /// IPv4 address on a user-defined network (default: the lowest free one).
     #[arg(long)]
     pub ip: Option<String>,
+    /// IPv6 address on a dual-stack user-defined network.
+    #[arg(long)]
+    pub ip6: Option<String>,
     /// Another name on a user-defined network (repeatable).
     #[arg(long = "alias", alias = "network-alias")]
     pub aliases: Vec<String>,
@@ -288,6 +349,10 @@ pub struct RunArgs {
     /// Publish every exposed port (--expose) to an ephemeral host port.
     #[arg(short = 'P', long)]
     pub publish_all: bool,
+    /// Only sources in CIDR reach its published ports (repeatable; every
+    /// -p of this run). `pier policy` has the finer rules.
+    #[arg(long = "publish-allow", value_name = "CIDR")]
+    pub publish_allow: Vec<String>,
     /// A port the container serves, PORT[-END][/tcp|udp] (repeatable; -P publishes it).
     #[arg(long, value_name = "PORT")]
     pub expose: Vec<String>,
@@ -634,6 +699,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Stats(a) => ports::stats(&c()?, a),
+        Cmd::Policy(p) => policy(c()?, p),
         Cmd::System(SystemCmd::Reset { force }) => {
             if !confirmed(
                 force,
@@ -699,6 +765,7 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
         }
         NetworkCmd::Create {
             driver,
+            ipv6,
             subnet,
             gateway,
             ip_range,
@@ -710,19 +777,15 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             if driver != "bridge" {
                 bail!("unsupported driver {driver:?}: pier creates bridge networks");
             }
-            let pool = subnet.is_some() || gateway.is_some() || ip_range.is_some();
+            let config = pools(&subnet, &gateway, &ip_range)?;
             let r: NetworkCreatedBody = c.post(
                 "/networks/create",
                 &NetworkCreateBody {
                     name,
                     driver: Some(driver),
-                    ipam: pool.then(|| Ipam {
-                        config: Some(vec![IpamConfig {
-                            subnet,
-                            ip_range,
-                            gateway,
-                            auxiliary_addresses: None,
-                        }]),
+                    enable_ipv6: ipv6.then_some(true),
+                    ipam: (!config.is_empty()).then(|| Ipam {
+                        config: Some(config),
                         ..Default::default()
                     }),
                     internal,
@@ -757,6 +820,7 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
         }
         NetworkCmd::Connect {
             ip,
+            ip6,
             aliases,
             network,
             container,
@@ -766,8 +830,9 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
                 &NetworkConnectBody {
                     container,
                     endpoint_config: Some(EndpointSettings {
-                        ipam_config: ip.map(|ip| EndpointIpamConfig {
-                            ipv4_address: Some(ip),
+                        ipam_config: (ip.is_some() || ip6.is_some()).then(|| EndpointIpamConfig {
+                            ipv4_address: ip,
+                            ipv6_address: ip6,
                             ..Default::default()
                         }),
                         aliases: (!aliases.is_empty()).then_some(aliases),
@@ -788,6 +853,85 @@ fn network(c: Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
             )?;
             Ok(0)
         }
+    }
+}
+
+fn policy(c: Client, cmd: PolicyCmd) -> anyhow::Result<i32> {
+    let create = |action: &str, a: PolicyRuleArgs| -> anyhow::Result<i32> {
+        let v: Value = c.post(
+            "/policies/create",
+            &PolicyCreate {
+                action: action.into(),
+                sources: a.cidrs,
+                port: a.port,
+                proto: a.proto,
+                container: a.container,
+            },
+        )?;
+        for id in v["Ids"].as_array().into_iter().flatten() {
+            println!("{id}");
+        }
+        Ok(0)
+    };
+    match cmd {
+        PolicyCmd::Allow(a) => create("allow", a),
+        PolicyCmd::Deny(a) => create("deny", a),
+        PolicyCmd::Ls { format } => {
+            if let Some(f) = &format
+                && f != "json"
+            {
+                bail!("unknown format {f:?}: only json");
+            }
+            let rows: Vec<PolicyRow> = c.get("/policies")?;
+            if format.is_some() {
+                for r in rows {
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+                return Ok(0);
+            }
+            let rows = rows
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        if r.id == 0 {
+                            "-".into()
+                        } else {
+                            r.id.to_string()
+                        },
+                        r.action,
+                        r.source,
+                        r.port,
+                        r.proto,
+                        r.container,
+                        r.origin,
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "ID",
+                        "ACTION",
+                        "SOURCE",
+                        "PORT",
+                        "PROTO",
+                        "CONTAINER",
+                        "ORIGIN"
+                    ],
+                    rows
+                )
+            );
+            Ok(0)
+        }
+        PolicyCmd::Rm { all: true, .. } => {
+            let d: PoliciesDeleted = c.post("/policies/prune", &())?;
+            for id in d.deleted {
+                println!("{id}");
+            }
+            Ok(0)
+        }
+        PolicyCmd::Rm { ids, .. } => each(&ids, |id| c.delete(&format!("/policies/{}", seg(id)))),
     }
 }
 
@@ -823,6 +967,46 @@ fn env_list(env: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// `--subnet`/`--gateway`/`--ip-range` as Docker's IPAM pools: at most one
+/// of each per address family, grouped by family.
+fn pools(
+    subnet: &[String],
+    gateway: &[String],
+    range: &[String],
+) -> anyhow::Result<Vec<IpamConfig>> {
+    let mut out: Vec<(bool, IpamConfig)> = Vec::new();
+    let fam = |v: &str| v.contains(':');
+    for (flag, vals) in [
+        ("--subnet", subnet),
+        ("--gateway", gateway),
+        ("--ip-range", range),
+    ] {
+        for v in vals {
+            let six = fam(v);
+            let i = match out.iter().position(|(f, _)| *f == six) {
+                Some(i) => i,
+                None => {
+                    out.push((six, IpamConfig::default()));
+                    out.len() - 1
+                }
+            };
+            let slot = match flag {
+                "--subnet" => &mut out[i].1.subnet,
+                "--gateway" => &mut out[i].1.gateway,
+                _ => &mut out[i].1.ip_range,
+            };
+            if slot.is_some() {
+                bail!(
+                    "{flag}: one {} value at most",
+                    if six { "IPv6" } else { "IPv4" }
+                );
+            }
+            *slot = Some(v.clone());
+        }
+    }
+    Ok(out.into_iter().map(|(_, c)| c).collect())
+}
+
 fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Result<i32> {
     let fg = !r.detach && !r.cmd.is_empty();
     let env = env_list(&r.env, &r.env_files)?;
@@ -832,6 +1016,7 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
             name: r.name,
             network: r.network,
             ip: r.ip,
+            ip6: r.ip6,
             aliases: r.aliases,
             links: r.links,
             ports: r.ports,
@@ -846,6 +1031,7 @@ fn run_container(c: Client, socket: &std::path::Path, r: RunArgs) -> anyhow::Res
             publish_all: r.publish_all,
             extra_hosts: r.add_hosts,
             mac_address: r.mac_address,
+            publish_allow: r.publish_allow,
             dns_search: r.dns_search,
             dns_options: r.dns_options,
             env,

@@ -66,8 +66,13 @@ pub fn port(
     match want {
         None => {
             for r in rows {
+                let policy = if r.policy.is_empty() {
+                    String::new()
+                } else {
+                    format!("   policy: {}", r.policy.join(", "))
+                };
                 println!(
-                    "{}/{} -> {}:{}",
+                    "{}/{} -> {}:{}{policy}",
                     r.private_port, r.proto, r.host_ip, r.host_port
                 );
             }
@@ -115,12 +120,16 @@ pub fn stats(c: &Client, a: StatsArgs) -> anyhow::Result<i32> {
                 format!("{}:{}", r.container_ip, r.container_port),
                 r.packets.to_string(),
                 r.bytes.to_string(),
+                r.denied.to_string(),
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["NAME", "PUBLISHED", "TARGET", "PACKETS", "BYTES"], rows)
+        table(
+            &["NAME", "PUBLISHED", "TARGET", "PACKETS", "BYTES", "DENIED"],
+            rows
+        )
     );
     Ok(0)
 }

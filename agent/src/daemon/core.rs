@@ -4,9 +4,9 @@
 //! engines' (the Docker driver in `crate::docker`) — calls these inside one
 //! [`Daemon::change`], so validation, IPAM, interfaces, undo, the dataplane
 //! sync and the names hook happen once, the same way for every caller.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
     Action, Daemon, Txn, bridge_spec, endpoint_spec, parse_bool_opt, routed_overlap,
@@ -29,6 +29,9 @@ pub struct EndpointReq {
     pub id: Option<String>,
     /// The address (Docker's IPAM, `--ip`); else the lowest free one.
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address on a dual-stack network (`--ip6`); else the lowest
+    /// free one.
+    pub ip6: Option<Ipv6Addr>,
     /// The MAC; else Docker's 02:42 + address.
     pub mac: Option<[u8; 6]>,
     pub aliases: Vec<String>,
@@ -97,6 +100,16 @@ impl Daemon {
                 }
             },
         };
+        if let Some(v) = req.options.get(opts::PUBLISH_ALLOW) {
+            let list = crate::state::parse_cidr_list(v)
+                .map_err(|e| invalid(format!("option {}: {e}", opts::PUBLISH_ALLOW)))?;
+            if list.is_empty() {
+                return Err(invalid(format!(
+                    "option {}: at least one CIDR (CIDR,CIDR)",
+                    opts::PUBLISH_ALLOW
+                )));
+            }
+        }
         let ours: Vec<Ipv4Net> = txn
             .state
             .networks
@@ -130,6 +143,7 @@ impl Daemon {
         let (gateway, ip_range) =
             ipam::validate_pool(subnet, req.gateway.as_deref(), req.ip_range.as_deref())
                 .map_err(|e| invalid(e.to_string()))?;
+        let (subnet6, gateway6, ip_range6) = Self::pool6(txn, req)?;
         txn.state.next_net_num += 1;
         let n = Network {
             id: id.clone(),
@@ -149,6 +163,9 @@ impl Daemon {
             options: req.options.clone(),
             labels: req.labels.clone(),
             owner,
+            subnet6,
+            gateway6,
+            ip_range6,
             pending: Default::default(),
         };
         let spec = bridge_spec(&n).expect("bridge network");
@@ -156,6 +173,58 @@ impl Daemon {
         txn.d.topo.ensure_bridge(&spec)?;
         txn.state.networks.insert(id.clone(), n);
         Ok(id)
+    }
+
+    /// The IPv6 pool of a new network: with `--ipv6`, the given subnet
+    /// (not overlapping another network's or a route of the host) or the
+    /// next free /64 of [`ipam::ULA_POOL`]; its gateway (`::1` by default)
+    /// and range.
+    #[allow(clippy::type_complexity)]
+    fn pool6(
+        txn: &Txn,
+        req: &NetworkCreate,
+    ) -> Result<(Option<Ipv6Net>, Option<Ipv6Addr>, Option<Ipv6Net>)> {
+        if !req.enable_ipv6 {
+            if req.subnet6.is_some() || req.gateway6.is_some() || req.ip_range6.is_some() {
+                return Err(invalid("an IPv6 pool needs --ipv6"));
+            }
+            return Ok((None, None, None));
+        }
+        let ours: Vec<Ipv6Net> = txn
+            .state
+            .networks
+            .values()
+            .filter_map(|n| n.subnet6)
+            .collect();
+        let routed = txn.d.topo.routed_subnets6()?;
+        let sn = match &req.subnet6 {
+            Some(s) => {
+                let sn = ipam::parse_subnet6(s).map_err(|e| invalid(e.to_string()))?;
+                if ours.iter().any(|o| ipam::overlaps6(o, &sn)) {
+                    return Err(conflict(ipam::IpamError::Overlap.to_string()));
+                }
+                if let Some(r) = routed.iter().find(|r| ipam::overlaps6(r, &sn)) {
+                    return Err(conflict(format!(
+                        "subnet {sn} overlaps {r}, which is routed on the host"
+                    )));
+                }
+                sn
+            }
+            None => {
+                if req.gateway6.is_some() || req.ip_range6.is_some() {
+                    return Err(invalid(
+                        "an IPv6 --gateway or --ip-range needs an IPv6 --subnet",
+                    ));
+                }
+                let mut taken = ours;
+                taken.extend(routed);
+                ipam::pick_subnet6(&taken).map_err(|e| conflict(e.to_string()))?
+            }
+        };
+        let (gw, range) =
+            ipam::validate_pool6(sn, req.gateway6.as_deref(), req.ip_range6.as_deref())
+                .map_err(|e| invalid(e.to_string()))?;
+        Ok((Some(sn), Some(gw), range))
     }
 
     /// Forget a network and remove its bridge once committed. The caller
@@ -192,6 +261,28 @@ impl Daemon {
                 _ => invalid(e.to_string()),
             },
         )?;
+        let ip6 = match (net.subnet6, net.gateway6) {
+            (Some(sn6), Some(gw6)) => {
+                let used6 = txn.state.used_ips6(&net.id);
+                Some(
+                    ipam::allocate6(&net.name, sn6, gw6, net.ip_range6, &used6, req.ip6).map_err(
+                        |e| match e {
+                            ipam::IpamError::InUse6(_) | ipam::IpamError::Exhausted6(_) => {
+                                conflict(e.to_string())
+                            }
+                            _ => invalid(e.to_string()),
+                        },
+                    )?,
+                )
+            }
+            _ if req.ip6.is_some() => {
+                return Err(invalid(format!(
+                    "network {} has no IPv6 (create it with --ipv6)",
+                    net.name
+                )));
+            }
+            _ => None,
+        };
         let ifname = match req.ifname {
             Some(i) => {
                 if !crate::config::valid_ifname(&i) {
@@ -229,6 +320,8 @@ impl Daemon {
             host_ifname,
             ip,
             prefix_len: subnet.prefix_len(),
+            ip6,
+            prefix_len6: net.subnet6.map(|s| s.prefix_len()).unwrap_or(0),
             mac: req.mac.unwrap_or_else(|| mac_for(ip)),
             aliases: req.aliases,
             engine_peer: req.engine_peer,

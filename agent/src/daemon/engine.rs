@@ -101,6 +101,7 @@ fn sandbox_record(
         owner,
         engine_id,
         ports_on: None,
+        publish_allow: Vec::new(),
     }
 }
 
@@ -121,6 +122,7 @@ impl Daemon {
             internal: req.internal,
             options: req.options,
             labels: req.labels,
+            ..Default::default()
         };
         self.change(|txn| {
             if let Some(n) = txn.state.networks.get(&req.id) {
@@ -286,6 +288,7 @@ impl Daemon {
                 EndpointReq {
                     id: Some(ep_id.to_string()),
                     ip: Some(p.ip),
+                    ip6: None,
                     mac: Some(p.mac),
                     aliases: Vec::new(),
                     engine_peer: Some(format!("pier{}", &ep_id[..7])),
@@ -380,8 +383,10 @@ impl Daemon {
                         ifname: String::new(),
                         bridge: n.bridge.clone().unwrap_or_default(),
                         address: Ipv4Net::new(p.ip, p.prefix_len).expect("prefix ≤ 32"),
+                        address6: None,
                         mac: p.mac,
                         default_gateway: None,
+                        default_gateway6: None,
                         mtu: None,
                         engine_peer: None,
                     },
@@ -514,6 +519,7 @@ impl Daemon {
             EndpointReq {
                 id: None,
                 ip: req.ip,
+                ip6: None,
                 mac: req.mac,
                 aliases: req.aliases.clone(),
                 engine_peer: None,
@@ -613,6 +619,7 @@ impl Daemon {
             internal: req.internal,
             options: req.options.clone(),
             labels: BTreeMap::new(),
+            ..Default::default()
         };
         Self::create_network(txn, &create, req.owner, None)
     }

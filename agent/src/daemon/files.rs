@@ -1,5 +1,5 @@
 //! The per-container `/etc` files: hosts, resolv.conf, hostname.
-use std::{net::Ipv4Addr, path::Path};
+use std::path::Path;
 
 use crate::state::Link;
 
@@ -10,7 +10,7 @@ fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\
 /// own address(es) with its hostname.
 pub fn hosts(
     hostname: &str,
-    own: &[Ipv4Addr],
+    own: &[std::net::IpAddr],
     links: &[Link],
     extra: &[(String, std::net::IpAddr)],
 ) -> String {
@@ -161,6 +161,7 @@ pub fn write_all(dir: &Path, hostname: &str, hosts: &str, resolv: &str) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn resolv_conf_skips_loopback() {
@@ -258,7 +259,7 @@ mod tests {
             alias: Some("database".into()),
             ip: Ipv4Addr::new(172, 17, 0, 2),
         };
-        let h = hosts("abc", &[Ipv4Addr::new(172, 17, 0, 3)], &[l], &[]);
+        let h = hosts("abc", &[Ipv4Addr::new(172, 17, 0, 3).into()], &[l], &[]);
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(
             h.ends_with("172.17.0.2\tdatabase db\n172.17.0.3\tabc\n"),

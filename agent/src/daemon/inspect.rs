@@ -19,11 +19,11 @@ pub fn network_json(st: &State, n: &Network) -> Value {
                 "EndpointID": e.map(|e| e.id.clone()).unwrap_or_default(),
                 "MacAddress": e.map(|e| mac_string(&e.mac)).unwrap_or_default(),
                 "IPv4Address": e.map(|e| format!("{}/{}", e.ip, e.prefix_len)).unwrap_or_default(),
-                "IPv6Address": "",
+                "IPv6Address": e.and_then(|e| e.ip6.map(|a| format!("{a}/{}", e.prefix_len6))).unwrap_or_default(),
             }),
         );
     }
-    let config: Vec<Value> = match (n.subnet, n.gateway) {
+    let mut config: Vec<Value> = match (n.subnet, n.gateway) {
         (Some(s), Some(g)) => {
             let mut c = json!({"Subnet": s.to_string(), "Gateway": g.to_string()});
             if let Some(r) = n.ip_range {
@@ -33,13 +33,20 @@ pub fn network_json(st: &State, n: &Network) -> Value {
         }
         _ => vec![],
     };
+    if let (Some(s), Some(g)) = (n.subnet6, n.gateway6) {
+        let mut c = json!({"Subnet": s.to_string(), "Gateway": g.to_string()});
+        if let Some(r) = n.ip_range6 {
+            c["IPRange"] = json!(r.to_string());
+        }
+        config.push(c);
+    }
     json!({
         "Name": n.name,
         "Id": n.id,
         "Created": n.created,
         "Scope": "local",
         "Driver": n.driver,
-        "EnableIPv6": false,
+        "EnableIPv6": n.ipv6(),
         "IPAM": {"Driver": "default", "Options": null, "Config": config},
         "Internal": n.internal,
         "Attachable": false,
@@ -149,8 +156,9 @@ impl Daemon {
                             "MacAddress": mac_string(&e.mac),
                             "Aliases": if e.aliases.is_empty() { Value::Null } else { json!(e.aliases) },
                             "DNSNames": if n.default { Value::Null } else { json!(super::serve::dns_names(c, e)) },
-                            "IPv6Gateway": "",
-                            "GlobalIPv6Address": "",
+                            "IPv6Gateway": e.ip6.and(n.gateway6).map(|g| g.to_string()).unwrap_or_default(),
+                            "GlobalIPv6Address": e.ip6.map(|a| a.to_string()).unwrap_or_default(),
+                            "GlobalIPv6PrefixLen": if e.ip6.is_some() { e.prefix_len6 } else { 0 },
                         }),
                     );
                 }
@@ -174,6 +182,7 @@ impl Daemon {
                             "Aliases": null,
                             "IPv6Gateway": "",
                             "GlobalIPv6Address": "",
+                            "GlobalIPv6PrefixLen": 0,
                         }),
                     );
                 }
@@ -219,6 +228,7 @@ impl Daemon {
                 "NetworkMode": network_mode,
                 "AutoRemove": c.auto_remove,
                 "PortBindings": ports_json(c),
+                "PublishAllow": c.publish_allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                 "Dns": c.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "DnsSearch": c.dns_search,
                 "DnsOptions": c.dns_options,
@@ -228,10 +238,24 @@ impl Daemon {
             "NetworkSettings": {
                 "SandboxKey": c.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
                 "Ports": ports_json(c),
+                // pier's: the source rules of each published host port
+                // (`pier port` shows the same); a port not listed has none.
+                "PublishPolicy": c
+                    .ports
+                    .iter()
+                    .flat_map(|p| p.pairs().map(move |(hp, _)| (hp, p.proto)))
+                    .filter_map(|(hp, proto)| {
+                        let rules = super::policy::port_policy_text(st, c, hp, proto);
+                        (!rules.is_empty()).then(|| (format!("{hp}/{}", proto.as_str()), json!(rules)))
+                    })
+                    .collect::<serde_json::Map<_, _>>(),
                 "Gateway": first.and_then(|(_, n)| n.gateway).map(|g| g.to_string()).unwrap_or_default(),
                 "IPAddress": first.map(|(e, _)| e.ip.to_string()).unwrap_or_default(),
                 "IPPrefixLen": first.map(|(e, _)| e.prefix_len).unwrap_or(0),
                 "MacAddress": first.map(|(e, _)| mac_string(&e.mac)).unwrap_or_default(),
+                "GlobalIPv6Address": first.and_then(|(e, _)| e.ip6).map(|a| a.to_string()).unwrap_or_default(),
+                "GlobalIPv6PrefixLen": first.filter(|(e, _)| e.ip6.is_some()).map(|(e, _)| e.prefix_len6).unwrap_or(0),
+                "IPv6Gateway": first.filter(|(e, _)| e.ip6.is_some()).and_then(|(_, n)| n.gateway6).map(|g| g.to_string()).unwrap_or_default(),
                 "Networks": networks,
             },
         })

@@ -22,10 +22,16 @@ impl Daemon {
         Ok(self.lock_inner().dataplane.gc()?)
     }
 
+    /// The host changed under the agent (`hostwatch`): the dataplane reads
+    /// its addresses and uplinks again.
+    pub fn host_changed(&self) -> Result<()> {
+        Ok(self.lock_inner().dataplane.host_changed()?)
+    }
+
     /// The ports container `key` publishes while it runs, one row per port
     /// (a range gives one row each), sorted by private port and protocol.
     pub fn container_ports(&self, key: &str) -> Result<Vec<PortMapping>> {
-        let st = self.snapshot();
+        let st = &self.snapshot();
         let c = st
             .find_container(key)
             .ok_or_else(|| not_found(format!("No such container: {key}")))?;
@@ -42,6 +48,7 @@ impl Daemon {
                     proto: p.proto.as_str().into(),
                     host_ip: host_ip_text(p.host_ip),
                     host_port: hp,
+                    policy: super::policy::port_policy_text(st, c, hp, p.proto),
                 })
             })
             .collect();
@@ -83,6 +90,7 @@ impl Daemon {
                     container_port: s.port.container_port,
                     packets: s.packets,
                     bytes: s.bytes,
+                    denied: s.denied,
                 }
             })
             .collect();

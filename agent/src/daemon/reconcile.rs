@@ -104,8 +104,10 @@ impl Daemon {
                         ifname: String::new(),
                         bridge: String::new(),
                         address: "0.0.0.0/32".parse().unwrap(),
+                        address6: None,
                         mac: [0; 6],
                         default_gateway: None,
+                        default_gateway6: None,
                         mtu: None,
                         engine_peer: None,
                     })?;

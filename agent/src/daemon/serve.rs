@@ -140,6 +140,8 @@ pub fn run(
                 });
             }
         });
+        // Follow the host's addresses, links and routes.
+        super::hostwatch::spawn(daemon.clone());
         // Retire idle conntrack/NAT entries also when nothing changes.
         let d = daemon.clone();
         tokio::spawn(async move {
@@ -310,7 +312,9 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
                             // The name comes first in dns_names; the rest
                             // (short ID, aliases) are aliases to the table.
                             aliases: dns_names(c, e).split_off(1),
-                            ips: vec![std::net::IpAddr::V4(e.ip)],
+                            ips: std::iter::once(std::net::IpAddr::V4(e.ip))
+                                .chain(e.ip6.map(std::net::IpAddr::V6))
+                                .collect(),
                         })
                     })
                     .collect(),

@@ -16,7 +16,7 @@ use std::{
 };
 
 use aya::programs::{
-    CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType,
+    CgroupAttachMode, CgroupSock, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType,
     links::{FdLink, PinnedLink},
     tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
 };
@@ -24,13 +24,18 @@ use aya::programs::{
 use super::DataplaneError;
 
 fn err(what: impl std::fmt::Display, e: impl std::error::Error) -> DataplaneError {
-    let mut msg = format!("{what}: {e}");
+    DataplaneError::Other(format!("{what}: {}", chain(e)))
+}
+
+/// An error with its sources, `: `-separated.
+fn chain(e: impl std::error::Error) -> String {
+    let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
         msg.push_str(&format!(": {s}"));
         src = s.source();
     }
-    DataplaneError::Other(msg)
+    msg
 }
 
 pub fn links_dir(bpffs_dir: &Path) -> PathBuf {
@@ -159,22 +164,47 @@ pub fn attach_tc(
     Ok(())
 }
 
-/// Attach a cgroup socket hook and pin its link; a link of a previous run is
-/// removed once the new one is in place.
+/// Attach a cgroup program (`CgroupSockAddr`, `CgroupSock`: the same calls,
+/// different types) and hand back its link as an `FdLink`. bpf_link_create
+/// takes no flags for cgroups; links are always multi.
+macro_rules! cgroup_link {
+    ($prog:expr, $cg:expr) => {{
+        let id = $prog.attach($cg, CgroupAttachMode::Single).map_err(chain)?;
+        let link = $prog.take_link(id).map_err(chain)?;
+        FdLink::try_from(link).map_err(chain)
+    }};
+}
+
+/// Attach a cgroup socket-address hook and pin its link; a link of a
+/// previous run is removed once the new one is in place.
 pub fn attach_cgroup(
     prog: &mut CgroupSockAddr,
     prog_name: &str,
     cgroup: &Path,
     pin: &Path,
 ) -> Result<(), DataplaneError> {
+    attach_cgroup_with(prog_name, cgroup, pin, |cg| cgroup_link!(prog, cg))
+}
+
+/// [`attach_cgroup`] for a cgroup socket hook (`sock_release`).
+pub fn attach_cgroup_sock(
+    prog: &mut CgroupSock,
+    prog_name: &str,
+    cgroup: &Path,
+    pin: &Path,
+) -> Result<(), DataplaneError> {
+    attach_cgroup_with(prog_name, cgroup, pin, |cg| cgroup_link!(prog, cg))
+}
+
+fn attach_cgroup_with(
+    prog_name: &str,
+    cgroup: &Path,
+    pin: &Path,
+    attach: impl FnOnce(&File) -> Result<FdLink, String>,
+) -> Result<(), DataplaneError> {
     let what = || format!("attaching {prog_name} to {}", cgroup.display());
     let cg = File::open(cgroup).map_err(|e| err(what(), e))?;
-    let id = prog
-        // bpf_link_create takes no flags for cgroups; links are always multi.
-        .attach(&cg, CgroupAttachMode::Single)
-        .map_err(|e| err(what(), e))?;
-    let link = prog.take_link(id).map_err(|e| err(what(), e))?;
-    let fd = FdLink::try_from(link).map_err(|e| err(what(), e))?;
+    let fd = attach(&cg).map_err(|e| DataplaneError::Other(format!("{}: {e}", what())))?;
     detach_pin(pin);
     fd.pin(pin).map_err(|e| err(what(), e))?;
     Ok(())

@@ -3,7 +3,7 @@
 //! and port reservation agree with a [`DesiredState`] in one `sync`.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::OwnedFd,
     path::{Path, PathBuf},
     time::Duration,
@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{CgroupSockAddr, ProgramError, SchedClassifier},
+    programs::{CgroupSock, CgroupSockAddr, ProgramError, SchedClassifier},
 };
 use pier_common::{
     config::{self, GLOBAL_HOST_NETNS_COOKIE},
@@ -108,6 +108,11 @@ pub struct EbpfDataplane {
     timeouts: CtTimeouts,
     /// Another ELF object than [`EBPF_OBJECT`] (tests).
     object: Option<Vec<u8>>,
+    /// The ifindex each uplink had when `pier_uplink_in` was attached.
+    uplinks: BTreeMap<String, u32>,
+    /// `PIER_POLICY` as the last sync wrote it (the next one writes the
+    /// difference); `None` after start or a failed sync.
+    policy_written: Option<maps::PolicyTable>,
 }
 
 impl EbpfDataplane {
@@ -120,6 +125,8 @@ impl EbpfDataplane {
             applied: DesiredState::default(),
             timeouts: CtTimeouts::default(),
             object: None,
+            uplinks: BTreeMap::new(),
+            policy_written: None,
         }
     }
 
@@ -152,6 +159,7 @@ impl EbpfDataplane {
             let r = match prog {
                 aya::programs::Program::SchedClassifier(p) => p.load(),
                 aya::programs::Program::CgroupSockAddr(p) => p.load(),
+                aya::programs::Program::CgroupSock(p) => p.load(),
                 _ => continue,
             };
             if let Err(e) = r {
@@ -162,6 +170,14 @@ impl EbpfDataplane {
     }
 
     fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.program(name)
+    }
+
+    /// The loaded program `name` as its kind `T`.
+    fn program<T>(&mut self, name: &str) -> Result<&mut T, DataplaneError>
+    where
+        for<'a> &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
         self.bpf()?
             .program_mut(name)
             .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
@@ -169,9 +185,34 @@ impl EbpfDataplane {
             .map_err(|e| err(name, e))
     }
 
-    /// Refresh `PIER_HOST_ADDRS` and `PIER_UPLINK` from the host's interfaces.
-    fn sync_host(&mut self) -> Result<(), DataplaneError> {
-        self.sync_host_with(&sys::interfaces()?)
+    /// Attach `pier_uplink_in` to each uplink that exists and is not attached
+    /// at its current ifindex (new, or deleted and made again: its old TCX
+    /// link went with the old interface). A missing uplink is skipped (it is
+    /// attached when it appears).
+    fn attach_uplinks(
+        &mut self,
+        ifaces: &BTreeMap<String, sys::Iface>,
+    ) -> Result<(), DataplaneError> {
+        let dir = self.cfg.bpffs_dir.clone();
+        for up in self.cfg.uplinks.clone() {
+            let Some(i) = ifaces.get(&up) else {
+                self.uplinks.remove(&up);
+                continue;
+            };
+            if self.uplinks.get(&up) == Some(&i.ifindex) {
+                continue;
+            }
+            let pin = attach::tc_pin(&dir, programs::UPLINK_IN, &up);
+            let prog = self.classifier(programs::UPLINK_IN)?;
+            attach::attach_tc(prog, programs::UPLINK_IN, &up, &pin)?;
+            tracing::info!(
+                "{} attached to uplink {up} (ifindex {})",
+                programs::UPLINK_IN,
+                i.ifindex
+            );
+            self.uplinks.insert(up, i.ifindex);
+        }
+        Ok(())
     }
 
     /// [`Self::sync_host`] with the interfaces already read (`sync` reads
@@ -313,9 +354,28 @@ impl EbpfDataplane {
         maps::ports(self.bpf_ref()?)
     }
 
+    /// `PIER_POLICY` as the kernel holds it (prefix length, key, value).
+    pub fn policy_entries(
+        &self,
+    ) -> Result<
+        Vec<(
+            u32,
+            pier_common::policy::PolicyKey,
+            pier_common::policy::PolicyVal,
+        )>,
+        DataplaneError,
+    > {
+        maps::policy(self.bpf_ref()?)
+    }
+
     /// `PIER_ENDPOINTS` as the kernel holds it (address → value).
     pub fn endpoint_entries(&self) -> Result<Vec<(Ipv4Addr, EndpointVal)>, DataplaneError> {
         maps::endpoints(self.bpf_ref()?)
+    }
+
+    /// `PIER_ENDPOINTS6` as it is.
+    pub fn endpoint6_entries(&self) -> Result<Vec<(Ipv6Addr, EndpointVal)>, DataplaneError> {
+        maps::endpoints6(self.bpf_ref()?)
     }
 
     /// Per-reason drop counters summed over the CPUs.
@@ -324,6 +384,7 @@ impl EbpfDataplane {
     }
 
     fn start_inner(&mut self) -> Result<(), DataplaneError> {
+        self.policy_written = None;
         sys::raise_nofile();
         sys::ensure_bpffs(&self.cfg.bpffs_dir)?;
 
@@ -364,13 +425,14 @@ impl EbpfDataplane {
         self.bpf = Some(bpf);
         // Forwarding for networks without masquerade (routed through the host).
         sys::set_sysctl("net.ipv4.ip_forward", "1")?;
-        self.sync_host()?;
-        let dir = self.cfg.bpffs_dir.clone();
-        for up in self.cfg.uplinks.clone() {
-            let pin = attach::tc_pin(&dir, programs::UPLINK_IN, &up);
-            let prog = self.classifier(programs::UPLINK_IN)?;
-            attach::attach_tc(prog, programs::UPLINK_IN, &up, &pin)?;
+        let ifaces = sys::interfaces()?;
+        if let Some(up) = self.cfg.uplinks.iter().find(|u| !ifaces.contains_key(*u)) {
+            return Err(DataplaneError::Other(format!("uplink {up} does not exist")));
         }
+        self.sync_host_with(&ifaces)?;
+        let dir = self.cfg.bpffs_dir.clone();
+        self.uplinks.clear();
+        self.attach_uplinks(&ifaces)?;
         // Host-side veths attached by a previous run: replace their programs
         // in place now (no gap); the next sync keeps or detaches them.
         if let Ok(rd) = std::fs::read_dir(attach::links_dir(&dir)) {
@@ -403,14 +465,13 @@ impl EbpfDataplane {
         if let Some(cg) = self.cfg.cgroup.clone() {
             for name in programs::SOCK_HOOKS {
                 let pin = attach::cg_pin(&dir, name);
-                let prog: &mut CgroupSockAddr = self
-                    .bpf()?
-                    .program_mut(name)
-                    .ok_or_else(|| DataplaneError::Other(format!("program {name} missing")))?
-                    .try_into()
-                    .map_err(|e| err(name, e))?;
+                let prog: &mut CgroupSockAddr = self.program(name)?;
                 attach::attach_cgroup(prog, name, &cg, &pin)?;
             }
+            let name = programs::SOCK_RELEASE;
+            let pin = attach::cg_pin(&dir, name);
+            let prog: &mut CgroupSock = self.program(name)?;
+            attach::attach_cgroup_sock(prog, name, &cg, &pin)?;
         }
         Ok(())
     }
@@ -577,7 +638,8 @@ impl Dataplane for EbpfDataplane {
         let mut t_veths = t_tables;
         let applied = self.sync_veths(&tables.veths).and_then(|()| {
             t_veths = t0.elapsed();
-            maps::write(self.bpf()?, &tables)
+            let prev = self.policy_written.take();
+            maps::write(self.bpf()?, &tables, prev.as_ref())
         });
         if let Err(e) = applied {
             for id in &new {
@@ -588,6 +650,7 @@ impl Dataplane for EbpfDataplane {
         let want: BTreeSet<PortId> = desired.ports.iter().map(port_id).collect();
         self.reservations.retain(|id, _| want.contains(id));
         self.applied = desired.clone();
+        self.policy_written = Some(tables.policy.clone());
         let t_maps = t0.elapsed();
         self.sync_host_with(&ifaces)?;
         let t_host = t0.elapsed();
@@ -607,6 +670,15 @@ impl Dataplane for EbpfDataplane {
         self.gc_conntrack().map(|_| ())
     }
 
+    fn host_changed(&mut self) -> Result<(), DataplaneError> {
+        if self.bpf.is_none() {
+            return Ok(());
+        }
+        let ifaces = sys::interfaces()?;
+        self.sync_host_with(&ifaces)?;
+        self.attach_uplinks(&ifaces)
+    }
+
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
         let bpf = self.bpf_ref()?;
         self.applied
@@ -614,10 +686,12 @@ impl Dataplane for EbpfDataplane {
             .iter()
             .map(|p| {
                 let c = maps::port_counter(bpf, &port_key(p))?;
+                let d = maps::port_denied(bpf, &port_key(p))?;
                 Ok(PortStats {
                     port: p.clone(),
                     packets: c.packets,
                     bytes: c.bytes,
+                    denied: d.packets,
                 })
             })
             .collect()
@@ -637,6 +711,7 @@ mod tests {
                     bridge: "br1".into(),
                     subnet: "10.1.0.0/24".parse().unwrap(),
                     gateway: "10.1.0.1".parse().unwrap(),
+                    subnet6: None,
                     internal: false,
                     icc: true,
                     masquerade: true,
@@ -646,6 +721,7 @@ mod tests {
                     bridge: "br2".into(),
                     subnet: "10.2.0.0/24".parse().unwrap(),
                     gateway: "10.2.0.1".parse().unwrap(),
+                    subnet6: None,
                     internal: true,
                     icc: true,
                     masquerade: true,
@@ -655,17 +731,20 @@ mod tests {
                 EndpointSpec {
                     network_id: 1,
                     ip: "10.1.0.2".parse().unwrap(),
+                    ip6: None,
                     mac: [2, 0, 0, 0, 0, 2],
                     host_ifname: "v1".into(),
                 },
                 EndpointSpec {
                     network_id: 2,
                     ip: "10.2.0.2".parse().unwrap(),
+                    ip6: None,
                     mac: [2, 0, 0, 0, 0, 3],
                     host_ifname: "v2".into(),
                 },
             ],
             ports: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -715,6 +794,7 @@ mod tests {
                     ifindex: 10 + i as u32,
                     mac: Some([2, 0, 0, 0, 1, i as u8]),
                     addrs: Vec::new(),
+                    addrs6: Vec::new(),
                 };
                 (n.to_string(), iface)
             })
@@ -786,5 +866,29 @@ mod tests {
         );
         assert_eq!(k.addr_be.to_ne_bytes(), [192, 0, 2, 1], "packet byte order");
         assert_eq!(k.proto, 17);
+    }
+
+    #[test]
+    fn a_dual_stack_endpoint_is_found_by_both_addresses_and_its_veth() {
+        let mut s = state();
+        s.networks[0].subnet6 = Some("fd00:1::/64".parse().unwrap());
+        s.endpoints[0].ip6 = Some("fd00:1::2".parse().unwrap());
+        let t = Tables::new(&s, &ifaces(&["br1", "br2", "v1", "v2"])).unwrap();
+        let a6: Ipv6Addr = "fd00:1::2".parse().unwrap();
+        let k = maps::addr6_be(a6);
+        assert_eq!(maps::addr6_from_be(k), a6);
+        assert_eq!(k[0].to_ne_bytes(), [0xfd, 0, 0, 1], "packet byte order");
+        assert_eq!(
+            t.endpoints6[&k],
+            t.endpoints[&addr_be("10.1.0.2".parse().unwrap())]
+        );
+        assert_eq!(t.endpoints6.len(), 1);
+        let net = maps::addr6_be("fd00:1::".parse().unwrap());
+        assert_eq!(t.subnets6.get(&(64, net)), Some(&1));
+        assert_eq!(t.subnets6.len(), 1);
+        // Every veth, single stack too, names its network.
+        assert_eq!(t.veth_vals[&12].network_id, 1);
+        assert_eq!(t.veth_vals[&13].network_id, 2);
+        assert_eq!(t.veth_vals[&13].bridge_mac, [2, 0, 0, 0, 1, 1]);
     }
 }

@@ -3,7 +3,7 @@
 //! readers (conntrack gc, counters, inspection).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use aya::{
@@ -17,14 +17,19 @@ use pier_common::{
     ct::{CtVal, FlowKey},
     drop::DropReason,
     endpoint::{
-        EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, NetworkVal, UplinkVal,
+        Addr6, EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, NetworkVal, UplinkVal,
+        VethVal,
     },
     maps as names,
     metrics::Counter,
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+    policy::{
+        POLICY_ALLOW, POLICY_DENY, POLICY_F_DEFAULT_DENY, POLICY_F_HOST, POLICY_F_PORT, PolicyKey,
+        PolicyVal, SCOPE_BITS,
+    },
 };
 
-use super::{DataplaneError, DesiredState, PortSpec, Proto, sys::Iface};
+use super::{DataplaneError, DesiredState, PolicyRule, PortRef, PortSpec, Proto, sys::Iface};
 
 fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneError {
     DataplaneError::Other(format!("{what}: {e}"))
@@ -37,6 +42,21 @@ pub fn addr_be(ip: Ipv4Addr) -> u32 {
 
 pub fn addr_from_be(v: u32) -> Ipv4Addr {
     Ipv4Addr::from(v.to_ne_bytes())
+}
+
+/// `_be` form of an IPv6 address: its 16 bytes in packet order.
+pub fn addr6_be(ip: Ipv6Addr) -> Addr6 {
+    let o = ip.octets();
+    let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+pub fn addr6_from_be(v: Addr6) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    for (i, w) in v.iter().enumerate() {
+        o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    Ipv6Addr::from(o)
 }
 
 pub fn proto_num(p: Proto) -> u8 {
@@ -72,10 +92,41 @@ pub struct Tables {
     /// (prefix length, network `_be`) → network id.
     pub subnets: BTreeMap<(u32, u32), u32>,
     pub endpoints: BTreeMap<u32, EndpointVal>,
+    /// (prefix length, IPv6 network `_be`) → network id.
+    pub subnets6: BTreeMap<(u32, Addr6), u32>,
+    pub endpoints6: BTreeMap<Addr6, EndpointVal>,
+    /// Host-side veth ifindex → its network.
+    pub veth_vals: BTreeMap<u32, VethVal>,
     pub ports: BTreeMap<PortKey, PortVal>,
     pub backends: BTreeMap<PortKey, PortKey>,
+    /// `PIER_POLICY`: (prefix length, key data) → rule.
+    pub policy: BTreeMap<(u32, PolicyKey), PolicyVal>,
     /// Host-side veths that get `pier_veth_in`.
     pub veths: BTreeSet<String>,
+}
+
+/// Add `rules` under scope `scope` (a `PolicyKey` with a zero source): a
+/// deny and an allow of the same prefix in one scope make a deny.
+fn add_rules(
+    policy: &mut BTreeMap<(u32, PolicyKey), PolicyVal>,
+    scope: PolicyKey,
+    rules: &[PolicyRule],
+) {
+    for r in rules {
+        let net = r.src.trunc();
+        let mut k = scope;
+        k.src[..4].copy_from_slice(&net.network().octets());
+        let len = SCOPE_BITS + u32::from(net.prefix_len());
+        let v = PolicyVal {
+            action: if r.deny { POLICY_DENY } else { POLICY_ALLOW },
+            prefix_len: net.prefix_len(),
+            _pad: 0,
+        };
+        let e = policy.entry((len, k)).or_insert(v);
+        if r.deny {
+            *e = v;
+        }
+    }
 }
 
 impl Tables {
@@ -111,6 +162,10 @@ impl Tables {
                 (n.subnet.prefix_len() as u32, addr_be(n.subnet.network())),
                 n.id,
             );
+            if let Some(s6) = n.subnet6 {
+                t.subnets6
+                    .insert((s6.prefix_len() as u32, addr6_be(s6.network())), n.id);
+            }
             let mac = ifaces.get(&n.bridge).and_then(|b| b.mac).ok_or_else(|| {
                 DataplaneError::Other(format!(
                     "network {}: bridge {} does not exist",
@@ -119,6 +174,7 @@ impl Tables {
             })?;
             bridge_mac.insert(n.id, mac);
         }
+        let host_allows = desired.host_policy.iter().any(|r| !r.deny);
         let mut net_of = BTreeMap::new();
         for e in &desired.endpoints {
             // A container whose interface is gone (stopped, being torn down)
@@ -137,13 +193,22 @@ impl Tables {
                     e.ip, e.network_id
                 ))
             })?;
-            t.endpoints.insert(
-                addr_be(e.ip),
-                EndpointVal {
-                    ifindex: veth.ifindex,
+            let val = EndpointVal {
+                ifindex: veth.ifindex,
+                network_id: e.network_id,
+                mac: e.mac,
+                bridge_mac,
+            };
+            t.endpoints.insert(addr_be(e.ip), val);
+            if let Some(ip6) = e.ip6 {
+                t.endpoints6.insert(addr6_be(ip6), val);
+            }
+            t.veth_vals.insert(
+                veth.ifindex,
+                VethVal {
                     network_id: e.network_id,
-                    mac: e.mac,
                     bridge_mac,
+                    _pad: [0; 2],
                 },
             );
             net_of.insert(e.ip, e.network_id);
@@ -157,10 +222,30 @@ impl Tables {
                 continue;
             }
             let key = port_key(p);
+            let own = desired
+                .port_policy
+                .get(&PortRef::of(p))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut policy = 0;
+            if !own.is_empty() {
+                policy |= POLICY_F_PORT;
+                add_rules(
+                    &mut t.policy,
+                    PolicyKey::port(key.addr_be, key.port_be, key.proto, 0),
+                    own,
+                );
+            }
+            if !desired.host_policy.is_empty() {
+                policy |= POLICY_F_HOST;
+            }
+            if host_allows || own.iter().any(|r| !r.deny) {
+                policy |= POLICY_F_DEFAULT_DENY;
+            }
             let val = PortVal {
                 backend_be: addr_be(p.container_ip),
                 backend_port_be: p.container_port.to_be(),
-                _pad: 0,
+                policy,
             };
             t.ports.insert(key, val);
             // Backend → the (first) host port publishing it.
@@ -172,6 +257,7 @@ impl Tables {
             };
             t.backends.entry(backend).or_insert(key);
         }
+        add_rules(&mut t.policy, PolicyKey::host(0), &desired.host_policy);
         Ok(t)
     }
 }
@@ -197,11 +283,40 @@ fn hash_ro<'a, K: Pod, V: Pod>(
     HashMap::try_from(map).map_err(|e| err(name, e))
 }
 
-fn lpm(bpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, u32, u32>, DataplaneError> {
+fn lpm<'a, K: Pod>(
+    bpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<LpmTrie<&'a mut MapData, K, u32>, DataplaneError> {
     let map = bpf
-        .map_mut(names::SUBNETS)
-        .ok_or_else(|| DataplaneError::Other("map PIER_SUBNETS missing".into()))?;
-    LpmTrie::try_from(map).map_err(|e| err(names::SUBNETS, e))
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))?;
+    LpmTrie::try_from(map).map_err(|e| err(name, e))
+}
+
+/// Make LPM trie `name` hold exactly `want` ((prefix length, data) → id).
+fn sync_lpm<K: Pod + Ord>(
+    bpf: &mut Ebpf,
+    name: &str,
+    want: &BTreeMap<(u32, K), u32>,
+    add: bool,
+) -> Result<(), DataplaneError> {
+    let mut m = lpm::<K>(bpf, name)?;
+    if add {
+        for ((len, net), id) in want {
+            m.insert(&Key::new(*len, *net), id, 0)
+                .map_err(|e| err(name, e))?;
+        }
+        return Ok(());
+    }
+    let stale: Vec<Key<K>> = m
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains_key(&(k.prefix_len(), k.data())))
+        .collect();
+    for k in stale {
+        m.remove(&k).map_err(|e| err(name, e))?;
+    }
+    Ok(())
 }
 
 /// Insert or update every entry of `want`.
@@ -235,55 +350,97 @@ fn prune<K: Pod + Ord, V: Pod>(
     Ok(())
 }
 
+fn policy_map(
+    bpf: &mut Ebpf,
+) -> Result<LpmTrie<&mut MapData, PolicyKey, PolicyVal>, DataplaneError> {
+    let map = bpf
+        .map_mut(names::POLICY)
+        .ok_or_else(|| DataplaneError::Other("map PIER_POLICY missing".into()))?;
+    LpmTrie::try_from(map).map_err(|e| err(names::POLICY, e))
+}
+
+/// Per-CPU counter map `name` (keyed by published port): a zeroed entry
+/// for each new port of `ports`, none for a port that is gone.
+fn port_counters(
+    bpf: &mut Ebpf,
+    name: &str,
+    ports: &BTreeMap<PortKey, PortVal>,
+) -> Result<(), DataplaneError> {
+    let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
+    let mut stats: PerCpuHashMap<_, PortKey, Counter> =
+        PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
+    let have: BTreeSet<PortKey> = stats.keys().filter_map(Result::ok).collect();
+    for k in ports.keys().filter(|k| !have.contains(k)) {
+        let zero =
+            PerCpuValues::try_from(vec![Counter::default(); ncpu]).map_err(|e| err(name, e))?;
+        stats.insert(k, zero, 0).map_err(|e| err(name, e))?;
+    }
+    for k in have.iter().filter(|k| !ports.contains_key(k)) {
+        stats.remove(k).map_err(|e| err(name, e))?;
+    }
+    Ok(())
+}
+
+/// `PIER_POLICY` as the last successful [`write`] left it (`None`: not
+/// known, e.g. after a restart: the whole map is compared then).
+pub type PolicyTable = BTreeMap<(u32, PolicyKey), PolicyVal>;
+
 /// Make the maps hold exactly `t`: add and update first (networks →
 /// endpoints → ports), remove after (ports → endpoints → networks), so no
-/// packet meets an entry pointing at a missing one.
-pub fn write(bpf: &mut Ebpf, t: &Tables) -> Result<(), DataplaneError> {
+/// packet meets an entry pointing at a missing one. `PIER_POLICY` is
+/// written as the difference from `prev` (thousands of rules cost nothing
+/// in a change that does not touch them).
+pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(), DataplaneError> {
     upsert(bpf, names::NETWORKS, &t.networks)?;
-    {
-        let mut m = lpm(bpf)?;
-        for ((len, net), id) in &t.subnets {
-            m.insert(&Key::new(*len, *net), id, 0)
-                .map_err(|e| err(names::SUBNETS, e))?;
-        }
-    }
+    sync_lpm(bpf, names::SUBNETS, &t.subnets, true)?;
+    sync_lpm(bpf, names::SUBNETS6, &t.subnets6, true)?;
+    upsert(bpf, names::VETHS, &t.veth_vals)?;
     upsert(bpf, names::ENDPOINTS, &t.endpoints)?;
+    upsert(bpf, names::ENDPOINTS6, &t.endpoints6)?;
+    // Counters start at zero for a new port and keep counting otherwise.
+    port_counters(bpf, names::PORT_STATS, &t.ports)?;
+    port_counters(bpf, names::PORT_DROPS, &t.ports)?;
+    // Rules before the ports that ask for them, stale ones after.
     {
-        // Counters start at zero for a new port and keep counting otherwise.
-        let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
-        let map = bpf
-            .map_mut(names::PORT_STATS)
-            .ok_or_else(|| DataplaneError::Other("map PIER_PORT_STATS missing".into()))?;
-        let mut stats: PerCpuHashMap<_, PortKey, Counter> =
-            PerCpuHashMap::try_from(map).map_err(|e| err(names::PORT_STATS, e))?;
-        let have: BTreeSet<PortKey> = stats.keys().filter_map(Result::ok).collect();
-        for k in t.ports.keys().filter(|k| !have.contains(k)) {
-            let zero = PerCpuValues::try_from(vec![Counter::default(); ncpu])
-                .map_err(|e| err(names::PORT_STATS, e))?;
-            stats
-                .insert(k, zero, 0)
-                .map_err(|e| err(names::PORT_STATS, e))?;
-        }
-        for k in have.iter().filter(|k| !t.ports.contains_key(k)) {
-            stats.remove(k).map_err(|e| err(names::PORT_STATS, e))?;
+        let mut m = policy_map(bpf)?;
+        for ((len, k), v) in &t.policy {
+            if prev.is_some_and(|p| p.get(&(*len, *k)) == Some(v)) {
+                continue;
+            }
+            m.insert(&Key::new(*len, *k), v, 0)
+                .map_err(|e| err(names::POLICY, e))?;
         }
     }
     upsert(bpf, names::BACKENDS, &t.backends)?;
     upsert(bpf, names::PORTS, &t.ports)?;
     prune(bpf, names::PORTS, &t.ports)?;
-    prune(bpf, names::BACKENDS, &t.backends)?;
-    prune(bpf, names::ENDPOINTS, &t.endpoints)?;
     {
-        let mut m = lpm(bpf)?;
-        let stale: Vec<Key<u32>> = m
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !t.subnets.contains_key(&(k.prefix_len(), k.data())))
-            .collect();
+        let mut m = policy_map(bpf)?;
+        let stale: Vec<Key<PolicyKey>> = match prev {
+            Some(p) => p
+                .keys()
+                .filter(|k| !t.policy.contains_key(k))
+                .map(|(len, k)| Key::new(*len, *k))
+                .collect(),
+            None => m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !t.policy.contains_key(&(k.prefix_len(), k.data())))
+                .collect(),
+        };
         for k in stale {
-            m.remove(&k).map_err(|e| err(names::SUBNETS, e))?;
+            m.remove(&k).map_err(|e| err(names::POLICY, e))?;
         }
     }
+    prune(bpf, names::BACKENDS, &t.backends)?;
+    prune(bpf, names::ENDPOINTS6, &t.endpoints6)?;
+    prune(bpf, names::ENDPOINTS, &t.endpoints)?;
+    prune(bpf, names::VETHS, &t.veth_vals)?;
+    sync_lpm(bpf, names::SUBNETS6, &t.subnets6, false)?;
+    sync_lpm(bpf, names::SUBNETS, &t.subnets, false)?;
     prune(bpf, names::NETWORKS, &t.networks)
 }
 
@@ -300,11 +457,19 @@ pub fn write_host(
         .filter(|a| !a.is_loopback())
         .map(|a| (addr_be(*a), 1))
         .collect();
+    let addrs6: BTreeMap<Addr6, u32> = ifaces
+        .values()
+        .flat_map(|i| i.addrs6.iter())
+        .filter(|a| !a.is_loopback())
+        .map(|a| (addr6_be(*a), 1))
+        .collect();
     let mut uplink = UplinkVal::default();
     for name in uplinks {
-        let i = ifaces
-            .get(name)
-            .ok_or_else(|| DataplaneError::Other(format!("uplink {name} does not exist")))?;
+        // (A missing uplink, deleted under the agent, is skipped: `start`
+        // refuses one that is missing from the beginning.)
+        let Some(i) = ifaces.get(name) else {
+            continue;
+        };
         if let Some(a) = i.addrs.first()
             && uplink.ifindex == 0
         {
@@ -316,6 +481,8 @@ pub fn write_host(
     }
     upsert(bpf, names::HOST_ADDRS, &addrs)?;
     prune(bpf, names::HOST_ADDRS, &addrs)?;
+    upsert(bpf, names::HOST_ADDRS6, &addrs6)?;
+    prune(bpf, names::HOST_ADDRS6, &addrs6)?;
     let map = bpf
         .map_mut(names::UPLINK)
         .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK missing".into()))?;
@@ -416,6 +583,14 @@ pub fn endpoints(bpf: &Ebpf) -> Result<Vec<(Ipv4Addr, EndpointVal)>, DataplaneEr
         .collect())
 }
 
+pub fn endpoints6(bpf: &Ebpf) -> Result<Vec<(Ipv6Addr, EndpointVal)>, DataplaneError> {
+    Ok(hash_ro::<Addr6, EndpointVal>(bpf, names::ENDPOINTS6)?
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (addr6_from_be(k), v))
+        .collect())
+}
+
 fn sum<'a>(it: impl Iterator<Item = &'a Counter>) -> Counter {
     it.fold(Counter::default(), |a, c| Counter {
         packets: a.packets + c.packets,
@@ -438,12 +613,34 @@ pub fn drops(bpf: &Ebpf) -> Result<Vec<(DropReason, Counter)>, DataplaneError> {
         .collect()
 }
 
+fn per_port(bpf: &Ebpf, name: &str, key: &PortKey) -> Result<Counter, DataplaneError> {
+    let map = bpf
+        .map(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
+    let m: PerCpuHashMap<_, PortKey, Counter> =
+        PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
+    Ok(m.get(key, 0).map(|v| sum(v.iter())).unwrap_or_default())
+}
+
 /// Packets and bytes of published port `key`, summed over the CPUs.
 pub fn port_counter(bpf: &Ebpf, key: &PortKey) -> Result<Counter, DataplaneError> {
+    per_port(bpf, names::PORT_STATS, key)
+}
+
+/// Packets and bytes the source policy of published port `key` dropped.
+pub fn port_denied(bpf: &Ebpf, key: &PortKey) -> Result<Counter, DataplaneError> {
+    per_port(bpf, names::PORT_DROPS, key)
+}
+
+/// `PIER_POLICY` as the kernel holds it: (prefix length, key data, value).
+pub fn policy(bpf: &Ebpf) -> Result<Vec<(u32, PolicyKey, PolicyVal)>, DataplaneError> {
     let map = bpf
-        .map(names::PORT_STATS)
-        .ok_or_else(|| DataplaneError::Other("map PIER_PORT_STATS missing".into()))?;
-    let m: PerCpuHashMap<_, PortKey, Counter> =
-        PerCpuHashMap::try_from(map).map_err(|e| err(names::PORT_STATS, e))?;
-    Ok(m.get(key, 0).map(|v| sum(v.iter())).unwrap_or_default())
+        .map(names::POLICY)
+        .ok_or_else(|| DataplaneError::Other("map PIER_POLICY missing".into()))?;
+    let m: LpmTrie<_, PolicyKey, PolicyVal> =
+        LpmTrie::try_from(map).map_err(|e| err(names::POLICY, e))?;
+    Ok(m.iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (k.prefix_len(), k.data(), v))
+        .collect())
 }

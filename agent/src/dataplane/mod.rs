@@ -4,9 +4,12 @@
 //! once at start) and calls [`Dataplane::sync`]; the dataplane makes maps and
 //! attachments agree with it. The same call serves a normal change and the
 //! reconcile after a restart.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 mod attach;
 pub mod ebpf;
@@ -32,8 +35,10 @@ pub mod programs {
     pub const SENDMSG4: &str = "pier_sendmsg4";
     pub const RECVMSG4: &str = "pier_recvmsg4";
     pub const GETPEERNAME4: &str = "pier_getpeername4";
-    /// The cgroup socket hooks for host-local clients.
+    /// The cgroup socket-address hooks for host-local clients.
     pub const SOCK_HOOKS: [&str; 4] = [CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
+    /// cgroup sock_release: forgets a closed socket's translation.
+    pub const SOCK_RELEASE: &str = "pier_sock_release";
 }
 
 /// Start-up configuration of the dataplane.
@@ -62,6 +67,8 @@ pub struct NetworkSpec {
     pub bridge: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// `--ipv6`: the IPv6 subnet (its gateway is on the bridge too).
+    pub subnet6: Option<Ipv6Net>,
     /// `--internal`: no way out, published ports not reachable.
     pub internal: bool,
     /// `com.docker.network.bridge.enable_icc` (default true).
@@ -75,6 +82,8 @@ pub struct NetworkSpec {
 pub struct EndpointSpec {
     pub network_id: u32,
     pub ip: Ipv4Addr,
+    /// The IPv6 address on a dual-stack network.
+    pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
     /// Host-side veth name.
     pub host_ifname: String,
@@ -94,12 +103,44 @@ pub struct PortSpec {
     pub reserve: bool,
 }
 
+/// One source rule of a published port's policy (`PIER_POLICY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyRule {
+    pub src: Ipv4Net,
+    /// Deny (else allow) sources in `src`.
+    pub deny: bool,
+}
+
+/// A published host port, as a policy names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRef {
+    pub host_ip: Option<Ipv4Addr>,
+    pub proto: Proto,
+    pub host_port: u16,
+}
+
+impl PortRef {
+    pub fn of(p: &PortSpec) -> Self {
+        PortRef {
+            host_ip: p.host_ip,
+            proto: p.proto,
+            host_port: p.host_port,
+        }
+    }
+}
+
 /// Everything the maps and attachments must reflect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub networks: Vec<NetworkSpec>,
     pub endpoints: Vec<EndpointSpec>,
     pub ports: Vec<PortSpec>,
+    /// Rules for every published port (`pier policy` without a port,
+    /// protocol or container).
+    pub host_policy: Vec<PolicyRule>,
+    /// Rules for one published port each (compiled by the agent from the
+    /// per-port, per-container and per-network rules that apply to it).
+    pub port_policy: std::collections::BTreeMap<PortRef, Vec<PolicyRule>>,
 }
 
 /// Per published port counters.
@@ -108,6 +149,8 @@ pub struct PortStats {
     pub port: PortSpec,
     pub packets: u64,
     pub bytes: u64,
+    /// Packets its source policy dropped (`PolicyDenied`).
+    pub denied: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +176,11 @@ pub trait Dataplane: Send {
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError>;
     /// Retire expired conntrack and NAT entries (the agent calls it on a timer).
     fn gc(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    /// The host changed (an address, a link, a route): read its addresses
+    /// and uplinks again and re-attach an uplink whose interface is new.
+    fn host_changed(&mut self) -> Result<(), DataplaneError> {
         Ok(())
     }
     /// Detach every program and remove every pin (`pier system reset`).

@@ -88,6 +88,7 @@ pub struct Iface {
     pub ifindex: u32,
     pub mac: Option<[u8; 6]>,
     pub addrs: Vec<Ipv4Addr>,
+    pub addrs6: Vec<std::net::Ipv6Addr>,
 }
 
 /// Every interface of the calling thread's namespace, by name.
@@ -103,6 +104,8 @@ pub fn interfaces() -> Result<BTreeMap<String, Iface>, DataplaneError> {
             }
         } else if let Some(a) = addr.as_sockaddr_in() {
             entry.addrs.push(a.ip());
+        } else if let Some(a) = addr.as_sockaddr_in6() {
+            entry.addrs6.push(a.ip());
         }
     }
     Ok(out)

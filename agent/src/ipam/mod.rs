@@ -4,9 +4,15 @@
 //! - [`allocate`]: the lowest free address of a subnet (or its `--ip-range`),
 //!   so a released address is handed out again, as the seed shows.
 //! - [`validate_pool`]: the checks `network create` makes on its arguments.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+//! - IPv6 (dual-stack networks): [`pick_subnet6`] (the next free /64 of
+//!   pier's ULA pool [`ULA_POOL`]), [`parse_subnet6`], [`validate_pool6`],
+//!   [`allocate6`].
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IpamError {
@@ -40,6 +46,149 @@ pub enum IpamError {
     },
     #[error("Address already in use: {0}")]
     InUse(Ipv4Addr),
+    #[error("invalid IPv6 subnet {0}")]
+    InvalidSubnet6(String),
+    #[error("invalid IPv6 subnet {given}: it should be {want}")]
+    HostBitsSet6 { given: String, want: Ipv6Net },
+    #[error("IPv6 subnet {0} is too small: the prefix length must be at most 124")]
+    TooSmall6(Ipv6Net),
+    #[error("invalid IPv6 gateway {0}")]
+    InvalidGateway6(String),
+    #[error("no matching subnet for IPv6 gateway {0}")]
+    GatewayOutside6(Ipv6Addr),
+    #[error("invalid IPv6 ip range {0}")]
+    InvalidRange6(String),
+    #[error("ip range {range} is not inside subnet {subnet}")]
+    RangeOutside6 { range: Ipv6Net, subnet: Ipv6Net },
+    #[error(
+        "could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network"
+    )]
+    NoPool6,
+    #[error("no available IPv6 addresses on network {0}")]
+    Exhausted6(String),
+    #[error("no available IPv6 address {ip}: it is not in network {net}'s range {range}")]
+    OutOfRange6 {
+        ip: Ipv6Addr,
+        net: String,
+        range: Ipv6Net,
+    },
+    #[error("Address already in use: {0}")]
+    InUse6(Ipv6Addr),
+}
+
+/// pier's IPv6 pool: the unique local /48 `fd50:6965:7200::/48` (global ID
+/// 50:6965:7200, "Pier" in ASCII), handed out as /64s in order.
+pub const ULA_POOL: &str = "fd50:6965:7200::/48";
+
+pub fn overlaps6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The first /64 of [`ULA_POOL`] that overlaps none of `taken` (this
+/// agent's IPv6 subnets and those routed on the host).
+pub fn pick_subnet6(taken: &[Ipv6Net]) -> Result<Ipv6Net, IpamError> {
+    let pool: Ipv6Net = ULA_POOL.parse().expect("pool");
+    pool.subnets(64)
+        .expect("/64s of a /48")
+        .find(|p| !taken.iter().any(|t| overlaps6(p, t)))
+        .ok_or(IpamError::NoPool6)
+}
+
+/// Parse an IPv6 `--subnet`: a network address, prefix length at most 124.
+pub fn parse_subnet6(s: &str) -> Result<Ipv6Net, IpamError> {
+    let n: Ipv6Net = s
+        .parse()
+        .map_err(|_| IpamError::InvalidSubnet6(s.to_string()))?;
+    if n.addr() != n.network() {
+        return Err(IpamError::HostBitsSet6 {
+            given: s.to_string(),
+            want: n.trunc(),
+        });
+    }
+    if n.prefix_len() > 124 {
+        return Err(IpamError::TooSmall6(n));
+    }
+    Ok(n)
+}
+
+/// Usable IPv6 host addresses of `net`: all but the subnet-router anycast
+/// address (the network address itself).
+fn is_host6(net: &Ipv6Net, ip: Ipv6Addr) -> bool {
+    net.contains(&ip) && ip != net.network()
+}
+
+pub fn first_host6(subnet: &Ipv6Net) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(subnet.network()) + 1)
+}
+
+/// Check an IPv6 pool's parts; returns the gateway (`::1` by default).
+pub fn validate_pool6(
+    subnet: Ipv6Net,
+    gateway: Option<&str>,
+    ip_range: Option<&str>,
+) -> Result<(Ipv6Addr, Option<Ipv6Net>), IpamError> {
+    let gw = match gateway {
+        Some(g) => {
+            let ip: Ipv6Addr = g
+                .parse()
+                .map_err(|_| IpamError::InvalidGateway6(g.to_string()))?;
+            if !is_host6(&subnet, ip) {
+                return Err(IpamError::GatewayOutside6(ip));
+            }
+            ip
+        }
+        None => first_host6(&subnet),
+    };
+    let range = match ip_range {
+        Some(r) => {
+            let n: Ipv6Net = r
+                .parse()
+                .map_err(|_| IpamError::InvalidRange6(r.to_string()))?;
+            if n.addr() != n.network() {
+                return Err(IpamError::InvalidRange6(r.to_string()));
+            }
+            if !subnet.contains(&n) {
+                return Err(IpamError::RangeOutside6 { range: n, subnet });
+            }
+            Some(n)
+        }
+        None => None,
+    };
+    Ok((gw, range))
+}
+
+/// [`allocate`] for IPv6: `requested` if free and inside the subnet, else
+/// the lowest free address of `range` (or the subnet), never the gateway.
+/// The search stops after `used.len() + 2` candidates: the lowest free one
+/// is always among them.
+pub fn allocate6(
+    net_name: &str,
+    subnet: Ipv6Net,
+    gateway: Ipv6Addr,
+    range: Option<Ipv6Net>,
+    used: &BTreeSet<Ipv6Addr>,
+    requested: Option<Ipv6Addr>,
+) -> Result<Ipv6Addr, IpamError> {
+    if let Some(ip) = requested {
+        if !is_host6(&subnet, ip) {
+            return Err(IpamError::OutOfRange6 {
+                ip,
+                net: net_name.to_string(),
+                range: subnet,
+            });
+        }
+        if ip == gateway || used.contains(&ip) {
+            return Err(IpamError::InUse6(ip));
+        }
+        return Ok(ip);
+    }
+    let pool = range.unwrap_or(subnet);
+    let (lo, hi) = (u128::from(pool.network()), u128::from(pool.broadcast()));
+    let tries = used.len() as u128 + 2;
+    (lo..=hi.min(lo.saturating_add(tries)))
+        .map(Ipv6Addr::from)
+        .find(|ip| is_host6(&subnet, *ip) && *ip != gateway && !used.contains(ip))
+        .ok_or_else(|| IpamError::Exhausted6(net_name.to_string()))
 }
 
 /// Default pools: 172.17.0.0/16 … 172.31.0.0/16, then 192.168.0.0/20 blocks.
@@ -160,6 +309,56 @@ pub fn allocate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_in_order_released_reused_and_bad_pools_refused() {
+        let sn: Ipv6Net = "fd00:1::/64".parse().unwrap();
+        let (gw, range) = validate_pool6(sn, None, None).unwrap();
+        assert_eq!((gw, range), ("fd00:1::1".parse().unwrap(), None));
+        let mut used = BTreeSet::new();
+        let a = allocate6("n", sn, gw, None, &used, None).unwrap();
+        used.insert(a);
+        let b = allocate6("n", sn, gw, None, &used, None).unwrap();
+        used.insert(b);
+        assert_eq!(
+            (a.to_string(), b.to_string()),
+            ("fd00:1::2".into(), "fd00:1::3".into())
+        );
+        used.remove(&a);
+        assert_eq!(allocate6("n", sn, gw, None, &used, None).unwrap(), a);
+        let taken = allocate6("n", sn, gw, None, &used, Some(b)).unwrap_err();
+        assert_eq!(taken, IpamError::InUse6(b));
+        let out = allocate6("n", sn, gw, None, &used, Some("fd00:2::5".parse().unwrap()));
+        assert!(matches!(out, Err(IpamError::OutOfRange6 { .. })));
+        let r: Ipv6Net = "fd00:1::100/120".parse().unwrap();
+        assert_eq!(
+            allocate6("n", sn, gw, Some(r), &used, None)
+                .unwrap()
+                .to_string(),
+            "fd00:1::100"
+        );
+        assert!(matches!(
+            validate_pool6(sn, Some("fd00:9::1"), None),
+            Err(IpamError::GatewayOutside6(_))
+        ));
+        assert!(matches!(
+            validate_pool6(sn, None, Some("fd00:9::/120")),
+            Err(IpamError::RangeOutside6 { .. })
+        ));
+        assert!(matches!(
+            parse_subnet6("fd00:1::5/64"),
+            Err(IpamError::HostBitsSet6 { .. })
+        ));
+        assert!(matches!(
+            parse_subnet6("10.0.0.0/8"),
+            Err(IpamError::InvalidSubnet6(_))
+        ));
+        // The pool's /64s in order, skipping taken ones.
+        let first = pick_subnet6(&[]).unwrap();
+        assert_eq!(first.to_string(), "fd50:6965:7200::/64");
+        let second = pick_subnet6(&[first, "fd50:6965:7200:1::/80".parse().unwrap()]).unwrap();
+        assert_eq!(second.to_string(), "fd50:6965:7200:2::/64");
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()

@@ -1,8 +1,12 @@
 //! The records the agent keeps. The store persists them; every kernel object
 //! pier makes is derived from them.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub const DRIVER_BRIDGE: &str = "bridge";
@@ -15,6 +19,9 @@ pub mod opts {
     pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
     pub const ENABLE_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
     pub const MTU: &str = "com.docker.network.driver.mtu";
+    /// pier's own: `CIDR,CIDR`: only these sources reach the ports its
+    /// containers publish.
+    pub const PUBLISH_ALLOW: &str = "pier.publish.allow";
 }
 
 /// Who made a network or a container, and so who may change or remove it:
@@ -88,9 +95,21 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "is_pier")]
     pub owner: Owner,
+    /// `--ipv6`: dual stack, with this IPv6 subnet, gateway (on the bridge)
+    /// and range. Older stores have none of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<Ipv6Net>,
     /// Endpoints an engine created here that no sandbox has joined yet.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<String, PendingEndpoint>,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 fn is_pier(o: &Owner) -> bool {
@@ -100,6 +119,10 @@ fn is_pier(o: &Owner) -> bool {
 impl Network {
     pub fn is_bridge(&self) -> bool {
         self.driver == DRIVER_BRIDGE
+    }
+    /// Dual stack (`EnableIPv6`).
+    pub fn ipv6(&self) -> bool {
+        self.subnet6.is_some()
     }
     /// First 12 hex digits of the id.
     pub fn short_id(&self) -> &str {
@@ -132,6 +155,12 @@ pub struct Endpoint {
     pub host_ifname: String,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
+    /// The IPv6 address on a dual-stack network (with the subnet's prefix
+    /// length); older stores have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix_len6: u8,
     pub mac: [u8; 6],
     /// `--alias` names on this network.
     pub aliases: Vec<String>,
@@ -245,6 +274,86 @@ pub struct Container {
     /// ProgramExternalConnectivity for); `None`: the first endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports_on: Option<String>,
+    /// `--publish-allow CIDR`: only these sources reach its published ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish_allow: Vec<Ipv4Net>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyAction {
+    Allow,
+    Deny,
+}
+
+impl PolicyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyAction::Allow => "allow",
+            PolicyAction::Deny => "deny",
+        }
+    }
+}
+
+/// One `pier policy allow|deny` rule: which sources may reach published
+/// ports. Without `port`, `proto` and `container` it is host-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub id: u32,
+    pub action: PolicyAction,
+    pub src: Ipv4Net,
+    /// A published host port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<PortProto>,
+    /// The container (id) whose published ports it is for; the rule goes
+    /// with the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    pub created: String,
+}
+
+impl PolicyRecord {
+    pub fn host_wide(&self) -> bool {
+        self.port.is_none() && self.proto.is_none() && self.container.is_none()
+    }
+    /// Whether it applies to host port `port`/`proto` of container `cid`.
+    pub fn applies(&self, cid: &str, port: u16, proto: PortProto) -> bool {
+        self.port.is_none_or(|p| p == port)
+            && self.proto.is_none_or(|p| p == proto)
+            && self.container.as_deref().is_none_or(|c| c == cid)
+    }
+}
+
+/// The sources of a `pier.publish.allow` option value (`CIDR,CIDR`; a bare
+/// address is a /32).
+pub fn parse_cidr_list(v: &str) -> std::result::Result<Vec<Ipv4Net>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse_cidr)
+        .collect()
+}
+
+/// `10.0.0.0/8` or `10.1.2.3` (a /32); host bits set is an error.
+pub fn parse_cidr(s: &str) -> std::result::Result<Ipv4Net, String> {
+    let net = if s.contains('/') {
+        s.parse::<Ipv4Net>()
+            .map_err(|_| format!("invalid CIDR {s:?}: an IPv4 prefix like 10.0.0.0/8"))?
+    } else {
+        let a: Ipv4Addr = s
+            .parse()
+            .map_err(|_| format!("invalid CIDR {s:?}: an IPv4 prefix like 10.0.0.0/8"))?;
+        Ipv4Net::from(a)
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "invalid CIDR {s:?}: host bits are set (did you mean {}?)",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 impl Container {
@@ -269,6 +378,11 @@ pub struct State {
     pub networks: BTreeMap<String, Network>,
     pub containers: BTreeMap<String, Container>,
     pub next_net_num: u32,
+    /// `pier policy` rules by id.
+    #[serde(default)]
+    pub policies: BTreeMap<u32, PolicyRecord>,
+    #[serde(default)]
+    pub next_policy_id: u32,
 }
 
 /// The MAC Docker derives from an address: 02:42 and the four address bytes.
@@ -352,6 +466,16 @@ impl State {
                     .into_iter()
                     .flat_map(|n| n.pending.values().map(|p| p.ip)),
             )
+            .collect()
+    }
+
+    /// IPv6 addresses taken on a network.
+    pub fn used_ips6(&self, network_id: &str) -> std::collections::BTreeSet<Ipv6Addr> {
+        self.containers
+            .values()
+            .flat_map(|c| c.endpoints.iter())
+            .filter(|e| e.network_id == network_id)
+            .filter_map(|e| e.ip6)
             .collect()
     }
 
@@ -478,6 +602,21 @@ mod tests {
             s.starts_with("20") && s.ends_with('Z') && &s[10..11] == "T",
             "{s}"
         );
+    }
+
+    #[test]
+    fn cidrs_parse_strictly() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        for bad in ["10.0.0.0/33", "10.0.0/8", "x", "", "::1/128"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+        assert!(parse_cidr("10.0.0.5/8").unwrap_err().contains("10.0.0.0/8"));
+        assert_eq!(
+            parse_cidr_list("10.0.0.0/8, 192.168.0.0/16").unwrap().len(),
+            2
+        );
+        assert!(parse_cidr_list("10.0.0.0/8,nope").is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The on-disk store: redb in the state dir, guarded by an flock so that a
 //! second agent on the same state dir fails at once.
 //!
-//! Tables: `networks` and `containers` (id → JSON record) and `meta`.
+//! Tables: `networks` and `containers` (id → JSON record), `policies`
+//! (rule id → JSON record) and `meta`.
 //! [`Store::commit`] writes the difference between two [`State`]s in one
 //! transaction, so the store always holds a whole state, never half of one.
 use std::{
@@ -11,13 +12,15 @@ use std::{
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::model::{Container, Network, State};
+use super::model::{Container, Network, PolicyRecord, State};
 use crate::error::{AgentError, Result};
 
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const POLICIES: TableDefinition<u64, &[u8]> = TableDefinition::new("policies");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_NET_NUM: &str = "next_net_num";
+const NEXT_POLICY_ID: &str = "next_policy_id";
 
 pub struct Store {
     db: Database,
@@ -59,6 +62,7 @@ impl Store {
         let tx = s.db.begin_write().map_err(store_err)?;
         tx.open_table(NETWORKS).map_err(store_err)?;
         tx.open_table(CONTAINERS).map_err(store_err)?;
+        tx.open_table(POLICIES).map_err(store_err)?;
         tx.open_table(META).map_err(store_err)?;
         tx.commit().map_err(store_err)?;
         Ok(s)
@@ -81,9 +85,21 @@ impl Store {
                 .map_err(|e| AgentError::Store(format!("container {}: {e}", k.value())))?;
             st.containers.insert(c.id.clone(), c);
         }
+        let t = tx.open_table(POLICIES).map_err(store_err)?;
+        for row in t.iter().map_err(store_err)? {
+            let (k, v) = row.map_err(store_err)?;
+            let p: PolicyRecord = serde_json::from_slice(v.value())
+                .map_err(|e| AgentError::Store(format!("policy {}: {e}", k.value())))?;
+            st.policies.insert(p.id, p);
+        }
         let t = tx.open_table(META).map_err(store_err)?;
         st.next_net_num = t
             .get(NEXT_NET_NUM)
+            .map_err(store_err)?
+            .map(|v| v.value() as u32)
+            .unwrap_or(0);
+        st.next_policy_id = t
+            .get(NEXT_POLICY_ID)
             .map_err(store_err)?
             .map(|v| v.value() as u32)
             .unwrap_or(0);
@@ -129,9 +145,25 @@ impl Store {
                     t.remove(id.as_str()).map_err(store_err)?;
                 }
             }
+            let mut t = tx.open_table(POLICIES).map_err(store_err)?;
+            for (id, p) in &new.policies {
+                if old.policies.get(id) != Some(p) {
+                    let v = serde_json::to_vec(p).map_err(store_err)?;
+                    t.insert(u64::from(*id), v.as_slice()).map_err(store_err)?;
+                }
+            }
+            for id in old.policies.keys() {
+                if !new.policies.contains_key(id) {
+                    t.remove(u64::from(*id)).map_err(store_err)?;
+                }
+            }
+            let mut t = tx.open_table(META).map_err(store_err)?;
             if old.next_net_num != new.next_net_num {
-                let mut t = tx.open_table(META).map_err(store_err)?;
                 t.insert(NEXT_NET_NUM, u64::from(new.next_net_num))
+                    .map_err(store_err)?;
+            }
+            if old.next_policy_id != new.next_policy_id {
+                t.insert(NEXT_POLICY_ID, u64::from(new.next_policy_id))
                     .map_err(store_err)?;
             }
         }
@@ -169,6 +201,9 @@ mod tests {
             options: Default::default(),
             labels: Default::default(),
             owner: Default::default(),
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
             pending: Default::default(),
         }
     }
@@ -184,6 +219,19 @@ mod tests {
             st.networks.insert(a.id.clone(), a.clone());
             st.networks.insert(b.id.clone(), b);
             st.next_net_num = 3;
+            st.next_policy_id = 1;
+            st.policies.insert(
+                1,
+                PolicyRecord {
+                    id: 1,
+                    action: PolicyAction::Deny,
+                    src: "10.0.0.0/8".parse().unwrap(),
+                    port: Some(8081),
+                    proto: None,
+                    container: None,
+                    created: now_rfc3339(),
+                },
+            );
             s.commit(&State::default(), &st).unwrap();
             let mut st2 = st.clone();
             st2.networks.remove(&a.id);

@@ -4,9 +4,12 @@
 //! Methods are blocking: the daemon calls them from `spawn_blocking`. A netlink
 //! socket belongs to the namespace it was opened in, so work inside a container
 //! namespace opens its socket on a thread that has joined that namespace.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 pub mod netlink;
 pub mod netns;
@@ -23,6 +26,9 @@ pub struct BridgeSpec {
     /// Gateway address, put on the bridge with the subnet's prefix length.
     pub gateway: Ipv4Addr,
     pub subnet: Ipv4Net,
+    /// Dual stack: the IPv6 gateway with the subnet's prefix length (no
+    /// duplicate address detection: pier owns the subnet).
+    pub gateway6: Option<Ipv6Net>,
     pub mtu: Option<u32>,
 }
 
@@ -39,9 +45,13 @@ pub struct EndpointSpec {
     /// Bridge to enslave the host end to.
     pub bridge: String,
     pub address: Ipv4Net,
+    /// Dual stack: the IPv6 address (no DAD) and, with `default_gateway`,
+    /// the IPv6 default route via `default_gateway6`.
+    pub address6: Option<Ipv6Net>,
     pub mac: [u8; 6],
     /// Install a default route via this gateway (the first network only).
     pub default_gateway: Option<Ipv4Addr>,
+    pub default_gateway6: Option<Ipv6Addr>,
     pub mtu: Option<u32>,
     /// The engine moves the container end itself (Docker's Join): make it in
     /// the host namespace under this name, with the MAC and MTU but no
@@ -85,6 +95,11 @@ pub trait Topology: Send + Sync {
     fn host_links(&self) -> Result<Vec<String>>;
     /// IPv4 subnets routed in the host namespace (to skip when picking a subnet).
     fn routed_subnets(&self) -> Result<Vec<Ipv4Net>>;
+    /// IPv6 subnets routed in the host namespace, but the default route,
+    /// link-local and multicast ones.
+    fn routed_subnets6(&self) -> Result<Vec<Ipv6Net>> {
+        Ok(Vec::new())
+    }
     /// The interface of the host's default route, if any.
     fn default_route_iface(&self) -> Result<Option<String>>;
     /// In the namespace at `netns`, make the default route go via `gateway`
@@ -95,4 +110,13 @@ pub trait Topology: Send + Sync {
         ifname: &str,
         gateway: std::net::Ipv4Addr,
     ) -> Result<()>;
+    /// The same for IPv6 (dual-stack networks).
+    fn set_default_route6(
+        &self,
+        _netns: &std::path::Path,
+        _ifname: &str,
+        _gateway: Ipv6Addr,
+    ) -> Result<()> {
+        Ok(())
+    }
 }

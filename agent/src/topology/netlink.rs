@@ -10,15 +10,15 @@
 //! MTU), then up, address and default route inside. Removal hands the
 //! deletion to a thread of its own and returns once the pair is unlisted.
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, OwnedFd},
     path::Path,
 };
 
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use netlink_packet_route::{
-    address::AddressAttribute,
+    address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
     link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType},
 };
@@ -202,6 +202,54 @@ async fn v4_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
         .collect())
 }
 
+/// IPv6 addresses on interface `index`.
+async fn v6_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv6Addr, u8)>> {
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl(format!("list addresses of #{index}")))?;
+    Ok(msgs
+        .iter()
+        .flat_map(|m| {
+            m.attributes.iter().filter_map(move |a| match a {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Some((*ip, m.header.prefix_len)),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
+/// Add IPv6 address `a` to interface `index` without duplicate address
+/// detection (pier hands the addresses out: none is used twice).
+async fn add_addr6(h: &Handle, index: u32, a: Ipv6Net, what: &str) -> Result<()> {
+    let mut req = h.address().add(index, IpAddr::V6(a.addr()), a.prefix_len());
+    let m = req.message_mut();
+    m.header.flags |= AddressHeaderFlags::Nodad;
+    m.attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    req.execute()
+        .await
+        .map_err(nl(format!("add {a} to {what}")))
+}
+
+/// The IPv6 default route via `gw` out of `index`.
+async fn add_default6(h: &Handle, index: u32, gw: Ipv6Addr, replace: bool) -> Result<()> {
+    let req = h.route().add(
+        RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gw)
+            .output_interface(index)
+            .build(),
+    );
+    let req = if replace { req.replace() } else { req };
+    req.execute()
+        .await
+        .map_err(nl(format!("add IPv6 default route via {gw}")))
+}
+
 async fn delete_link(h: &Handle, index: u32, what: &str) -> Result<()> {
     match h.link().del(index).execute().await {
         Ok(()) => Ok(()),
@@ -357,6 +405,13 @@ impl Topology for NetlinkTopology {
                             b.gateway, prefix, b.name
                         )))?;
                 }
+                if let Some(g6) = b.gateway6
+                    && !v6_addrs(&h, index)
+                        .await?
+                        .contains(&(g6.addr(), g6.prefix_len()))
+                {
+                    add_addr6(&h, index, g6, &format!("bridge {}", b.name)).await?;
+                }
                 let mut set = LinkUnspec::new_with_index(index).up();
                 if let Some(m) = b.mtu {
                     set = set.mtu(m);
@@ -506,7 +561,19 @@ impl Topology for NetlinkTopology {
                 .header
                 .index;
             let (ns, conn) = ns_connection(ns_sock);
-            let r = configure_inside(&ns, &ep).await;
+            // Container namespaces make interfaces without IPv6 (see
+            // `netns::create`); a dual-stack endpoint's gets it back.
+            let r = match ep.address6 {
+                Some(_) => netns::in_netns(&ep.netns, || {
+                    super::sysctl::set(&format!("net.ipv6.conf.{}.disable_ipv6", ep.ifname), "0")
+                })
+                .and_then(|r| r),
+                None => Ok(()),
+            };
+            let r = match r {
+                Ok(()) => configure_inside(&ns, &ep).await,
+                Err(e) => Err(e),
+            };
             if r.is_err() {
                 // Deleting the host end removes the peer too, wherever it is.
                 let _ = delete_link(&h, host, "veth").await;
@@ -579,6 +646,62 @@ impl Topology for NetlinkTopology {
             nets.sort();
             nets.dedup();
             Ok(nets)
+        })
+    }
+
+    fn routed_subnets6(&self) -> Result<Vec<Ipv6Net>> {
+        self.worker.run(|h| async move {
+            let all: Vec<RouteMessage> = h
+                .route()
+                .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl("list IPv6 routes"))?;
+            let mut nets: Vec<Ipv6Net> = all
+                .iter()
+                .filter(|r| route_table(r) == u32::from(RouteHeader::RT_TABLE_MAIN))
+                .filter(|r| r.header.destination_prefix_length > 0)
+                .filter_map(|r| {
+                    let addr = r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(*ip),
+                        _ => None,
+                    })?;
+                    Ipv6Net::new(addr, r.header.destination_prefix_length)
+                        .ok()
+                        .map(|n| n.trunc())
+                })
+                // Link-local and multicast routes are on every interface.
+                .filter(|n| {
+                    let s = n.network().segments()[0];
+                    s & 0xffc0 != 0xfe80 && s & 0xff00 != 0xff00
+                })
+                .collect();
+            nets.sort();
+            nets.dedup();
+            Ok(nets)
+        })
+    }
+
+    fn set_default_route6(&self, netns: &Path, ifname: &str, gateway: Ipv6Addr) -> Result<()> {
+        check_ifname(ifname)?;
+        let ns_sock: OwnedFd = netns::netlink_socket_in(netns)?;
+        let (ifname, where_) = (ifname.to_string(), netns.display().to_string());
+        self.worker.run(move |_| async move {
+            let (ns, conn) = ns_connection(ns_sock);
+            let r = async {
+                let index = link_by_name(&ns, &ifname)
+                    .await?
+                    .ok_or_else(|| {
+                        TopologyError::Invalid(format!("no interface {ifname} in {where_}"))
+                    })?
+                    .header
+                    .index;
+                add_default6(&ns, index, gateway, true).await
+            }
+            .await;
+            conn.abort();
+            r
         })
     }
 
@@ -667,6 +790,14 @@ async fn configure_inside(ns: &Handle, ep: &EndpointSpec) -> Result<()> {
             .execute()
             .await
             .map_err(nl(format!("add default route via {gw}")))?;
+    }
+    if let Some(a6) = ep.address6 {
+        add_addr6(ns, inner, a6, &ep.ifname).await?;
+        if ep.default_gateway.is_some()
+            && let Some(gw6) = ep.default_gateway6
+        {
+            add_default6(ns, inner, gw6, false).await?;
+        }
     }
     Ok(())
 }

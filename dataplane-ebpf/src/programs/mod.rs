@@ -4,5 +4,6 @@ pub mod getpeername4;
 pub mod recvmsg4;
 pub mod sendmsg4;
 pub mod smoke;
+pub mod sock_release;
 pub mod uplink_in;
 pub mod veth_in;

@@ -8,8 +8,10 @@ use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use pier_common::{ct::CtVal, drop::DropReason};
 
 use crate::{
-    ct, frag, icmp,
-    lookup::{count_port, endpoint, is_host_addr, published, subnet_of},
+    ct, frag, icmp, ipv6,
+    lookup::{
+        count_port, count_port_drop, endpoint, is_host_addr, policy_allows, published, subnet_of,
+    },
     maps::{CT, SNAT_REV, UPLINK},
     nat,
     parse::{self, Frag, L4},
@@ -25,6 +27,9 @@ pub fn pier_uplink_in(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(mut pkt) = parse::ipv4(ctx)? else {
+        if ipv6::is_ipv6(ctx) {
+            return ipv6::uplink_in(ctx);
+        }
         return Ok(TC_ACT_OK);
     };
     // A container's address as the source, from outside: a martian (those
@@ -76,6 +81,12 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
         }
         // A published port.
         if let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto) {
+            // Who may reach it: every packet is asked (an established
+            // connection whose source lost its allow is cut).
+            if !policy_allows(&key, &port, pkt.saddr) {
+                count_port_drop(&key, ctx.len());
+                return Err(DropReason::PolicyDenied);
+            }
             let ep = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
             if ttl::expired(&pkt) {
                 return ttl::answer(ctx, &pkt, pkt.daddr, ifindex);

@@ -11,8 +11,11 @@
 //! reply whose conntrack entry is gone is re-tracked; traffic leaving the
 //! host is masqueraded.
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, TC_ACT_OK},
-    helpers::bpf_get_prandom_u32,
+    bindings::{
+        BPF_F_CURRENT_NETNS, BPF_NOEXIST, TC_ACT_OK, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+    },
+    helpers::{bpf_get_prandom_u32, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     macros::classifier,
     programs::TcContext,
 };
@@ -25,11 +28,14 @@ use pier_common::{
 };
 
 use crate::{
-    arp, ct, frag, icmp,
-    lookup::{count_port, endpoint, is_host_addr, network, published, subnet_of},
+    arp, ct, frag, icmp, ipv6,
+    lookup::{
+        count_port, count_port_drop, endpoint, is_host_addr, network, policy_allows, published,
+        subnet_of,
+    },
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
-    parse::{self, Frag, L4, Pkt},
+    parse::{self, Frag, IPPROTO_TCP, L4, Pkt},
     programs::uplink_in::track,
     redirect, ttl,
     verdict::verdict,
@@ -44,6 +50,9 @@ pub fn pier_veth_in(ctx: TcContext) -> i32 {
 fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let Some(mut pkt) = parse::ipv4(ctx)? else {
+        if ipv6::is_ipv6(ctx) {
+            return ipv6::veth_in(ctx);
+        }
         return arp::from_container(ctx, ifindex);
     };
     // The source must be this veth's own container address. First of all:
@@ -103,6 +112,12 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         && is_host_addr(pkt.daddr)
         && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto)
     {
+        // The same source policy as from outside (the client is this
+        // container's address).
+        if !policy_allows(&key, &port, pkt.saddr) {
+            count_port_drop(&key, ctx.len());
+            return Err(DropReason::PolicyDenied);
+        }
         let backend = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
         if ttl::expired(&pkt) {
             // Linux would route it to the backend: it answers from the gateway.
@@ -227,7 +242,7 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
             (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
             *v
         },
-        None => allocate(&fkey, &up, pkt, now)?,
+        None => allocate(ctx, &fkey, &up, pkt, now)?,
     };
     nat::snat(ctx, pkt, nat.addr_be, nat.port_be)?;
     redirect::to_uplink(ctx, pkt, up.ifindex)
@@ -279,18 +294,42 @@ fn track_routed(pkt: &Pkt) {
     let _ = SNAT_REV.insert(rkey, val, 0);
 }
 
-/// Pick a free source port on the uplink address for `fkey` and record both
-/// directions; the reverse entry is claimed first (`BPF_NOEXIST`), so two
-/// flows never share a port towards the same peer.
+/// Pick a source port on the uplink address for `fkey` and record both
+/// directions: the flow's own port when it is free (as Linux's MASQUERADE
+/// keeps it: one container gets its whole ephemeral range towards one peer),
+/// else random ones from `NAT_PORT_MIN..=NAT_PORT_MAX`. A port is free when
+/// the reverse entry can be claimed (`BPF_NOEXIST`: two flows never share a
+/// port towards the same peer), it is not published on the uplink address,
+/// and no socket of the host's (listening or connected) owns that tuple.
 #[inline(always)]
-fn allocate(fkey: &FlowKey, up: &UplinkVal, pkt: &Pkt, now: u64) -> Result<NatVal, DropReason> {
+fn allocate(
+    ctx: &TcContext,
+    fkey: &FlowKey,
+    up: &UplinkVal,
+    pkt: &Pkt,
+    now: u64,
+) -> Result<NatVal, DropReason> {
     const RANGE: u32 = (NAT_PORT_MAX - NAT_PORT_MIN) as u32 + 1;
     let start = unsafe { bpf_get_prandom_u32() };
     let flags = ct::next_flags(0, pkt, false);
     let expires_ns = ct::expiry(now, pkt, flags);
-    for i in 0..NAT_PORT_TRIES {
-        let port = (NAT_PORT_MIN as u32 + (start.wrapping_add(i) % RANGE)) as u16;
+    let own = u16::from_be(fkey.sport_be);
+    for i in 0..=NAT_PORT_TRIES {
+        let port = if i == 0 {
+            if own < NAT_PORT_MIN || pkt.l4 != L4::Ports {
+                continue;
+            }
+            own
+        } else {
+            (NAT_PORT_MIN as u32 + (start.wrapping_add(i) % RANGE)) as u16
+        };
         let port_be = port.to_be();
+        if pkt.l4 == L4::Ports
+            && (published(up.addr_be, port_be, fkey.proto).is_some()
+                || host_socket(ctx, fkey, up.addr_be, port_be))
+        {
+            continue;
+        }
         let rkey = FlowKey {
             saddr_be: fkey.daddr_be,
             daddr_be: up.addr_be,
@@ -324,4 +363,36 @@ fn allocate(fkey: &FlowKey, up: &UplinkVal, pkt: &Pkt, now: u64) -> Result<NatVa
         }
     }
     Err(DropReason::NatExhausted)
+}
+
+/// Does a socket of the host's own own the tuple a reply to the masqueraded
+/// flow would carry (peer → uplink address:`port_be`)? A listening socket
+/// on that port counts too.
+#[inline(always)]
+fn host_socket(ctx: &TcContext, fkey: &FlowKey, addr_be: u32, port_be: u16) -> bool {
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+            ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                saddr: fkey.daddr_be,
+                daddr: addr_be,
+                sport: fkey.dport_be,
+                dport: port_be,
+            },
+        },
+    };
+    let size = core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    let skb = ctx.skb.skb as *mut core::ffi::c_void;
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    let sk = unsafe {
+        if fkey.proto == IPPROTO_TCP {
+            bpf_skc_lookup_tcp(skb, &mut tuple, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(skb, &mut tuple, size, netns, 0)
+        }
+    };
+    if sk.is_null() {
+        return false;
+    }
+    unsafe { bpf_sk_release(sk as *mut core::ffi::c_void) };
+    true
 }

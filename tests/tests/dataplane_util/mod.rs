@@ -31,6 +31,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(4);
 pub struct Container {
     pub ns: String,
     pub ip: Ipv4Addr,
+    /// Given by [`World::ip6`].
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub mac: [u8; 6],
     pub host_ifname: String,
     pub network_id: u32,
@@ -41,6 +43,7 @@ impl Container {
         EndpointSpec {
             network_id: self.network_id,
             ip: self.ip,
+            ip6: self.ip6,
             mac: self.mac,
             host_ifname: self.host_ifname.clone(),
         }
@@ -109,6 +112,7 @@ impl World {
             bridge,
             subnet,
             gateway,
+            subnet6: None,
             internal: false,
             icc: true,
             masquerade: true,
@@ -164,6 +168,7 @@ impl World {
         ]);
         let c = Container {
             ip: ip.parse().unwrap(),
+            ip6: None,
             mac: mac_of(&ns, "eth0"),
             ns,
             host_ifname,
@@ -173,12 +178,57 @@ impl World {
         c
     }
 
+    /// Make network `id` dual stack: `subnet6` with gateway `::1` on its
+    /// bridge, and IPv6 forwarding in the host namespace (the test's own).
+    pub fn ipv6(&mut self, id: u32, subnet6: &str) -> ipnet::Ipv6Net {
+        let subnet6: ipnet::Ipv6Net = subnet6.parse().unwrap();
+        let gw = gateway6(&subnet6);
+        let ns = self.host.host_ns.clone();
+        let n = self.networks.iter_mut().find(|n| n.id == id).unwrap();
+        n.subnet6 = Some(subnet6);
+        let cidr = format!("{gw}/{}", subnet6.prefix_len());
+        sh(&[
+            "ip", "-n", &ns, "addr", "add", &cidr, "dev", &n.bridge, "nodad",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
+        subnet6
+    }
+
+    /// Give the container interface of host veth `host_ifname` the IPv6
+    /// address `ip6` (no DAD) on `subnet6`; with `route`, the default IPv6
+    /// route via the gateway.
+    pub fn ip6(&mut self, host_ifname: &str, ip6: &str, subnet6: ipnet::Ipv6Net, route: bool) {
+        let c = self
+            .containers
+            .iter_mut()
+            .find(|c| c.host_ifname == host_ifname)
+            .unwrap();
+        c.ip6 = Some(ip6.parse().unwrap());
+        let ns = c.ns.clone();
+        let dev = ifname_in(&ns, &c.mac);
+        let cidr = format!("{ip6}/{}", subnet6.prefix_len());
+        sh(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", &dev, "nodad"]);
+        if route {
+            let gw = gateway6(&subnet6).to_string();
+            sh(&["ip", "-n", &ns, "-6", "route", "add", "default", "via", &gw]);
+        }
+    }
+
     /// Every network and container built so far, with `ports`.
     pub fn desired(&self, ports: Vec<PortSpec>) -> DesiredState {
         DesiredState {
             networks: self.networks.clone(),
             endpoints: self.containers.iter().map(Container::endpoint).collect(),
             ports,
+            ..Default::default()
         }
     }
 
@@ -209,6 +259,56 @@ impl Drop for World {
             let _ = std::fs::remove_dir(cg);
         }
     }
+}
+
+/// `::1` of a subnet.
+pub fn gateway6(s: &ipnet::Ipv6Net) -> std::net::Ipv6Addr {
+    (u128::from(s.network()) + 1).into()
+}
+
+/// The interface of `ns` whose MAC is `mac`.
+pub fn ifname_in(ns: &str, mac: &[u8; 6]) -> String {
+    let out = sh(&["ip", "-n", ns, "-j", "link", "show"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let want = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["address"].as_str() == Some(&want))
+        .and_then(|l| l["ifname"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+/// Wait until no address of `ns` is tentative (link-local DAD done).
+pub fn wait_dad(ns: &str) {
+    for _ in 0..60 {
+        if sh(&["ip", "-n", ns, "-6", "addr", "show", "tentative"])
+            .trim()
+            .is_empty()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("addresses of {ns} stay tentative");
+}
+
+/// The link-local address of `dev` in `ns`.
+pub fn link_local(ns: &str, dev: &str) -> String {
+    let out = sh(&[
+        "ip", "-n", ns, "-j", "-6", "addr", "show", "dev", dev, "scope", "link",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["addr_info"]
+        .as_array()
+        .and_then(|a| a.iter().find_map(|i| i["local"].as_str()))
+        .unwrap_or_else(|| panic!("no link-local address on {dev} in {ns}: {out}"))
+        .to_string()
 }
 
 pub fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
@@ -256,9 +356,19 @@ pub fn spawn_in<T: Send + 'static>(
 /// A TCP server in `ns` on `port` answering `conns` connections: it reads one
 /// line and answers `<peer address>|<line>`. Joins to the peers it saw.
 pub fn tcp_server(ns: &str, port: u16, conns: usize) -> JoinHandle<Vec<SocketAddr>> {
+    tcp_server_on(ns, "0.0.0.0", port, conns)
+}
+
+/// [`tcp_server`] on address `addr` (`"::"`: both families).
+pub fn tcp_server_on(
+    ns: &str,
+    addr: &'static str,
+    port: u16,
+    conns: usize,
+) -> JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let l = pier_tests::net::bind_retrying(|| TcpListener::bind(("0.0.0.0", port)))
+        let l = pier_tests::net::bind_retrying(|| TcpListener::bind((addr, port)))
             .expect("bind server");
         tx.send(()).unwrap();
         let mut peers = Vec::new();
@@ -299,9 +409,19 @@ pub fn tcp_ask(ns: &str, dst: &str, msg: &str) -> std::io::Result<String> {
 /// A UDP server in `ns` on `port` answering `n` datagrams with
 /// `<peer address>|<datagram>`.
 pub fn udp_server(ns: &str, port: u16, n: usize) -> JoinHandle<Vec<SocketAddr>> {
+    udp_server_on(ns, "0.0.0.0", port, n)
+}
+
+/// [`udp_server`] on address `addr` (`"::"`: both families).
+pub fn udp_server_on(
+    ns: &str,
+    addr: &'static str,
+    port: u16,
+    n: usize,
+) -> JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let s = pier_tests::net::bind_retrying(|| UdpSocket::bind(("0.0.0.0", port)))
+        let s = pier_tests::net::bind_retrying(|| UdpSocket::bind((addr, port)))
             .expect("bind udp server");
         s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
         tx.send(()).unwrap();
@@ -324,7 +444,8 @@ pub fn udp_server(ns: &str, port: u16, n: usize) -> JoinHandle<Vec<SocketAddr>> 
 /// Send `msg` from `ns` (from `bind`, default any) to `dst` and return the answer.
 pub fn udp_ask(ns: &str, bind: Option<&str>, dst: &str, msg: &str) -> std::io::Result<String> {
     let dst: SocketAddr = dst.parse().unwrap();
-    let bind = bind.unwrap_or("0.0.0.0:0").to_string();
+    let any = if dst.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    let bind = bind.unwrap_or(any).to_string();
     let msg = msg.to_string();
     TestHost::in_netns(ns, move || {
         let s = UdpSocket::bind(&bind)?;
@@ -336,8 +457,11 @@ pub fn udp_ask(ns: &str, bind: Option<&str>, dst: &str, msg: &str) -> std::io::R
     })
 }
 
-/// The peer address part of a server answer.
+/// The peer address part of a server answer (`[v6]:port` too).
 pub fn peer_ip(answer: &str) -> String {
+    if let Some(rest) = answer.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_string();
+    }
     answer.split(':').next().unwrap_or_default().to_string()
 }
 
@@ -419,6 +543,7 @@ impl World {
         sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
         let c = Container {
             ip: ip.parse().unwrap(),
+            ip6: None,
             mac: mac_of(ns, ifname),
             ns: ns.to_string(),
             host_ifname,

@@ -212,3 +212,77 @@ pub fn assert_ip_csums(what: &str, ip: &View, l4_whole: bool) {
         _ => {}
     }
 }
+
+pub const ICMPV6: u8 = 58;
+
+/// The IPv6 pseudo-header sum of an upper-layer packet of `len` bytes.
+pub fn pseudo6(src: &[u8; 16], dst: &[u8; 16], next: u8, len: usize) -> u32 {
+    let mut p = Vec::new();
+    p.extend_from_slice(src);
+    p.extend_from_slice(dst);
+    p.extend_from_slice(&(len as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, next]);
+    p.chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+        .sum()
+}
+
+/// An IPv6 upper-layer packet (`next` = TCP, UDP, ICMPv6) with its checksum
+/// filled in: `body` is the header with a zero checksum field, plus payload.
+pub fn l4_6(src: [u8; 16], dst: [u8; 16], next: u8, mut body: Vec<u8>) -> Vec<u8> {
+    let at = match next {
+        TCP => 16,
+        UDP => 6,
+        _ => 2,
+    };
+    let c = csum(&body, pseudo6(&src, &dst, next, body.len()));
+    body[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    body
+}
+
+pub fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    l4_6(src, dst, UDP, u)
+}
+
+/// An ICMPv6 message `typ`/`code` with `rest` after the checksum.
+pub fn icmp6(src: [u8; 16], dst: [u8; 16], typ: u8, code: u8, rest: &[u8]) -> Vec<u8> {
+    let mut m = vec![typ, code, 0, 0];
+    m.extend_from_slice(rest);
+    l4_6(src, dst, ICMPV6, m)
+}
+
+/// An Ethernet + IPv6 frame: `ext` is a chain of extension headers (each
+/// naming the next itself) starting with next-header `first`.
+pub fn frame6(first: u8, src: [u8; 16], dst: [u8; 16], ext: &[u8], l4: &[u8]) -> Vec<u8> {
+    let mut f = DST_MAC.to_vec();
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[first, 64]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(ext);
+    f.extend_from_slice(l4);
+    f
+}
+
+/// An 8-byte extension header (destination options: one PadN) naming `next`.
+pub fn ext8(next: u8) -> Vec<u8> {
+    vec![next, 0, 1, 4, 0, 0, 0, 0]
+}
+
+/// A fragment header naming `next`: `offset` in 8-byte units, `more`.
+pub fn frag6(next: u8, offset: u16, more: bool) -> Vec<u8> {
+    let fo = (offset << 3) | more as u16;
+    let mut h = vec![next, 0];
+    h.extend_from_slice(&fo.to_be_bytes());
+    h.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    h
+}

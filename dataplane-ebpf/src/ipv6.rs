@@ -1,0 +1,338 @@
+//! IPv6: the parser (extension headers walked with a fixed bound) and what
+//! the TC programs do with IPv6 frames. Nothing IPv6 is translated yet: the
+//! rules are the same isolation IPv4 gets — a container's source must be
+//! its own (global address on this veth, or link-local/unspecified on the
+//! link only), neighbour discovery and MLD pass untouched within the bridge
+//! but router advertisements and redirects from containers are dropped,
+//! other networks' subnets are unreachable, `icc=false` peers too (their
+//! link-local addresses included, told apart by the bridge's MAC),
+//! `--internal` networks stop at their subnet, and from outside nothing
+//! reaches a container subnet. A chain of extension headers pier does not
+//! walk never leaves a container.
+use aya_ebpf::{bindings::TC_ACT_OK, maps::lpm_trie::Key, programs::TcContext};
+use pier_common::{
+    drop::DropReason,
+    endpoint::{Addr6, EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC},
+};
+
+use crate::{
+    lookup::network,
+    maps::{ENDPOINTS6, HOST_ADDRS6, SUBNETS6, VETHS},
+    parse::{ETH_HLEN, Frag, IPPROTO_TCP, IPPROTO_UDP, L4, ptr_at},
+};
+
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// At most this many extension headers are walked ...
+pub const IPV6_EXT_MAX: usize = 6;
+/// ... and the transport header must start within this many bytes of the
+/// IPv6 header; a longer chain is not understood.
+pub const IPV6_L4_MAX: usize = 256;
+const IPV6_HLEN: usize = 40;
+
+const NH_HOPOPTS: u8 = 0;
+const NH_ROUTING: u8 = 43;
+const NH_FRAGMENT: u8 = 44;
+const NH_AUTH: u8 = 51;
+const NH_DSTOPTS: u8 = 60;
+const NH_MOBILITY: u8 = 135;
+const NH_HIP: u8 = 139;
+const NH_SHIM6: u8 = 140;
+
+const ICMP6_DEST_UNREACH: u8 = 1;
+const ICMP6_PARAM_PROB: u8 = 4;
+const ICMP6_ECHO_REQUEST: u8 = 128;
+const ICMP6_ECHO_REPLY: u8 = 129;
+const ND_ROUTER_ADVERT: u8 = 134;
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+const ND_REDIRECT: u8 = 137;
+
+#[repr(C)]
+struct Ipv6Hdr {
+    vtc_flow: [u8; 4],
+    payload_len_be: u16,
+    nexthdr: u8,
+    hop_limit: u8,
+    saddr: Addr6,
+    daddr: Addr6,
+}
+
+/// An IPv6 packet's addresses and what its transport header says. The
+/// payload length is not used (a jumbogram's is 0): nothing is resized.
+#[derive(Clone, Copy)]
+pub struct Pkt6 {
+    pub saddr: Addr6,
+    pub daddr: Addr6,
+    /// The last next-header value reached.
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub l4: L4,
+    pub l4_off: usize,
+    /// ICMPv6 type, when `proto` is ICMPv6 and the header is there.
+    pub icmp_type: u8,
+    pub frag: Frag,
+    /// The extension headers were not all walked (too many, too long, or a
+    /// kind pier does not know): the transport header is unknown.
+    pub unwalked: bool,
+}
+
+/// The ethertype is IPv6.
+#[inline(always)]
+pub fn is_ipv6(ctx: &TcContext) -> bool {
+    matches!(ptr_at::<[u8; 2]>(ctx, 12), Some(p) if u16::from_be_bytes(unsafe { *p }) == ETH_P_IPV6)
+}
+
+/// Parse an Ethernet + IPv6 frame (the caller checked [`is_ipv6`]).
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Result<Pkt6, DropReason> {
+    let ip = unsafe { &*ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN).ok_or(DropReason::Malformed)? };
+    if ip.vtc_flow[0] >> 4 != 6 {
+        return Err(DropReason::Malformed);
+    }
+    let _ = (ip.payload_len_be, ip.hop_limit);
+    let mut pkt = Pkt6 {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        proto: ip.nexthdr,
+        sport: 0,
+        dport: 0,
+        l4: L4::None,
+        l4_off: 0,
+        icmp_type: 0,
+        frag: Frag::None,
+        unwalked: false,
+    };
+    let mut nh = ip.nexthdr;
+    let mut off = ETH_HLEN + IPV6_HLEN;
+    for _ in 0..IPV6_EXT_MAX {
+        let len = match nh {
+            NH_HOPOPTS | NH_ROUTING | NH_DSTOPTS | NH_AUTH => {
+                let h = unsafe { *ptr_at::<[u8; 2]>(ctx, off).ok_or(DropReason::Malformed)? };
+                let len = if nh == NH_AUTH {
+                    (h[1] as usize + 2) * 4
+                } else {
+                    (h[1] as usize + 1) * 8
+                };
+                nh = h[0];
+                len
+            }
+            NH_FRAGMENT => {
+                let h = unsafe { *ptr_at::<[u8; 8]>(ctx, off).ok_or(DropReason::Malformed)? };
+                nh = h[0];
+                let fo = u16::from_be_bytes([h[2], h[3]]);
+                if fo & 0xfff8 != 0 {
+                    // A later fragment: no transport header.
+                    pkt.frag = Frag::Later;
+                    pkt.proto = nh;
+                    return Ok(pkt);
+                }
+                if fo & 1 != 0 {
+                    pkt.frag = Frag::First;
+                }
+                8
+            }
+            _ => break,
+        };
+        off += len;
+        if off > ETH_HLEN + IPV6_L4_MAX {
+            pkt.unwalked = true;
+            return Ok(pkt);
+        }
+    }
+    pkt.proto = nh;
+    match nh {
+        NH_HOPOPTS | NH_ROUTING | NH_DSTOPTS | NH_AUTH | NH_FRAGMENT | NH_MOBILITY | NH_HIP
+        | NH_SHIM6 => {
+            pkt.unwalked = true;
+            return Ok(pkt);
+        }
+        _ => {}
+    }
+    // Bounded for the verifier (it already is, by the check in the loop).
+    let off = off & 0x1ff;
+    pkt.l4_off = off;
+    match nh {
+        IPPROTO_TCP => {
+            let h = unsafe { &*ptr_at::<[u8; 20]>(ctx, off).ok_or(DropReason::Malformed)? };
+            pkt.sport = u16::from_ne_bytes([h[0], h[1]]);
+            pkt.dport = u16::from_ne_bytes([h[2], h[3]]);
+            pkt.l4 = L4::Ports;
+        }
+        IPPROTO_UDP => {
+            let h = unsafe { &*ptr_at::<[u8; 8]>(ctx, off).ok_or(DropReason::Malformed)? };
+            pkt.sport = u16::from_ne_bytes([h[0], h[1]]);
+            pkt.dport = u16::from_ne_bytes([h[2], h[3]]);
+            pkt.l4 = L4::Ports;
+        }
+        IPPROTO_ICMPV6 => {
+            let h = unsafe { &*ptr_at::<[u8; 8]>(ctx, off).ok_or(DropReason::Malformed)? };
+            pkt.icmp_type = h[0];
+            let id = u16::from_ne_bytes([h[4], h[5]]);
+            match h[0] {
+                ICMP6_ECHO_REQUEST => {
+                    pkt.sport = id;
+                    pkt.l4 = L4::EchoRequest;
+                }
+                ICMP6_ECHO_REPLY => {
+                    pkt.dport = id;
+                    pkt.l4 = L4::EchoReply;
+                }
+                ICMP6_DEST_UNREACH..=ICMP6_PARAM_PROB => pkt.l4 = L4::Error,
+                _ => {}
+            }
+        }
+        // ESP, no next header, other protocols: no ports.
+        _ => {}
+    }
+    Ok(pkt)
+}
+
+#[inline(always)]
+fn first_byte(a: &Addr6) -> u8 {
+    a[0].to_ne_bytes()[0]
+}
+
+/// `ff00::/8`.
+#[inline(always)]
+pub fn is_multicast(a: &Addr6) -> bool {
+    first_byte(a) == 0xff
+}
+
+/// `fe80::/10`.
+#[inline(always)]
+pub fn is_link_local(a: &Addr6) -> bool {
+    let b = a[0].to_ne_bytes();
+    b[0] == 0xfe && b[1] & 0xc0 == 0x80
+}
+
+#[inline(always)]
+fn is_unspecified(a: &Addr6) -> bool {
+    a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0
+}
+
+#[inline(always)]
+fn is_loopback(a: &Addr6) -> bool {
+    a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 1u32.to_be()
+}
+
+/// `::ffff:0:0/96` (IPv4-mapped) or `::a.b.c.d` (IPv4-compatible, `::` and
+/// `::1` aside): IPv4 in IPv6 clothes, which pier never translates.
+#[inline(always)]
+pub fn is_v4_mapped(a: &Addr6) -> bool {
+    a[0] == 0 && a[1] == 0 && (a[2] == 0xffffu32.to_be() || (a[2] == 0 && u32::from_be(a[3]) > 1))
+}
+
+#[inline(always)]
+pub fn endpoint6(a: &Addr6) -> Option<EndpointVal> {
+    unsafe { ENDPOINTS6.get(a) }.copied()
+}
+
+/// The pier network whose IPv6 subnet holds `a`.
+#[inline(always)]
+pub fn subnet6_of(a: &Addr6) -> Option<u32> {
+    SUBNETS6.get(Key::new(128, *a)).copied()
+}
+
+#[inline(always)]
+pub fn is_host_addr6(a: &Addr6) -> bool {
+    is_loopback(a) || unsafe { HOST_ADDRS6.get(a) }.is_some()
+}
+
+/// `pier_veth_in` for an IPv6 frame (`is_ipv6`): what the container on
+/// this veth may send.
+#[inline(always)]
+pub fn veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let veth = unsafe { VETHS.get(ifindex) }
+        .copied()
+        .ok_or(DropReason::Spoofed)?;
+    let pkt = parse(ctx)?;
+    if is_v4_mapped(&pkt.saddr) || is_v4_mapped(&pkt.daddr) {
+        return Err(DropReason::V4Mapped);
+    }
+    if pkt.unwalked {
+        return Err(DropReason::Ipv6ExtHdrs);
+    }
+    if pkt.proto == IPPROTO_ICMPV6 && pkt.l4_off != 0 {
+        match pkt.icmp_type {
+            ND_ROUTER_ADVERT | ND_REDIRECT => return Err(DropReason::RouterAdvert),
+            ND_NEIGHBOR_ADVERT => {
+                // The target a neighbour advertisement claims: link-local,
+                // or a global address of this very veth.
+                let t = unsafe {
+                    *ptr_at::<Addr6>(ctx, (pkt.l4_off & 0x1ff) + 8).ok_or(DropReason::Malformed)?
+                };
+                if !is_link_local(&t) && endpoint6(&t).is_none_or(|e| e.ifindex != ifindex) {
+                    return Err(DropReason::Spoofed);
+                }
+            }
+            _ => {}
+        }
+    }
+    let dst_mc = is_multicast(&pkt.daddr);
+    let dst_ll = is_link_local(&pkt.daddr);
+    let net = network(veth.network_id);
+    let no_icc = net.is_some_and(|n| n.flags & NET_F_NO_ICC != 0);
+    // The unspecified source (duplicate address detection, MLD) only to
+    // multicast, link-local sources only on the link.
+    let unspec = is_unspecified(&pkt.saddr);
+    let src_ll = is_link_local(&pkt.saddr);
+    if (unspec && !dst_mc) || (src_ll && !dst_mc && !dst_ll) {
+        return Err(DropReason::Spoofed);
+    }
+    if !unspec && !src_ll {
+        let src = endpoint6(&pkt.saddr).ok_or(DropReason::Spoofed)?;
+        if src.ifindex != ifindex {
+            return Err(DropReason::Spoofed);
+        }
+    }
+    if dst_mc {
+        // Neighbour discovery, MLD, link multicast: the host never forwards it.
+        return Ok(TC_ACT_OK);
+    }
+    if dst_ll {
+        // Without icc, only the bridge (the host) is a link-local peer.
+        let dmac = unsafe { *ptr_at::<[u8; 6]>(ctx, 0).ok_or(DropReason::Malformed)? };
+        if no_icc && dmac != veth.bridge_mac {
+            return Err(DropReason::NoIcc);
+        }
+        return Ok(TC_ACT_OK);
+    }
+    let Some(net) = net else {
+        return Ok(TC_ACT_OK);
+    };
+    if let Some(dst_net) = subnet6_of(&pkt.daddr) {
+        if dst_net != veth.network_id {
+            return Err(DropReason::Isolation);
+        }
+        if no_icc && pkt.daddr != pkt.saddr && endpoint6(&pkt.daddr).is_some() {
+            return Err(DropReason::NoIcc);
+        }
+        return Ok(TC_ACT_OK);
+    }
+    if net.flags & NET_F_INTERNAL != 0 {
+        return Err(DropReason::Internal);
+    }
+    if is_host_addr6(&pkt.daddr) {
+        return Ok(TC_ACT_OK);
+    }
+    if net.flags & NET_F_MASQUERADE != 0 {
+        // IPv6 masquerade is not built: nothing leaves with a container's
+        // own address from a masquerading network.
+        return Err(DropReason::NatUnsupported);
+    }
+    // Routed, as the host's forwarding decides.
+    Ok(TC_ACT_OK)
+}
+
+/// `pier_uplink_in` for an IPv6 frame: nothing from outside reaches a
+/// container subnet (no IPv6 port is published yet); the rest is the host's.
+#[inline(always)]
+pub fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
+    let pkt = parse(ctx)?;
+    if subnet6_of(&pkt.daddr).is_some() {
+        return Err(DropReason::NotPublished);
+    }
+    Ok(TC_ACT_OK)
+}
