@@ -4,6 +4,7 @@
 pub mod core;
 pub mod engine;
 pub mod files;
+pub mod hostwatch;
 pub mod inspect;
 pub mod policy;
 pub mod ports;

@@ -142,6 +142,46 @@ fn podman_end_to_end(h: &TestHost, p: &Podman, agent: Option<&Sandbox>) {
             .status
             .success()
     );
+    // Refused: a host port another container publishes, and sctp (pier
+    // publishes tcp and udp); nothing of theirs is left.
+    let veths_before = links(h, "veth");
+    let e = p.err(&[
+        "run",
+        "-d",
+        "--name",
+        "clash",
+        "--network",
+        "n1",
+        "-p",
+        "8081:8080",
+        podman::IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    assert!(e.contains("8081"), "{e}");
+    let e = p.err(&[
+        "run",
+        "-d",
+        "--name",
+        "sc",
+        "--network",
+        "n1",
+        "-p",
+        "9000:9000/sctp",
+        podman::IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    assert!(e.contains("sctp"), "{e}");
+    assert_eq!(
+        links(h, "veth"),
+        veths_before,
+        "a refused container left a veth"
+    );
+    let _ = p.cmd(&["rm", "-f", "clash", "sc"]);
+    if let Some(sb) = agent {
+        assert_eq!(pier_rows(sb).len(), 3, "{:?}", pier_rows(sb));
+    }
     // rm -f: veths, bridges, ports, records and DNS entries gone.
     p.ok(&["rm", "-f", "-t", "0", "web1", "web2", "other"]);
     assert!(links(h, "veth").is_empty(), "{:?}", links(h, "veth"));

@@ -22,6 +22,12 @@ impl Daemon {
         Ok(self.lock_inner().dataplane.gc()?)
     }
 
+    /// The host changed under the agent (`hostwatch`): the dataplane reads
+    /// its addresses and uplinks again.
+    pub fn host_changed(&self) -> Result<()> {
+        Ok(self.lock_inner().dataplane.host_changed()?)
+    }
+
     /// The ports container `key` publishes while it runs, one row per port
     /// (a range gives one row each), sorted by private port and protocol.
     pub fn container_ports(&self, key: &str) -> Result<Vec<PortMapping>> {

@@ -140,6 +140,8 @@ pub fn run(
                 });
             }
         });
+        // Follow the host's addresses, links and routes.
+        super::hostwatch::spawn(daemon.clone());
         // Retire idle conntrack/NAT entries also when nothing changes.
         let d = daemon.clone();
         tokio::spawn(async move {

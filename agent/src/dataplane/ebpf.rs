@@ -108,6 +108,8 @@ pub struct EbpfDataplane {
     timeouts: CtTimeouts,
     /// Another ELF object than [`EBPF_OBJECT`] (tests).
     object: Option<Vec<u8>>,
+    /// The ifindex each uplink had when `pier_uplink_in` was attached.
+    uplinks: BTreeMap<String, u32>,
     /// `PIER_POLICY` as the last sync wrote it (the next one writes the
     /// difference); `None` after start or a failed sync.
     policy_written: Option<maps::PolicyTable>,
@@ -123,6 +125,7 @@ impl EbpfDataplane {
             applied: DesiredState::default(),
             timeouts: CtTimeouts::default(),
             object: None,
+            uplinks: BTreeMap::new(),
             policy_written: None,
         }
     }
@@ -182,9 +185,34 @@ impl EbpfDataplane {
             .map_err(|e| err(name, e))
     }
 
-    /// Refresh `PIER_HOST_ADDRS` and `PIER_UPLINK` from the host's interfaces.
-    fn sync_host(&mut self) -> Result<(), DataplaneError> {
-        self.sync_host_with(&sys::interfaces()?)
+    /// Attach `pier_uplink_in` to each uplink that exists and is not attached
+    /// at its current ifindex (new, or deleted and made again: its old TCX
+    /// link went with the old interface). A missing uplink is skipped (it is
+    /// attached when it appears).
+    fn attach_uplinks(
+        &mut self,
+        ifaces: &BTreeMap<String, sys::Iface>,
+    ) -> Result<(), DataplaneError> {
+        let dir = self.cfg.bpffs_dir.clone();
+        for up in self.cfg.uplinks.clone() {
+            let Some(i) = ifaces.get(&up) else {
+                self.uplinks.remove(&up);
+                continue;
+            };
+            if self.uplinks.get(&up) == Some(&i.ifindex) {
+                continue;
+            }
+            let pin = attach::tc_pin(&dir, programs::UPLINK_IN, &up);
+            let prog = self.classifier(programs::UPLINK_IN)?;
+            attach::attach_tc(prog, programs::UPLINK_IN, &up, &pin)?;
+            tracing::info!(
+                "{} attached to uplink {up} (ifindex {})",
+                programs::UPLINK_IN,
+                i.ifindex
+            );
+            self.uplinks.insert(up, i.ifindex);
+        }
+        Ok(())
     }
 
     /// [`Self::sync_host`] with the interfaces already read (`sync` reads
@@ -397,13 +425,14 @@ impl EbpfDataplane {
         self.bpf = Some(bpf);
         // Forwarding for networks without masquerade (routed through the host).
         sys::set_sysctl("net.ipv4.ip_forward", "1")?;
-        self.sync_host()?;
-        let dir = self.cfg.bpffs_dir.clone();
-        for up in self.cfg.uplinks.clone() {
-            let pin = attach::tc_pin(&dir, programs::UPLINK_IN, &up);
-            let prog = self.classifier(programs::UPLINK_IN)?;
-            attach::attach_tc(prog, programs::UPLINK_IN, &up, &pin)?;
+        let ifaces = sys::interfaces()?;
+        if let Some(up) = self.cfg.uplinks.iter().find(|u| !ifaces.contains_key(*u)) {
+            return Err(DataplaneError::Other(format!("uplink {up} does not exist")));
         }
+        self.sync_host_with(&ifaces)?;
+        let dir = self.cfg.bpffs_dir.clone();
+        self.uplinks.clear();
+        self.attach_uplinks(&ifaces)?;
         // Host-side veths attached by a previous run: replace their programs
         // in place now (no gap); the next sync keeps or detaches them.
         if let Ok(rd) = std::fs::read_dir(attach::links_dir(&dir)) {
@@ -639,6 +668,15 @@ impl Dataplane for EbpfDataplane {
 
     fn gc(&mut self) -> Result<(), DataplaneError> {
         self.gc_conntrack().map(|_| ())
+    }
+
+    fn host_changed(&mut self) -> Result<(), DataplaneError> {
+        if self.bpf.is_none() {
+            return Ok(());
+        }
+        let ifaces = sys::interfaces()?;
+        self.sync_host_with(&ifaces)?;
+        self.attach_uplinks(&ifaces)
     }
 
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {

@@ -465,9 +465,11 @@ pub fn write_host(
         .collect();
     let mut uplink = UplinkVal::default();
     for name in uplinks {
-        let i = ifaces
-            .get(name)
-            .ok_or_else(|| DataplaneError::Other(format!("uplink {name} does not exist")))?;
+        // (A missing uplink, deleted under the agent, is skipped: `start`
+        // refuses one that is missing from the beginning.)
+        let Some(i) = ifaces.get(name) else {
+            continue;
+        };
         if let Some(a) = i.addrs.first()
             && uplink.ifindex == 0
         {

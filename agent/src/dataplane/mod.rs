@@ -178,6 +178,11 @@ pub trait Dataplane: Send {
     fn gc(&mut self) -> Result<(), DataplaneError> {
         Ok(())
     }
+    /// The host changed (an address, a link, a route): read its addresses
+    /// and uplinks again and re-attach an uplink whose interface is new.
+    fn host_changed(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
     /// Detach every program and remove every pin (`pier system reset`).
     fn teardown(&mut self) -> Result<(), DataplaneError> {
         Ok(())

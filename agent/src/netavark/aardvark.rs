@@ -109,6 +109,12 @@ impl Aardvark {
         if entries.is_empty() {
             return Ok(());
         }
+        self.write(entries)?;
+        self.notify(true)
+    }
+
+    /// The files' part of [`Aardvark::commit`].
+    fn write(&self, entries: &[Entry]) -> Result<(), Failure> {
         match std::fs::create_dir(&self.dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
@@ -153,7 +159,7 @@ impl Aardvark {
                 .map_err(io)?;
             }
         }
-        self.notify(true)
+        Ok(())
     }
 
     /// Remove the container's lines from its DNS-enabled networks' files
@@ -254,5 +260,60 @@ impl Aardvark {
                 ))
             })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, ip: &str, names: &[&str]) -> Entry {
+        Entry {
+            network: "n1".into(),
+            gateways: vec!["10.91.1.1".parse().unwrap()],
+            network_dns: vec!["1.1.1.1".parse().unwrap()],
+            container_id: id.into(),
+            ipv4: vec![ip.parse().unwrap()],
+            names: names.iter().map(|s| s.to_string()).collect(),
+            container_dns: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn files_as_netavark_writes_them() {
+        let d = std::env::temp_dir().join(format!("pier-aardvark-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("aardvark-dns")).unwrap();
+        let a = Aardvark::new(&d, Path::new("/nonexistent/aardvark-dns"), false).unwrap();
+        a.write(&[entry("aaa", "10.91.1.2", &["web1", "w1"])])
+            .unwrap();
+        a.write(&[entry("bbb", "10.91.1.3", &["web2"])]).unwrap();
+        let f = d.join("aardvark-dns/n1");
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "10.91.1.1 1.1.1.1\naaa 10.91.1.2  web1,w1\nbbb 10.91.1.3  web2\n"
+        );
+        assert!(d.join("aardvark.lock").exists());
+        let opts = |id: &str| -> NetworkOptions {
+            serde_json::from_value(serde_json::json!({
+                "container_id": id, "container_name": "x",
+                "networks": {"n1": {"interface_name": "eth0"}},
+                "network_info": {"n1": {"name": "n1", "id": "1", "driver": "bridge",
+                    "ipv6_enabled": false, "internal": false, "dns_enabled": true}}
+            }))
+            .unwrap()
+        };
+        // No aardvark-dns runs: the lines go, then netavark's error.
+        assert_eq!(
+            a.delete(&opts("aaa")).unwrap_err().error,
+            "IO error: aardvark pid not found"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "10.91.1.1 1.1.1.1\nbbb 10.91.1.3  web2\n"
+        );
+        let _ = a.delete(&opts("bbb"));
+        assert!(!f.exists(), "a file with its header only goes");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
