@@ -181,8 +181,9 @@ fn link_kind(l: &LinkMessage) -> Option<&InfoKind> {
     })
 }
 
-/// IPv4 addresses (address, prefix length) on interface `index`.
-async fn v4_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+/// Addresses (address, prefix length) on interface `index`, both families,
+/// from one listing: IPv4 by its local address, IPv6 by its address.
+async fn addrs(h: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>> {
     let msgs: Vec<_> = h
         .address()
         .get()
@@ -195,28 +196,8 @@ async fn v4_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
         .iter()
         .flat_map(|m| {
             m.attributes.iter().filter_map(move |a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
-                _ => None,
-            })
-        })
-        .collect())
-}
-
-/// IPv6 addresses on interface `index`.
-async fn v6_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv6Addr, u8)>> {
-    let msgs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl(format!("list addresses of #{index}")))?;
-    Ok(msgs
-        .iter()
-        .flat_map(|m| {
-            m.attributes.iter().filter_map(move |a| match a {
-                AddressAttribute::Address(IpAddr::V6(ip)) => Some((*ip, m.header.prefix_len)),
+                AddressAttribute::Local(ip @ IpAddr::V4(_))
+                | AddressAttribute::Address(ip @ IpAddr::V6(_)) => Some((*ip, m.header.prefix_len)),
                 _ => None,
             })
         })
@@ -393,9 +374,9 @@ impl Topology for NetlinkTopology {
                 }
             };
             let configure = async {
-                let addrs = v4_addrs(&h, index).await?;
+                let addrs = addrs(&h, index).await?;
                 let prefix = b.subnet.prefix_len();
-                if !addrs.contains(&(b.gateway, prefix)) {
+                if !addrs.contains(&(IpAddr::V4(b.gateway), prefix)) {
                     h.address()
                         .add(index, IpAddr::V4(b.gateway), prefix)
                         .execute()
@@ -406,9 +387,7 @@ impl Topology for NetlinkTopology {
                         )))?;
                 }
                 if let Some(g6) = b.gateway6
-                    && !v6_addrs(&h, index)
-                        .await?
-                        .contains(&(g6.addr(), g6.prefix_len()))
+                    && !addrs.contains(&(IpAddr::V6(g6.addr()), g6.prefix_len()))
                 {
                     add_addr6(&h, index, g6, &format!("bridge {}", b.name)).await?;
                 }
