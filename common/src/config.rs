@@ -13,6 +13,10 @@ pub const NAT_PORT_MAX: u16 = 65535;
 /// How many random ports the allocator tries (after the flow's own) before
 /// giving up on a flow (`NatExhausted`).
 pub const NAT_PORT_TRIES: u32 = 64;
+/// The same for IPv6 masquerade, whose allocator is verified in more
+/// program states (see `nat6::allocate6`): at half of a peer's ports taken,
+/// 8 tries fail 1 flow in 250.
+pub const NAT_PORT_TRIES6: u32 = 8;
 
 /// Globals: conntrack lifetimes in nanoseconds (defaults below).
 pub const GLOBAL_CT_TCP_EST_NS: &str = "CT_TCP_EST_NS";

@@ -15,6 +15,7 @@ pub mod frag;
 pub mod maps;
 pub mod metrics;
 pub mod nat;
+pub mod nat6;
 pub mod policy;
 
 /// Implements `aya::Pod` for plain map types when the `user` feature is on.

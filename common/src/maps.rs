@@ -59,6 +59,28 @@ pub const SNAT_LEN: u32 = 65536;
 /// Socket-hook translations: [`crate::nat::SockKey`] → [`crate::nat::SockVal`]. LRU, pinned.
 pub const SOCK_NAT: &str = "PIER_SOCK_NAT";
 pub const SOCK_NAT_LEN: u32 = 65536;
+/// IPv6 published ports: [`crate::nat6::PortKey6`] → [`crate::nat6::PortVal6`]. Pinned.
+pub const PORTS6: &str = "PIER_PORTS6";
+/// IPv6 published backends: container side [`crate::nat6::PortKey6`] → the
+/// host side's (a reply whose conntrack entry is gone). Pinned.
+pub const BACKENDS6: &str = "PIER_BACKENDS6";
+/// Per IPv6 published port counters: [`crate::nat6::PortKey6`] → per-CPU
+/// [`crate::metrics::Counter`]. Pinned.
+pub const PORT_STATS6: &str = "PIER_PORT_STAT6";
+/// IPv6 gateways of the networks: network id → [`crate::endpoint::Addr6`]
+/// (the hairpin source of a container on its own published port). Pinned.
+pub const NETWORKS6: &str = "PIER_NETWORKS6";
+/// One slot: the IPv6 uplink masquerade leaves by ([`crate::nat6::UplinkVal6`]). Pinned.
+pub const UPLINK6: &str = "PIER_UPLINK6";
+/// IPv6 published-connection tracking, keyed by the reply direction
+/// ([`crate::nat6::FlowKey6`] → [`crate::nat6::CtVal6`]). LRU, pinned.
+pub const CT6: &str = "PIER_CT6";
+/// IPv6 masquerade, outbound: container flow → [`crate::nat6::NatVal6`]. LRU, pinned.
+pub const SNAT_FWD6: &str = "PIER_SNAT_FWD6";
+/// IPv6 masquerade, inbound: reply flow → container (address, port). LRU, pinned.
+pub const SNAT_REV6: &str = "PIER_SNAT_REV6";
+/// IPv6 socket-hook translations: [`crate::nat6::SockKey6`] → [`crate::nat6::SockVal6`]. LRU, pinned.
+pub const SOCK_NAT6: &str = "PIER_SOCK_NAT6";
 /// Fragments of translated datagrams: [`crate::frag::FragKey`] →
 /// [`crate::frag::FragVal`], written for each first fragment. LRU, per load
 /// (not pinned: fragments live milliseconds).
@@ -69,7 +91,7 @@ pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 32;
 
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 19] = [
+pub const PINNED: [&str; 28] = [
     PORTS,
     BACKENDS,
     PORT_STATS,
@@ -89,6 +111,15 @@ pub const PINNED: [&str; 19] = [
     VETHS,
     PORT_DROPS,
     POLICY,
+    PORTS6,
+    BACKENDS6,
+    PORT_STATS6,
+    NETWORKS6,
+    UPLINK6,
+    CT6,
+    SNAT_FWD6,
+    SNAT_REV6,
+    SOCK_NAT6,
 ];
 
 const _: () = {
@@ -114,6 +145,15 @@ const _: () = {
         VETHS,
         PORT_DROPS,
         POLICY,
+        PORTS6,
+        BACKENDS6,
+        PORT_STATS6,
+        NETWORKS6,
+        UPLINK6,
+        CT6,
+        SNAT_FWD6,
+        SNAT_REV6,
+        SOCK_NAT6,
     ];
     let mut i = 0;
     while i < names.len() {

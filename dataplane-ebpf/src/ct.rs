@@ -29,10 +29,16 @@ pub fn now() -> u64 {
 /// The flags after seeing `pkt` (`reply`: it travels backend → client).
 #[inline(always)]
 pub fn next_flags(flags: u32, pkt: &Pkt, reply: bool) -> u32 {
-    if pkt.proto != IPPROTO_TCP {
+    next_flags_of(flags, pkt.proto, pkt.tcp_flags, reply)
+}
+
+/// [`next_flags`] by protocol and TCP flags (IPv6 too).
+#[inline(always)]
+pub fn next_flags_of(flags: u32, proto: u8, tcp_flags: u8, reply: bool) -> u32 {
+    if proto != IPPROTO_TCP {
         return flags;
     }
-    let f = pkt.tcp_flags;
+    let f = tcp_flags;
     if f & TCP_SYN != 0 && f & TCP_RST == 0 && !reply {
         // A new connection on a reused tuple starts afresh.
         return 0;
@@ -50,7 +56,13 @@ pub fn next_flags(flags: u32, pkt: &Pkt, reply: bool) -> u32 {
 /// When an entry with `flags` for `pkt`'s protocol may be retired.
 #[inline(always)]
 pub fn expiry(now: u64, pkt: &Pkt, flags: u32) -> u64 {
-    now + match pkt.proto {
+    expiry_of(now, pkt.proto, flags)
+}
+
+/// [`expiry`] by protocol (IPv6 too; ICMPv6 lives as long as ICMP).
+#[inline(always)]
+pub fn expiry_of(now: u64, proto: u8, flags: u32) -> u64 {
+    now + match proto {
         IPPROTO_TCP if flags != 0 => CT_TCP_CLOSING_NS.load(),
         IPPROTO_TCP => CT_TCP_EST_NS.load(),
         IPPROTO_UDP => CT_UDP_NS.load(),

@@ -9,14 +9,22 @@
 //! `--internal` networks stop at their subnet, and from outside nothing
 //! reaches a container subnet. A chain of extension headers pier does not
 //! walk never leaves a container.
-use aya_ebpf::{bindings::TC_ACT_OK, maps::lpm_trie::Key, programs::TcContext};
+use aya_ebpf::{
+    bindings::TC_ACT_OK,
+    macros::map,
+    maps::{PerCpuArray, lpm_trie::Key},
+    programs::TcContext,
+};
 use pier_common::{
     drop::DropReason,
     endpoint::{Addr6, EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC},
+    nat6::FlowKey6,
 };
 
 use crate::{
     lookup::network,
+    nat6,
+    verdict::verdict,
     maps::{ENDPOINTS6, HOST_ADDRS6, SUBNETS6, VETHS},
     parse::{ETH_HLEN, Frag, IPPROTO_TCP, IPPROTO_UDP, L4, ptr_at},
 };
@@ -39,9 +47,9 @@ const NH_MOBILITY: u8 = 135;
 const NH_HIP: u8 = 139;
 const NH_SHIM6: u8 = 140;
 
-const ICMP6_DEST_UNREACH: u8 = 1;
-const ICMP6_PARAM_PROB: u8 = 4;
-const ICMP6_ECHO_REQUEST: u8 = 128;
+pub const ICMP6_DEST_UNREACH: u8 = 1;
+pub const ICMP6_PARAM_PROB: u8 = 4;
+pub const ICMP6_ECHO_REQUEST: u8 = 128;
 const ICMP6_ECHO_REPLY: u8 = 129;
 const ND_ROUTER_ADVERT: u8 = 134;
 const ND_NEIGHBOR_ADVERT: u8 = 136;
@@ -71,11 +79,38 @@ pub struct Pkt6 {
     pub l4_off: usize,
     /// ICMPv6 type, when `proto` is ICMPv6 and the header is there.
     pub icmp_type: u8,
+    pub tcp_flags: u8,
+    pub hop_limit: u8,
     pub frag: Frag,
     /// The extension headers were not all walked (too many, too long, or a
     /// kind pier does not know): the transport header is unknown.
     pub unwalked: bool,
 }
+
+impl Pkt6 {
+    /// Ports (or an echo identifier) pier can translate.
+    #[inline(always)]
+    pub fn has_ports(&self) -> bool {
+        matches!(self.l4, L4::Ports | L4::EchoRequest | L4::EchoReply)
+    }
+
+    #[inline(always)]
+    pub fn flow(&self) -> FlowKey6 {
+        FlowKey6 {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport_be: self.sport,
+            dport_be: self.dport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Per-CPU slots for the parsed packet (0: `pier_veth_in`, 1:
+/// `pier_uplink_in`), off the stack.
+#[map(name = "PIER_PKT6")]
+static PKT6: PerCpuArray<Pkt6> = PerCpuArray::with_max_entries(2, 0);
 
 /// The ethertype is IPv6.
 #[inline(always)]
@@ -90,7 +125,7 @@ pub fn parse(ctx: &TcContext) -> Result<Pkt6, DropReason> {
     if ip.vtc_flow[0] >> 4 != 6 {
         return Err(DropReason::Malformed);
     }
-    let _ = (ip.payload_len_be, ip.hop_limit);
+    let _ = ip.payload_len_be;
     let mut pkt = Pkt6 {
         saddr: ip.saddr,
         daddr: ip.daddr,
@@ -100,6 +135,8 @@ pub fn parse(ctx: &TcContext) -> Result<Pkt6, DropReason> {
         l4: L4::None,
         l4_off: 0,
         icmp_type: 0,
+        tcp_flags: 0,
+        hop_limit: ip.hop_limit,
         frag: Frag::None,
         unwalked: false,
     };
@@ -157,6 +194,7 @@ pub fn parse(ctx: &TcContext) -> Result<Pkt6, DropReason> {
             let h = unsafe { &*ptr_at::<[u8; 20]>(ctx, off).ok_or(DropReason::Malformed)? };
             pkt.sport = u16::from_ne_bytes([h[0], h[1]]);
             pkt.dport = u16::from_ne_bytes([h[2], h[3]]);
+            pkt.tcp_flags = h[13];
             pkt.l4 = L4::Ports;
         }
         IPPROTO_UDP => {
@@ -239,15 +277,19 @@ pub fn is_host_addr6(a: &Addr6) -> bool {
     is_loopback(a) || unsafe { HOST_ADDRS6.get(a) }.is_some()
 }
 
-/// `pier_veth_in` for an IPv6 frame (`is_ipv6`): what the container on
-/// this veth may send.
-#[inline(always)]
-pub fn veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
+/// `pier_veth_in` for an IPv6 frame (`is_ipv6`), first half: what the
+/// container on this veth may send at all. `Ok(Some(action))`: decided
+/// (link-local, multicast); `Ok(None)`: a global unicast packet from its own
+/// address, parsed into `out`, for [`veth_in`] to route (a BPF-to-BPF call
+/// of its own: its stack is not the translation stages').
+#[inline(never)]
+fn veth_checks(ctx: &TcContext, out: &mut Pkt6) -> Result<Option<i32>, DropReason> {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let veth = unsafe { VETHS.get(ifindex) }
         .copied()
         .ok_or(DropReason::Spoofed)?;
     let pkt = parse(ctx)?;
+    *out = pkt;
     if is_v4_mapped(&pkt.saddr) || is_v4_mapped(&pkt.daddr) {
         return Err(DropReason::V4Mapped);
     }
@@ -289,7 +331,7 @@ pub fn veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     if dst_mc {
         // Neighbour discovery, MLD, link multicast: the host never forwards it.
-        return Ok(TC_ACT_OK);
+        return Ok(Some(TC_ACT_OK));
     }
     if dst_ll {
         // Without icc, only the bridge (the host) is a link-local peer.
@@ -297,11 +339,57 @@ pub fn veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         if no_icc && dmac != veth.bridge_mac {
             return Err(DropReason::NoIcc);
         }
+        return Ok(Some(TC_ACT_OK));
+    }
+    Ok(None)
+}
+
+/// `pier_veth_in` for an IPv6 frame: [`veth_checks`], then replies of
+/// published connections, ICMPv6 errors of translated flows, hairpin,
+/// isolation, `--internal`, the host's own addresses, and what leaves.
+#[inline(always)]
+fn veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
+    // The parsed packet lives in a per-CPU slot: the frames below are deep.
+    let pkt = PKT6.get_ptr_mut(0).ok_or(DropReason::Helper)?;
+    let pkt = unsafe { &mut *pkt };
+    if let Some(action) = veth_checks(ctx, pkt)? {
+        return Ok(action);
+    }
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let veth = unsafe { VETHS.get(ifindex) }
+        .copied()
+        .ok_or(DropReason::Spoofed)?;
+    // Flags only (an `Option<NetworkVal>` kept across the calls below
+    // leaves an undefined register the verifier refuses to read).
+    let (have_net, flags) = match network(veth.network_id) {
+        Some(n) => (true, n.flags),
+        None => (false, 0),
+    };
+    let no_icc = flags & NET_F_NO_ICC != 0;
+
+    // A reply of a published connection (from outside, or hairpin).
+    if pkt.has_ports()
+        && let Some(action) = nat6::reply(ctx, pkt)?
+    {
+        return Ok(action);
+    }
+    // An ICMPv6 error about a flow pier translated for or to this container.
+    if pkt.l4 == L4::Error
+        && let Some(action) = nat6::icmp_from_container(ctx, pkt, ifindex)?
+    {
+        return Ok(action);
+    }
+    if !have_net {
         return Ok(TC_ACT_OK);
     }
-    let Some(net) = net else {
-        return Ok(TC_ACT_OK);
-    };
+    // Hairpin to a published port on a host address (not from --internal).
+    if flags & NET_F_INTERNAL == 0
+        && pkt.has_ports()
+        && is_host_addr6(&pkt.daddr)
+        && let Some(action) = nat6::hairpin(ctx, pkt, ifindex)?
+    {
+        return Ok(action);
+    }
     if let Some(dst_net) = subnet6_of(&pkt.daddr) {
         if dst_net != veth.network_id {
             return Err(DropReason::Isolation);
@@ -311,26 +399,64 @@ pub fn veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         }
         return Ok(TC_ACT_OK);
     }
-    if net.flags & NET_F_INTERNAL != 0 {
+    if flags & NET_F_INTERNAL != 0 {
         return Err(DropReason::Internal);
     }
     if is_host_addr6(&pkt.daddr) {
         return Ok(TC_ACT_OK);
     }
-    if net.flags & NET_F_MASQUERADE != 0 {
-        // IPv6 masquerade is not built: nothing leaves with a container's
-        // own address from a masquerading network.
-        return Err(DropReason::NatUnsupported);
-    }
-    // Routed, as the host's forwarding decides.
-    Ok(TC_ACT_OK)
+    // Leaving the host: masqueraded (or routed, recorded for the replies).
+    nat6::leaving(ctx, pkt, flags & NET_F_MASQUERADE != 0)
 }
 
-/// `pier_uplink_in` for an IPv6 frame: nothing from outside reaches a
-/// container subnet (no IPv6 port is published yet); the rest is the host's.
+/// `pier_veth_in`'s IPv6 half, a BPF-to-BPF call of its own (its stack and
+/// states apart from the IPv4 path's); drops counted here.
+#[inline(never)]
+pub fn veth_in_entry(ctx: &TcContext) -> i32 {
+    verdict(ctx, veth_in(ctx))
+}
+
+/// The masquerade of the packet [`veth_in_entry`] left in its per-CPU slot
+/// (it returned `nat6::MASQUERADE`), in a frame of its own.
+#[inline(never)]
+pub fn masquerade_entry(ctx: &TcContext) -> i32 {
+    let r = match PKT6.get_ptr_mut(0) {
+        Some(pkt) => nat6::masquerade6(ctx, unsafe { &mut *pkt }),
+        None => Err(DropReason::Helper),
+    };
+    verdict(ctx, r)
+}
+
+/// `pier_uplink_in`'s IPv6 half (see [`veth_in_entry`]).
+#[inline(never)]
+pub fn uplink_in_entry(ctx: &TcContext) -> i32 {
+    verdict(ctx, uplink_in(ctx))
+}
+
+/// `pier_uplink_in` for an IPv6 frame: a source in a container subnet is
+/// spoofed; replies to masqueraded flows, IPv6 published ports and ICMPv6
+/// errors about them are translated into the container; anything else to a
+/// container subnet is dropped; the rest is the host's.
 #[inline(always)]
 pub fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
-    let pkt = parse(ctx)?;
+    let pkt = PKT6.get_ptr_mut(1).ok_or(DropReason::Helper)?;
+    let pkt = unsafe { &mut *pkt };
+    *pkt = parse(ctx)?;
+    if subnet6_of(&pkt.saddr).is_some() {
+        return Err(DropReason::Spoofed);
+    }
+    if !pkt.unwalked && pkt.frag != Frag::Later {
+        if pkt.l4 == L4::Error
+            && let Some(action) = nat6::icmp_from_uplink(ctx, pkt)?
+        {
+            return Ok(action);
+        }
+        if pkt.has_ports()
+            && let Some(action) = nat6::uplink_ports(ctx, pkt)?
+        {
+            return Ok(action);
+        }
+    }
     if subnet6_of(&pkt.daddr).is_some() {
         return Err(DropReason::NotPublished);
     }

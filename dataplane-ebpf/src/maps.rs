@@ -10,6 +10,7 @@ use pier_common::{
     maps::*,
     metrics::Counter,
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+    nat6::{CtVal6, FlowKey6, NatVal6, PortKey6, PortVal6, SockKey6, SockVal6, UplinkVal6},
     policy::{PolicyKey, PolicyVal},
 };
 
@@ -78,3 +79,32 @@ pub static FRAGS: LruHashMap<FragKey, FragVal> = LruHashMap::with_max_entries(FR
 
 #[map(name = "PIER_DROPS")]
 pub static DROPS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DROPS_LEN, 0);
+
+#[map(name = "PIER_PORTS6")]
+pub static PORTS6: HashMap<PortKey6, PortVal6> = HashMap::with_max_entries(PORTS_LEN, 0);
+
+#[map(name = "PIER_BACKENDS6")]
+pub static BACKENDS6: HashMap<PortKey6, PortKey6> = HashMap::with_max_entries(PORTS_LEN, 0);
+
+#[map(name = "PIER_PORT_STAT6")]
+pub static PORT_STATS6: PerCpuHashMap<PortKey6, Counter> =
+    PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
+
+#[map(name = "PIER_NETWORKS6")]
+pub static NETWORKS6: HashMap<u32, Addr6> = HashMap::with_max_entries(NETWORKS_LEN, 0);
+
+#[map(name = "PIER_UPLINK6")]
+pub static UPLINK6: Array<UplinkVal6> = Array::with_max_entries(1, 0);
+
+#[map(name = "PIER_CT6")]
+pub static CT6: LruHashMap<FlowKey6, CtVal6> = LruHashMap::with_max_entries(CT_LEN, 0);
+
+#[map(name = "PIER_SNAT_FWD6")]
+pub static SNAT_FWD6: LruHashMap<FlowKey6, NatVal6> = LruHashMap::with_max_entries(SNAT_LEN, 0);
+
+#[map(name = "PIER_SNAT_REV6")]
+pub static SNAT_REV6: LruHashMap<FlowKey6, NatVal6> = LruHashMap::with_max_entries(SNAT_LEN, 0);
+
+#[map(name = "PIER_SOCK_NAT6")]
+pub static SOCK_NAT6: LruHashMap<SockKey6, SockVal6> =
+    LruHashMap::with_max_entries(SOCK_NAT_LEN, 0);

@@ -21,15 +21,22 @@ use crate::{
 
 #[classifier]
 pub fn pier_uplink_in(ctx: TcContext) -> i32 {
-    verdict(&ctx, try_uplink_in(&ctx))
+    if ipv6::is_ipv6(&ctx) {
+        return ipv6::uplink_in_entry(&ctx);
+    }
+    uplink_in4(&ctx)
+}
+
+/// The IPv4 path, a frame of its own: the program's stack is the deepest
+/// of the two paths, not their sum.
+#[inline(never)]
+fn uplink_in4(ctx: &TcContext) -> i32 {
+    verdict(ctx, try_uplink_in(ctx))
 }
 
 #[inline(always)]
 fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some(mut pkt) = parse::ipv4(ctx)? else {
-        if ipv6::is_ipv6(ctx) {
-            return ipv6::uplink_in(ctx);
-        }
         return Ok(TC_ACT_OK);
     };
     // A container's address as the source, from outside: a martian (those

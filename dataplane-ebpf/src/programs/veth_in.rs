@@ -43,16 +43,27 @@ use crate::{
 
 #[classifier]
 pub fn pier_veth_in(ctx: TcContext) -> i32 {
-    verdict(&ctx, try_veth_in(&ctx))
+    if ipv6::is_ipv6(&ctx) {
+        let action = ipv6::veth_in_entry(&ctx);
+        if action == crate::nat6::MASQUERADE {
+            return ipv6::masquerade_entry(&ctx);
+        }
+        return action;
+    }
+    veth_in4(&ctx)
+}
+
+/// The IPv4 path, a frame of its own: the program's stack is the deepest
+/// of the two paths, not their sum.
+#[inline(never)]
+fn veth_in4(ctx: &TcContext) -> i32 {
+    verdict(ctx, try_veth_in(ctx))
 }
 
 #[inline(always)]
 fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let Some(mut pkt) = parse::ipv4(ctx)? else {
-        if ipv6::is_ipv6(ctx) {
-            return ipv6::veth_in(ctx);
-        }
         return arp::from_container(ctx, ifindex);
     };
     // The source must be this veth's own container address. First of all:
