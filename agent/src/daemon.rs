@@ -108,6 +108,7 @@ pub fn desired_state(st: &State) -> DesiredState {
             subnet,
             gateway,
             subnet6: n.subnet6,
+            gateway6: n.gateway6,
             internal: n.internal,
             icc: n.icc,
             masquerade: n.masquerade,
@@ -135,24 +136,44 @@ pub fn desired_state(st: &State) -> DesiredState {
             continue;
         }
         for p in &c.ports {
-            for (hp, cp) in p.pairs() {
-                let spec = dataplane::PortSpec {
-                    host_ip: p.host_ip,
-                    proto: match p.proto {
-                        crate::state::PortProto::Tcp => dataplane::Proto::Tcp,
-                        crate::state::PortProto::Udp => dataplane::Proto::Udp,
-                    },
-                    host_port: hp,
-                    container_ip: first.ip,
-                    container_port: cp,
-                    // Rootful podman holds its published ports itself.
-                    reserve: !engine_holds_ports(st, c, first),
-                };
-                let rules = port_rules(st, &scoped, c, first, hp, p.proto);
-                if !rules.is_empty() {
-                    d.port_policy.insert(dataplane::PortRef::of(&spec), rules);
+            // The families it binds: no address = both (IPv6 when the
+            // endpoint has an address of it); an unspecified one = its
+            // family's every address.
+            let mut families: Vec<(Option<std::net::IpAddr>, std::net::IpAddr)> = Vec::new();
+            match p.host_ip {
+                None => {
+                    families.push((None, first.ip.into()));
+                    if let Some(ip6) = first.ip6 {
+                        families.push((None, ip6.into()));
+                    }
                 }
-                d.ports.push(spec);
+                Some(h) if h.is_ipv6() => {
+                    if let Some(ip6) = first.ip6 {
+                        families.push((Some(h).filter(|h| !h.is_unspecified()), ip6.into()));
+                    }
+                }
+                Some(h) => families.push((Some(h).filter(|h| !h.is_unspecified()), first.ip.into())),
+            }
+            for (host_ip, container_ip) in families {
+                for (hp, cp) in p.pairs() {
+                    let spec = dataplane::PortSpec {
+                        host_ip,
+                        proto: match p.proto {
+                            crate::state::PortProto::Tcp => dataplane::Proto::Tcp,
+                            crate::state::PortProto::Udp => dataplane::Proto::Udp,
+                        },
+                        host_port: hp,
+                        container_ip,
+                        container_port: cp,
+                        // Rootful podman holds its published ports itself.
+                        reserve: !engine_holds_ports(st, c, first),
+                    };
+                    let rules = port_rules(st, &scoped, c, first, hp, p.proto);
+                    if !rules.is_empty() {
+                        d.port_policy.insert(dataplane::PortRef::of(&spec), rules);
+                    }
+                    d.ports.push(spec);
+                }
             }
         }
     }

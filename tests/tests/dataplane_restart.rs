@@ -212,6 +212,7 @@ fn child_agent() {
             subnet,
             gateway: subnet.hosts().next().unwrap(),
             subnet6: None,
+            gateway6: None,
             internal: false,
             icc: true,
             masquerade: true,

@@ -231,11 +231,11 @@ fn port_binding(v: &Value) -> Result<PortBinding, Failure> {
     };
     let host_ip = match m.host_ip.as_str() {
         "" | "0.0.0.0" => None,
-        s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+        s => Some(std::net::IpAddr::V4(s.parse::<Ipv4Addr>().map_err(|_| {
             bad(format!(
                 "runtimeConfig.portMappings: hostIP {s:?} is not an IPv4 address (IPv6 is not supported yet)"
             ))
-        })?),
+        })?)),
     };
     Ok(PortBinding {
         host_ip,
@@ -578,7 +578,7 @@ mod tests {
         );
         assert_eq!(c.ports[0].host_ip, None);
         assert_eq!(c.ports[1].proto, PortProto::Udp);
-        assert_eq!(c.ports[1].host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.ports[1].host_ip, Some(Ipv4Addr::LOCALHOST.into()));
     }
 
     #[test]

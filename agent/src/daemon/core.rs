@@ -464,11 +464,20 @@ fn ephemeral_range() -> (u16, u16) {
 /// Whether a host process could bind the binding's host port now (pier's
 /// own published ports are held by the dataplane's reservations too).
 fn host_port_free(b: &PortBinding) -> bool {
-    let ip = b.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let addr = std::net::SocketAddr::from((ip, b.host_port));
-    match b.proto {
-        crate::state::PortProto::Tcp => std::net::TcpListener::bind(addr).is_ok(),
-        crate::state::PortProto::Udp => std::net::UdpSocket::bind(addr).is_ok(),
+    let free = |ip: std::net::IpAddr| {
+        let addr = std::net::SocketAddr::from((ip, b.host_port));
+        let r = match b.proto {
+            crate::state::PortProto::Tcp => std::net::TcpListener::bind(addr).map(|_| ()),
+            crate::state::PortProto::Udp => std::net::UdpSocket::bind(addr).map(|_| ()),
+        };
+        // A host without IPv6 cannot hold an IPv6 port either.
+        r.is_ok() || (ip.is_ipv6() && r.is_err_and(|e| e.kind() != std::io::ErrorKind::AddrInUse))
+    };
+    match b.host_ip {
+        Some(ip) => free(ip),
+        None => {
+            free(Ipv4Addr::UNSPECIFIED.into()) && free(std::net::Ipv6Addr::UNSPECIFIED.into())
+        }
     }
 }
 

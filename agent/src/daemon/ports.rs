@@ -12,8 +12,9 @@ use crate::{
 /// How often the agent retires expired conntrack and NAT entries.
 pub const CT_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
-fn host_ip_text(ip: Option<Ipv4Addr>) -> String {
-    ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string()
+fn host_ip_text(ip: Option<std::net::IpAddr>) -> String {
+    ip.map(|i| i.to_string())
+        .unwrap_or_else(|| Ipv4Addr::UNSPECIFIED.to_string())
 }
 
 impl Daemon {

@@ -1,5 +1,5 @@
 //! Checks on user input, each failing with one clear line.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::state::{PortBinding, PortProto};
 
@@ -123,7 +123,30 @@ pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
         }
         None => (spec, PortProto::Tcp),
     };
+    // `[v6]:HOST:CONT` (Docker's form for an IPv6 host address).
+    let (ip6, body) = match body.strip_prefix('[') {
+        Some(rest) => {
+            let Some((a, rest)) = rest.split_once("]:") else {
+                return Err(format!(
+                    "invalid port spec {spec:?}: expected [IPV6]:HOSTPORT:CONTAINERPORT"
+                ));
+            };
+            (Some(a), rest)
+        }
+        None => (None, body),
+    };
     let parts: Vec<&str> = body.split(':').collect();
+    let parts: Vec<&str> = match ip6 {
+        Some(a) => {
+            if parts.len() != 2 {
+                return Err(format!(
+                    "invalid port spec {spec:?}: expected [IPV6]:HOSTPORT:CONTAINERPORT"
+                ));
+            }
+            vec![a, parts[0], parts[1]]
+        }
+        None => parts,
+    };
     let (ip, host, cont) = match parts.as_slice() {
         [c] => (None, "", *c),
         [h, c] => (None, *h, *c),
@@ -136,12 +159,13 @@ pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
     };
     let host_ip = match ip {
         None | Some("") => None,
-        Some(s) => Some(
-            s.parse::<Ipv4Addr>()
-                .map_err(|_| format!("invalid port spec {spec:?}: {s:?} is not an IPv4 address"))?,
-        ),
+        Some(s) if ip6.is_some() => Some(IpAddr::V6(s.parse::<Ipv6Addr>().map_err(|_| {
+            format!("invalid port spec {spec:?}: {s:?} is not an IPv6 address")
+        })?)),
+        Some(s) => Some(IpAddr::V4(s.parse::<Ipv4Addr>().map_err(|_| {
+            format!("invalid port spec {spec:?}: {s:?} is not an IP address (IPv6 in brackets: [::1])")
+        })?)),
     };
-    let host_ip = host_ip.filter(|ip| !ip.is_unspecified());
     let (cp, cpe) = parse_range(spec, cont)?;
     let (hp, hpe) = if host.is_empty() {
         if cpe != cp {
@@ -239,14 +263,23 @@ pub fn is_choice(b: &PortBinding) -> bool {
     b.host_port == 0 || b.host_port_end - b.host_port != b.container_port_end - b.container_port
 }
 
+/// Do two host addresses of bindings overlap? `None` is every address of
+/// both families, an unspecified one every address of its family.
+pub fn addrs_overlap(a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => {
+            x == y || (x.is_ipv6() == y.is_ipv6() && (x.is_unspecified() || y.is_unspecified()))
+        }
+        _ => true,
+    }
+}
+
 /// Do two bindings claim a common host port (same protocol, overlapping address)?
 pub fn ports_clash(a: &PortBinding, b: &PortBinding) -> Option<u16> {
     if a.proto != b.proto {
         return None;
     }
-    if let (Some(x), Some(y)) = (a.host_ip, b.host_ip)
-        && x != y
-    {
+    if !addrs_overlap(a.host_ip, b.host_ip) {
         return None;
     }
     let lo = a.host_port.max(b.host_port);
@@ -256,7 +289,8 @@ pub fn ports_clash(a: &PortBinding, b: &PortBinding) -> Option<u16> {
 
 /// `0.0.0.0:8081` for messages.
 pub fn bind_addr(p: &PortBinding, port: u16) -> String {
-    format!("{}:{port}", p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED))
+    let ip = p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    std::net::SocketAddr::new(ip, port).to_string()
 }
 
 #[cfg(test)]
@@ -327,7 +361,7 @@ mod tests {
         assert_eq!((p.host_port, p.container_port), (0, 80));
         assert!(is_choice(&p));
         let p = parse_port_spec("127.0.0.1::80/udp").unwrap();
-        assert_eq!((p.host_ip, p.host_port), (Some(Ipv4Addr::LOCALHOST), 0));
+        assert_eq!((p.host_ip, p.host_port), (Some(Ipv4Addr::LOCALHOST.into()), 0));
         let p = parse_port_spec("8000-8010:80").unwrap();
         assert_eq!(
             (p.host_port, p.host_port_end, p.container_port_end),
@@ -344,8 +378,25 @@ mod tests {
         assert!(parse_add_host("v6:2001:db8::1").is_ok());
         assert!(parse_mac("02:42:ac:11:00:02").is_ok());
         assert!(parse_mac("03:42:ac:11:00:02").is_err());
+        // IPv6 host addresses in brackets; `[::]` and `0.0.0.0` are one
+        // family's every address, no address both.
+        let p = parse_port_spec("[2001:db8::1]:8080:80/udp").unwrap();
+        assert_eq!(p.host_ip, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!((p.host_port, p.container_port), (8080, 80));
+        let any6 = parse_port_spec("[::]:8080:80").unwrap();
+        assert_eq!(any6.host_ip, Some(Ipv6Addr::UNSPECIFIED.into()));
+        let any4 = parse_port_spec("0.0.0.0:8080:80").unwrap();
+        assert_eq!(any4.host_ip, Some(Ipv4Addr::UNSPECIFIED.into()));
+        let both = parse_port_spec("8080:80").unwrap();
+        assert_eq!(ports_clash(&any4, &any6), None, "one port per family");
+        assert_eq!(ports_clash(&both, &any6), Some(8080));
+        assert_eq!(ports_clash(&both, &any4), Some(8080));
+        let l6 = parse_port_spec("[::1]:8080:80").unwrap();
+        assert_eq!(ports_clash(&l6, &any6), Some(8080));
+        assert_eq!(ports_clash(&l6, &any4), None);
+        assert_eq!(bind_addr(&l6, 8080), "[::1]:8080");
         let p = parse_port_spec("127.0.0.1:5000-5002:6000-6002/udp").unwrap();
-        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST.into()));
         assert_eq!((p.host_port_end, p.container_port_end), (5002, 6002));
         assert_eq!(p.proto, PortProto::Udp);
         for (bad, want) in [
@@ -357,7 +408,11 @@ mod tests {
             ("80-82", "needs its host ports"),
             ("x:80", "is not a port"),
             ("80:80/sctp", "unknown protocol"),
-            ("1.2.3:80:80", "is not an IPv4 address"),
+            ("1.2.3:80:80", "is not an IP address"),
+            ("[::1:8080:80", "expected [IPV6]:HOSTPORT:CONTAINERPORT"),
+            ("[::1]:80", "expected [IPV6]:HOSTPORT:CONTAINERPORT"),
+            ("[1.2.3.4]:80:80", "is not an IPv6 address"),
+            ("2001:db8::1:80:80", "expected [IP:][HOSTPORT:]CONTAINERPORT"),
         ] {
             let e = parse_port_spec(bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");

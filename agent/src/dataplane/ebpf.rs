@@ -22,7 +22,9 @@ use pier_common::{
     nat::{PortKey, PortVal},
 };
 
-pub use super::maps::{CtCounts, addr_be, addr_from_be, port_key, proto_num};
+pub use super::maps::{
+    CtCounts, addr_be, addr_from_be, addr6_be, addr6_from_be, port_key, port_key6, proto_num,
+};
 use super::{
     Dataplane, DataplaneConfig, DataplaneError, DesiredState, EBPF_OBJECT, PortSpec, PortStats,
     Proto, attach,
@@ -71,7 +73,12 @@ fn read_kernel_log(bpf: &mut aya::Ebpf) {
 }
 
 fn port_id(p: &PortSpec) -> PortId {
-    (p.host_ip, p.proto, p.host_port)
+    let any = if p.is_v6() {
+        std::net::IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    (p.host_ip.unwrap_or(any), p.proto, p.host_port)
 }
 
 /// Conntrack lifetimes (set at load time).
@@ -237,7 +244,11 @@ impl EbpfDataplane {
             }
         }
         let mut ips = BTreeSet::new();
+        let mut ips6 = BTreeSet::new();
         for e in &desired.endpoints {
+            if let Some(ip6) = e.ip6 {
+                ips6.insert(ip6);
+            }
             if !ids.contains(&e.network_id) {
                 return Err(DataplaneError::Other(format!(
                     "endpoint {} names unknown network {}",
@@ -251,16 +262,28 @@ impl EbpfDataplane {
                 )));
             }
         }
-        let mut seen: BTreeMap<(Proto, u16), Vec<Option<Ipv4Addr>>> = BTreeMap::new();
+        let mut seen: BTreeMap<(bool, Proto, u16), Vec<Option<std::net::IpAddr>>> =
+            BTreeMap::new();
         for p in &desired.ports {
-            if !ips.contains(&p.container_ip) {
+            let known = match p.container_ip {
+                std::net::IpAddr::V4(a) => ips.contains(&a),
+                std::net::IpAddr::V6(a) => ips6.contains(&a),
+            };
+            if p.host_ip.is_some_and(|h| h.is_ipv6() != p.is_v6()) {
+                return Err(DataplaneError::Other(format!(
+                    "port {}: {} is of the other address family",
+                    reserve::describe(&port_id(p)),
+                    p.container_ip
+                )));
+            }
+            if !known {
                 return Err(DataplaneError::Other(format!(
                     "port {}: {} is not a container address",
                     reserve::describe(&port_id(p)),
                     p.container_ip
                 )));
             }
-            let bound = seen.entry((p.proto, p.host_port)).or_default();
+            let bound = seen.entry((p.is_v6(), p.proto, p.host_port)).or_default();
             if bound
                 .iter()
                 .any(|b| b.is_none() || p.host_ip.is_none() || *b == p.host_ip)
@@ -352,6 +375,14 @@ impl EbpfDataplane {
     /// `PIER_PORTS` as the kernel holds it.
     pub fn port_entries(&self) -> Result<Vec<(PortKey, PortVal)>, DataplaneError> {
         maps::ports(self.bpf_ref()?)
+    }
+
+    /// `PIER_PORTS6` as the kernel holds it.
+    pub fn port6_entries(
+        &self,
+    ) -> Result<Vec<(pier_common::nat6::PortKey6, pier_common::nat6::PortVal6)>, DataplaneError>
+    {
+        maps::ports6(self.bpf_ref()?)
     }
 
     /// `PIER_POLICY` as the kernel holds it (prefix length, key, value).
@@ -631,6 +662,15 @@ impl Dataplane for EbpfDataplane {
         // container create/remove spends here (see the containers bench).
         let t0 = std::time::Instant::now();
         Self::validate(desired)?;
+        // IPv6 forwarding once a dual-stack network exists (as Docker sets
+        // it with `--ipv6`: routed networks need it), not before: with it
+        // the host stops taking router advertisements.
+        if desired.networks.iter().any(|n| n.subnet6.is_some())
+            && std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+                .is_ok_and(|v| v.trim() == "0")
+        {
+            sys::set_sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        }
         let ifaces = sys::interfaces()?;
         let tables = Tables::new(desired, &ifaces)?;
         let t_tables = t0.elapsed();
@@ -685,6 +725,15 @@ impl Dataplane for EbpfDataplane {
             .ports
             .iter()
             .map(|p| {
+                if p.is_v6() {
+                    let c = maps::port_counter6(bpf, &maps::port_key6(p))?;
+                    return Ok(PortStats {
+                        port: p.clone(),
+                        packets: c.packets,
+                        bytes: c.bytes,
+                        denied: 0,
+                    });
+                }
                 let c = maps::port_counter(bpf, &port_key(p))?;
                 let d = maps::port_denied(bpf, &port_key(p))?;
                 Ok(PortStats {
@@ -712,6 +761,7 @@ mod tests {
                     subnet: "10.1.0.0/24".parse().unwrap(),
                     gateway: "10.1.0.1".parse().unwrap(),
                     subnet6: None,
+                    gateway6: None,
                     internal: false,
                     icc: true,
                     masquerade: true,
@@ -722,6 +772,7 @@ mod tests {
                     subnet: "10.2.0.0/24".parse().unwrap(),
                     gateway: "10.2.0.1".parse().unwrap(),
                     subnet6: None,
+                    gateway6: None,
                     internal: true,
                     icc: true,
                     masquerade: true,

@@ -3,7 +3,7 @@
 //! readers (conntrack gc, counters, inspection).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use aya::{
@@ -23,6 +23,7 @@ use pier_common::{
     maps as names,
     metrics::Counter,
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+    nat6::{CtVal6, FlowKey6, NatVal6, PortKey6, PortVal6, SockKey6, SockVal6, UplinkVal6},
     policy::{
         POLICY_ALLOW, POLICY_DENY, POLICY_F_DEFAULT_DENY, POLICY_F_HOST, POLICY_F_PORT, PolicyKey,
         PolicyVal, SCOPE_BITS,
@@ -66,10 +67,34 @@ pub fn proto_num(p: Proto) -> u8 {
     }
 }
 
-/// The `PIER_PORTS` key of a published port.
+fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6(ip: IpAddr) -> Option<Ipv6Addr> {
+    match ip {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// The `PIER_PORTS` key of a published IPv4 port.
 pub fn port_key(p: &PortSpec) -> PortKey {
     PortKey {
-        addr_be: p.host_ip.map(addr_be).unwrap_or(0),
+        addr_be: p.host_ip.and_then(v4).map(addr_be).unwrap_or(0),
+        port_be: p.host_port.to_be(),
+        proto: proto_num(p.proto),
+        _pad: 0,
+    }
+}
+
+/// The `PIER_PORTS6` key of a published IPv6 port.
+pub fn port_key6(p: &PortSpec) -> PortKey6 {
+    PortKey6 {
+        addr: p.host_ip.and_then(v6).map(addr6_be).unwrap_or_default(),
         port_be: p.host_port.to_be(),
         proto: proto_num(p.proto),
         _pad: 0,
@@ -83,6 +108,10 @@ pub struct CtCounts {
     pub snat_fwd: usize,
     pub snat_rev: usize,
     pub sock_nat: usize,
+    pub ct6: usize,
+    pub snat_fwd6: usize,
+    pub snat_rev6: usize,
+    pub sock_nat6: usize,
 }
 
 /// Every map entry a [`DesiredState`] stands for.
@@ -99,6 +128,10 @@ pub struct Tables {
     pub veth_vals: BTreeMap<u32, VethVal>,
     pub ports: BTreeMap<PortKey, PortVal>,
     pub backends: BTreeMap<PortKey, PortKey>,
+    pub ports6: BTreeMap<PortKey6, PortVal6>,
+    pub backends6: BTreeMap<PortKey6, PortKey6>,
+    /// Network id → its IPv6 gateway (dual-stack networks).
+    pub gateways6: BTreeMap<u32, Addr6>,
     /// `PIER_POLICY`: (prefix length, key data) → rule.
     pub policy: BTreeMap<(u32, PolicyKey), PolicyVal>,
     /// Host-side veths that get `pier_veth_in`.
@@ -165,6 +198,10 @@ impl Tables {
             if let Some(s6) = n.subnet6 {
                 t.subnets6
                     .insert((s6.prefix_len() as u32, addr6_be(s6.network())), n.id);
+                let gw = n
+                    .gateway6
+                    .unwrap_or_else(|| (u128::from(s6.network()) + 1).into());
+                t.gateways6.insert(n.id, addr6_be(gw));
             }
             let mac = ifaces.get(&n.bridge).and_then(|b| b.mac).ok_or_else(|| {
                 DataplaneError::Other(format!(
@@ -211,7 +248,10 @@ impl Tables {
                     _pad: [0; 2],
                 },
             );
-            net_of.insert(e.ip, e.network_id);
+            net_of.insert(IpAddr::V4(e.ip), e.network_id);
+            if let Some(ip6) = e.ip6 {
+                net_of.insert(IpAddr::V6(ip6), e.network_id);
+            }
             t.veths.insert(e.host_ifname.clone());
         }
         for p in &desired.ports {
@@ -221,6 +261,33 @@ impl Tables {
             {
                 continue;
             }
+            if let IpAddr::V6(backend) = p.container_ip {
+                // IPv6: every rule is IPv4, so only "some allow applies"
+                // matters (an IPv6 client matches none: denied).
+                let allows = host_allows
+                    || desired
+                        .port_policy
+                        .get(&PortRef::of(p))
+                        .is_some_and(|r| r.iter().any(|r| !r.deny));
+                let key = port_key6(p);
+                let val = PortVal6 {
+                    backend: addr6_be(backend),
+                    backend_port_be: p.container_port.to_be(),
+                    policy: if allows { POLICY_F_DEFAULT_DENY } else { 0 },
+                };
+                t.ports6.insert(key, val);
+                let b = PortKey6 {
+                    addr: val.backend,
+                    port_be: val.backend_port_be,
+                    proto: key.proto,
+                    _pad: 0,
+                };
+                t.backends6.entry(b).or_insert(key);
+                continue;
+            }
+            let IpAddr::V4(container_ip) = p.container_ip else {
+                continue;
+            };
             let key = port_key(p);
             let own = desired
                 .port_policy
@@ -243,7 +310,7 @@ impl Tables {
                 policy |= POLICY_F_DEFAULT_DENY;
             }
             let val = PortVal {
-                backend_be: addr_be(p.container_ip),
+                backend_be: addr_be(container_ip),
                 backend_port_be: p.container_port.to_be(),
                 policy,
             };
@@ -361,18 +428,18 @@ fn policy_map(
 
 /// Per-CPU counter map `name` (keyed by published port): a zeroed entry
 /// for each new port of `ports`, none for a port that is gone.
-fn port_counters(
+fn port_counters<K: Pod + Ord, V>(
     bpf: &mut Ebpf,
     name: &str,
-    ports: &BTreeMap<PortKey, PortVal>,
+    ports: &BTreeMap<K, V>,
 ) -> Result<(), DataplaneError> {
     let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
     let map = bpf
         .map_mut(name)
         .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
-    let mut stats: PerCpuHashMap<_, PortKey, Counter> =
+    let mut stats: PerCpuHashMap<_, K, Counter> =
         PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
-    let have: BTreeSet<PortKey> = stats.keys().filter_map(Result::ok).collect();
+    let have: BTreeSet<K> = stats.keys().filter_map(Result::ok).collect();
     for k in ports.keys().filter(|k| !have.contains(k)) {
         let zero =
             PerCpuValues::try_from(vec![Counter::default(); ncpu]).map_err(|e| err(name, e))?;
@@ -414,9 +481,15 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
                 .map_err(|e| err(names::POLICY, e))?;
         }
     }
+    upsert(bpf, names::NETWORKS6, &t.gateways6)?;
+    port_counters(bpf, names::PORT_STATS6, &t.ports6)?;
     upsert(bpf, names::BACKENDS, &t.backends)?;
     upsert(bpf, names::PORTS, &t.ports)?;
     prune(bpf, names::PORTS, &t.ports)?;
+    upsert(bpf, names::BACKENDS6, &t.backends6)?;
+    upsert(bpf, names::PORTS6, &t.ports6)?;
+    prune(bpf, names::PORTS6, &t.ports6)?;
+    prune(bpf, names::BACKENDS6, &t.backends6)?;
     {
         let mut m = policy_map(bpf)?;
         let stale: Vec<Key<PolicyKey>> = match prev {
@@ -439,6 +512,7 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
     prune(bpf, names::ENDPOINTS6, &t.endpoints6)?;
     prune(bpf, names::ENDPOINTS, &t.endpoints)?;
     prune(bpf, names::VETHS, &t.veth_vals)?;
+    prune(bpf, names::NETWORKS6, &t.gateways6)?;
     sync_lpm(bpf, names::SUBNETS6, &t.subnets6, false)?;
     sync_lpm(bpf, names::SUBNETS, &t.subnets, false)?;
     prune(bpf, names::NETWORKS, &t.networks)
@@ -464,6 +538,7 @@ pub fn write_host(
         .map(|a| (addr6_be(*a), 1))
         .collect();
     let mut uplink = UplinkVal::default();
+    let mut uplink6 = UplinkVal6::default();
     for name in uplinks {
         // (A missing uplink, deleted under the agent, is skipped: `start`
         // refuses one that is missing from the beginning.)
@@ -478,6 +553,16 @@ pub fn write_host(
                 addr_be: addr_be(*a),
             };
         }
+        // IPv6 masquerade leaves from the first address that routes beyond
+        // the link (not link-local).
+        if let Some(a) = i.addrs6.iter().find(|a| !is_link_local6(a) && !a.is_loopback())
+            && uplink6.ifindex == 0
+        {
+            uplink6 = UplinkVal6 {
+                ifindex: i.ifindex,
+                addr: addr6_be(*a),
+            };
+        }
     }
     upsert(bpf, names::HOST_ADDRS, &addrs)?;
     prune(bpf, names::HOST_ADDRS, &addrs)?;
@@ -487,7 +572,18 @@ pub fn write_host(
         .map_mut(names::UPLINK)
         .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK missing".into()))?;
     let mut u: Array<_, UplinkVal> = Array::try_from(map).map_err(|e| err(names::UPLINK, e))?;
-    u.set(0, uplink, 0).map_err(|e| err(names::UPLINK, e))
+    u.set(0, uplink, 0).map_err(|e| err(names::UPLINK, e))?;
+    let map = bpf
+        .map_mut(names::UPLINK6)
+        .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK6 missing".into()))?;
+    let mut u: Array<_, UplinkVal6> =
+        Array::try_from(map).map_err(|e| err(names::UPLINK6, e))?;
+    u.set(0, uplink6, 0).map_err(|e| err(names::UPLINK6, e))
+}
+
+/// `fe80::/10`.
+pub fn is_link_local6(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 fn flow_tuple(k: &FlowKey) -> (u32, u32, u16, u16, u8) {
@@ -543,6 +639,57 @@ pub fn gc(bpf: &mut Ebpf, now: u64) -> Result<(), DataplaneError> {
             let _ = rev.remove(&k);
         }
     }
+    gc6(bpf, now)
+}
+
+/// [`gc`] for the IPv6 maps (`PIER_CT6`, `PIER_SNAT_FWD6`/`_REV6`).
+fn gc6(bpf: &mut Ebpf, now: u64) -> Result<(), DataplaneError> {
+    {
+        let mut ct = hash::<FlowKey6, CtVal6>(bpf, names::CT6)?;
+        let dead: Vec<FlowKey6> = ct
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.expires_ns < now)
+            .map(|(k, _)| k)
+            .collect();
+        for k in dead {
+            let _ = ct.remove(&k);
+        }
+    }
+    let [fwd, rev] = bpf.maps_disjoint_mut([names::SNAT_FWD6, names::SNAT_REV6]);
+    let (Some(fwd), Some(rev)) = (fwd, rev) else {
+        return Err(DataplaneError::Other("SNAT6 maps missing".into()));
+    };
+    let mut fwd: HashMap<_, FlowKey6, NatVal6> =
+        HashMap::try_from(fwd).map_err(|e| err(names::SNAT_FWD6, e))?;
+    let mut rev: HashMap<_, FlowKey6, NatVal6> =
+        HashMap::try_from(rev).map_err(|e| err(names::SNAT_REV6, e))?;
+    let fwd_entries: Vec<(FlowKey6, NatVal6)> = fwd.iter().filter_map(Result::ok).collect();
+    let mut paired = BTreeSet::new();
+    for (k, v) in fwd_entries {
+        let rkey = FlowKey6 {
+            saddr: k.daddr,
+            daddr: v.addr,
+            sport_be: k.dport_be,
+            dport_be: v.port_be,
+            proto: k.proto,
+            _pad: [0; 3],
+        };
+        let r = rev.get(&rkey, 0).ok();
+        let newest = r.map_or(v.expires_ns, |r| r.expires_ns.max(v.expires_ns));
+        if newest < now {
+            let _ = fwd.remove(&k);
+            let _ = rev.remove(&rkey);
+        } else {
+            paired.insert(rkey);
+        }
+    }
+    let rev_entries: Vec<(FlowKey6, NatVal6)> = rev.iter().filter_map(Result::ok).collect();
+    for (k, v) in rev_entries {
+        if v.expires_ns < now && !paired.contains(&k) {
+            let _ = rev.remove(&k);
+        }
+    }
     Ok(())
 }
 
@@ -565,6 +712,10 @@ pub fn counts(bpf: &Ebpf) -> Result<CtCounts, DataplaneError> {
         snat_fwd: count::<FlowKey, NatVal>(bpf, names::SNAT_FWD)?,
         snat_rev: count::<FlowKey, NatVal>(bpf, names::SNAT_REV)?,
         sock_nat: count::<SockKey, SockVal>(bpf, names::SOCK_NAT)?,
+        ct6: count::<FlowKey6, CtVal6>(bpf, names::CT6)?,
+        snat_fwd6: count::<FlowKey6, NatVal6>(bpf, names::SNAT_FWD6)?,
+        snat_rev6: count::<FlowKey6, NatVal6>(bpf, names::SNAT_REV6)?,
+        sock_nat6: count::<SockKey6, SockVal6>(bpf, names::SOCK_NAT6)?,
     })
 }
 
@@ -625,6 +776,25 @@ fn per_port(bpf: &Ebpf, name: &str, key: &PortKey) -> Result<Counter, DataplaneE
 /// Packets and bytes of published port `key`, summed over the CPUs.
 pub fn port_counter(bpf: &Ebpf, key: &PortKey) -> Result<Counter, DataplaneError> {
     per_port(bpf, names::PORT_STATS, key)
+}
+
+/// [`port_counter`] of an IPv6 published port.
+pub fn port_counter6(bpf: &Ebpf, key: &PortKey6) -> Result<Counter, DataplaneError> {
+    let name = names::PORT_STATS6;
+    let map = bpf
+        .map(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
+    let m: PerCpuHashMap<_, PortKey6, Counter> =
+        PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
+    Ok(m.get(key, 0).map(|v| sum(v.iter())).unwrap_or_default())
+}
+
+/// `PIER_PORTS6` as the kernel holds it.
+pub fn ports6(bpf: &Ebpf) -> Result<Vec<(PortKey6, PortVal6)>, DataplaneError> {
+    Ok(hash_ro::<PortKey6, PortVal6>(bpf, names::PORTS6)?
+        .iter()
+        .filter_map(Result::ok)
+        .collect())
 }
 
 /// Packets and bytes the source policy of published port `key` dropped.

@@ -5,7 +5,7 @@
 //! attachments agree with it. The same call serves a normal change and the
 //! reconcile after a restart.
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -69,6 +69,9 @@ pub struct NetworkSpec {
     pub gateway: Ipv4Addr,
     /// `--ipv6`: the IPv6 subnet (its gateway is on the bridge too).
     pub subnet6: Option<Ipv6Net>,
+    /// The IPv6 gateway (`None`: `::1` of `subnet6`), the source a
+    /// container sees when it dials its own published port over IPv6.
+    pub gateway6: Option<Ipv6Addr>,
     /// `--internal`: no way out, published ports not reachable.
     pub internal: bool,
     /// `com.docker.network.bridge.enable_icc` (default true).
@@ -89,18 +92,25 @@ pub struct EndpointSpec {
     pub host_ifname: String,
 }
 
-/// One published port (ranges are expanded by the agent).
+/// One published port (ranges are expanded by the agent). Its family is
+/// the container address's: an IPv6 one goes to `PIER_PORTS6`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSpec {
-    /// `None`: every host address.
-    pub host_ip: Option<Ipv4Addr>,
+    /// `None`: every host address of the family.
+    pub host_ip: Option<IpAddr>,
     pub proto: Proto,
     pub host_port: u16,
-    pub container_ip: Ipv4Addr,
+    pub container_ip: IpAddr,
     pub container_port: u16,
     /// Hold the host port with a bound socket; `false`: the engine holds it
     /// itself (rootful podman's conmon listens on its published ports).
     pub reserve: bool,
+}
+
+impl PortSpec {
+    pub fn is_v6(&self) -> bool {
+        self.container_ip.is_ipv6()
+    }
 }
 
 /// One source rule of a published port's policy (`PIER_POLICY`).
@@ -114,7 +124,7 @@ pub struct PolicyRule {
 /// A published host port, as a policy names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortRef {
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub proto: Proto,
     pub host_port: u16,
 }

@@ -1,14 +1,20 @@
 //! Port reservations: while a port is published, the agent holds a bound (not
 //! listening) socket on it in the host namespace, so no host process can take
 //! it; a port a host process already holds cannot be published.
-use std::{net::Ipv4Addr, os::fd::OwnedFd};
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::fd::OwnedFd,
+};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt,
+};
 
 use super::{DataplaneError, Proto};
 
-/// The identity of a published port: (host address or any, protocol, port).
-pub type PortId = (Option<Ipv4Addr>, Proto, u16);
+/// The identity of a published port: (host address, the family's
+/// unspecified one for all, protocol, port).
+pub type PortId = (IpAddr, Proto, u16);
 
 pub fn describe(id: &PortId) -> String {
     let (ip, proto, port) = id;
@@ -16,7 +22,7 @@ pub fn describe(id: &PortId) -> String {
         Proto::Tcp => "tcp",
         Proto::Udp => "udp",
     };
-    format!("{}:{port}/{proto}", ip.unwrap_or(Ipv4Addr::UNSPECIFIED))
+    format!("{}/{proto}", SocketAddr::new(*ip, *port))
 }
 
 /// Bind a socket on `id` in the calling thread's namespace.
@@ -26,12 +32,19 @@ pub fn reserve(id: &PortId) -> Result<OwnedFd, DataplaneError> {
         Proto::Tcp => SockType::Stream,
         Proto::Udp => SockType::Datagram,
     };
-    let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)
+    let family = if ip.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = socket(family, ty, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| DataplaneError::Other(format!("socket: {e}")))?;
-    let addr = SockaddrIn::from(std::net::SocketAddrV4::new(
-        ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-        port,
-    ));
+    if ip.is_ipv6() {
+        // `[::]` holds the IPv6 port only (the IPv4 one is its own spec).
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)
+            .map_err(|e| DataplaneError::Other(format!("IPV6_V6ONLY: {e}")))?;
+    }
+    let addr = SockaddrStorage::from(SocketAddr::new(ip, port));
     match bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
         Ok(()) => Ok(fd),
         Err(nix::errno::Errno::EADDRINUSE) => Err(DataplaneError::PortInUse(format!(

@@ -350,7 +350,7 @@ pub fn port_bindings(o: &NetworkOptions) -> Result<Vec<PortBinding>, Failure> {
         let host_ip = match p.host_ip.as_str() {
             "" | "0.0.0.0" => None,
             s => match s.parse::<IpAddr>() {
-                Ok(IpAddr::V4(a)) => Some(a),
+                Ok(IpAddr::V4(a)) => Some(IpAddr::V4(a)),
                 Ok(IpAddr::V6(_)) => {
                     return Err(Failure::new(format!(
                         "port mapping on host ip {s}: pier does not do IPv6 yet (issue 10)"

@@ -186,10 +186,13 @@ impl PortProto {
     }
 }
 
-/// `-p [IP:]HOSTPORT[-END]:CONTPORT[-END][/tcp|udp]`.
+/// `-p [IP:]HOSTPORT[-END]:CONTPORT[-END][/tcp|udp]`. `host_ip`: `None`
+/// binds every host address of both families (IPv6 when the container has
+/// an IPv6 address), `0.0.0.0` every IPv4 one, `::` every IPv6 one, else
+/// that address only (as Docker).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortBinding {
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<std::net::IpAddr>,
     pub host_port: u16,
     pub host_port_end: u16,
     pub container_port: u16,

@@ -113,6 +113,7 @@ impl World {
             subnet,
             gateway,
             subnet6: None,
+            gateway6: None,
             internal: false,
             icc: true,
             masquerade: true,
@@ -327,7 +328,7 @@ pub fn tcp(host_port: u16, ip: Ipv4Addr, port: u16) -> PortSpec {
         host_ip: None,
         proto: Proto::Tcp,
         host_port,
-        container_ip: ip,
+        container_ip: ip.into(),
         container_port: port,
         reserve: true,
     }
