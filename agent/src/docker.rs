@@ -221,9 +221,9 @@ fn port_bindings(o: &BTreeMap<String, Value>) -> Result<Vec<PortBinding>, AgentE
             };
             let host_ip = match m.host_ip.as_str() {
                 "" | "0.0.0.0" => None,
-                s => Some(std::net::IpAddr::V4(s.parse::<Ipv4Addr>().map_err(|_| {
-                    invalid(format!("host IP {s:?}: IPv4 only for now"))
-                })?)),
+                s => Some(std::net::IpAddr::V4(s.parse::<Ipv4Addr>().map_err(
+                    |_| invalid(format!("host IP {s:?}: IPv4 only for now")),
+                )?)),
             };
             if m.port == 0 {
                 return Err(invalid("container port 0"));

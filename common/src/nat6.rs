@@ -111,4 +111,6 @@ pub struct SockVal6 {
 
 const _: () = assert!(core::mem::size_of::<SockVal6>() == 20);
 
-crate::pod!(PortKey6, PortVal6, FlowKey6, CtVal6, NatVal6, UplinkVal6, SockKey6, SockVal6);
+crate::pod!(
+    PortKey6, PortVal6, FlowKey6, CtVal6, NatVal6, UplinkVal6, SockKey6, SockVal6
+);

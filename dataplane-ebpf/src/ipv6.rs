@@ -23,10 +23,10 @@ use pier_common::{
 
 use crate::{
     lookup::network,
-    nat6,
-    verdict::verdict,
     maps::{ENDPOINTS6, HOST_ADDRS6, SUBNETS6, VETHS},
+    nat6,
     parse::{ETH_HLEN, Frag, IPPROTO_TCP, IPPROTO_UDP, L4, ptr_at},
+    verdict::verdict,
 };
 
 pub const ETH_P_IPV6: u16 = 0x86dd;

@@ -178,12 +178,7 @@ fn port6(ctx: &TcContext, pkt: &Pkt6, off: usize, old: u16, new: u16) -> Result<
 
 /// Rewrite the destination address and port (ICMPv6 echo reply: its id).
 #[inline(always)]
-pub fn dnat6(
-    ctx: &TcContext,
-    pkt: &mut Pkt6,
-    daddr: &Addr6,
-    dport: u16,
-) -> Result<(), DropReason> {
+pub fn dnat6(ctx: &TcContext, pkt: &mut Pkt6, daddr: &Addr6, dport: u16) -> Result<(), DropReason> {
     let old = pkt.daddr;
     addr6(ctx, pkt, IP6_DADDR_OFF, &old, daddr)?;
     pkt.daddr = *daddr;
@@ -200,12 +195,7 @@ pub fn dnat6(
 
 /// Rewrite the source address and port (ICMPv6 echo request: its id).
 #[inline(always)]
-pub fn snat6(
-    ctx: &TcContext,
-    pkt: &mut Pkt6,
-    saddr: &Addr6,
-    sport: u16,
-) -> Result<(), DropReason> {
+pub fn snat6(ctx: &TcContext, pkt: &mut Pkt6, saddr: &Addr6, sport: u16) -> Result<(), DropReason> {
     let old = pkt.saddr;
     addr6(ctx, pkt, IP6_SADDR_OFF, &old, saddr)?;
     pkt.saddr = *saddr;
@@ -378,7 +368,14 @@ pub fn hairpin(ctx: &TcContext, pkt: &mut Pkt6, ifindex: u32) -> Result<Option<i
         let client = pkt.saddr;
         let sport = pkt.sport;
         snat6(ctx, pkt, &gw, sport)?;
-        track6(pkt, &port.backend, port.backend_port_be, ifindex, 0, &client);
+        track6(
+            pkt,
+            &port.backend,
+            port.backend_port_be,
+            ifindex,
+            0,
+            &client,
+        );
     } else {
         track6(pkt, &port.backend, port.backend_port_be, ifindex, 0, &ZERO6);
     }
@@ -581,7 +578,10 @@ fn allocate6(ctx: &TcContext, up: &UplinkVal6, pkt: &Pkt6) -> Result<NatVal6, Dr
             proto: pkt.proto,
             _pad: [0; 3],
         };
-        if SNAT_REV6.insert(&sc.rkey, &sc.rval, BPF_NOEXIST as u64).is_ok() {
+        if SNAT_REV6
+            .insert(&sc.rkey, &sc.rval, BPF_NOEXIST as u64)
+            .is_ok()
+        {
             sc.fval = NatVal6 {
                 addr: up.addr,
                 port_be,
@@ -885,7 +885,15 @@ fn inner_addr(
     ctx.store(off, new, 0).map_err(|_| DropReason::Helper)?;
     icmp_csum(ctx, pkt, 0, d, 0)?;
     if inner.l4_csum {
-        quoted_csum(ctx, pkt, inner.l4_csum_off(), 0, d, 0, inner.proto == IPPROTO_UDP)?;
+        quoted_csum(
+            ctx,
+            pkt,
+            inner.l4_csum_off(),
+            0,
+            d,
+            0,
+            inner.proto == IPPROTO_UDP,
+        )?;
     }
     Ok(())
 }

@@ -387,3 +387,126 @@ fn bad_ipv6_input_gets_one_error_and_changes_nothing() {
     }
     sb.assert_firewalls_untouched();
 }
+
+/// `-p` on a dual-stack container through the CLI: no address binds both
+/// families, `[::]` and `0.0.0.0` one each, `[ADDR]` that address; from
+/// outside the server sees the client's own IPv6 address; the container's
+/// own IPv6 traffic leaves masqueraded as the uplink's address; and an IPv6
+/// host address on a container without IPv6 is refused, leaving nothing.
+#[test]
+fn dual_stack_ports_publish_each_family_as_docker_does() {
+    require_root!();
+    let sb = Sandbox::new(&[]);
+    let h = &sb.host;
+    h.host(&["ip", "addr", "add", "fd18::1/64", "dev", "uplink0", "nodad"]);
+    let out = sb.outside_ns();
+    let o = out.file_name().unwrap().to_str().unwrap().to_string();
+    pier_tests::host::sh(&[
+        "ip",
+        "-n",
+        &o,
+        "addr",
+        "add",
+        "fd18::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    h.pier_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.81.0.0/24",
+        "--subnet",
+        "fd00:81::/64",
+        "p6",
+    ]);
+    h.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w1",
+        "--network",
+        "p6",
+        "-p",
+        "8080:80",
+        "-p",
+        "[::]:8081:81",
+        "-p",
+        "0.0.0.0:8082:82",
+        "-p",
+        "[fd18::1]:8083:83",
+    ]);
+    let w1 = sb.ns_of("w1");
+    let ask = |dst: &str| seen_from(&out, dst);
+    let serve = |port: u16, n: usize| tcp_server6(&w1, port, n);
+    // 8080: both families, each client seen as itself.
+    let s = serve(80, 2);
+    assert_eq!(ask("[fd18::1]:8080").expect("8080 over IPv6"), "fd18::2");
+    assert_eq!(
+        ask("198.18.0.1:8080").expect("8080 over IPv4"),
+        "::ffff:198.18.0.2"
+    );
+    s.join().unwrap();
+    // 8081: IPv6 only; 8082: IPv4 only; 8083: that address only.
+    let s = serve(81, 1);
+    assert_eq!(ask("[fd18::1]:8081").expect("[::]:8081"), "fd18::2");
+    ask("198.18.0.1:8081").expect_err("[::]:8081 is not on IPv4");
+    s.join().unwrap();
+    let s = serve(82, 1);
+    assert_eq!(
+        ask("198.18.0.1:8082").expect("0.0.0.0:8082"),
+        "::ffff:198.18.0.2"
+    );
+    ask("[fd18::1]:8082").expect_err("0.0.0.0:8082 is not on IPv6");
+    s.join().unwrap();
+    let s = serve(83, 1);
+    assert_eq!(ask("[fd18::1]:8083").expect("[fd18::1]:8083"), "fd18::2");
+    s.join().unwrap();
+    let ports = h.pier_ok(&["port", "w1"]);
+    assert!(ports.contains("81/tcp -> [::]:8081"), "{ports}");
+    assert!(ports.contains("83/tcp -> [fd18::1]:8083"), "{ports}");
+    // The container's own traffic leaves as the host's IPv6 address.
+    let s = tcp_server6(&out, 7000, 1);
+    assert_eq!(
+        seen_from(&w1, "[fd18::2]:7000").expect("masquerade"),
+        "fd18::1"
+    );
+    s.join().unwrap();
+    assert!(ping(&w1, "fd18::2"), "ping6 through masquerade");
+    // A second container may not take a port of either family twice.
+    refused(
+        h,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "w2",
+            "--network",
+            "p6",
+            "-p",
+            "[::]:8080:80",
+        ],
+        "port is already allocated",
+    );
+    // IPv6 host address, IPv4-only network.
+    h.pier_ok(&["network", "create", "--subnet", "10.82.0.0/24", "p4"]);
+    refused(
+        h,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "w3",
+            "--network",
+            "p4",
+            "-p",
+            "[::]:9000:80",
+        ],
+        "the container has no IPv6 address",
+    );
+    h.pier_ok(&["rm", "-f", "w1"]);
+    h.pier_ok(&["network", "rm", "p6", "p4"]);
+    sb.assert_firewalls_untouched();
+}

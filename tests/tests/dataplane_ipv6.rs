@@ -246,8 +246,7 @@ fn ipv6_frames_pass_unchanged_or_drop_with_a_counted_reason() {
             frame6(135, c1, peer, &[59, 0, 0, 0, 0, 0, 0, 0], &[]),
             Some(DropReason::Ipv6ExtHdrs),
         ));
-        // Across networks, later fragments included; leaving a masquerading
-        // network (IPv6 masquerade is not built).
+        // Across networks, later fragments included.
         cases.push((
             veth,
             "to another network",
@@ -260,10 +259,12 @@ fn ipv6_frames_pass_unchanged_or_drop_with_a_counted_reason() {
             frame6(44, c1, other_net, &frag6(UDP, 16, false), b"rest"),
             Some(DropReason::Isolation),
         ));
+        // (Masquerade itself: dataplane_nat6.) A protocol without ports
+        // cannot be masqueraded, and its own address must not leave.
         cases.push((
             veth,
-            "leaving the host",
-            frame6(UDP, c1, out, &[], &udp_to(out)),
+            "ESP leaving a masquerading network",
+            frame6(50, c1, out, &[], &[0u8; 16]),
             Some(DropReason::NatUnsupported),
         ));
         // Truncated.

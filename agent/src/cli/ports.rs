@@ -72,8 +72,10 @@ pub fn port(
                     format!("   policy: {}", r.policy.join(", "))
                 };
                 println!(
-                    "{}/{} -> {}:{}{policy}",
-                    r.private_port, r.proto, r.host_ip, r.host_port
+                    "{}/{} -> {}{policy}",
+                    r.private_port,
+                    r.proto,
+                    host_port(&r.host_ip, r.host_port)
                 );
             }
         }
@@ -86,11 +88,20 @@ pub fn port(
                 bail!("No public port '{p}/{proto}' published for {name}");
             }
             for r in hits {
-                println!("{}:{}", r.host_ip, r.host_port);
+                println!("{}", host_port(&r.host_ip, r.host_port));
             }
         }
     }
     Ok(0)
+}
+
+/// `IP:PORT`, an IPv6 address in brackets (`[::]:8080`, as Docker prints).
+fn host_port(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 /// `pier stats --ports [--format json] [NAME...]`.

@@ -475,9 +475,7 @@ fn host_port_free(b: &PortBinding) -> bool {
     };
     match b.host_ip {
         Some(ip) => free(ip),
-        None => {
-            free(Ipv4Addr::UNSPECIFIED.into()) && free(std::net::Ipv6Addr::UNSPECIFIED.into())
-        }
+        None => free(Ipv4Addr::UNSPECIFIED.into()) && free(std::net::Ipv6Addr::UNSPECIFIED.into()),
     }
 }
 

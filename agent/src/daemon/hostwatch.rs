@@ -21,9 +21,11 @@ const MAX_DELAY: Duration = Duration::from_millis(200);
 const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 
-/// A netlink socket subscribed to the link, IPv4 address and IPv4 route
-/// groups of the calling thread's namespace.
+/// A netlink socket subscribed to the link, IPv4 and IPv6 address and IPv4
+/// route groups of the calling thread's namespace (IPv6 addresses: the
+/// published and masquerade addresses of IPv6).
 pub fn open() -> io::Result<OwnedFd> {
     let fd = unsafe {
         libc::socket(
@@ -38,7 +40,7 @@ pub fn open() -> io::Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as u16;
-    sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+    sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE;
     let r = unsafe {
         libc::bind(
             fd.as_raw_fd(),

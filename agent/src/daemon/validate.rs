@@ -159,11 +159,15 @@ pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
     };
     let host_ip = match ip {
         None | Some("") => None,
-        Some(s) if ip6.is_some() => Some(IpAddr::V6(s.parse::<Ipv6Addr>().map_err(|_| {
-            format!("invalid port spec {spec:?}: {s:?} is not an IPv6 address")
-        })?)),
+        Some(s) if ip6.is_some() => {
+            Some(IpAddr::V6(s.parse::<Ipv6Addr>().map_err(|_| {
+                format!("invalid port spec {spec:?}: {s:?} is not an IPv6 address")
+            })?))
+        }
         Some(s) => Some(IpAddr::V4(s.parse::<Ipv4Addr>().map_err(|_| {
-            format!("invalid port spec {spec:?}: {s:?} is not an IP address (IPv6 in brackets: [::1])")
+            format!(
+                "invalid port spec {spec:?}: {s:?} is not an IP address (IPv6 in brackets: [::1])"
+            )
         })?)),
     };
     let (cp, cpe) = parse_range(spec, cont)?;
@@ -361,7 +365,10 @@ mod tests {
         assert_eq!((p.host_port, p.container_port), (0, 80));
         assert!(is_choice(&p));
         let p = parse_port_spec("127.0.0.1::80/udp").unwrap();
-        assert_eq!((p.host_ip, p.host_port), (Some(Ipv4Addr::LOCALHOST.into()), 0));
+        assert_eq!(
+            (p.host_ip, p.host_port),
+            (Some(Ipv4Addr::LOCALHOST.into()), 0)
+        );
         let p = parse_port_spec("8000-8010:80").unwrap();
         assert_eq!(
             (p.host_port, p.host_port_end, p.container_port_end),
@@ -412,7 +419,10 @@ mod tests {
             ("[::1:8080:80", "expected [IPV6]:HOSTPORT:CONTAINERPORT"),
             ("[::1]:80", "expected [IPV6]:HOSTPORT:CONTAINERPORT"),
             ("[1.2.3.4]:80:80", "is not an IPv6 address"),
-            ("2001:db8::1:80:80", "expected [IP:][HOSTPORT:]CONTAINERPORT"),
+            (
+                "2001:db8::1:80:80",
+                "expected [IP:][HOSTPORT:]CONTAINERPORT",
+            ),
         ] {
             let e = parse_port_spec(bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");

@@ -262,8 +262,7 @@ impl EbpfDataplane {
                 )));
             }
         }
-        let mut seen: BTreeMap<(bool, Proto, u16), Vec<Option<std::net::IpAddr>>> =
-            BTreeMap::new();
+        let mut seen: BTreeMap<(bool, Proto, u16), Vec<Option<std::net::IpAddr>>> = BTreeMap::new();
         for p in &desired.ports {
             let known = match p.container_ip {
                 std::net::IpAddr::V4(a) => ips.contains(&a),

@@ -555,7 +555,10 @@ pub fn write_host(
         }
         // IPv6 masquerade leaves from the first address that routes beyond
         // the link (not link-local).
-        if let Some(a) = i.addrs6.iter().find(|a| !is_link_local6(a) && !a.is_loopback())
+        if let Some(a) = i
+            .addrs6
+            .iter()
+            .find(|a| !is_link_local6(a) && !a.is_loopback())
             && uplink6.ifindex == 0
         {
             uplink6 = UplinkVal6 {
@@ -576,8 +579,7 @@ pub fn write_host(
     let map = bpf
         .map_mut(names::UPLINK6)
         .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK6 missing".into()))?;
-    let mut u: Array<_, UplinkVal6> =
-        Array::try_from(map).map_err(|e| err(names::UPLINK6, e))?;
+    let mut u: Array<_, UplinkVal6> = Array::try_from(map).map_err(|e| err(names::UPLINK6, e))?;
     u.set(0, uplink6, 0).map_err(|e| err(names::UPLINK6, e))
 }
 

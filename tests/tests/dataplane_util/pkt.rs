@@ -286,3 +286,77 @@ pub fn frag6(next: u8, offset: u16, more: bool) -> Vec<u8> {
     h.extend_from_slice(&0x1234_5678u32.to_be_bytes());
     h
 }
+
+/// A TCP segment over IPv6 with a valid checksum.
+pub fn tcp6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&7u32.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    l4_6(src, dst, TCP, t)
+}
+
+/// An ICMPv6 echo request (128) or reply (129) with identifier `id`.
+pub fn echo6(src: [u8; 16], dst: [u8; 16], typ: u8, id: u16) -> Vec<u8> {
+    let mut rest = id.to_be_bytes().to_vec();
+    rest.extend_from_slice(&1u16.to_be_bytes());
+    rest.extend_from_slice(b"pier-ping6");
+    icmp6(src, dst, typ, 0, &rest)
+}
+
+/// The IPv6 packet (no extension headers) of an Ethernet frame.
+pub struct View6<'a>(pub &'a [u8]);
+
+impl View6<'_> {
+    pub fn src(&self) -> [u8; 16] {
+        self.0[8..24].try_into().unwrap()
+    }
+    pub fn dst(&self) -> [u8; 16] {
+        self.0[24..40].try_into().unwrap()
+    }
+    pub fn hop(&self) -> u8 {
+        self.0[7]
+    }
+    pub fn next(&self) -> u8 {
+        self.0[6]
+    }
+    pub fn l4(&self) -> &[u8] {
+        &self.0[40..]
+    }
+    /// Source and destination port (ICMPv6: the echo identifier twice).
+    pub fn ports(&self) -> (u16, u16) {
+        let l = self.l4();
+        if self.next() == ICMPV6 {
+            let id = u16::from_be_bytes([l[4], l[5]]);
+            return (id, id);
+        }
+        (
+            u16::from_be_bytes([l[0], l[1]]),
+            u16::from_be_bytes([l[2], l[3]]),
+        )
+    }
+    /// The transport checksum is right for these addresses.
+    pub fn l4_ok(&self) -> bool {
+        let (s, d) = (self.src(), self.dst());
+        csum(self.l4(), pseudo6(&s, &d, self.next(), self.l4().len())) == 0
+    }
+}
+
+pub fn ip6_of(f: &[u8]) -> View6<'_> {
+    View6(&f[14..])
+}
+
+/// The packet an ICMPv6 error in frame `f` quotes.
+pub fn quoted6(f: &[u8]) -> View6<'_> {
+    View6(&f[14 + 40 + 8..])
+}

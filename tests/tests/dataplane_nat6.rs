@@ -1,0 +1,488 @@
+//! IPv6 translation, the twins of the IPv4 publish/masquerade/ICMP families:
+//! by `BPF_PROG_TEST_RUN` (every rewritten address, port and checksum, the
+//! hop limit; ICMPv6 errors with their quoted packet; NDP and RAs untouched;
+//! hairpin; two containers with the same source port) and with real traffic
+//! between the test's namespaces (published ports from outside with the
+//! client's address kept, TCP and UDP; masquerade of TCP, UDP and ping6 from
+//! two containers with the same source port; a network without masquerade
+//! routed).
+mod dataplane_util;
+
+use std::net::Ipv6Addr;
+
+use dataplane_util::{pkt::*, *};
+use pier_agent::dataplane::{Dataplane, EbpfDataplane, PortSpec, Proto, programs};
+use pier_common::drop::DropReason;
+use pier_tests::{TestHost, host::sh};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
+
+/// The outside's and the host's addresses on the uplink's link.
+const OUTSIDE6: &str = "fd18::2";
+const HOST6: &str = "fd18::1";
+
+fn a6(s: &str) -> [u8; 16] {
+    s.parse::<Ipv6Addr>().unwrap().octets()
+}
+
+/// IPv6 on the uplink's link, in the test's two namespaces.
+fn uplink6(w: &World) {
+    let (h, o) = (&w.host.host_ns, &w.host.outside_ns);
+    sh(&[
+        "ip",
+        "-n",
+        h,
+        "addr",
+        "add",
+        &format!("{HOST6}/64"),
+        "dev",
+        "uplink0",
+        "nodad",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        o,
+        "addr",
+        "add",
+        &format!("{OUTSIDE6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+}
+
+fn port6(proto: Proto, host_port: u16, to: Ipv6Addr, port: u16) -> PortSpec {
+    PortSpec {
+        host_ip: None,
+        proto,
+        host_port,
+        container_ip: to.into(),
+        container_port: port,
+        reserve: true,
+    }
+}
+
+/// `f` as sent by the container `c` (its MAC as the source).
+fn from(c: &Container, mut f: Vec<u8>) -> Vec<u8> {
+    f[6..12].copy_from_slice(&c.mac);
+    f
+}
+
+fn ifindex_of(ns: &str, dev: &str) -> u32 {
+    let out = sh(&["ip", "-n", ns, "-j", "link", "show", dev]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["ifindex"].as_u64().unwrap() as u32
+}
+
+#[test]
+fn ipv6_translation_by_test_run_keeps_every_checksum_right() {
+    pier_tests::require_root!();
+    let mut w = World::new(false);
+    let n = w.network(1, "10.110.0.0/24");
+    let s6 = w.ipv6(1, "fd00:110::/64");
+    let c1 = w.container("c1", &n, "10.110.0.2");
+    w.ip6("vc1", "fd00:110::2", s6, true);
+    w.container("c2", &n, "10.110.0.3");
+    w.ip6("vc2", "fd00:110::3", s6, true);
+    uplink6(&w);
+    let c1_6: Ipv6Addr = "fd00:110::2".parse().unwrap();
+    let ports = vec![
+        // Both families on 8080, as `-p 8080:80` on a dual-stack container.
+        tcp(8080, c1.ip, 80),
+        port6(Proto::Tcp, 8080, c1_6, 80),
+        port6(Proto::Udp, 5353, c1_6, 53),
+    ];
+    let desired = w.desired(ports);
+    let cfg = w.config();
+    let up_ifindex = ifindex_of(&w.host.host_ns, "uplink0");
+    let (c1, c2) = (w.containers[0].clone(), w.containers[1].clone());
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        let v1 = nix::net::if_::if_nametoindex("vc1").unwrap();
+        let v2 = nix::net::if_::if_nametoindex("vc2").unwrap();
+        let (out, host) = (a6(OUTSIDE6), a6(HOST6));
+        let (k1, k2) = (c1_6.octets(), a6("fd00:110::3"));
+        let gw = a6("fd00:110::1");
+        let up = programs::UPLINK_IN;
+        let veth = programs::VETH_IN;
+        let run = |dp: &mut EbpfDataplane, prog: &str, f: &[u8], ifindex: u32| {
+            dp.test_run(prog, f, ifindex).unwrap()
+        };
+
+        // Published TCP from outside: DNAT to the container, the client's
+        // address kept, hop limit down by one, the frame to its MAC.
+        let syn = frame6(
+            TCP,
+            out,
+            host,
+            &[],
+            &tcp6(out, host, 40000, 8080, 0x02, b""),
+        );
+        let (v, f) = run(&mut dp, up, &syn, up_ifindex);
+        assert_eq!(v, TC_ACT_REDIRECT, "published: redirected");
+        let ip = ip6_of(&f);
+        assert_eq!((ip.src(), ip.dst(), ip.ports()), (out, k1, (40000, 80)));
+        assert_eq!(ip.hop(), 63);
+        assert!(ip.l4_ok(), "published: TCP checksum");
+        assert_eq!(&f[0..6], &c1.mac, "to the container's MAC");
+        // Its reply leaves as the published address and port.
+        let synack = from(
+            &c1,
+            frame6(TCP, k1, out, &[], &tcp6(k1, out, 80, 40000, 0x12, b"")),
+        );
+        let (v, f) = run(&mut dp, veth, &synack, v1);
+        assert_eq!(v, TC_ACT_REDIRECT, "reply: redirected");
+        let ip = ip6_of(&f);
+        assert_eq!((ip.src(), ip.dst(), ip.ports()), (host, out, (8080, 40000)));
+        assert!(ip.l4_ok(), "reply: TCP checksum");
+        // UDP likewise.
+        let q = frame6(UDP, out, host, &[], &udp6(out, host, 41000, 5353, b"q"));
+        let (v, f) = run(&mut dp, up, &q, up_ifindex);
+        assert_eq!(v, TC_ACT_REDIRECT);
+        let ip = ip6_of(&f);
+        assert_eq!((ip.dst(), ip.ports()), (k1, (41000, 53)));
+        assert!(ip.l4_ok(), "published: UDP checksum");
+        let a = from(
+            &c1,
+            frame6(UDP, k1, out, &[], &udp6(k1, out, 53, 41000, b"answer")),
+        );
+        let (v, f) = run(&mut dp, veth, &a, v1);
+        assert_eq!(v, TC_ACT_REDIRECT);
+        let ip = ip6_of(&f);
+        assert_eq!((ip.src(), ip.ports()), (host, (5353, 41000)));
+        assert!(ip.l4_ok(), "reply: UDP checksum");
+        // A port nobody published, and a container address, from outside.
+        let other = frame6(
+            TCP,
+            out,
+            host,
+            &[],
+            &tcp6(out, host, 40000, 9999, 0x02, b""),
+        );
+        assert_eq!(
+            run(&mut dp, up, &other, up_ifindex),
+            (TC_ACT_OK, other.clone())
+        );
+        let direct = frame6(TCP, out, k1, &[], &tcp6(out, k1, 40000, 80, 0x02, b""));
+        assert_eq!(run(&mut dp, up, &direct, up_ifindex).0, 2, "NotPublished");
+
+        // Masquerade: two containers from the same source port to one peer.
+        let m1 = from(
+            &c1,
+            frame6(TCP, k1, out, &[], &tcp6(k1, out, 45000, 7000, 0x02, b"")),
+        );
+        let (v, f) = run(&mut dp, veth, &m1, v1);
+        assert_eq!(v, TC_ACT_REDIRECT, "masquerade: redirected");
+        let ip = ip6_of(&f);
+        assert_eq!((ip.src(), ip.dst(), ip.ports()), (host, out, (45000, 7000)));
+        assert!(ip.l4_ok(), "masquerade: TCP checksum");
+        let m2 = from(
+            &c2,
+            frame6(TCP, k2, out, &[], &tcp6(k2, out, 45000, 7000, 0x02, b"")),
+        );
+        let (v, f) = run(&mut dp, veth, &m2, v2);
+        assert_eq!(v, TC_ACT_REDIRECT);
+        let ip = ip6_of(&f);
+        let p2 = ip.ports().0;
+        assert_eq!(ip.src(), host);
+        assert_ne!(p2, 45000, "the second flow gets another port");
+        assert!(ip.l4_ok());
+        // Replies find their container.
+        for (dport, to, port) in [(45000, k1, 45000), (p2, k2, 45000)] {
+            let r = frame6(
+                TCP,
+                out,
+                host,
+                &[],
+                &tcp6(out, host, 7000, dport, 0x12, b""),
+            );
+            let (v, f) = run(&mut dp, up, &r, up_ifindex);
+            assert_eq!(v, TC_ACT_REDIRECT, "masquerade reply");
+            let ip = ip6_of(&f);
+            assert_eq!((ip.dst(), ip.ports()), (to, (7000, port)));
+            assert!(ip.l4_ok(), "masquerade reply: TCP checksum");
+        }
+        // ICMPv6 echo through masquerade, and its reply.
+        let ping = from(
+            &c1,
+            frame6(ICMPV6, k1, out, &[], &echo6(k1, out, 128, 0x4242)),
+        );
+        let (v, f) = run(&mut dp, veth, &ping, v1);
+        assert_eq!(v, TC_ACT_REDIRECT, "ping6: masqueraded");
+        let ip = ip6_of(&f);
+        let id = ip.ports().0;
+        assert_eq!(ip.src(), host);
+        assert!(ip.l4_ok(), "ping6: ICMPv6 checksum");
+        let pong = frame6(ICMPV6, out, host, &[], &echo6(out, host, 129, id));
+        let (v, f) = run(&mut dp, up, &pong, up_ifindex);
+        assert_eq!(v, TC_ACT_REDIRECT, "pong: back in");
+        let ip = ip6_of(&f);
+        assert_eq!((ip.dst(), ip.ports().0), (k1, 0x4242));
+        assert!(ip.l4_ok(), "pong: ICMPv6 checksum");
+
+        // ICMPv6 errors through NAT: a router's packet too big about the
+        // masqueraded flow goes to c1 with the quote translated back.
+        let router = a6("fd18::99");
+        let sent = frame6(
+            TCP,
+            host,
+            out,
+            &[],
+            &tcp6(host, out, 45000, 7000, 0x10, b"data"),
+        );
+        let mut rest = 1280u32.to_be_bytes().to_vec();
+        rest.extend_from_slice(&sent[14..]);
+        let ptb = frame6(ICMPV6, router, host, &[], &icmp6(router, host, 2, 0, &rest));
+        let (v, f) = run(&mut dp, up, &ptb, up_ifindex);
+        assert_eq!(v, TC_ACT_REDIRECT, "packet too big: to the container");
+        let (ip, q) = (ip6_of(&f), quoted6(&f));
+        assert_eq!((ip.src(), ip.dst()), (router, k1));
+        assert_eq!((q.src(), q.dst(), q.ports()), (k1, out, (45000, 7000)));
+        assert!(ip.l4_ok(), "packet too big: ICMPv6 checksum");
+        assert!(q.l4_ok(), "packet too big: quoted TCP checksum");
+        // Destination unreachable about a published connection's reply.
+        let sent = frame6(
+            UDP,
+            host,
+            out,
+            &[],
+            &udp6(host, out, 5353, 41000, b"answer"),
+        );
+        let mut rest = vec![0u8; 4];
+        rest.extend_from_slice(&sent[14..]);
+        let unreach = frame6(ICMPV6, out, host, &[], &icmp6(out, host, 1, 4, &rest));
+        let (v, f) = run(&mut dp, up, &unreach, up_ifindex);
+        assert_eq!(v, TC_ACT_REDIRECT, "port unreachable: to the backend");
+        let (ip, q) = (ip6_of(&f), quoted6(&f));
+        assert_eq!(ip.dst(), k1);
+        assert_eq!((q.src(), q.ports()), (k1, (53, 41000)));
+        assert!(ip.l4_ok() && q.l4_ok(), "port unreachable: checksums");
+        // Time exceeded from c1 about a packet of the published connection
+        // it got: leaves from the published address, quoting it.
+        let got = frame6(TCP, out, k1, &[], &tcp6(out, k1, 40000, 80, 0x10, b"x"));
+        let mut rest = vec![0u8; 4];
+        rest.extend_from_slice(&got[14..]);
+        let te = from(
+            &c1,
+            frame6(ICMPV6, k1, out, &[], &icmp6(k1, out, 3, 0, &rest)),
+        );
+        let (v, f) = run(&mut dp, veth, &te, v1);
+        assert_eq!(v, TC_ACT_REDIRECT, "time exceeded: out");
+        let (ip, q) = (ip6_of(&f), quoted6(&f));
+        assert_eq!((ip.src(), q.dst(), q.ports()), (host, host, (40000, 8080)));
+        assert!(ip.l4_ok() && q.l4_ok(), "time exceeded: checksums");
+        // An error quoting nothing of pier's, to a container: forged.
+        let bogus = frame6(TCP, k1, out, &[], &tcp6(k1, out, 1, 2, 0x10, b""));
+        let mut rest = vec![0u8; 4];
+        rest.extend_from_slice(&bogus[14..]);
+        let forged = frame6(ICMPV6, out, k1, &[], &icmp6(out, k1, 1, 0, &rest));
+        let before = drops(&dp, DropReason::IcmpForged);
+        assert_eq!(run(&mut dp, up, &forged, up_ifindex).0, 2);
+        assert_eq!(drops(&dp, DropReason::IcmpForged), before + 1);
+
+        // Neighbour discovery and router advertisements on the uplink are
+        // the host's: untouched.
+        let sol = a6("ff02::1:ff00:1");
+        let mut ns_body = vec![0u8; 4];
+        ns_body.extend_from_slice(&host);
+        let ns = frame6(ICMPV6, out, sol, &[], &icmp6(out, sol, 135, 0, &ns_body));
+        assert_eq!(run(&mut dp, up, &ns, up_ifindex), (TC_ACT_OK, ns.clone()));
+        let ll = a6("fe80::1");
+        let all = a6("ff02::1");
+        let ra = frame6(
+            ICMPV6,
+            ll,
+            all,
+            &[],
+            &icmp6(ll, all, 134, 0, &[64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        );
+        assert_eq!(run(&mut dp, up, &ra, up_ifindex), (TC_ACT_OK, ra.clone()));
+
+        // Hairpin: c2 dials the published port on the host's address and
+        // reaches c1 as itself; c1 dialling its own port sees the gateway.
+        let h = from(
+            &c2,
+            frame6(TCP, k2, host, &[], &tcp6(k2, host, 46000, 8080, 0x02, b"")),
+        );
+        let (v, f) = run(&mut dp, veth, &h, v2);
+        assert_eq!(v, TC_ACT_REDIRECT, "hairpin");
+        let ip = ip6_of(&f);
+        assert_eq!((ip.src(), ip.dst(), ip.ports()), (k2, k1, (46000, 80)));
+        assert!(ip.l4_ok());
+        let back = from(
+            &c1,
+            frame6(TCP, k1, k2, &[], &tcp6(k1, k2, 80, 46000, 0x12, b"")),
+        );
+        let (v, f) = run(&mut dp, veth, &back, v1);
+        assert_eq!(v, TC_ACT_REDIRECT, "hairpin reply");
+        let ip = ip6_of(&f);
+        assert_eq!((ip.src(), ip.dst(), ip.ports()), (host, k2, (8080, 46000)));
+        assert!(ip.l4_ok());
+        let own = from(
+            &c1,
+            frame6(TCP, k1, host, &[], &tcp6(k1, host, 47000, 8080, 0x02, b"")),
+        );
+        let (v, f) = run(&mut dp, veth, &own, v1);
+        assert_eq!(v, TC_ACT_REDIRECT, "own port");
+        let ip = ip6_of(&f);
+        assert_eq!((ip.src(), ip.dst(), ip.ports()), (gw, k1, (47000, 80)));
+        assert!(ip.l4_ok());
+        let own_back = from(
+            &c1,
+            frame6(TCP, k1, gw, &[], &tcp6(k1, gw, 80, 47000, 0x12, b"")),
+        );
+        let (v, f) = run(&mut dp, veth, &own_back, v1);
+        assert_eq!(v, TC_ACT_REDIRECT, "own port reply");
+        let ip = ip6_of(&f);
+        assert_eq!((ip.src(), ip.dst(), ip.ports()), (host, k1, (8080, 47000)));
+        assert!(ip.l4_ok());
+
+        // Hop limit 1 towards a container: not forwarded.
+        let mut low = syn.clone();
+        low[14 + 7] = 1;
+        let before = drops(&dp, DropReason::TtlExceeded);
+        assert_eq!(run(&mut dp, up, &low, up_ifindex).0, 2);
+        assert_eq!(drops(&dp, DropReason::TtlExceeded), before + 1);
+
+        let c = dp.ct_counts().unwrap();
+        assert!(c.ct6 >= 3 && c.snat_fwd6 >= 3 && c.snat_rev6 >= 3, "{c:?}");
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
+
+/// Like `tcp_ask_from`, over IPv6.
+fn tcp_ask6_from(ns: &str, src_port: u16, dst: &str, msg: &str) -> std::io::Result<String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn6, bind, connect, socket};
+    use std::{
+        io::{Read, Write},
+        net::SocketAddrV6,
+        os::fd::AsRawFd,
+    };
+    let dst: SocketAddrV6 = dst.parse().unwrap();
+    let msg = msg.to_string();
+    TestHost::in_netns(ns, move || {
+        let fd = socket(
+            AddressFamily::Inet6,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let src = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, src_port, 0, 0));
+        bind(fd.as_raw_fd(), &src)?;
+        connect(fd.as_raw_fd(), &SockaddrIn6::from(dst))?;
+        let mut s = std::net::TcpStream::from(fd);
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.write_all(format!("{msg}\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+}
+
+#[test]
+fn ipv6_publish_and_masquerade_with_real_traffic() {
+    pier_tests::require_root!();
+    let mut w = World::new(false);
+    let n = w.network(1, "10.111.0.0/24");
+    let s6 = w.ipv6(1, "fd00:111::/64");
+    let c1 = w.container("c1", &n, "10.111.0.2");
+    w.ip6("vc1", "fd00:111::2", s6, true);
+    let c2 = w.container("c2", &n, "10.111.0.3");
+    w.ip6("vc2", "fd00:111::3", s6, true);
+    // A network without masquerade: routed with its own addresses.
+    let r = w.network(2, "10.112.0.0/24");
+    let r6 = w.ipv6(2, "fd00:112::/64");
+    w.networks[1].masquerade = false;
+    let c3 = w.container("c3", &r, "10.112.0.2");
+    w.ip6("vc3", "fd00:112::2", r6, true);
+    uplink6(&w);
+    let out = w.host.outside_ns.clone();
+    // The outside routes the routed network's subnet back to the host.
+    sh(&[
+        "ip",
+        "-n",
+        &out,
+        "-6",
+        "route",
+        "add",
+        "fd00:112::/64",
+        "via",
+        HOST6,
+    ]);
+    for ns in [&c1.ns, &c2.ns, &c3.ns, &out] {
+        wait_dad(ns);
+    }
+    let c1_6: Ipv6Addr = "fd00:111::2".parse().unwrap();
+    let ports = vec![
+        tcp(8080, c1.ip, 80),
+        port6(Proto::Tcp, 8080, c1_6, 80),
+        port6(Proto::Tcp, 8081, c1_6, 81),
+        port6(Proto::Udp, 5353, c1_6, 53),
+    ];
+    let desired = w.desired(ports);
+    let cfg = w.config();
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        // Published ports from outside, side by side and on both families;
+        // the server sees the client's own address.
+        let srv = tcp_server_on(&c1.ns, "::", 80, 2);
+        let a = tcp_ask(&out, &format!("[{HOST6}]:8080"), "v6").expect("v6 publish");
+        assert_eq!(peer_ip(&a), OUTSIDE6, "{a}");
+        let a = tcp_ask(&out, "198.18.0.1:8080", "v4").expect("v4 publish");
+        assert!(
+            a.starts_with("198.18.0.2:") || a.contains("198.18.0.2"),
+            "{a}"
+        );
+        srv.join().unwrap();
+        let srv = tcp_server_on(&c1.ns, "::", 81, 1);
+        let a = tcp_ask(&out, &format!("[{HOST6}]:8081"), "side").expect("second port");
+        assert_eq!(peer_ip(&a), OUTSIDE6);
+        srv.join().unwrap();
+        let u = udp_server_on(&c1.ns, "::", 53, 1);
+        let a = udp_ask(&out, None, &format!("[{HOST6}]:5353"), "udp6").expect("udp publish");
+        assert_eq!(peer_ip(&a), OUTSIDE6, "{a}");
+        u.join().unwrap();
+
+        // Masquerade: two containers from the same source port; the peer
+        // sees the host's address, on two ports.
+        let s = tcp_server_on(&out, "::", 7000, 2);
+        let a1 = tcp_ask6_from(&c1.ns, 40000, &format!("[{OUTSIDE6}]:7000"), "m1").expect("c1");
+        let a2 = tcp_ask6_from(&c2.ns, 40000, &format!("[{OUTSIDE6}]:7000"), "m2").expect("c2");
+        let peers = s.join().unwrap();
+        assert_eq!(peer_ip(&a1), HOST6, "{a1}");
+        assert_eq!(peer_ip(&a2), HOST6, "{a2}");
+        assert_eq!(peers[0].port(), 40000, "the first keeps its port");
+        assert_ne!(peers[0].port(), peers[1].port());
+        let u = udp_server_on(&out, "::", 7001, 2);
+        for c in [&c1, &c2] {
+            let a = udp_ask(
+                &c.ns,
+                Some("[::]:40001"),
+                &format!("[{OUTSIDE6}]:7001"),
+                "u",
+            )
+            .expect("udp masquerade");
+            assert_eq!(peer_ip(&a), HOST6);
+        }
+        let peers = u.join().unwrap();
+        assert_ne!(peers[0].port(), peers[1].port());
+        assert!(ping(&c1.ns, OUTSIDE6), "ping6 through masquerade");
+        assert!(ping(&c2.ns, OUTSIDE6), "ping6 from the second container");
+
+        // Routed (no masquerade): the peer sees the container's address.
+        let s = tcp_server_on(&out, "::", 7002, 1);
+        let a = tcp_ask(&c3.ns, &format!("[{OUTSIDE6}]:7002"), "routed").expect("routed");
+        assert_eq!(peer_ip(&a), "fd00:112::2", "{a}");
+        s.join().unwrap();
+        assert!(ping(&c3.ns, OUTSIDE6), "ping6 routed");
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
