@@ -243,6 +243,10 @@ pub fn endpoint_spec(
         } else {
             None
         },
+        metric: net
+            .options
+            .get(opts::ROUTE_METRIC)
+            .and_then(|m| m.parse().ok()),
         mtu: net.mtu,
         engine_peer: e.engine_peer.clone(),
     }

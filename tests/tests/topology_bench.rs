@@ -55,6 +55,7 @@ fn bench_container_create_and_remove() {
                     mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
                     default_gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
                     default_gateway6: None,
+                    metric: None,
                     mtu: None,
                     engine_peer: None,
                 }

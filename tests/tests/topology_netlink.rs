@@ -79,6 +79,7 @@ fn endpoint(netns: &Path, host: &str, ifname: &str, last: u8) -> EndpointSpec {
         mac: [0x02, 0x42, 10, 88, 0, last],
         default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
         default_gateway6: None,
+        metric: None,
         mtu: None,
         engine_peer: None,
     }

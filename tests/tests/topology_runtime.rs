@@ -41,6 +41,7 @@ fn container(host: &TestHost, topo: &NetlinkTopology) -> (PathBuf, PathBuf) {
         mac: [0x02, 0x42, 10, 88, 0, 2],
         default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
         default_gateway6: None,
+        metric: None,
         mtu: None,
         engine_peer: None,
     })

@@ -100,6 +100,14 @@ impl Daemon {
                 }
             },
         };
+        if let Some(v) = req.options.get(opts::ROUTE_METRIC)
+            && v.parse::<u32>().is_err()
+        {
+            return Err(invalid(format!(
+                "invalid value {v:?} for option {}: a route metric (0 to 4294967295)",
+                opts::ROUTE_METRIC
+            )));
+        }
         if let Some(v) = req.options.get(opts::PUBLISH_ALLOW) {
             let list = crate::state::parse_cidr_list(v)
                 .map_err(|e| invalid(format!("option {}: {e}", opts::PUBLISH_ALLOW)))?;
@@ -263,7 +271,15 @@ impl Daemon {
         )?;
         let ip6 = match (net.subnet6, net.gateway6) {
             (Some(sn6), Some(gw6)) => {
-                let used6 = txn.state.used_ips6(&net.id);
+                let mut used6 = txn.state.used_ips6(&net.id);
+                if let Some(a) = req
+                    .id
+                    .as_ref()
+                    .and_then(|id| net.pending.get(id))
+                    .and_then(|p| p.ip6)
+                {
+                    used6.remove(&a);
+                }
                 Some(
                     ipam::allocate6(&net.name, sn6, gw6, net.ip_range6, &used6, req.ip6).map_err(
                         |e| match e {

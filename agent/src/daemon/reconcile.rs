@@ -108,6 +108,7 @@ impl Daemon {
                         mac: [0; 6],
                         default_gateway: None,
                         default_gateway6: None,
+                        metric: None,
                         mtu: None,
                         engine_peer: None,
                     })?;

@@ -22,6 +22,9 @@ pub mod opts {
     /// pier's own: `CIDR,CIDR`: only these sources reach the ports its
     /// containers publish.
     pub const PUBLISH_ALLOW: &str = "pier.publish.allow";
+    /// pier's own: the metric of the default routes in the containers
+    /// (netavark's `metric` option; podman's networks default to 100).
+    pub const ROUTE_METRIC: &str = "pier.route.metric";
 }
 
 /// Who made a network or a container, and so who may change or remove it:
@@ -62,6 +65,12 @@ pub struct PendingEndpoint {
     pub id: String,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
+    /// The engine's IPv6 address on a dual-stack network (Docker's
+    /// `AddressIPv6`), with the subnet's prefix length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix_len6: u8,
     pub mac: [u8; 6],
     /// Its host-side veth, kept from Leave until DeleteEndpoint (the engine
     /// moves the container end back out of its sandbox in between).
@@ -476,6 +485,12 @@ impl State {
             .flat_map(|c| c.endpoints.iter())
             .filter(|e| e.network_id == network_id)
             .filter_map(|e| e.ip6)
+            .chain(
+                self.networks
+                    .get(network_id)
+                    .into_iter()
+                    .flat_map(|n| n.pending.values().filter_map(|p| p.ip6)),
+            )
             .collect()
     }
 

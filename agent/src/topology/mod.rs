@@ -52,6 +52,9 @@ pub struct EndpointSpec {
     /// Install a default route via this gateway (the first network only).
     pub default_gateway: Option<Ipv4Addr>,
     pub default_gateway6: Option<Ipv6Addr>,
+    /// The default routes' metric (netavark's `metric`, 100 by default
+    /// there); `None`: the kernel's (0).
+    pub metric: Option<u32>,
     pub mtu: Option<u32>,
     /// The engine moves the container end itself (Docker's Join): make it in
     /// the host namespace under this name, with the MAC and MTU but no

@@ -218,13 +218,20 @@ async fn add_addr6(h: &Handle, index: u32, a: Ipv6Net, what: &str) -> Result<()>
 }
 
 /// The IPv6 default route via `gw` out of `index`.
-async fn add_default6(h: &Handle, index: u32, gw: Ipv6Addr, replace: bool) -> Result<()> {
-    let req = h.route().add(
-        RouteMessageBuilder::<Ipv6Addr>::new()
-            .gateway(gw)
-            .output_interface(index)
-            .build(),
-    );
+async fn add_default6(
+    h: &Handle,
+    index: u32,
+    gw: Ipv6Addr,
+    metric: Option<u32>,
+    replace: bool,
+) -> Result<()> {
+    let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+        .gateway(gw)
+        .output_interface(index);
+    if let Some(m) = metric {
+        b = b.priority(m);
+    }
+    let req = h.route().add(b.build());
     let req = if replace { req.replace() } else { req };
     req.execute()
         .await
@@ -676,7 +683,7 @@ impl Topology for NetlinkTopology {
                     })?
                     .header
                     .index;
-                add_default6(&ns, index, gateway, true).await
+                add_default6(&ns, index, gateway, None, true).await
             }
             .await;
             conn.abort();
@@ -759,13 +766,14 @@ async fn configure_inside(ns: &Handle, ep: &EndpointSpec) -> Result<()> {
         .await
         .map_err(nl(format!("add {} to {}", ep.address, ep.ifname)))?;
     if let Some(gw) = ep.default_gateway {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(inner);
+        if let Some(m) = ep.metric {
+            b = b.priority(m);
+        }
         ns.route()
-            .add(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(gw)
-                    .output_interface(inner)
-                    .build(),
-            )
+            .add(b.build())
             .execute()
             .await
             .map_err(nl(format!("add default route via {gw}")))?;
@@ -775,7 +783,7 @@ async fn configure_inside(ns: &Handle, ep: &EndpointSpec) -> Result<()> {
         if ep.default_gateway.is_some()
             && let Some(gw6) = ep.default_gateway6
         {
-            add_default6(ns, inner, gw6, false).await?;
+            add_default6(ns, inner, gw6, ep.metric, false).await?;
         }
     }
     Ok(())
