@@ -55,8 +55,6 @@ pub const NEEDS_IPV6: &[&str] = &[
     "iptables - port range forwarding dual - udp",
     "iptables - port range forwarding dual - tcp",
     "iptables - ipv6 disabled error message",
-    "iptables - route metric from config",
-    " - default route metric",
 ];
 
 /// Not done yet in pier, for the reason given (printed; not a regression
