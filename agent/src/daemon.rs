@@ -99,14 +99,14 @@ pub fn desired_state(st: &State) -> DesiredState {
     let scoped: Vec<&crate::state::PolicyRecord> =
         st.policies.values().filter(|r| !r.host_wide()).collect();
     for n in st.networks.values().filter(|n| n.is_bridge()) {
-        let (Some(bridge), Some(subnet), Some(gateway)) = (&n.bridge, n.subnet, n.gateway) else {
+        let Some(bridge) = &n.bridge else {
             continue;
         };
         d.networks.push(dataplane::NetworkSpec {
             id: n.num,
             bridge: bridge.clone(),
-            subnet,
-            gateway,
+            subnet: n.subnet,
+            gateway: n.gateway,
             subnet6: n.subnet6,
             internal: n.internal,
             icc: n.icc,
@@ -131,6 +131,10 @@ pub fn desired_state(st: &State) -> DesiredState {
         let Some(first) = c.ports_endpoint() else {
             continue;
         };
+        // Published on IPv4: an endpoint without an IPv4 address has none.
+        let Some(first_ip) = first.ip else {
+            continue;
+        };
         if !c.running {
             continue;
         }
@@ -143,7 +147,7 @@ pub fn desired_state(st: &State) -> DesiredState {
                         crate::state::PortProto::Udp => dataplane::Proto::Udp,
                     },
                     host_port: hp,
-                    container_ip: first.ip,
+                    container_ip: first_ip,
                     container_port: cp,
                     // Rootful podman holds its published ports itself.
                     reserve: !engine_holds_ports(st, c, first),
@@ -227,13 +231,15 @@ pub fn endpoint_spec(
         host_ifname: e.host_ifname.clone(),
         ifname: e.ifname.clone(),
         bridge: net.bridge.clone().unwrap_or_default(),
-        address: Ipv4Net::new(e.ip, e.prefix_len).expect("prefix ≤ 32"),
+        address: e
+            .ip
+            .map(|ip| Ipv4Net::new(ip, e.prefix_len).expect("prefix ≤ 32")),
         address6: e
             .ip6
             .map(|a| ipnet::Ipv6Net::new(a, e.prefix_len6).expect("prefix ≤ 128")),
         mac: e.mac,
         // An internal network leads nowhere: no default route (Docker, netavark).
-        default_gateway: if default_route && !net.internal {
+        default_gateway: if default_route && !net.internal && e.ip.is_some() {
             net.gateway
         } else {
             None
@@ -255,8 +261,8 @@ pub fn endpoint_spec(
 pub fn bridge_spec(n: &Network) -> Option<topology::BridgeSpec> {
     Some(topology::BridgeSpec {
         name: n.bridge.clone()?,
-        gateway: n.gateway?,
-        subnet: n.subnet?,
+        gateway: n.gateway,
+        subnet: n.subnet,
         gateway6: match (n.gateway6, n.subnet6) {
             (Some(g), Some(s)) => ipnet::Ipv6Net::new(g, s.prefix_len()).ok(),
             _ => None,
@@ -432,17 +438,16 @@ impl Daemon {
                 Action::RemoveEndpoint(ep) => {
                     self.topo.remove_endpoint(ep).map_err(|e| e.to_string())
                 }
-                Action::DefaultRoute(ep) => match ep.default_gateway {
-                    Some(gw) => self
-                        .topo
-                        .set_default_route(&ep.netns, &ep.ifname, gw)
-                        .and_then(|()| match ep.default_gateway6 {
-                            Some(g6) => self.topo.set_default_route6(&ep.netns, &ep.ifname, g6),
-                            None => Ok(()),
-                        })
-                        .map_err(|e| e.to_string()),
-                    None => Ok(()),
-                },
+                Action::DefaultRoute(ep) => ep
+                    .default_gateway
+                    .map_or(Ok(()), |gw| {
+                        self.topo.set_default_route(&ep.netns, &ep.ifname, gw)
+                    })
+                    .and_then(|()| match ep.default_gateway6 {
+                        Some(g6) => self.topo.set_default_route6(&ep.netns, &ep.ifname, g6),
+                        None => Ok(()),
+                    })
+                    .map_err(|e| e.to_string()),
                 Action::RemoveDir(p) => match std::fs::remove_dir_all(p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
                     _ => Ok(()),
@@ -729,7 +734,9 @@ impl Daemon {
             .endpoints
             .iter()
             .flat_map(|e| {
-                std::iter::once(std::net::IpAddr::V4(e.ip)).chain(e.ip6.map(std::net::IpAddr::V6))
+                e.ip.map(std::net::IpAddr::V4)
+                    .into_iter()
+                    .chain(e.ip6.map(std::net::IpAddr::V6))
             })
             .collect();
         let hosts = files::hosts(&c.hostname, &own, &c.links, &c.extra_hosts);
@@ -1041,16 +1048,16 @@ impl Daemon {
                     .state
                     .find_container(lname)
                     .ok_or_else(|| invalid(format!("could not get container for {lname}")))?;
-                let Some(e) = t.endpoints.first() else {
+                let Some(ip) = t.endpoints.first().and_then(|e| e.ip) else {
                     return Err(invalid(format!(
-                        "cannot link to {lname}: it has no address"
+                        "cannot link to {lname}: it has no IPv4 address"
                     )));
                 };
                 links.push(Link {
                     container_id: t.id.clone(),
                     name: t.name.clone(),
                     alias,
-                    ip: e.ip,
+                    ip,
                 });
             }
             let hostname = match &mode {

@@ -17,6 +17,10 @@ pub struct NetworkCreate {
     /// `--ipv6`: dual stack; the IPv6 pool below or the next free ULA /64.
     #[serde(default, rename = "EnableIPv6")]
     pub enable_ipv6: bool,
+    /// No IPv4 pool: an IPv6-only network (with `enable_ipv6`), or one
+    /// without addresses (netavark's ipam `none`).
+    #[serde(default, rename = "NoIPv4", skip_serializing_if = "std::ops::Not::not")]
+    pub no_ipv4: bool,
     #[serde(default)]
     pub subnet6: Option<String>,
     #[serde(default)]

@@ -49,7 +49,7 @@ fn attached(d: &Daemon, c: &Container, ifname: &str) -> Option<Attached> {
         host_ifname: e.host_ifname.clone(),
         ifname: e.ifname.clone(),
         mac: mac_string(&e.mac),
-        address: ipnet::Ipv4Net::new(e.ip, e.prefix_len).ok()?,
+        address: ipnet::Ipv4Net::new(e.ip?, e.prefix_len).ok()?,
         gateway: (!n.internal).then_some(n.gateway).flatten(),
         address6: e
             .ip6
@@ -100,6 +100,7 @@ pub fn add(d: &Daemon, r: Call) -> Result<Attached, Failure> {
         name: r.network.name.clone(),
         subnet: r.network.subnet,
         gateway: r.network.gateway,
+        no_ipv4: false,
         ipv6: r.network.ipv6,
         subnet6: r.network.subnet6,
         gateway6: r.network.gateway6,

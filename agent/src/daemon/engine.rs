@@ -393,12 +393,24 @@ impl Daemon {
                 return Ok(());
             };
             let e = Self::detach(txn, &c.id, ep_id, true)?;
+            let Some(ip) = e.ip else {
+                // Not an engine's pending kind (those have IPv4): the veth
+                // goes now.
+                if let (Some(n), Some(ns)) = (txn.state.networks.get(&e.network_id), &c.netns) {
+                    let spec = super::endpoint_spec(ns, &e, n, false);
+                    txn.after_commit(super::Action::RemoveEndpoint(spec));
+                }
+                if txn.state.containers[&c.id].endpoints.is_empty() {
+                    txn.state.containers.remove(&c.id);
+                }
+                return Ok(());
+            };
             if let Some(n) = txn.state.networks.get_mut(&e.network_id) {
                 n.pending.insert(
                     e.id.clone(),
                     PendingEndpoint {
                         id: e.id.clone(),
-                        ip: e.ip,
+                        ip,
                         prefix_len: e.prefix_len,
                         ip6: e.ip6,
                         prefix_len6: e.prefix_len6,
@@ -431,7 +443,7 @@ impl Daemon {
                         host_ifname: h.clone(),
                         ifname: String::new(),
                         bridge: n.bridge.clone().unwrap_or_default(),
-                        address: Ipv4Net::new(p.ip, p.prefix_len).expect("prefix ≤ 32"),
+                        address: Ipv4Net::new(p.ip, p.prefix_len).ok(),
                         address6: None,
                         mac: p.mac,
                         default_gateway: None,
@@ -625,6 +637,9 @@ pub struct NamedNetwork {
     /// `None`: the next free subnet, as `pier network create` picks.
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
+    /// No IPv4 pool (`subnet` and `gateway` then `None`): IPv6 only, or no
+    /// addresses at all (netavark's ipam `none`).
+    pub no_ipv4: bool,
     /// Dual stack: with `subnet6` (and `gateway6`) as given, else the next
     /// free ULA /64, as `pier network create --ipv6` picks.
     pub ipv6: bool,
@@ -666,6 +681,17 @@ impl Daemon {
                     n.gateway.map(|g| g.to_string()).unwrap_or_default()
                 )));
             }
+            if req.no_ipv4 != n.subnet.is_none() {
+                return Err(conflict(format!(
+                    "network {} exists {} IPv4",
+                    n.name,
+                    if n.subnet.is_none() {
+                        "without"
+                    } else {
+                        "with"
+                    }
+                )));
+            }
             let want6 = req.ipv6 || req.subnet6.is_some();
             if want6 != n.ipv6()
                 || req.subnet6.is_some_and(|s| n.subnet6 != Some(s))
@@ -694,6 +720,7 @@ impl Daemon {
             gateway: req.gateway.map(|g| g.to_string()),
             ip_range: None,
             enable_ipv6: req.ipv6 || req.subnet6.is_some(),
+            no_ipv4: req.no_ipv4,
             subnet6: req.subnet6.map(|s| s.to_string()),
             gateway6: req.gateway6.map(|g| g.to_string()),
             internal: req.internal,

@@ -249,7 +249,7 @@ fn topology_failure_rolls_back_and_frees_the_address() {
     d.container_create(run("c2", Some("mynet"), &[])).unwrap();
     let st = d.snapshot();
     let c2 = st.find_container("c2").unwrap();
-    assert_eq!(c2.endpoints[0].ip.to_string(), "172.19.0.2");
+    assert_eq!(c2.endpoints[0].ip.unwrap().to_string(), "172.19.0.2");
 }
 
 #[test]
@@ -335,7 +335,7 @@ fn desired_state_reflects_options_endpoints_and_running_ports() {
             iso.internal,
             iso.icc,
             iso.masquerade,
-            iso.subnet.to_string()
+            iso.subnet.unwrap().to_string()
         ),
         (true, false, false, "10.7.0.0/24".to_string())
     );
@@ -1049,11 +1049,11 @@ mod engine_netns {
         .unwrap();
         assert_eq!(d.snapshot().networks[NET].name, "piernet");
         let (e, gw) = d.engine_attach(attach("ctr-1", "eth0", None)).unwrap();
-        assert_eq!(e.ip.to_string(), "10.80.0.2");
+        assert_eq!(e.ip.unwrap().to_string(), "10.80.0.2");
         assert_eq!(gw.unwrap().to_string(), "10.80.0.1");
         let (e2, _) = d.engine_attach(attach("ctr-1", "net1", None)).unwrap();
         assert_eq!(
-            (e2.ifname.as_str(), e2.ip.to_string()),
+            (e2.ifname.as_str(), e2.ip.unwrap().to_string()),
             ("net1", "10.80.0.3".into())
         );
         assert!(
@@ -1068,7 +1068,7 @@ mod engine_netns {
         let (e3, _) = d
             .engine_attach(attach("ctr-2", "eth0", Some("10.80.0.9")))
             .unwrap();
-        assert_eq!(e3.ip.to_string(), "10.80.0.9");
+        assert_eq!(e3.ip.unwrap().to_string(), "10.80.0.9");
         let c = d.engine_container(Owner::Cni, "ctr-1").unwrap();
         assert_eq!((c.name.as_str(), c.endpoints.len()), ("cni-ctr-1", 2));
         d.engine_detach(Owner::Cni, "ctr-1", Some("net1")).unwrap();
@@ -1102,6 +1102,7 @@ mod engine_named {
             name: "cninet".into(),
             subnet: subnet.map(|s| s.parse().unwrap()),
             gateway: None,
+            no_ipv4: false,
             ipv6: false,
             subnet6: None,
             gateway6: None,
@@ -1145,7 +1146,7 @@ mod engine_named {
             .unwrap();
         let n = d.snapshot().network_by_name("cninet").cloned().unwrap();
         assert_eq!(n.owner, Owner::Cni);
-        assert!(n.subnet.unwrap().contains(&e.ip));
+        assert!(n.subnet.unwrap().contains(&e.ip.unwrap()));
         let sn = n.subnet.unwrap().to_string();
         d.engine_attach_named(&named(Some(&sn)), attach("c-2", "eth0"))
             .unwrap();
@@ -1231,5 +1232,75 @@ mod engine_named {
         let sn6 = n.subnet6.unwrap();
         assert!(sn6.contains(&e.ip6.unwrap()), "{sn6} {e:?}");
         assert_eq!(sn6.prefix_len(), 64);
+    }
+
+    #[test]
+    fn networks_without_ipv4() {
+        let env = Env::new("eng-no4");
+        let d = env.start();
+        // IPv6 only: the endpoint has no IPv4 address, the dataplane no
+        // IPv4 entry for it, and its ports are not published.
+        let mut n6 = named(None);
+        n6.name = "only6".into();
+        n6.no_ipv4 = true;
+        n6.subnet6 = Some("fd90::/64".parse().unwrap());
+        let mut a = attach("c-1", "eth0");
+        a.ports = vec![crate::state::PortBinding {
+            host_ip: None,
+            host_port: 8090,
+            host_port_end: 8090,
+            container_port: 80,
+            container_port_end: 80,
+            proto: crate::state::PortProto::Tcp,
+        }];
+        let (e, gw) = d.engine_attach_named(&n6, a).unwrap();
+        assert_eq!((e.ip, gw), (None, None));
+        assert_eq!(e.ip6, Some("fd90::2".parse().unwrap()));
+        assert_eq!(e.mac, [0x02, 0x42, 0, 0, 0, 2], "from the IPv6 address");
+        let n = d.snapshot().network_by_name("only6").cloned().unwrap();
+        assert_eq!((n.subnet, n.gateway), (None, None));
+        let spec = crate::daemon::bridge_spec(&n).unwrap();
+        assert_eq!((spec.gateway, spec.subnet), (None, None));
+        assert!(spec.gateway6.is_some());
+        let synced = env.dp.synced.lock().unwrap().last().unwrap().clone();
+        let ep = synced
+            .endpoints
+            .iter()
+            .find(|x| x.host_ifname == e.host_ifname)
+            .unwrap();
+        assert_eq!((ep.ip, ep.ip6), (None, e.ip6));
+        let net = synced.networks.iter().find(|x| x.id == n.num).unwrap();
+        assert_eq!((net.subnet, net.gateway), (None, None));
+        assert!(synced.ports.is_empty(), "{:?}", synced.ports);
+        // An IPv4 address asked for there, or the network asked with IPv4.
+        let mut a = attach("c-2", "eth0");
+        a.ip = Some("10.90.0.2".parse().unwrap());
+        let e2 = d.engine_attach_named(&n6, a).unwrap_err();
+        assert!(e2.to_string().contains("has no IPv4"), "{e2}");
+        let mut with4 = n6.clone();
+        with4.no_ipv4 = false;
+        let e2 = d
+            .engine_attach_named(&with4, attach("c-2", "eth0"))
+            .unwrap_err();
+        assert!(e2.to_string().contains("exists without IPv4"), "{e2}");
+        // No addresses at all (netavark's ipam none).
+        let mut none = named(None);
+        none.name = "noaddr".into();
+        none.no_ipv4 = true;
+        let (e, _) = d.engine_attach_named(&none, attach("c-3", "eth0")).unwrap();
+        assert_eq!((e.ip, e.ip6), (None, None));
+        assert_eq!(e.mac[..2], [0x02, 0x42]);
+        let n = d.snapshot().network_by_name("noaddr").cloned().unwrap();
+        assert!(n.subnet.is_none() && n.subnet6.is_none());
+        d.engine_detach(Owner::Cni, "c-3", None).unwrap();
+        d.engine_detach(Owner::Cni, "c-1", None).unwrap();
+        assert!(d.engine_container(Owner::Cni, "c-1").is_none());
+        // A v4 --subnet with no IPv4 is refused.
+        let st = d.snapshot();
+        let mut bad = named(Some("10.91.0.0/24"));
+        bad.name = "bad4".into();
+        bad.no_ipv4 = true;
+        assert!(d.engine_attach_named(&bad, attach("c-4", "eth0")).is_err());
+        assert_eq!(d.snapshot(), st);
     }
 }

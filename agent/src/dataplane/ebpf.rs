@@ -241,13 +241,16 @@ impl EbpfDataplane {
             if !ids.contains(&e.network_id) {
                 return Err(DataplaneError::Other(format!(
                     "endpoint {} names unknown network {}",
-                    e.ip, e.network_id
+                    e.ip.map(|i| i.to_string())
+                        .unwrap_or_else(|| e.host_ifname.clone()),
+                    e.network_id
                 )));
             }
-            if !ips.insert(e.ip) {
+            if let Some(ip) = e.ip
+                && !ips.insert(ip)
+            {
                 return Err(DataplaneError::Other(format!(
-                    "endpoint address {} is used twice",
-                    e.ip
+                    "endpoint address {ip} is used twice"
                 )));
             }
         }
@@ -709,8 +712,8 @@ mod tests {
                 NetworkSpec {
                     id: 1,
                     bridge: "br1".into(),
-                    subnet: "10.1.0.0/24".parse().unwrap(),
-                    gateway: "10.1.0.1".parse().unwrap(),
+                    subnet: Some("10.1.0.0/24".parse().unwrap()),
+                    gateway: Some("10.1.0.1".parse().unwrap()),
                     subnet6: None,
                     internal: false,
                     icc: true,
@@ -719,8 +722,8 @@ mod tests {
                 NetworkSpec {
                     id: 2,
                     bridge: "br2".into(),
-                    subnet: "10.2.0.0/24".parse().unwrap(),
-                    gateway: "10.2.0.1".parse().unwrap(),
+                    subnet: Some("10.2.0.0/24".parse().unwrap()),
+                    gateway: Some("10.2.0.1".parse().unwrap()),
                     subnet6: None,
                     internal: true,
                     icc: true,
@@ -730,14 +733,14 @@ mod tests {
             endpoints: vec![
                 EndpointSpec {
                     network_id: 1,
-                    ip: "10.1.0.2".parse().unwrap(),
+                    ip: Some("10.1.0.2".parse().unwrap()),
                     ip6: None,
                     mac: [2, 0, 0, 0, 0, 2],
                     host_ifname: "v1".into(),
                 },
                 EndpointSpec {
                     network_id: 2,
-                    ip: "10.2.0.2".parse().unwrap(),
+                    ip: Some("10.2.0.2".parse().unwrap()),
                     ip6: None,
                     mac: [2, 0, 0, 0, 0, 3],
                     host_ifname: "v2".into(),

@@ -155,13 +155,13 @@ impl Tables {
                 n.id,
                 NetworkVal {
                     flags,
-                    gateway_be: addr_be(n.gateway),
+                    gateway_be: n.gateway.map(addr_be).unwrap_or(0),
                 },
             );
-            t.subnets.insert(
-                (n.subnet.prefix_len() as u32, addr_be(n.subnet.network())),
-                n.id,
-            );
+            if let Some(sn) = n.subnet {
+                t.subnets
+                    .insert((sn.prefix_len() as u32, addr_be(sn.network())), n.id);
+            }
             if let Some(s6) = n.subnet6 {
                 t.subnets6
                     .insert((s6.prefix_len() as u32, addr6_be(s6.network())), n.id);
@@ -181,8 +181,8 @@ impl Tables {
             // has no entries until it is back; the rest is still applied.
             let Some(veth) = ifaces.get(&e.host_ifname) else {
                 tracing::warn!(
-                    "endpoint {}: interface {} does not exist; skipped",
-                    e.ip,
+                    "endpoint on network {}: interface {} does not exist; skipped",
+                    e.network_id,
                     e.host_ifname
                 );
                 continue;
@@ -190,7 +190,7 @@ impl Tables {
             let bridge_mac = *bridge_mac.get(&e.network_id).ok_or_else(|| {
                 DataplaneError::Other(format!(
                     "endpoint {} names unknown network {}",
-                    e.ip, e.network_id
+                    e.host_ifname, e.network_id
                 ))
             })?;
             let val = EndpointVal {
@@ -199,7 +199,10 @@ impl Tables {
                 mac: e.mac,
                 bridge_mac,
             };
-            t.endpoints.insert(addr_be(e.ip), val);
+            if let Some(ip) = e.ip {
+                t.endpoints.insert(addr_be(ip), val);
+                net_of.insert(ip, e.network_id);
+            }
             if let Some(ip6) = e.ip6 {
                 t.endpoints6.insert(addr6_be(ip6), val);
             }
@@ -211,7 +214,6 @@ impl Tables {
                     _pad: [0; 2],
                 },
             );
-            net_of.insert(e.ip, e.network_id);
             t.veths.insert(e.host_ifname.clone());
         }
         for p in &desired.ports {

@@ -290,27 +290,31 @@ pub fn plan(o: &NetworkOptions) -> Result<Vec<Plan>, Failure> {
                     "IO error: dhcp ipam driver is not yet supported",
                 ));
             }
-            Some("none") => {
-                return Err(Failure::new(
-                    "IO error: ipam driver none is not supported by pier (every endpoint needs an address)",
-                ));
-            }
+            // No addresses: the interfaces only (netavark's ipam `none`).
+            Some("none") => {}
             Some(d) => {
                 return Err(Failure::new(format!(
                     "IO error: unsupported ipam driver {d}"
                 )));
             }
         }
-        let static_ips = per
-            .static_ips
-            .as_ref()
-            .ok_or_else(|| Failure::new("IO error: no static ips provided"))?;
+        let ipam_none = ipam == Some("none");
+        let no_ips = Vec::new();
+        let static_ips = match per.static_ips.as_ref() {
+            _ if ipam_none => &no_ips,
+            Some(v) => v,
+            None => return Err(Failure::new("IO error: no static ips provided")),
+        };
         let mtu: Option<u32> = parse_opt(&n.options, "mtu")?;
         let _isolate: Option<bool> = parse_opt(&n.options, "isolate")?;
         // netavark's default routes have metric 100 unless `metric` says.
         let metric: u32 = parse_opt(&n.options, "metric")?.unwrap_or(100);
         let mac = per.static_mac.as_deref().map(decode_mac).transpose()?;
-        let subnets = n.subnets.clone().unwrap_or_default();
+        let subnets = if ipam_none {
+            Vec::new()
+        } else {
+            n.subnets.clone().unwrap_or_default()
+        };
         // Each static IP goes with the subnet that holds it (netavark's
         // rule); pier takes one subnet per family.
         let mut v4: Option<(Ipv4Net, Option<Ipv4Addr>)> = None;
@@ -377,14 +381,11 @@ pub fn plan(o: &NetworkOptions) -> Result<Vec<Plan>, Failure> {
         }
         addrs.sort_by_key(|(i, _)| *i);
         let addrs: Vec<PlanAddr> = addrs.into_iter().map(|(_, a)| a).collect();
-        let Some((subnet, gateway)) = v4 else {
+        if let Some((sn4, _)) = v4
+            && !addrs.iter().any(|a| a.ip.is_ipv4())
+        {
             return Err(Failure::new(format!(
-                "network {name}: no IPv4 subnet (pier needs one per network)"
-            )));
-        };
-        if !addrs.iter().any(|a| a.ip.is_ipv4()) {
-            return Err(Failure::new(format!(
-                "network {name}: no IPv4 static ip for subnet {subnet}"
+                "network {name}: no IPv4 static ip for subnet {sn4}"
             )));
         }
         if let Some((sn6, _)) = v6
@@ -406,8 +407,9 @@ pub fn plan(o: &NetworkOptions) -> Result<Vec<Plan>, Failure> {
             net: NamedNetwork {
                 owner: Owner::Podman,
                 name: name.clone(),
-                subnet: Some(subnet),
-                gateway,
+                subnet: v4.map(|(s, _)| s),
+                gateway: v4.and_then(|(_, g)| g),
+                no_ipv4: v4.is_none(),
                 ipv6: v6.is_some(),
                 subnet6: v6.map(|(s, _)| s),
                 gateway6: v6.and_then(|(_, g)| g),
@@ -658,6 +660,17 @@ fn netavark_words(e: crate::error::AgentError, ifname: &str) -> crate::error::Ag
     let s = e.to_string();
     if s.contains("File exists") || s.contains(&format!("interface {ifname} already exists")) {
         return veth_exists(ifname);
+    }
+    // The kernel's EACCES for an IPv6 address where IPv6 is disabled.
+    if s.starts_with("netlink: add ")
+        && s.contains(" to bridge ")
+        && s.contains(':')
+        && s.ends_with("Permission denied (os error 13)")
+        && s.split(' ').nth(2).is_some_and(|a| a.contains(':'))
+    {
+        return crate::error::AgentError::Internal(
+            "add ip addr to bridge: failed to add ipv6 address, is ipv6 enabled in the kernel?: Netlink error: Permission denied (os error 13)".into(),
+        );
     }
     e
 }

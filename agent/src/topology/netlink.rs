@@ -284,6 +284,22 @@ pub fn bridge_mac(gateway: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// [`bridge_mac`] of a bridge's spec: from its IPv4 gateway, else from the
+/// low 32 bits of its IPv6 gateway, else (no address) from its name.
+pub fn bridge_mac_of(b: &BridgeSpec) -> [u8; 6] {
+    if let Some(g) = b.gateway {
+        return bridge_mac(g);
+    }
+    let low = match b.gateway6 {
+        Some(g6) => u32::from_be_bytes(g6.addr().octets()[12..].try_into().unwrap()),
+        // FNV-1a of the name: stable across re-creation.
+        None => b.name.bytes().fold(0x811c_9dc5u32, |h, c| {
+            (h ^ u32::from(c)).wrapping_mul(0x0100_0193)
+        }),
+    };
+    bridge_mac(Ipv4Addr::from(low))
+}
+
 /// IPv4 routes of the main table.
 async fn main_routes(h: &Handle) -> Result<Vec<RouteMessage>> {
     let all: Vec<RouteMessage> = h
@@ -345,11 +361,19 @@ impl Topology for NetlinkTopology {
     fn ensure_bridge(&self, b: &BridgeSpec) -> Result<u32> {
         check_ifname(&b.name)?;
         check_mtu(b.mtu)?;
-        if !b.subnet.contains(&b.gateway) {
-            return Err(TopologyError::Invalid(format!(
-                "gateway {} is outside subnet {}",
-                b.gateway, b.subnet
-            )));
+        match (b.gateway, b.subnet) {
+            (Some(g), Some(sn)) if !sn.contains(&g) => {
+                return Err(TopologyError::Invalid(format!(
+                    "gateway {g} is outside subnet {sn}"
+                )));
+            }
+            (Some(_), Some(_)) | (None, None) => {}
+            _ => {
+                return Err(TopologyError::Invalid(format!(
+                    "bridge {}: an IPv4 gateway needs its subnet and back",
+                    b.name
+                )));
+            }
         }
         let b = b.clone();
         self.worker.run(move |h| async move {
@@ -365,7 +389,7 @@ impl Topology for NetlinkTopology {
                     (l.header.index, false)
                 }
                 None => {
-                    let mut msg = LinkBridge::new(&b.name).address(bridge_mac(b.gateway).to_vec());
+                    let mut msg = LinkBridge::new(&b.name).address(bridge_mac_of(&b).to_vec());
                     if let Some(m) = b.mtu {
                         msg = msg.mtu(m);
                     }
@@ -382,16 +406,15 @@ impl Topology for NetlinkTopology {
             };
             let configure = async {
                 let addrs = addrs(&h, index).await?;
-                let prefix = b.subnet.prefix_len();
-                if !addrs.contains(&(IpAddr::V4(b.gateway), prefix)) {
-                    h.address()
-                        .add(index, IpAddr::V4(b.gateway), prefix)
-                        .execute()
-                        .await
-                        .map_err(nl(format!(
-                            "add {}/{} to bridge {}",
-                            b.gateway, prefix, b.name
-                        )))?;
+                if let (Some(gw), Some(sn)) = (b.gateway, b.subnet) {
+                    let prefix = sn.prefix_len();
+                    if !addrs.contains(&(IpAddr::V4(gw), prefix)) {
+                        h.address()
+                            .add(index, IpAddr::V4(gw), prefix)
+                            .execute()
+                            .await
+                            .map_err(nl(format!("add {gw}/{prefix} to bridge {}", b.name)))?;
+                    }
                 }
                 if let Some(g6) = b.gateway6
                     && !addrs.contains(&(IpAddr::V6(g6.addr()), g6.prefix_len()))
@@ -467,11 +490,13 @@ impl Topology for NetlinkTopology {
             )));
         }
         if let Some(gw) = ep.default_gateway
-            && !ep.address.contains(&gw)
+            && !ep.address.is_some_and(|a| a.contains(&gw))
         {
             return Err(TopologyError::Invalid(format!(
                 "gateway {gw} is outside {}",
-                ep.address.trunc()
+                ep.address
+                    .map(|a| a.trunc().to_string())
+                    .unwrap_or_else(|| "an interface without IPv4".into())
             )));
         }
         if let Some(peer) = &ep.engine_peer {
@@ -756,15 +781,13 @@ async fn configure_inside(ns: &Handle, ep: &EndpointSpec) -> Result<()> {
         .execute()
         .await
         .map_err(nl(format!("set {} up", ep.ifname)))?;
-    ns.address()
-        .add(
-            inner,
-            IpAddr::V4(ep.address.addr()),
-            ep.address.prefix_len(),
-        )
-        .execute()
-        .await
-        .map_err(nl(format!("add {} to {}", ep.address, ep.ifname)))?;
+    if let Some(a) = ep.address {
+        ns.address()
+            .add(inner, IpAddr::V4(a.addr()), a.prefix_len())
+            .execute()
+            .await
+            .map_err(nl(format!("add {a} to {}", ep.ifname)))?;
+    }
     if let Some(gw) = ep.default_gateway {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gw)
@@ -780,9 +803,7 @@ async fn configure_inside(ns: &Handle, ep: &EndpointSpec) -> Result<()> {
     }
     if let Some(a6) = ep.address6 {
         add_addr6(ns, inner, a6, &ep.ifname).await?;
-        if ep.default_gateway.is_some()
-            && let Some(gw6) = ep.default_gateway6
-        {
+        if let Some(gw6) = ep.default_gateway6 {
             add_default6(ns, inner, gw6, ep.metric, false).await?;
         }
     }
