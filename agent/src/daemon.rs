@@ -164,10 +164,7 @@ pub fn desired_state(st: &State) -> DesiredState {
         .policies
         .values()
         .filter(|r| r.host_wide())
-        .map(|r| dataplane::PolicyRule {
-            src: r.src,
-            deny: r.action == PolicyAction::Deny,
-        })
+        .map(policy_rule)
         .collect();
     d
 }
@@ -183,7 +180,11 @@ fn port_rules(
     host_port: u16,
     proto: crate::state::PortProto,
 ) -> Vec<dataplane::PolicyRule> {
-    let allow = |src| dataplane::PolicyRule { src, deny: false };
+    let allow = |src| dataplane::PolicyRule {
+        src,
+        deny: false,
+        uplink: None,
+    };
     let mut rules: Vec<dataplane::PolicyRule> = st
         .networks
         .get(&ports_on.network_id)
@@ -198,12 +199,18 @@ fn port_rules(
         scoped
             .iter()
             .filter(|r| r.applies(&c.id, host_port, proto))
-            .map(|r| dataplane::PolicyRule {
-                src: r.src,
-                deny: r.action == PolicyAction::Deny,
-            }),
+            .map(|r| policy_rule(r)),
     );
     rules
+}
+
+/// The dataplane's form of a `pier policy` rule.
+fn policy_rule(r: &crate::state::PolicyRecord) -> dataplane::PolicyRule {
+    dataplane::PolicyRule {
+        src: r.src,
+        deny: r.action == PolicyAction::Deny,
+        uplink: r.uplink.clone(),
+    }
 }
 
 /// Whether the engine keeps `c`'s published host ports open itself, so

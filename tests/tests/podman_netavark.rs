@@ -44,26 +44,23 @@ fn links(h: &TestHost, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the machine's own podman config dirs hold. An empty directory
+/// counts as none: the harness makes `/run/containers/networks` as a mount
+/// point while any podman test (of any test binary) runs, and the last one
+/// removes it.
 fn machine_podman_config() -> Vec<(PathBuf, Option<String>)> {
     ["/etc/containers/networks", "/run/containers/networks"]
         .iter()
         .map(|d| {
             let p = PathBuf::from(d);
-            let listing = std::fs::read_dir(&p)
-                .ok()
-                .map(|rd| {
-                    let mut v: Vec<String> = rd
-                        .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect();
-                    v.sort();
-                    v.join(",")
-                })
-                // The harness makes the empty mount point itself, and
-                // removes it only if it made it: with two podman tests at
-                // once (here or in another checkout) the empty directory
-                // may outlive either one. Its content is what counts.
-                .filter(|l| !(l.is_empty() && *d == pier_tests::podman::MACHINE_RUN_DIR));
+            let listing = std::fs::read_dir(&p).ok().and_then(|rd| {
+                let mut v: Vec<String> = rd
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                v.sort();
+                (!v.is_empty()).then(|| v.join(","))
+            });
             (p, listing)
         })
         .collect()

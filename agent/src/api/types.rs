@@ -218,6 +218,10 @@ pub struct PolicyCreate {
     /// A container (name or id) whose published ports it is for.
     #[serde(default)]
     pub container: Option<String>,
+    /// Only for packets arriving on this uplink (one of the agent's
+    /// `--uplink` interfaces).
+    #[serde(default)]
+    pub uplink: Option<String>,
 }
 
 /// One row of `GET /policies` (`pier policy ls`): a rule, with where it
@@ -237,6 +241,9 @@ pub struct PolicyRow {
     pub proto: String,
     /// `*` or the container's name.
     pub container: String,
+    /// `*` or the uplink interface.
+    #[serde(default = "star")]
+    pub uplink: String,
     /// `policy`, `network NAME` or `container NAME`.
     pub origin: String,
 }
@@ -493,4 +500,8 @@ pub struct ListNetworks {
     /// Network name → its endpoint (Docker's `EndpointSettings` shape).
     /// The order is the container's (its first network first).
     pub networks: serde_json::Map<String, serde_json::Value>,
+}
+
+fn star() -> String {
+    "*".into()
 }

@@ -156,14 +156,27 @@ impl EbpfDataplane {
     /// [`DataplaneError::Verifier`] with the log written to a file.
     fn load_programs(bpf: &mut Ebpf) -> Result<(), DataplaneError> {
         for (name, prog) in bpf.programs_mut() {
-            let r = match prog {
-                aya::programs::Program::SchedClassifier(p) => p.load(),
-                aya::programs::Program::CgroupSockAddr(p) => p.load(),
-                aya::programs::Program::CgroupSock(p) => p.load(),
-                _ => continue,
-            };
-            if let Err(e) = r {
-                return Err(verifier_error(name, e));
+            // The verifier gives up with EAGAIN when a signal is pending for
+            // the loading thread (a busy host: seen in parallel tests);
+            // libbpf retries the same way.
+            let mut tries = 0;
+            loop {
+                let r = match &mut *prog {
+                    aya::programs::Program::SchedClassifier(p) => p.load(),
+                    aya::programs::Program::CgroupSockAddr(p) => p.load(),
+                    aya::programs::Program::CgroupSock(p) => p.load(),
+                    _ => break,
+                };
+                match r {
+                    Ok(()) => break,
+                    Err(ProgramError::LoadError { io_error, .. })
+                        if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
+                    {
+                        tries += 1;
+                        tracing::debug!("{name}: the verifier was interrupted (EAGAIN); again");
+                    }
+                    Err(e) => return Err(verifier_error(name, e)),
+                }
             }
         }
         Ok(())

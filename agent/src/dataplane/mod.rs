@@ -106,11 +106,14 @@ pub struct PortSpec {
 }
 
 /// One source rule of a published port's policy (`PIER_POLICY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyRule {
     pub src: Ipv4Net,
     /// Deny (else allow) sources in `src`.
     pub deny: bool,
+    /// Only for packets arriving on this uplink (an interface name); a
+    /// rule whose uplink does not exist now matches nothing.
+    pub uplink: Option<String>,
 }
 
 /// A published host port, as a policy names it.

@@ -322,6 +322,9 @@ pub struct PolicyRecord {
     /// with the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Only for packets arriving on this uplink (an interface name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
     pub created: String,
 }
 
