@@ -95,7 +95,25 @@ impl Podman {
         std::fs::create_dir_all(&helpers).unwrap();
         std::fs::create_dir_all(dir.join("networks")).unwrap();
         let _ = std::fs::remove_file(helpers.join("netavark"));
-        std::os::unix::fs::symlink(pier_bin(), helpers.join("netavark")).unwrap();
+        // A wrapper, not a link: podman's cleanup process (conmon's exit
+        // command, which may tear a killed container down before `podman rm`
+        // does) does not carry the test's environment, so the shim gets its
+        // socket here, whoever runs it.
+        let wrapper = helpers.join("netavark");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nPIER_SOCKET='{}' PIER_LOG=\"${{PIER_LOG:-info}}\" exec '{}' netavark \"$@\"\n",
+                socket.display(),
+                pier_bin().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         std::fs::write(
             dir.join("containers.conf"),
             format!(
