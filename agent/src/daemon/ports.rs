@@ -74,7 +74,10 @@ impl Daemon {
                         c.running
                             && c.endpoints
                                 .first()
-                                .is_some_and(|e| e.ip == s.port.container_ip)
+                                .is_some_and(|e| match s.port.container_ip {
+                                    std::net::IpAddr::V4(a) => e.ip == Some(a),
+                                    std::net::IpAddr::V6(a) => e.ip6 == Some(a),
+                                })
                     })
                     .map(|c| c.name.clone())
                     .unwrap_or_default();
