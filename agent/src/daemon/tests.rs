@@ -1239,7 +1239,7 @@ mod engine_named {
         let env = Env::new("eng-no4");
         let d = env.start();
         // IPv6 only: the endpoint has no IPv4 address, the dataplane no
-        // IPv4 entry for it, and its ports are not published.
+        // IPv4 entry for it, and its ports are published on IPv6.
         let mut n6 = named(None);
         n6.name = "only6".into();
         n6.no_ipv4 = true;
@@ -1271,7 +1271,13 @@ mod engine_named {
         assert_eq!((ep.ip, ep.ip6), (None, e.ip6));
         let net = synced.networks.iter().find(|x| x.id == n.num).unwrap();
         assert_eq!((net.subnet, net.gateway), (None, None));
-        assert!(synced.ports.is_empty(), "{:?}", synced.ports);
+        // Its port is published on IPv6 only (pier's IPv6 NAT).
+        let ports: Vec<_> = synced
+            .ports
+            .iter()
+            .map(|p| (p.host_ip, p.host_port, p.container_ip))
+            .collect();
+        assert_eq!(ports, vec![(None, 8090, "fd90::2".parse().unwrap())]);
         // An IPv4 address asked for there, or the network asked with IPv4.
         let mut a = attach("c-2", "eth0");
         a.ip = Some("10.90.0.2".parse().unwrap());
