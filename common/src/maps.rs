@@ -68,8 +68,22 @@ pub const FRAGS_LEN: u32 = 8192;
 pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 32;
 
+/// Monitor events: a ring buffer of [`crate::event::Event`], written only
+/// while `PIER_MON_CFG` says a monitor is attached. Per load.
+pub const EVENTS: &str = "PIER_EVENTS";
+/// Default size of [`EVENTS`] in bytes (the agent may set another power of two).
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// One slot: `crate::event::MON_ON` while a monitor is attached. Per load.
+pub const MON_CFG: &str = "PIER_MON_CFG";
+/// Per-CPU u64 counters indexed by `crate::event::LOST_EVENTS` etc. Pinned.
+pub const KCOUNTERS: &str = "PIER_KCOUNTERS";
+/// Per-interface counters: ifindex → per-CPU [`crate::event::IfStats`]
+/// (entries made by the agent for each veth and uplink). Pinned.
+pub const IF_STATS: &str = "PIER_IF_STATS";
+pub const IF_STATS_LEN: u32 = 16384;
+
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 19] = [
+pub const PINNED: [&str; 21] = [
     PORTS,
     BACKENDS,
     PORT_STATS,
@@ -89,6 +103,8 @@ pub const PINNED: [&str; 19] = [
     VETHS,
     PORT_DROPS,
     POLICY,
+    KCOUNTERS,
+    IF_STATS,
 ];
 
 const _: () = {
@@ -114,6 +130,10 @@ const _: () = {
         VETHS,
         PORT_DROPS,
         POLICY,
+        EVENTS,
+        MON_CFG,
+        KCOUNTERS,
+        IF_STATS,
     ];
     let mut i = 0;
     while i < names.len() {

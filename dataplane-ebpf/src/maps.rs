@@ -1,11 +1,12 @@
 //! Every map of the dataplane. Names and sizes come from `pier_common::maps`.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use pier_common::{
     ct::{CtVal, FlowKey},
     endpoint::{Addr6, EndpointVal, NetworkVal, UplinkVal, VethVal},
+    event::{IfStats, KCOUNTERS_LEN},
     frag::{FragKey, FragVal},
     maps::*,
     metrics::Counter,
@@ -78,3 +79,15 @@ pub static FRAGS: LruHashMap<FragKey, FragVal> = LruHashMap::with_max_entries(FR
 
 #[map(name = "PIER_DROPS")]
 pub static DROPS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DROPS_LEN, 0);
+
+#[map(name = "PIER_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "PIER_MON_CFG")]
+pub static MON_CFG: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "PIER_KCOUNTERS")]
+pub static KCOUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KCOUNTERS_LEN, 0);
+
+#[map(name = "PIER_IF_STATS")]
+pub static IF_STATS: PerCpuHashMap<u32, IfStats> = PerCpuHashMap::with_max_entries(IF_STATS_LEN, 0);

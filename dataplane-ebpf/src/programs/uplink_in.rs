@@ -5,10 +5,14 @@
 //! them; later IP fragments follow their first; anything else addressed to a container subnet is dropped (only published
 //! ports are exposed); the rest goes to the host stack.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use pier_common::{ct::CtVal, drop::DropReason};
+use pier_common::{
+    ct::CtVal,
+    drop::DropReason,
+    event::{CT_NEW, EV_PUBLISH},
+};
 
 use crate::{
-    ct, frag, icmp, ipv6,
+    ct, events, frag, icmp, ipv6,
     lookup::{
         count_port, count_port_drop, endpoint, is_host_addr, policy_allows, published, subnet_of,
     },
@@ -91,7 +95,9 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
             if ttl::expired(&pkt) {
                 return ttl::answer(ctx, &pkt, pkt.daddr, ifindex);
             }
-            track(&pkt, port.backend_be, port.backend_port_be, 0, ifindex, 0);
+            if track(&pkt, port.backend_be, port.backend_port_be, 0, ifindex, 0) {
+                traced_new(ctx, port.backend_be, port.backend_port_be);
+            }
             count_port(&key, ctx.len());
             nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
             return redirect::to_container(ctx, &mut pkt, &ep);
@@ -103,8 +109,15 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     Ok(TC_ACT_OK)
 }
 
+/// A new published connection: counted, and told to a monitor.
+#[inline(always)]
+pub fn traced_new(ctx: &TcContext, backend: u32, backend_port: u16) {
+    events::kcount(CT_NEW);
+    events::trace(ctx, EV_PUBLISH, backend, backend_port);
+}
+
 /// Create or refresh the conntrack entry of a published connection, keyed by
-/// its reply direction (backend → client).
+/// its reply direction (backend → client). True when the entry is new.
 #[inline(always)]
 pub fn track(
     pkt: &parse::Pkt,
@@ -113,7 +126,7 @@ pub fn track(
     client_ifindex: u32,
     uplink: u32,
     client_be: u32,
-) {
+) -> bool {
     let key = pier_common::ct::FlowKey {
         saddr_be: backend,
         daddr_be: pkt.saddr,
@@ -128,7 +141,7 @@ pub fn track(
             if (*v).orig_daddr_be == pkt.daddr && (*v).orig_dport_be == pkt.dport {
                 (*v).flags = ct::next_flags((*v).flags, pkt, false);
                 (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
-                return;
+                return false;
             }
         }
     }
@@ -144,4 +157,5 @@ pub fn track(
         client_be,
     };
     let _ = CT.insert(key, val, 0);
+    true
 }
