@@ -100,14 +100,14 @@ pub fn desired_state(st: &State) -> DesiredState {
     let scoped: Vec<&crate::state::PolicyRecord> =
         st.policies.values().filter(|r| !r.host_wide()).collect();
     for n in st.networks.values().filter(|n| n.is_bridge()) {
-        let (Some(bridge), Some(subnet), Some(gateway)) = (&n.bridge, n.subnet, n.gateway) else {
+        let Some(bridge) = &n.bridge else {
             continue;
         };
         d.networks.push(dataplane::NetworkSpec {
             id: n.num,
             bridge: bridge.clone(),
-            subnet,
-            gateway,
+            subnet: n.subnet,
+            gateway: n.gateway,
             subnet6: n.subnet6,
             internal: n.internal,
             icc: n.icc,
@@ -132,6 +132,10 @@ pub fn desired_state(st: &State) -> DesiredState {
         let Some(first) = c.ports_endpoint() else {
             continue;
         };
+        // Published on IPv4: an endpoint without an IPv4 address has none.
+        let Some(first_ip) = first.ip else {
+            continue;
+        };
         if !c.running {
             continue;
         }
@@ -144,7 +148,7 @@ pub fn desired_state(st: &State) -> DesiredState {
                         crate::state::PortProto::Udp => dataplane::Proto::Udp,
                     },
                     host_port: hp,
-                    container_ip: first.ip,
+                    container_ip: first_ip,
                     container_port: cp,
                     // Rootful podman holds its published ports itself.
                     reserve: !engine_holds_ports(st, c, first),
@@ -161,10 +165,7 @@ pub fn desired_state(st: &State) -> DesiredState {
         .policies
         .values()
         .filter(|r| r.host_wide())
-        .map(|r| dataplane::PolicyRule {
-            src: r.src,
-            deny: r.action == PolicyAction::Deny,
-        })
+        .map(policy_rule)
         .collect();
     d
 }
@@ -180,7 +181,11 @@ fn port_rules(
     host_port: u16,
     proto: crate::state::PortProto,
 ) -> Vec<dataplane::PolicyRule> {
-    let allow = |src| dataplane::PolicyRule { src, deny: false };
+    let allow = |src| dataplane::PolicyRule {
+        src,
+        deny: false,
+        uplink: None,
+    };
     let mut rules: Vec<dataplane::PolicyRule> = st
         .networks
         .get(&ports_on.network_id)
@@ -195,12 +200,18 @@ fn port_rules(
         scoped
             .iter()
             .filter(|r| r.applies(&c.id, host_port, proto))
-            .map(|r| dataplane::PolicyRule {
-                src: r.src,
-                deny: r.action == PolicyAction::Deny,
-            }),
+            .map(|r| policy_rule(r)),
     );
     rules
+}
+
+/// The dataplane's form of a `pier policy` rule.
+fn policy_rule(r: &crate::state::PolicyRecord) -> dataplane::PolicyRule {
+    dataplane::PolicyRule {
+        src: r.src,
+        deny: r.action == PolicyAction::Deny,
+        uplink: r.uplink.clone(),
+    }
 }
 
 /// Whether the engine keeps `c`'s published host ports open itself, so
@@ -228,13 +239,15 @@ pub fn endpoint_spec(
         host_ifname: e.host_ifname.clone(),
         ifname: e.ifname.clone(),
         bridge: net.bridge.clone().unwrap_or_default(),
-        address: Ipv4Net::new(e.ip, e.prefix_len).expect("prefix ≤ 32"),
+        address: e
+            .ip
+            .map(|ip| Ipv4Net::new(ip, e.prefix_len).expect("prefix ≤ 32")),
         address6: e
             .ip6
             .map(|a| ipnet::Ipv6Net::new(a, e.prefix_len6).expect("prefix ≤ 128")),
         mac: e.mac,
         // An internal network leads nowhere: no default route (Docker, netavark).
-        default_gateway: if default_route && !net.internal {
+        default_gateway: if default_route && !net.internal && e.ip.is_some() {
             net.gateway
         } else {
             None
@@ -244,6 +257,10 @@ pub fn endpoint_spec(
         } else {
             None
         },
+        metric: net
+            .options
+            .get(opts::ROUTE_METRIC)
+            .and_then(|m| m.parse().ok()),
         mtu: net.mtu,
         engine_peer: e.engine_peer.clone(),
     }
@@ -252,8 +269,8 @@ pub fn endpoint_spec(
 pub fn bridge_spec(n: &Network) -> Option<topology::BridgeSpec> {
     Some(topology::BridgeSpec {
         name: n.bridge.clone()?,
-        gateway: n.gateway?,
-        subnet: n.subnet?,
+        gateway: n.gateway,
+        subnet: n.subnet,
         gateway6: match (n.gateway6, n.subnet6) {
             (Some(g), Some(s)) => ipnet::Ipv6Net::new(g, s.prefix_len()).ok(),
             _ => None,
@@ -431,17 +448,16 @@ impl Daemon {
                 Action::RemoveEndpoint(ep) => {
                     self.topo.remove_endpoint(ep).map_err(|e| e.to_string())
                 }
-                Action::DefaultRoute(ep) => match ep.default_gateway {
-                    Some(gw) => self
-                        .topo
-                        .set_default_route(&ep.netns, &ep.ifname, gw)
-                        .and_then(|()| match ep.default_gateway6 {
-                            Some(g6) => self.topo.set_default_route6(&ep.netns, &ep.ifname, g6),
-                            None => Ok(()),
-                        })
-                        .map_err(|e| e.to_string()),
-                    None => Ok(()),
-                },
+                Action::DefaultRoute(ep) => ep
+                    .default_gateway
+                    .map_or(Ok(()), |gw| {
+                        self.topo.set_default_route(&ep.netns, &ep.ifname, gw)
+                    })
+                    .and_then(|()| match ep.default_gateway6 {
+                        Some(g6) => self.topo.set_default_route6(&ep.netns, &ep.ifname, g6),
+                        None => Ok(()),
+                    })
+                    .map_err(|e| e.to_string()),
                 Action::RemoveDir(p) => match std::fs::remove_dir_all(p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
                     _ => Ok(()),
@@ -728,7 +744,9 @@ impl Daemon {
             .endpoints
             .iter()
             .flat_map(|e| {
-                std::iter::once(std::net::IpAddr::V4(e.ip)).chain(e.ip6.map(std::net::IpAddr::V6))
+                e.ip.map(std::net::IpAddr::V4)
+                    .into_iter()
+                    .chain(e.ip6.map(std::net::IpAddr::V6))
             })
             .collect();
         let hosts = files::hosts(&c.hostname, &own, &c.links, &c.extra_hosts);
@@ -1040,16 +1058,16 @@ impl Daemon {
                     .state
                     .find_container(lname)
                     .ok_or_else(|| invalid(format!("could not get container for {lname}")))?;
-                let Some(e) = t.endpoints.first() else {
+                let Some(ip) = t.endpoints.first().and_then(|e| e.ip) else {
                     return Err(invalid(format!(
-                        "cannot link to {lname}: it has no address"
+                        "cannot link to {lname}: it has no IPv4 address"
                     )));
                 };
                 links.push(Link {
                     container_id: t.id.clone(),
                     name: t.name.clone(),
                     alias,
-                    ip: e.ip,
+                    ip,
                 });
             }
             let hostname = match &mode {

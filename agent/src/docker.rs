@@ -8,7 +8,11 @@
 //! IPAM (pools, addresses) and names; pier keeps the networks, endpoints
 //! and ports in its store, so neither a dockerd nor a pier restart loses
 //! them (dockerd does not replay CreateNetwork).
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use axum::{
     Router,
@@ -18,7 +22,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -187,6 +191,40 @@ fn addr_of(s: &str) -> Result<Ipv4Addr, AgentError> {
         .map_err(|_| invalid(format!("invalid IPv4 address {s:?}")))
 }
 
+/// `fd00::1/64` or `fd00::1` → the address.
+fn addr6_of(s: &str) -> Result<Ipv6Addr, AgentError> {
+    let a = s.split('/').next().unwrap_or(s);
+    a.parse()
+        .map_err(|_| invalid(format!("invalid IPv6 address {s:?}")))
+}
+
+/// CreateNetwork's IPv6 pool (`--ipv6 --subnet fd..::/64`): Docker's IPAM
+/// gives it in `IPv6Data`; pier takes one.
+fn pool6(
+    enable: bool,
+    data: Option<Vec<IpData>>,
+) -> Result<(Option<Ipv6Net>, Option<Ipv6Addr>), AgentError> {
+    let pools = data.unwrap_or_default();
+    match &pools[..] {
+        [] if enable => Err(invalid(
+            "--ipv6 without an IPv6 pool: give docker network create an IPv6 --subnet too",
+        )),
+        [] => Ok((None, None)),
+        [p] => {
+            let sn: Ipv6Net = p
+                .pool
+                .parse()
+                .map_err(|_| invalid(format!("invalid IPv6 pool {:?}", p.pool)))?;
+            let gw = p.gateway.as_deref().map(addr6_of).transpose()?;
+            Ok((Some(sn), gw))
+        }
+        _ => Err(invalid(format!(
+            "the pier driver takes one IPv6 pool, got {}",
+            pools.len()
+        ))),
+    }
+}
+
 fn parse_mac(s: &str) -> Result<[u8; 6], AgentError> {
     let parts: Vec<&str> = s.split(':').collect();
     let bad = || invalid(format!("invalid MAC address {s:?}"));
@@ -265,11 +303,7 @@ fn handle(d: &Daemon, method: &str, body: &Bytes) -> Result<Option<Value>, Agent
         }
         "NetworkDriver.CreateNetwork" => {
             let r: CreateNetwork = parse(method, body)?;
-            if flag(&r.options, keys::ENABLE_IPV6)
-                || r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty())
-            {
-                return Err(invalid("IPv6 is not supported by the pier driver yet"));
-            }
+            let (subnet6, gateway6) = pool6(flag(&r.options, keys::ENABLE_IPV6), r.ipv6_data)?;
             let pools = r.ipv4_data.unwrap_or_default();
             let [pool] = &pools[..] else {
                 return Err(invalid(format!(
@@ -288,6 +322,8 @@ fn handle(d: &Daemon, method: &str, body: &Bytes) -> Result<Option<Value>, Agent
                 id: r.network_id,
                 subnet,
                 gateway,
+                subnet6,
+                gateway6,
                 internal: flag(&r.options, keys::INTERNAL),
                 options: generic_options(&r.options)?,
                 labels: BTreeMap::new(),
@@ -302,9 +338,6 @@ fn handle(d: &Daemon, method: &str, body: &Bytes) -> Result<Option<Value>, Agent
         "NetworkDriver.CreateEndpoint" => {
             let r: CreateEndpoint = parse(method, body)?;
             let i = r.interface.unwrap_or_default();
-            if !i.address_ipv6.is_empty() {
-                return Err(invalid("IPv6 is not supported by the pier driver yet"));
-            }
             if i.address.is_empty() {
                 return Err(invalid("CreateEndpoint without an IPv4 address"));
             }
@@ -312,12 +345,25 @@ fn handle(d: &Daemon, method: &str, body: &Bytes) -> Result<Option<Value>, Agent
                 .address
                 .parse()
                 .map_err(|_| invalid(format!("invalid address {:?}", i.address)))?;
+            let address6: Option<Ipv6Net> = (!i.address_ipv6.is_empty())
+                .then(|| {
+                    i.address_ipv6
+                        .parse()
+                        .map_err(|_| invalid(format!("invalid IPv6 address {:?}", i.address_ipv6)))
+                })
+                .transpose()?;
             let given = (!i.mac_address.is_empty())
                 .then(|| parse_mac(&i.mac_address))
                 .transpose()?;
             let ports = port_bindings(&r.options)?;
-            let mac =
-                d.engine_endpoint_create(&r.network_id, &r.endpoint_id, address, given, &ports)?;
+            let mac = d.engine_endpoint_create(
+                &r.network_id,
+                &r.endpoint_id,
+                address,
+                address6,
+                given,
+                &ports,
+            )?;
             // Only a MAC Docker did not give may be returned.
             if given.is_some() {
                 json!({})
@@ -356,6 +402,9 @@ fn handle(d: &Daemon, method: &str, body: &Bytes) -> Result<Option<Value>, Agent
                 Some(g) => v["Gateway"] = json!(g.to_string()),
                 // `--internal`: no way out, and no gwbridge either.
                 None => v["DisableGatewayService"] = json!(true),
+            }
+            if let Some(g6) = j.gateway6 {
+                v["GatewayIPv6"] = json!(g6.to_string());
             }
             v
         }

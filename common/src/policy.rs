@@ -6,8 +6,11 @@
 //! scope matches exactly and the source by longest prefix. Two scopes exist:
 //! a published port's own `PortKey` (rules the agent compiled for that port:
 //! per port, per container, per network) and the host-wide scope
-//! ([`PolicyKey::host`]: every field zero but the family). A port whose
-//! `PortVal::policy` is 0 has no policy and costs no lookup.
+//! ([`PolicyKey::host`]: every field zero but the family). Each comes in two
+//! kinds: for every uplink (`ifindex` 0) and for the packets arriving on one
+//! uplink (`ifindex` set; `pier policy … --uplink NAME`). A port whose
+//! `PortVal::policy` is 0 has no policy and costs no lookup; each scope is
+//! asked only when its flag is set.
 //!
 //! The address is 16 bytes with a family byte in the scope, so IPv6 rules
 //! can join the same map later: a v4 rule's source is its 4 bytes followed
@@ -18,7 +21,13 @@ pub const POLICY_F_PORT: u16 = 1;
 /// Host-wide rules exist (look up [`PolicyKey::host`]).
 pub const POLICY_F_HOST: u16 = 2;
 /// Some allow rule applies to the port: a source no rule matches is denied.
+/// (An uplink-scoped allow makes its own uplink default-deny with a `/0`
+/// deny in its scope instead, so other uplinks stay open.)
 pub const POLICY_F_DEFAULT_DENY: u16 = 4;
+/// Rules for this port on one uplink exist (its scope with `ifindex`).
+pub const POLICY_F_PORT_UPLINK: u16 = 8;
+/// Host-wide rules for one uplink exist.
+pub const POLICY_F_HOST_UPLINK: u16 = 16;
 
 /// `PolicyVal::action`.
 pub const POLICY_ALLOW: u8 = 1;
@@ -28,8 +37,8 @@ pub const POLICY_DENY: u8 = 2;
 pub const FAMILY_V4: u8 = 4;
 
 /// Bits of the key data before the source address (address, port, proto,
-/// family): always part of the prefix.
-pub const SCOPE_BITS: u32 = 64;
+/// family, ifindex): always part of the prefix.
+pub const SCOPE_BITS: u32 = 96;
 
 /// The LPM key data (aya's `Key<PolicyKey>` adds the prefix length).
 #[repr(C)]
@@ -40,11 +49,13 @@ pub struct PolicyKey {
     pub port_be: u16,
     pub proto: u8,
     pub family: u8,
+    /// The uplink the packet arrived on, for an uplink's own rules; 0: any.
+    pub ifindex: u32,
     /// The source, in packet order (v4: the first 4 bytes).
     pub src: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<PolicyKey>() == 24);
+const _: () = assert!(core::mem::size_of::<PolicyKey>() == 28);
 
 impl PolicyKey {
     /// The scope of published port `(addr_be, port_be, proto)`.
@@ -55,12 +66,18 @@ impl PolicyKey {
             port_be,
             proto,
             family: FAMILY_V4,
+            ifindex: 0,
             src: [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         }
     }
     /// The host-wide scope.
     pub const fn host(src_be: u32) -> Self {
         Self::port(0, 0, 0, src_be)
+    }
+    /// The same scope, for packets arriving on uplink `ifindex` only.
+    pub const fn on_uplink(mut self, ifindex: u32) -> Self {
+        self.ifindex = ifindex;
+        self
     }
 }
 
@@ -77,25 +94,41 @@ pub struct PolicyVal {
 
 const _: () = assert!(core::mem::size_of::<PolicyVal>() == 4);
 
-/// The decision from the two scopes' matches: the longer prefix wins, deny
-/// wins at the same length; no match: denied when an allow applies.
+/// No rule matched (`PolicyVal::action` 0). Plain values rather than
+/// `Option`s: the BPF backend turns selects of an `Option`'s unset payload
+/// into reads of uninitialised registers, which the verifier refuses.
+pub const NO_MATCH: PolicyVal = PolicyVal {
+    action: 0,
+    prefix_len: 0,
+    _pad: 0,
+};
+
+/// The stronger of two matches: the longer prefix, deny at the same
+/// length; a match beats [`NO_MATCH`].
 #[inline(always)]
-pub fn decide(flags: u16, port: Option<PolicyVal>, host: Option<PolicyVal>) -> bool {
-    let best = match (port, host) {
-        (Some(p), Some(h)) => {
-            if p.prefix_len > h.prefix_len
-                || (p.prefix_len == h.prefix_len && p.action == POLICY_DENY)
-            {
-                Some(p)
-            } else {
-                Some(h)
-            }
-        }
-        (p, h) => p.or(h),
-    };
-    match best {
-        Some(v) => v.action == POLICY_ALLOW,
-        None => flags & POLICY_F_DEFAULT_DENY == 0,
+pub fn stronger(a: PolicyVal, b: PolicyVal) -> PolicyVal {
+    if a.action == 0 {
+        return b;
+    }
+    if b.action == 0 {
+        return a;
+    }
+    if a.prefix_len > b.prefix_len || (a.prefix_len == b.prefix_len && a.action == POLICY_DENY) {
+        a
+    } else {
+        b
+    }
+}
+
+/// The decision from the strongest match of the scopes asked (the port's,
+/// the host-wide one, and their per-uplink kinds, folded with
+/// [`stronger`]): no match: denied when an allow applies.
+#[inline(always)]
+pub fn decide(flags: u16, best: PolicyVal) -> bool {
+    if best.action == 0 {
+        flags & POLICY_F_DEFAULT_DENY == 0
+    } else {
+        best.action == POLICY_ALLOW
     }
 }
 

@@ -4,7 +4,10 @@ use pier_common::{
     endpoint::{EndpointVal, NetworkVal},
     metrics::Counter,
     nat::{PortKey, PortVal},
-    policy::{self, POLICY_F_HOST, POLICY_F_PORT, PolicyKey, SCOPE_BITS},
+    policy::{
+        self, POLICY_F_HOST, POLICY_F_HOST_UPLINK, POLICY_F_PORT, POLICY_F_PORT_UPLINK, PolicyKey,
+        SCOPE_BITS,
+    },
 };
 
 use crate::maps::{
@@ -50,32 +53,42 @@ pub fn count_port(key: &PortKey, len: u32) {
     }
 }
 
-/// Whether source `src` may reach published port `key` (its `val.policy`
-/// flags say which scopes to ask; 0: no policy, no lookup).
+/// Whether source `src`, arriving on uplink `ifindex` (0: from a container,
+/// hairpin), may reach published port `key` (its `val.policy` flags say
+/// which scopes to ask; 0: no policy, no lookup).
 #[inline(always)]
-pub fn policy_allows(key: &PortKey, val: &PortVal, src: u32) -> bool {
+pub fn policy_allows(key: &PortKey, val: &PortVal, src: u32, ifindex: u32) -> bool {
     let flags = val.policy;
     if flags == 0 {
         return true;
     }
-    let port = if flags & POLICY_F_PORT != 0 {
-        POLICY
-            .get(Key::new(
-                SCOPE_BITS + 32,
-                PolicyKey::port(key.addr_be, key.port_be, key.proto, src),
-            ))
-            .copied()
-    } else {
-        None
-    };
-    let host = if flags & POLICY_F_HOST != 0 {
-        POLICY
-            .get(Key::new(SCOPE_BITS + 32, PolicyKey::host(src)))
-            .copied()
-    } else {
-        None
-    };
-    policy::decide(flags, port, host)
+    let port = PolicyKey::port(key.addr_be, key.port_be, key.proto, src);
+    let host = PolicyKey::host(src);
+    let mut best = policy::NO_MATCH;
+    if flags & POLICY_F_PORT != 0 {
+        best = policy::stronger(best, policy_match(&port));
+    }
+    if flags & POLICY_F_HOST != 0 {
+        best = policy::stronger(best, policy_match(&host));
+    }
+    // Not from an uplink (hairpin): no uplink's rules apply.
+    if ifindex != 0 {
+        if flags & POLICY_F_PORT_UPLINK != 0 {
+            best = policy::stronger(best, policy_match(&port.on_uplink(ifindex)));
+        }
+        if flags & POLICY_F_HOST_UPLINK != 0 {
+            best = policy::stronger(best, policy_match(&host.on_uplink(ifindex)));
+        }
+    }
+    policy::decide(flags, best)
+}
+
+#[inline(always)]
+fn policy_match(k: &PolicyKey) -> pier_common::policy::PolicyVal {
+    match POLICY.get(Key::new(SCOPE_BITS + 32, *k)) {
+        Some(v) => *v,
+        None => policy::NO_MATCH,
+    }
 }
 
 /// Count a packet the source policy of published port `key` denied.

@@ -44,13 +44,42 @@ pub fn missing() -> Option<String> {
 /// Where rootful podman points netavark's `--config`.
 pub const MACHINE_RUN_DIR: &str = "/run/containers/networks";
 
+/// How many `Podman`s of all test processes use [`MACHINE_RUN_DIR`] as a
+/// mount point, and how much of it the first of them had to create: `N
+/// MADE` (0: nothing, 1: the directory, 2: its parent `/run/containers`
+/// too).
+/// Read and written under an flock of `/run` itself (no lock file to leave
+/// behind); the last user removes the directory it made, and this file.
+const RUN_DIR_USERS: &str = "/run/pier-test-podman.users";
+
+fn run_dir_users<T>(f: impl FnOnce(&mut u32, &mut u8) -> T) -> T {
+    use std::os::fd::AsRawFd;
+    let run = std::fs::File::open("/run").expect("open /run");
+    // SAFETY: flock(2) on a descriptor we own; released when it closes.
+    assert_eq!(
+        unsafe { libc::flock(run.as_raw_fd(), libc::LOCK_EX) },
+        0,
+        "flock /run"
+    );
+    let text = std::fs::read_to_string(RUN_DIR_USERS).unwrap_or_default();
+    let mut it = text.split_whitespace();
+    let mut n: u32 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut made: u8 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let r = f(&mut n, &mut made);
+    if n == 0 {
+        let _ = std::fs::remove_file(RUN_DIR_USERS);
+    } else {
+        std::fs::write(RUN_DIR_USERS, format!("{n} {made}")).expect("users file");
+    }
+    drop(run);
+    r
+}
+
 pub struct Podman {
     pub dir: PathBuf,
     host_ns: String,
     /// The process holding the test's mount namespace.
     holder: std::process::Child,
-    /// `MACHINE_RUN_DIR` did not exist before: removed on drop.
-    made_run_dir: bool,
     /// `PIER_SOCKET` for the shim: an agent's socket, or a path where none
     /// listens (the shim then works without an agent).
     socket: PathBuf,
@@ -66,7 +95,25 @@ impl Podman {
         std::fs::create_dir_all(&helpers).unwrap();
         std::fs::create_dir_all(dir.join("networks")).unwrap();
         let _ = std::fs::remove_file(helpers.join("netavark"));
-        std::os::unix::fs::symlink(pier_bin(), helpers.join("netavark")).unwrap();
+        // A wrapper, not a link: podman's cleanup process (conmon's exit
+        // command, which may tear a killed container down before `podman rm`
+        // does) does not carry the test's environment, so the shim gets its
+        // socket here, whoever runs it.
+        let wrapper = helpers.join("netavark");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nPIER_SOCKET='{}' PIER_LOG=\"${{PIER_LOG:-info}}\" exec '{}' netavark \"$@\"\n",
+                socket.display(),
+                pier_bin().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         std::fs::write(
             dir.join("containers.conf"),
             format!(
@@ -80,8 +127,18 @@ impl Podman {
         .unwrap();
         let run = dir.join("netavark-run");
         std::fs::create_dir_all(&run).unwrap();
-        let made_run_dir = !Path::new(MACHINE_RUN_DIR).exists();
-        std::fs::create_dir_all(MACHINE_RUN_DIR).unwrap();
+        run_dir_users(|n, made| {
+            if *n == 0 {
+                let dir = Path::new(MACHINE_RUN_DIR);
+                *made = if !dir.parent().unwrap().exists() {
+                    2
+                } else {
+                    u8::from(!dir.exists())
+                };
+            }
+            std::fs::create_dir_all(MACHINE_RUN_DIR).unwrap();
+            *n += 1;
+        });
         let holder = Command::new("unshare")
             .args(["-m", "--propagation", "unchanged", "sh", "-c"])
             .arg(format!(
@@ -103,7 +160,6 @@ impl Podman {
             dir,
             host_ns: h.host_ns.clone(),
             holder,
-            made_run_dir,
             socket: socket.to_path_buf(),
             sandboxes: Default::default(),
         };
@@ -218,9 +274,16 @@ impl Drop for Podman {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
         kill_marked(&self.dir.to_string_lossy());
-        if self.made_run_dir {
-            let _ = std::fs::remove_dir(MACHINE_RUN_DIR);
-        }
+        run_dir_users(|n, made| {
+            *n = n.saturating_sub(1);
+            if *n == 0 && *made > 0 {
+                let dir = Path::new(MACHINE_RUN_DIR);
+                let _ = std::fs::remove_dir(dir);
+                if *made == 2 {
+                    let _ = std::fs::remove_dir(dir.parent().unwrap());
+                }
+            }
+        });
         for s in self.sandboxes.borrow().iter() {
             if s.exists() {
                 let _ = nix::mount::umount2(s, nix::mount::MntFlags::MNT_DETACH);

@@ -296,7 +296,25 @@ fn bad_input_is_refused_with_nothing_made() {
             1,
             "not supported",
         ),
-        (conf(&sb, "n1", json!({"ipv6": true})), 7, "IPv6"),
+        (
+            conf(&sb, "n1", json!({"subnet6": "fd01::1/64"})),
+            7,
+            "subnet6:",
+        ),
+        (
+            conf(&sb, "n1", json!({"gateway6": "fd01::1"})),
+            7,
+            "gateway6 needs subnet6",
+        ),
+        (
+            conf(
+                &sb,
+                "n1",
+                json!({"subnet6": "fd01::/64", "gateway6": "fd02::1"}),
+            ),
+            7,
+            "gateway",
+        ),
         // The subnet the host routes (the uplink's).
         (
             conf(&sb, "n1", json!({"subnet": "198.18.0.0/24"})),
@@ -604,4 +622,118 @@ fn parallel_first_adds_share_one_new_network() {
         "{links:?}"
     );
     sb.assert_firewalls_untouched();
+}
+
+#[test]
+fn dual_stack_add_check_del() {
+    require_root!();
+    let mut sb = Sandbox::new(&[]);
+    let a1 = Att::new(&mut sb.host, "d1");
+    let a2 = Att::new(&mut sb.host, "d2");
+    let a3 = Att::new(&mut sb.host, "d3");
+    let c = conf(
+        &sb,
+        "net6",
+        json!({
+            "subnet": "10.88.6.0/24",
+            "subnet6": "fd88:6::/64",
+            "runtimeConfig": {"aliases": {"net6": ["web6"]}},
+        }),
+    );
+    let r1 = a1.run("ADD", &c).ok().clone();
+    assert_eq!(r1["ips"][0]["address"], "10.88.6.2/24", "{r1}");
+    assert_eq!(r1["ips"][1]["address"], "fd88:6::2/64", "{r1}");
+    assert_eq!(r1["ips"][1]["gateway"], "fd88:6::1", "{r1}");
+    assert_eq!(r1["ips"][1]["interface"], 1, "{r1}");
+    assert_eq!(
+        r1["routes"][1],
+        json!({"dst": "::/0", "gw": "fd88:6::1"}),
+        "{r1}"
+    );
+    // Versions before 1.0.0 name the family.
+    let mut old = c.clone();
+    old["cniVersion"] = json!("0.4.0");
+    let r2 = a2.run("ADD", &old).ok().clone();
+    assert_eq!(r2["ips"][1]["version"], "6", "{r2}");
+    assert_eq!(r2["ips"][1]["address"], "fd88:6::3/64", "{r2}");
+    // pier's network has both pools.
+    let v: Value = serde_json::from_str(&sb.host.pier_ok(&["network", "inspect", "net6"])).unwrap();
+    assert_eq!(v[0]["EnableIPv6"], true, "{v}");
+    assert_eq!(v[0]["IPAM"]["Config"][1]["Subnet"], "fd88:6::/64", "{v}");
+    // Inside: the address and the IPv6 default route; traffic both ways.
+    let addr = a1.ns(&["ip", "-6", "-o", "addr", "show", "eth0"]);
+    assert!(addr.contains("fd88:6::2/64"), "{addr}");
+    let route = a1.ns(&["ip", "-6", "route", "show", "default"]);
+    assert!(route.contains("default via fd88:6::1 dev eth0"), "{route}");
+    assert!(ping(&a2.netns, "fd88:6::2"), "ICMPv6 within the network");
+    let srv = tcp_server6(&a1.netns, 8080);
+    let seen = tcp_seen6(&a2.netns, "[fd88:6::2]:8080").expect("TCP over IPv6");
+    assert_eq!(seen, "fd88:6::3");
+    srv.join().unwrap();
+    // Names: AAAA from pier's resolver.
+    let mut out = String::new();
+    for _ in 0..50 {
+        out = a2.ns(&["busybox", "nslookup", "-type=AAAA", "web6", "127.0.0.11"]);
+        if out.contains("fd88:6::2") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(out.contains("fd88:6::2"), "{out}\n{}", sb.log());
+    // Another network cannot reach it over IPv6.
+    let other = conf(&sb, "other6", json!({"subnet6": "fd88:7::/64"}));
+    let r3 = a3.run("ADD", &other).ok().clone();
+    assert_eq!(r3["ips"][1]["address"], "fd88:7::2/64", "{r3}");
+    assert!(!ping(&a3.netns, "fd88:6::2"), "ICMPv6 crossed networks");
+    // CHECK with the ADD result; a wrong IPv6 address fails.
+    a1.run("CHECK", &with_prev(&c, &r1)).ok();
+    let mut wrong = r1.clone();
+    wrong["ips"][1]["address"] = json!("fd88:6::99/64");
+    let o = a1.run("CHECK", &with_prev(&c, &wrong));
+    assert!(
+        o.out["msg"].as_str().unwrap().contains("fd88:6::2"),
+        "{o:?}"
+    );
+    // The same network asked for without IPv6: refused, nothing made.
+    let before = veths(&sb);
+    let a4 = Att::new(&mut sb.host, "d4");
+    let o = a4.run("ADD", &conf(&sb, "net6", json!({"subnet": "10.88.6.0/24"})));
+    assert_eq!(o.code(), 100, "{o:?}");
+    assert_eq!(veths(&sb), before);
+    for (a, cf) in [(&a1, &c), (&a2, &old), (&a3, &other)] {
+        a.run("DEL", cf).ok();
+    }
+    assert!(cni_rows(&sb).is_empty(), "{:?}", cni_rows(&sb));
+    assert!(veths(&sb).is_empty(), "{:?}", veths(&sb));
+    sb.assert_firewalls_untouched();
+}
+
+/// A TCP server on `[::]:port` in `ns` for one connection, answering with
+/// the peer address it saw.
+fn tcp_server6(ns: &std::path::Path, port: u16) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = spawn_in(ns, move || {
+        use std::io::Write;
+        let l =
+            pier_tests::net::bind_retrying(|| std::net::TcpListener::bind(("::", port))).unwrap();
+        tx.send(()).unwrap();
+        if let Ok((mut s, peer)) = l.accept() {
+            let _ = write!(s, "{}", peer.ip());
+        }
+    });
+    rx.recv_timeout(IO_TIMEOUT).expect("server ready");
+    h
+}
+
+/// What the server at `dst` saw `ns` connect from.
+fn tcp_seen6(ns: &std::path::Path, dst: &str) -> std::io::Result<String> {
+    let dst: std::net::SocketAddr = dst.parse().unwrap();
+    in_ns(ns, move || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect_timeout(&dst, std::time::Duration::from_secs(2))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
 }

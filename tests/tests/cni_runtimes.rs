@@ -61,8 +61,8 @@ fn libcni_runner_add_check_del_after_loopback() {
             "name": "libcninet",
             "plugins": [
                 {"type": "loopback"},
-                {"type": "pier", "subnet": "10.86.0.0/24", "socket": sb.host.socket(),
-                 "capabilities": {"portMappings": true}},
+                {"type": "pier", "subnet": "10.86.0.0/24", "subnet6": "fd86::/64",
+                 "socket": sb.host.socket(), "capabilities": {"portMappings": true}},
             ],
         })
         .to_string(),
@@ -105,6 +105,27 @@ fn libcni_runner_add_check_del_after_loopback() {
         .unwrap_or_else(|| panic!("no 10.86.0.2/24 in {r}"));
     assert_eq!(ip["interface"], 2, "{r}");
     assert_eq!(ip["gateway"], "10.86.0.1");
+    // Dual stack: libcni parsed both families; the default routes of both.
+    let ip6 = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["address"] == "fd86::2/64")
+        .unwrap_or_else(|| panic!("no fd86::2/64 in {r}"));
+    assert_eq!(ip6["interface"], 2, "{r}");
+    assert_eq!(ip6["gateway"], "fd86::1");
+    let routes = r["routes"].as_array().unwrap();
+    assert!(
+        routes.contains(&json!({"dst": "::/0", "gw": "fd86::1"})),
+        "{r}"
+    );
+    let inside = Command::new("nsenter")
+        .arg(format!("--net={}", nsp.display()))
+        .args(["--", "ip", "-6", "route", "show", "default"])
+        .output()
+        .unwrap();
+    let inside = String::from_utf8_lossy(&inside.stdout);
+    assert!(inside.contains("default via fd86::1 dev eth0"), "{inside}");
     let srv = tcp_server(&nsp, 8080, 1);
     let a = tcp_ask(
         &sb.outside_ns(),

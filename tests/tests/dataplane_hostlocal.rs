@@ -87,7 +87,7 @@ fn host_local_clients_reach_published_ports_through_socket_hooks() {
     let cg = w.cgroup.clone().unwrap();
     let hns = w.host.host_ns.clone();
     let out = w.host.outside_ns.clone();
-    let gw = net.gateway.to_string();
+    let gw = net.gateway.unwrap().to_string();
     TestHost::in_netns(&hns.clone(), || {
         let mut dp = EbpfDataplane::new(cfg);
         dp.start().expect("start");
@@ -178,7 +178,7 @@ fn containers_reach_published_ports_on_the_host_address_hairpin() {
         // Its own published port: served, seen from the gateway.
         let s = tcp_server(&c1.ns, 8080, 1);
         let a = tcp_ask(&c1.ns, &dst, "self").expect("own port");
-        assert_eq!(peer_ip(&a), net.gateway.to_string(), "{a}");
+        assert_eq!(peer_ip(&a), net.gateway.unwrap().to_string(), "{a}");
         s.join().unwrap();
         // UDP hairpin.
         let u = udp_server(&c1.ns, 9090, 1);
@@ -218,7 +218,10 @@ fn two_agents_hooked_on_one_cgroup_each_translate_only_their_own_namespace() {
         dp.sync(&db).expect("sync b");
         dp
     });
-    for (ns, c, gw) in [(&ha, &ca, na.gateway), (&hb, &cb, nb.gateway)] {
+    for (ns, c, gw) in [
+        (&ha, &ca, na.gateway.unwrap()),
+        (&hb, &cb, nb.gateway.unwrap()),
+    ] {
         let s = tcp_server(&c.ns, 8080, 1);
         let (peer, answer) = ok(&client(ns, &cg, &["tcp", "127.0.0.1", "8081", "who"]));
         assert_eq!(peer, "127.0.0.1:8081");

@@ -158,7 +158,7 @@ fn removing_a_container_or_publication_removes_its_map_entries() {
 
         // c2 goes away with its publications.
         let mut less = full.clone();
-        less.endpoints.retain(|e| e.ip == c1.ip);
+        less.endpoints.retain(|e| e.ip == Some(c1.ip));
         less.ports.retain(|p| p.container_ip == c1.ip);
         dp.sync(&less).expect("sync without c2");
         let ports: Vec<u16> = dp

@@ -209,8 +209,8 @@ fn child_agent() {
         networks: vec![pier_agent::dataplane::NetworkSpec {
             id: 1,
             bridge: bridge.into(),
-            subnet,
-            gateway: subnet.hosts().next().unwrap(),
+            subnet: Some(subnet),
+            gateway: subnet.hosts().next(),
             subnet6: None,
             internal: false,
             icc: true,
@@ -218,7 +218,7 @@ fn child_agent() {
         }],
         endpoints: vec![pier_agent::dataplane::EndpointSpec {
             network_id: 1,
-            ip,
+            ip: Some(ip),
             ip6: None,
             mac: m,
             host_ifname: ifname.into(),
@@ -260,7 +260,7 @@ fn a_killed_agent_leaves_the_dataplane_working() {
         w.host.host_ns,
         cfg.bpffs_dir.display(),
         net.bridge,
-        net.subnet,
+        net.subnet.unwrap(),
         c1.ip,
         mac,
         c1.host_ifname

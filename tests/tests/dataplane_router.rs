@@ -344,7 +344,7 @@ fn through_a_router_with_a_1280_hop_nothing_black_holes() {
         }
         dp.start().expect("start");
         dp.sync(&desired).expect("sync");
-        let r = cases(&far, &c1.ns, net.gateway);
+        let r = cases(&far, &c1.ns, net.gateway.unwrap());
         let drops = dp.drop_counts().unwrap();
         dp.remove_all().unwrap();
         (r, drops)
@@ -406,7 +406,7 @@ fn the_same_cases_through_iptables_nat_for_comparison() {
         "MASQUERADE",
     ]);
     run_ok(TestHost::cmd_in(&hns, "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
-    let results = cases(&far, &c1.ns, net.gateway);
+    let results = cases(&far, &c1.ns, net.gateway.unwrap());
     let failed = report("iptables", &results);
     // (The rules live and die with the test's host namespace.)
     w.assert_machine_firewall_untouched();

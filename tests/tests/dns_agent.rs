@@ -679,3 +679,72 @@ fn dns_agent_stopped_containers_have_no_name_until_started() {
     assert_eq!(a(&host, "s1", "s2a"), [s2]);
     assert_eq!(getent_ip(&host, "s1", "s2"), s2);
 }
+
+#[test]
+fn dns_agent_forwards_to_ipv6_upstreams() {
+    require_root!();
+    let mut host = TestHost::new();
+    // IPv6 on the uplink: the host fd18::1, the outside fd18::2 and ::3,
+    // each running a fake resolver.
+    host.host(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd18::1/64",
+        "dev",
+        "uplink0",
+        "nodad",
+    ]);
+    for a in ["fd18::2/64", "fd18::3/64"] {
+        host.outside(&["ip", "-6", "addr", "add", a, "dev", "eth0", "nodad"]);
+    }
+    let (up, own) = TestHost::in_netns(&host.outside_ns, || {
+        let start = |a: &str, ip| {
+            FakeUpstream::start(a.parse().unwrap(), Mode::Answer(ip)).expect("fake upstream")
+        };
+        (
+            start("[fd18::2]:53", UP_DEFAULT),
+            start("[fd18::3]:53", UP_OWN),
+        )
+    });
+    let _agent = host.start_agent(&["--dns-upstream", "fd18::2"]);
+    host.pier_ok(&["network", "create", "mynet"]);
+    host.pier_ok(&["run", "-d", "--name", "u1", "--network", "mynet"]);
+    host.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u2",
+        "--network",
+        "mynet",
+        "--dns",
+        "fd18::3",
+    ]);
+    host.pier_ok(&["run", "-d", "--name", "d1", "--dns", "fd18::3"]);
+    host.pier_ok(&["run", "-d", "--name", "d2"]);
+    assert_eq!(
+        inspect(&host, "u2")["HostConfig"]["Dns"],
+        serde_json::json!(["fd18::3"])
+    );
+    // The embedded resolver forwards over IPv6: the agent's upstream, or
+    // the container's own, over UDP and TCP.
+    assert_eq!(a(&host, "u1", "one.example.test"), [IpAddr::V4(UP_DEFAULT)]);
+    assert_eq!(a(&host, "u2", "two.example.test"), [IpAddr::V4(UP_OWN)]);
+    let m = ask_tcp(&host, "u1", "tcp.example.test");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(seen_names(&up).iter().any(|n| n == "one.example.test."));
+    assert!(seen_names(&up).iter().any(|n| n == "tcp.example.test."));
+    assert!(seen_names(&own).iter().any(|n| n == "two.example.test."));
+    assert!(!seen_names(&up).iter().any(|n| n == "two.example.test."));
+    // The default bridge lists the servers as given (Docker's rule).
+    assert_eq!(nameservers(&resolv_conf(&host, "d1")), ["fd18::3"]);
+    assert_eq!(nameservers(&resolv_conf(&host, "d2")), ["fd18::2"]);
+    // Bad input: one error, nothing made.
+    let ps = host.pier_ok(&["ps", "-a", "-q"]);
+    for bad in ["fd18::3::1", "fe80::1%eth0x", "not-an-ip"] {
+        let e = host.pier_err(&["run", "-d", "--name", "bad", "--dns", bad]);
+        assert!(e.contains("invalid DNS server address"), "{bad}: {e}");
+    }
+    assert_eq!(host.pier_ok(&["ps", "-a", "-q"]), ps);
+}

@@ -565,3 +565,294 @@ fn transfer_survives_dockerd_and_agent_restarts() {
     assert_eq!(port_entries(&w.host.bpffs_dir).len(), 2);
     w.assert_firewalls_untouched();
 }
+
+/// IPv6 traffic helpers (the shared ones speak IPv4).
+mod v6 {
+    use std::{
+        io::{Read, Write},
+        net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+        path::Path,
+        sync::mpsc,
+        thread::JoinHandle,
+        time::{Duration, Instant},
+    };
+
+    use super::agent_util::{IO_TIMEOUT, in_ns, spawn_in};
+
+    /// A TCP server on `[::]:port` in `ns` that answers each of `conns`
+    /// connections with the peer address it saw.
+    pub fn tcp_server(ns: &Path, port: u16, conns: usize) -> JoinHandle<Vec<SocketAddr>> {
+        let (tx, rx) = mpsc::channel();
+        let h = spawn_in(ns, move || {
+            let l = pier_tests::net::bind_retrying(|| TcpListener::bind(("::", port))).unwrap();
+            tx.send(()).unwrap();
+            let mut peers = Vec::new();
+            for _ in 0..conns {
+                let Ok((mut s, peer)) = l.accept() else { break };
+                let _ = write!(s, "{}", peer.ip());
+                peers.push(peer);
+            }
+            peers
+        });
+        rx.recv_timeout(IO_TIMEOUT).expect("server ready");
+        h
+    }
+
+    /// The address the server at `dst` saw `ns` connect from (from `src`
+    /// when given); a failed connection is retried for `patience` (an
+    /// address Docker set may still be tentative).
+    pub fn seen_from(
+        ns: &Path,
+        src: Option<&str>,
+        dst: &str,
+        patience: Duration,
+    ) -> std::io::Result<String> {
+        let dst: SocketAddr = dst.parse().unwrap();
+        let src: Option<SocketAddr> = src.map(|s| format!("[{s}]:0").parse().unwrap());
+        in_ns(ns, move || {
+            let deadline = Instant::now() + patience;
+            loop {
+                let r = (|| {
+                    use nix::sys::socket::{
+                        AddressFamily, SockFlag, SockType, SockaddrIn6, bind, connect, setsockopt,
+                        socket, sockopt,
+                    };
+                    let fd = socket(
+                        AddressFamily::Inet6,
+                        SockType::Stream,
+                        SockFlag::SOCK_CLOEXEC,
+                        None,
+                    )?;
+                    // A blocking connect gives up after SO_SNDTIMEO.
+                    let t = nix::sys::time::TimeVal::new(2, 0);
+                    setsockopt(&fd, sockopt::SendTimeout, &t)?;
+                    if let Some(SocketAddr::V6(s)) = src {
+                        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn6::from(s))?;
+                    }
+                    let SocketAddr::V6(d6) = dst else {
+                        unreachable!("an IPv6 destination")
+                    };
+                    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn6::from(d6))?;
+                    let mut s = TcpStream::from(fd);
+                    s.set_read_timeout(Some(IO_TIMEOUT))?;
+                    let mut out = String::new();
+                    s.read_to_string(&mut out)?;
+                    Ok::<_, std::io::Error>(out)
+                })();
+                match r {
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(200))
+                    }
+                    r => return r,
+                }
+            }
+        })
+    }
+
+    /// A UDP echo of the peer address on `[::]:port` for one datagram.
+    pub fn udp_server(ns: &Path, port: u16) -> JoinHandle<()> {
+        let (tx, rx) = mpsc::channel();
+        let h = spawn_in(ns, move || {
+            let s = pier_tests::net::bind_retrying(|| UdpSocket::bind(("::", port))).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 512];
+            if let Ok((_, peer)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(peer.ip().to_string().as_bytes(), peer);
+            }
+        });
+        rx.recv_timeout(IO_TIMEOUT).expect("udp server ready");
+        h
+    }
+
+    /// One datagram from `ns` to `dst`; the answer.
+    pub fn udp_ask(ns: &Path, dst: &str) -> std::io::Result<String> {
+        let dst: SocketAddr = dst.parse().unwrap();
+        in_ns(ns, move || {
+            let s = UdpSocket::bind("[::]:0")?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.send_to(b"q", dst)?;
+            let mut buf = [0u8; 512];
+            let (n, _) = s.recv_from(&mut buf)?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+    }
+}
+
+#[test]
+fn dual_stack_networks_give_containers_both_families() {
+    require_dockerd!();
+    let w = World::new(&[]);
+    let d = &w.docker;
+    let patience = Duration::from_secs(4);
+    // pier holds fd99::/64 itself: Docker's IPAM cannot know.
+    w.host.pier_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd99::/64",
+        "own6",
+    ]);
+    for (v4, v6, name) in [
+        ("10.97.0.0/24", "fd97::/64", "v6net"),
+        ("10.98.0.0/24", "fd98::/64", "v6other"),
+    ] {
+        d.ok(&[
+            "network", "create", "-d", "pier", "--ipv6", "--subnet", v4, "--subnet", v6, name,
+        ]);
+    }
+    // pier records Docker's IPv6 pool and puts its gateway on the bridge.
+    let net_id = d.ok(&["network", "inspect", "-f", "{{.Id}}", "v6net"]);
+    let v: Value =
+        serde_json::from_str(&w.host.pier_ok(&["network", "inspect", &net_id[..12]])).unwrap();
+    assert_eq!(v[0]["EnableIPv6"], true, "{v}");
+    assert_eq!(v[0]["IPAM"]["Config"][1]["Subnet"], "fd97::/64", "{v}");
+    assert_eq!(v[0]["IPAM"]["Config"][1]["Gateway"], "fd97::1", "{v}");
+    let addrs = w.host.host(&["ip", "-6", "-o", "addr", "show"]);
+    assert!(addrs.contains("inet6 fd97::1/64"), "{addrs}");
+    w.run("c1", &["--network", "v6net"]);
+    w.run("c2", &["--network", "v6net"]);
+    w.run("c3", &["--network", "v6other"]);
+    let ip6_of = |c: &str, net: &str| {
+        d.ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").GlobalIPv6Address}}}}"),
+            c,
+        ])
+    };
+    // Docker's IPAM gave both families; pier's veth carries them.
+    assert_eq!(d.ip_of("c1", "v6net"), "10.97.0.2");
+    assert_eq!(ip6_of("c1", "v6net"), "fd97::2");
+    assert_eq!(ip6_of("c2", "v6net"), "fd97::3");
+    let out = d.ok(&["exec", "c1", "ip", "-6", "addr", "show", "eth0"]);
+    assert!(out.contains("fd97::2/64"), "{out}");
+    let out = d.ok(&["exec", "c1", "ip", "-6", "route"]);
+    assert!(out.contains("default via fd97::1 dev eth0"), "{out}");
+    let out = d.ok(&["exec", "c1", "ip", "route"]);
+    assert!(out.contains("default via 10.97.0.1 dev eth0"), "{out}");
+    // pier's record has the address too.
+    let n1 = w.pier_name("c1");
+    let i: Value = serde_json::from_str(&w.host.pier_ok(&["inspect", &n1])).unwrap();
+    let nets = i[0]["NetworkSettings"]["Networks"].as_object().unwrap();
+    let e = nets.values().next().unwrap();
+    assert_eq!(e["GlobalIPv6Address"], "fd97::2", "{e}");
+    assert_eq!(e["GlobalIPv6PrefixLen"], 64, "{e}");
+    assert_eq!(e["IPv6Gateway"], "fd97::1", "{e}");
+
+    let (ns1, ns2, ns3) = (d.netns_of("c1"), d.netns_of("c2"), d.netns_of("c3"));
+    // Within the network over IPv6, the client's address kept; from the
+    // host (the gateway); IPv4 as before.
+    let srv = v6::tcp_server(&ns2, 8080, 2);
+    assert_eq!(
+        v6::seen_from(&ns1, None, "[fd97::3]:8080", patience).expect("c1 → c2 over IPv6"),
+        "fd97::2"
+    );
+    assert_eq!(
+        v6::seen_from(&w.host_ns(), None, "[fd97::3]:8080", patience).expect("host → c2"),
+        "fd97::1"
+    );
+    srv.join().unwrap();
+    let usrv = v6::udp_server(&ns2, 8081);
+    assert_eq!(
+        v6::udp_ask(&ns1, "[fd97::3]:8081").expect("UDP over IPv6"),
+        "fd97::2"
+    );
+    usrv.join().unwrap();
+    assert!(ping(&ns1, "fd97::3"), "ICMPv6 within the network");
+    let srv4 = tcp_server(&ns2, 8082, 1);
+    let a = tcp_ask(&ns1, "10.97.0.3:8082", "v4").expect("IPv4 within the network");
+    assert_eq!(a.seen_ip(), "10.97.0.2");
+    srv4.join().unwrap();
+    // An address Docker did not give is dropped (anti-spoofing).
+    let st = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns1.display()))
+        .args([
+            "--",
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd97::99/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _srv = v6::tcp_server(&ns2, 8083, 1);
+    assert!(
+        v6::seen_from(&ns1, Some("fd97::99"), "[fd97::3]:8083", Duration::ZERO).is_err(),
+        "a spoofed IPv6 source got through"
+    );
+    // Two pier networks are isolated over IPv6: TCP, UDP, ICMPv6.
+    let _srv = v6::tcp_server(&ns1, 8084, 1);
+    assert!(
+        v6::seen_from(&ns3, None, "[fd97::2]:8084", Duration::ZERO).is_err(),
+        "TCP over IPv6 crossed networks"
+    );
+    let _usrv = v6::udp_server(&ns1, 8085);
+    assert!(
+        v6::udp_ask(&ns3, "[fd97::2]:8085").is_err(),
+        "UDP over IPv6 crossed networks"
+    );
+    assert!(!ping(&ns3, "fd97::2"), "ICMPv6 crossed networks");
+    // connect gives c3 an eth1 with both families on v6net.
+    d.ok(&["network", "connect", "v6net", "c3"]);
+    let c3v6 = ip6_of("c3", "v6net");
+    assert!(c3v6.starts_with("fd97::"), "{c3v6}");
+    let out = d.ok(&["exec", "c3", "ip", "-6", "addr", "show", "eth1"]);
+    assert!(out.contains(&format!("{c3v6}/64")), "{out}");
+    let srv = v6::tcp_server(&ns1, 8086, 1);
+    assert_eq!(
+        v6::seen_from(&ns3, None, "[fd97::2]:8086", patience).expect("after connect"),
+        c3v6
+    );
+    srv.join().unwrap();
+    d.ok(&["network", "disconnect", "v6net", "c3"]);
+    assert!(!ping(&ns3, "fd97::2"), "disconnected, still reaches v6net");
+    // rm -f gives Docker's addresses back: a new container gets c1's.
+    d.ok(&["rm", "-f", "c1"]);
+    w.run("c4", &["--network", "v6net"]);
+    assert_eq!(ip6_of("c4", "v6net"), "fd97::2");
+    // Bad input: a pool pier holds, --ipv6 without an IPv6 pool (Docker's
+    // IPAM has no default one, or pier refuses it), one error, nothing left.
+    let before = w.host.pier_ok(&["network", "ls"]);
+    let e = d.fails(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--ipv6",
+        "--subnet",
+        "10.99.0.0/24",
+        "--subnet",
+        "fd99::/64",
+        "bad1",
+    ]);
+    assert!(e.contains("overlap"), "{e}");
+    let e = d.fails(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--ipv6",
+        "--subnet",
+        "10.99.0.0/24",
+        "bad2",
+    ]);
+    assert!(e.to_lowercase().contains("ipv6"), "{e}");
+    assert_eq!(w.host.pier_ok(&["network", "ls"]), before);
+    d.ok(&["rm", "-f", "c2", "c3", "c4"]);
+    for n in ["v6net", "v6other"] {
+        d.ok(&["network", "rm", n]);
+    }
+    let left = w.host.host(&["ip", "-6", "-o", "addr", "show"]);
+    assert!(
+        !left.contains("fd97::") && !left.contains("fd98::"),
+        "{left}"
+    );
+    w.assert_firewalls_untouched();
+}

@@ -44,18 +44,22 @@ fn links(h: &TestHost, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the machine's own podman config dirs hold. An empty directory
+/// counts as none: the harness makes `/run/containers/networks` as a mount
+/// point while any podman test (of any test binary) runs, and the last one
+/// removes it.
 fn machine_podman_config() -> Vec<(PathBuf, Option<String>)> {
     ["/etc/containers/networks", "/run/containers/networks"]
         .iter()
         .map(|d| {
             let p = PathBuf::from(d);
-            let listing = std::fs::read_dir(&p).ok().map(|rd| {
+            let listing = std::fs::read_dir(&p).ok().and_then(|rd| {
                 let mut v: Vec<String> = rd
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect();
                 v.sort();
-                v.join(",")
+                (!v.is_empty()).then(|| v.join(","))
             });
             (p, listing)
         })
@@ -192,6 +196,8 @@ fn podman_end_to_end(h: &TestHost, p: &Podman, agent: Option<&Sandbox>) {
     if let Some(sb) = agent {
         assert!(pier_rows(sb).is_empty(), "{:?}", pier_rows(sb));
         assert!(sb.port_entries().is_empty(), "{:?}", sb.port_entries());
+        // Every call (podman's cleanup process's too) went to the agent.
+        assert!(!p.netavark_config().join("pier").exists());
     }
     assert_eq!(
         firewall_snapshot(Some(&h.host_ns)),
@@ -249,4 +255,110 @@ fn podman_netavark_without_an_agent() {
         before,
         "the machine's podman config changed"
     );
+}
+
+#[test]
+fn podman_dual_stack_and_ipv6_only_networks() {
+    require!();
+    let before = machine_podman_config();
+    let mut host = TestHost::new();
+    let agent = host.start_agent_logging(&[], "info,pier_agent::netavark=debug");
+    let h = &host;
+    let fw = (firewall_snapshot(Some(&h.host_ns)), firewall_snapshot(None));
+    let p = Podman::new(h, &h.socket());
+    h.wait_agent_ready();
+    p.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.91.6.0/24",
+        "--subnet",
+        "fd91:6::/64",
+        "d6",
+    ]);
+    // A v6 subnet alone (with `--ipv6` podman 4.3 adds an IPv4 one).
+    p.ok(&["network", "create", "--subnet", "fd91:7::/64", "only6"]);
+    let ns1 = p.run("a1", &["--network", "d6"]);
+    p.run("a2", &["--network", "d6"]);
+    let ns3 = p.run("b1", &["--network", "only6"]);
+    let v6_of = |c: &str, net: &str| {
+        p.ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").GlobalIPv6Address}}}}"),
+            c,
+        ])
+    };
+    // podman's IPAM gave both families; pier put them on the interfaces.
+    let (a1, a2, b1) = (v6_of("a1", "d6"), v6_of("a2", "d6"), v6_of("b1", "only6"));
+    assert!(
+        a1.starts_with("fd91:6::") && a2.starts_with("fd91:6::"),
+        "{a1} {a2}"
+    );
+    assert!(b1.starts_with("fd91:7::"), "{b1}");
+    assert!(p.ip_of("a1", "d6").starts_with("10.91.6."));
+    assert_eq!(p.ip_of("b1", "only6"), "", "IPv6 only");
+    let out = p.ok(&["exec", "a1", "ip", "-6", "route"]);
+    assert!(out.contains("default via fd91:6::1"), "{out}");
+    let out = p.ok(&["exec", "b1", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(!out.contains("inet "), "{out}");
+    let i: Value =
+        serde_json::from_str::<Value>(&h.pier_ok(&["inspect", "a1"])).unwrap()[0].clone();
+    assert_eq!(
+        i["NetworkSettings"]["Networks"]["d6"]["GlobalIPv6Address"],
+        a1.as_str(),
+        "{i}"
+    );
+    // IPv6 within d6 (ICMPv6, TCP with the client's address kept), names
+    // through aardvark-dns (AAAA), none across to the IPv6-only network.
+    assert!(
+        p.cmd(&["exec", "a2", "ping", "-c1", "-W2", &a1])
+            .status
+            .success()
+    );
+    let srv = spawn_in(&ns1, || {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind(("::", 8080)).unwrap();
+        let (mut s, peer) = l.accept().unwrap();
+        let _ = write!(s, "{}", peer.ip());
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = p.ok(&["exec", "a2", "nc", &a1, "8080"]);
+    assert_eq!(out, a2, "the server saw the real client");
+    srv.join().unwrap();
+    let conf = std::fs::read_to_string(p.netavark_config().join("aardvark-dns/d6")).unwrap();
+    assert_eq!(conf.lines().next(), Some("10.91.6.1,fd91:6::1"), "{conf}");
+    let out = p.ok(&["exec", "a2", "nslookup", "-type=AAAA", "a1", "10.91.6.1"]);
+    assert!(out.contains(&a1), "{out}");
+    assert!(
+        !p.cmd(&["exec", "b1", "ping", "-c1", "-W1", &a1])
+            .status
+            .success()
+    );
+    let _ = ns3;
+    p.ok(&["rm", "-f", "-t", "0", "a1", "a2", "b1"]);
+    // podman's teardown of a killed container may come from its cleanup
+    // process, just after `rm` returned.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let rows = || h.pier_ok(&["ps", "-a", "-q"]);
+    while !rows().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        rows(),
+        "",
+        "{:?}\n{}",
+        std::fs::read_dir(p.netavark_config())
+            .map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default(),
+        agent.log()
+    );
+    assert!(links(h, "veth").is_empty(), "{:?}", links(h, "veth"));
+    // Every call went through the agent: the shim never ran the core alone.
+    assert!(!p.netavark_config().join("pier").exists());
+    assert_eq!(firewall_snapshot(Some(&h.host_ns)), fw.0);
+    assert_eq!(firewall_snapshot(None), fw.1);
+    drop(p);
+    assert_eq!(machine_podman_config(), before);
 }

@@ -4,8 +4,9 @@
 //! port's drop counter counts exactly the SYNs and datagrams it sent; deny
 //! over allow at the same prefix length, longest prefix otherwise; removing
 //! an allow cuts the source's established connection; hairpin obeys the
-//! same policy; network- and container-level scopes; the rules survive an
-//! agent restart; bad input changes nothing; no firewall rule anywhere.
+//! same policy; network- and container-level scopes; rules for one uplink
+//! of two; the rules survive an agent restart; bad input changes nothing;
+//! no firewall rule anywhere.
 mod agent_util;
 mod policy_util;
 
@@ -68,9 +69,12 @@ fn an_allow_list_serves_one_client_address_and_drops_the_other_counted() {
     // The kernel holds the rule once per port, under the port's scope.
     let e = policy_entries(&h.bpffs_dir);
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e.iter().all(|(len, k, v)| *len == 64 + 32
-        && k.src[..4] == [198, 18, 0, 2]
-        && v.action == pier_common::policy::POLICY_ALLOW));
+    assert!(
+        e.iter()
+            .all(|(len, k, v)| *len == pier_common::policy::SCOPE_BITS + 32
+                && k.src[..4] == [198, 18, 0, 2]
+                && v.action == pier_common::policy::POLICY_ALLOW)
+    );
     // Without the container the rules are gone.
     h.pier_ok(&["rm", "-f", "web"]);
     assert!(policy_entries(&h.bpffs_dir).is_empty());
@@ -132,7 +136,9 @@ fn deny_wins_at_the_same_length_and_the_longest_prefix_otherwise() {
     assert_eq!(allow_lan.trim(), "1");
     let table = h.pier_ok(&["policy", "ls"]);
     assert!(
-        table.starts_with("ID   ACTION   SOURCE          PORT   PROTO   CONTAINER   ORIGIN\n"),
+        table.starts_with(
+            "ID   ACTION   SOURCE          PORT   PROTO   CONTAINER   UPLINK   ORIGIN\n"
+        ),
         "{table}"
     );
     // Host-wide rules are one entry each; 8081's scope holds its own two.
@@ -317,6 +323,110 @@ fn the_policy_survives_an_agent_restart() {
     s.assert_firewalls_untouched();
 }
 
+/// The second uplink's side: a namespace `lan` behind `uplink1`.
+const LAN_HOST: &str = "198.51.100.1";
+const LAN_CLIENT: &str = "198.51.100.2";
+
+#[test]
+fn an_uplinks_rules_hold_on_that_uplink_only() {
+    require_root!();
+    let mut s = sandbox(&[]);
+    let lan = s.host.add_netns("lan");
+    let hns = s.host.host_ns.clone();
+    let sh = pier_tests::host::sh;
+    sh(&[
+        "ip", "-n", &hns, "link", "add", "uplink1", "type", "veth", "peer", "name", "eth0",
+        "netns", &lan,
+    ]);
+    for (ns, dev, ip) in [(&hns, "uplink1", LAN_HOST), (&lan, "eth0", LAN_CLIENT)] {
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            dev,
+        ]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+    // The agent again, now with both uplinks.
+    let agent = s.agent.take().unwrap();
+    s.host.stop_agent(&agent, nix::sys::signal::Signal::SIGTERM);
+    s.agent = Some(s.host.start_agent(&["--uplink", "uplink1"]));
+    s.host.wait_agent_ready();
+    let h = &s.host;
+    h.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8081:8080",
+        "-p",
+        "8082:8080",
+    ]);
+    let _srv = Server::start(&s.ns_of("web"), 8080);
+    let out = s.outside_ns();
+    let lan = ns_path(&lan);
+    let on_lan = |port: u16| format!("{LAN_HOST}:{port}");
+    // Before any rule: both sides served, each with its address kept.
+    assert_eq!(reach_tcp(&out, B, &dst(8081)).expect("B"), B);
+    assert_eq!(
+        reach_tcp(&lan, LAN_CLIENT, &on_lan(8081)).expect("lan"),
+        LAN_CLIENT
+    );
+    // Only A on uplink0; the lan side stays open.
+    h.pier_ok(&["policy", "allow", A, "--uplink", "uplink0"]);
+    assert_eq!(reach_tcp(&out, A, &dst(8081)).expect("A"), A);
+    timed_out(reach_tcp(&out, B, &dst(8082)), "B on uplink0");
+    assert_eq!(
+        reach_tcp(&lan, LAN_CLIENT, &on_lan(8082)).expect("lan"),
+        LAN_CLIENT
+    );
+    // A deny on uplink1 for 8081 only: counted; 8082 still open there.
+    h.pier_ok(&[
+        "policy",
+        "deny",
+        "198.51.100.0/24",
+        "--uplink",
+        "uplink1",
+        "--port",
+        "8081",
+    ]);
+    let before = denied(h, 8081, "tcp");
+    let (e, syns) =
+        connect_counted(&lan, LAN_CLIENT, &on_lan(8081)).expect_err("lan to 8081: served");
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert_eq!(denied(h, 8081, "tcp") - before, syns);
+    assert_eq!(
+        reach_tcp(&lan, LAN_CLIENT, &on_lan(8082)).expect("lan 8082"),
+        LAN_CLIENT
+    );
+    assert_eq!(reach_tcp(&out, A, &dst(8081)).expect("A"), A);
+    // Listed with their uplink, and shown by `pier port`.
+    let ls = h.pier_ok(&["policy", "ls"]);
+    assert!(ls.lines().next().unwrap().contains("UPLINK"), "{ls}");
+    let rows = policy_rows(h);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        h.pier_ok(&["port", "web"])
+            .contains("deny 198.51.100.0/24 on uplink uplink1 (#2)"),
+        "{}",
+        h.pier_ok(&["port", "web"])
+    );
+    // Removed: open again on both.
+    h.pier_ok(&["policy", "rm", "--all"]);
+    assert_eq!(reach_tcp(&out, B, &dst(8081)).expect("B"), B);
+    assert_eq!(
+        reach_tcp(&lan, LAN_CLIENT, &on_lan(8081)).expect("lan"),
+        LAN_CLIENT
+    );
+    assert!(policy_entries(&h.bpffs_dir).is_empty());
+    s.assert_firewalls_untouched();
+}
+
 fn refused(s: &Sandbox, args: &[&str], want: &str) {
     let h = &s.host;
     let before = (
@@ -405,6 +515,10 @@ fn bad_policy_input_changes_nothing() {
         (
             vec!["policy", "deny", "10.9.0.0/16", "10.8.0.0/33"],
             "invalid CIDR \"10.8.0.0/33\"",
+        ),
+        (
+            vec!["policy", "deny", "10.0.0.0/8", "--uplink", "nosuch0"],
+            "\"nosuch0\" is not one of the agent's uplinks (uplink0)",
         ),
         (vec!["policy", "rm", "42"], "No such policy rule: 42"),
         (vec!["policy", "rm", "x"], "invalid policy ID \"x\""),

@@ -35,8 +35,8 @@ fn bench_container_create_and_remove() {
         let topo = NetlinkTopology::new().unwrap();
         topo.ensure_bridge(&BridgeSpec {
             name: "pier0".into(),
-            gateway: Ipv4Addr::new(172, 17, 0, 1),
-            subnet: "172.17.0.0/16".parse().unwrap(),
+            gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
+            subnet: Some("172.17.0.0/16".parse().unwrap()),
             gateway6: None,
             mtu: None,
         })
@@ -50,11 +50,12 @@ fn bench_container_create_and_remove() {
                     host_ifname: format!("veth{i:07x}"),
                     ifname: "eth0".into(),
                     bridge: "pier0".into(),
-                    address: format!("{ip}/16").parse().unwrap(),
+                    address: Some(format!("{ip}/16").parse().unwrap()),
                     address6: None,
                     mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
                     default_gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
                     default_gateway6: None,
+                    metric: None,
                     mtu: None,
                     engine_peer: None,
                 }

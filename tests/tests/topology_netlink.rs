@@ -61,8 +61,8 @@ fn is_mounted(path: &Path) -> bool {
 fn bridge(name: &str) -> BridgeSpec {
     BridgeSpec {
         name: name.into(),
-        gateway: Ipv4Addr::new(10, 88, 0, 1),
-        subnet: "10.88.0.0/16".parse().unwrap(),
+        gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
+        subnet: Some("10.88.0.0/16".parse().unwrap()),
         gateway6: None,
         mtu: Some(1400),
     }
@@ -74,11 +74,12 @@ fn endpoint(netns: &Path, host: &str, ifname: &str, last: u8) -> EndpointSpec {
         host_ifname: host.into(),
         ifname: ifname.into(),
         bridge: "pier0".into(),
-        address: format!("10.88.0.{last}/16").parse().unwrap(),
+        address: Some(format!("10.88.0.{last}/16").parse().unwrap()),
         address6: None,
         mac: [0x02, 0x42, 10, 88, 0, last],
         default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
         default_gateway6: None,
+        metric: None,
         mtu: None,
         engine_peer: None,
     }
@@ -140,7 +141,7 @@ fn bridge_gets_gateway_mac_mtu_and_ensure_is_idempotent() {
             "interface uplink0 exists and is not a bridge"
         );
         let mut bad = bridge("pier1");
-        bad.gateway = Ipv4Addr::new(10, 89, 0, 1);
+        bad.gateway = Some(Ipv4Addr::new(10, 89, 0, 1));
         let e = topo.ensure_bridge(&bad).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -24,8 +24,8 @@ fn container(host: &TestHost, topo: &NetlinkTopology) -> (PathBuf, PathBuf) {
     let ns = host.dir.join("run/netns/web");
     topo.ensure_bridge(&BridgeSpec {
         name: "pier0".into(),
-        gateway: Ipv4Addr::new(10, 88, 0, 1),
-        subnet: "10.88.0.0/16".parse().unwrap(),
+        gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
+        subnet: Some("10.88.0.0/16".parse().unwrap()),
         gateway6: None,
         mtu: None,
     })
@@ -36,11 +36,12 @@ fn container(host: &TestHost, topo: &NetlinkTopology) -> (PathBuf, PathBuf) {
         host_ifname: "vweb".into(),
         ifname: "eth0".into(),
         bridge: "pier0".into(),
-        address: "10.88.0.2/16".parse().unwrap(),
+        address: Some("10.88.0.2/16".parse().unwrap()),
         address6: None,
         mac: [0x02, 0x42, 10, 88, 0, 2],
         default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
         default_gateway6: None,
+        metric: None,
         mtu: None,
         engine_peer: None,
     })

@@ -4,7 +4,7 @@
 //! (`target/debug/netavark`) and against Debian's `/usr/lib/podman/netavark`,
 //! one after the other in the same run. Both tallies are printed; it fails
 //! when a test Debian's netavark passes here fails with pier and is not in
-//! [`SKIP`] (tied to iptables rule listings) or [`NEEDS_IPV6`] (issue 10, both
+//! [`SKIP`] (tied to iptables rule listings) or [`NEEDS_V6_PORTS`] (issue 10, both
 //! printed with their reasons).
 use std::{
     collections::BTreeMap,
@@ -43,9 +43,10 @@ pub const SKIP: &[(&str, &str)] = &[
     ),
 ];
 
-/// Tests that need IPv6 in pier (issue 10): they fail here until it lands.
-pub const NEEDS_IPV6: &[&str] = &[
-    "iptables - ipv6 bridge",
+/// Tests that reach a port published on an IPv6 address (the IPv6 gateway,
+/// from the host namespace): they wait on pier's published IPv6 ports
+/// (issue 10's kernel part).
+pub const NEEDS_V6_PORTS: &[&str] = &[
     "iptables - port forwarding ipv6 - tcp",
     "iptables - port forwarding dualstack - tcp",
     "iptables - port forwarding ipv6 - udp",
@@ -54,17 +55,11 @@ pub const NEEDS_IPV6: &[&str] = &[
     "iptables - port range forwarding ipv6 - udp",
     "iptables - port range forwarding dual - udp",
     "iptables - port range forwarding dual - tcp",
-    "iptables - ipv6 disabled error message",
-    "iptables - route metric from config",
-    " - default route metric",
 ];
 
 /// Not done yet in pier, for the reason given (printed; not a regression
 /// hidden: the list is the honest state).
-pub const NOT_DONE: &[(&str, &str)] = &[(
-    "bridge ipam none",
-    "an endpoint without an address: pier's endpoint core gives every endpoint one",
-)];
+pub const NOT_DONE: &[(&str, &str)] = &[];
 
 const SUITE: &[&str] = &["test/001-basic.bats", "test/100-bridge-iptables.bats"];
 pub const DEBIAN_NETAVARK: &str = "/usr/lib/podman/netavark";
@@ -321,7 +316,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         if let Some((_, why)) = SKIP.iter().find(|(n, _)| n == name) {
             listed.push(format!("{name} ({why})"));
-        } else if NEEDS_IPV6.contains(&name.as_str()) {
+        } else if NEEDS_V6_PORTS.contains(&name.as_str()) {
             ipv6.push(name.clone());
         } else if let Some((_, why)) = NOT_DONE.iter().find(|(n, _)| n == name) {
             not_done.push(format!("{name} ({why})"));
@@ -334,7 +329,7 @@ pub fn run() -> anyhow::Result<()> {
             "skipped: lists iptables rules, which pier never makes",
             &listed,
         ),
-        ("needs IPv6 (issue 10)", &ipv6),
+        ("waits on published IPv6 ports (issue 10)", &ipv6),
         ("not done in pier yet", &not_done),
     ] {
         println!("compat: {what}: {}", v.len());
@@ -360,12 +355,12 @@ pub fn run() -> anyhow::Result<()> {
     for n in &flaky {
         println!("  - {n}");
     }
-    let stale: Vec<&&str> = NEEDS_IPV6
+    let stale: Vec<&&str> = NEEDS_V6_PORTS
         .iter()
         .filter(|n| pier_r.get(**n).is_some_and(passed))
         .collect();
     if !stale.is_empty() {
-        println!("compat: these now pass with pier; drop them from NEEDS_IPV6: {stale:?}");
+        println!("compat: these now pass with pier; drop them from NEEDS_V6_PORTS: {stale:?}");
     }
     if !regressions.is_empty() {
         bail!(

@@ -17,6 +17,10 @@ pub struct NetworkCreate {
     /// `--ipv6`: dual stack; the IPv6 pool below or the next free ULA /64.
     #[serde(default, rename = "EnableIPv6")]
     pub enable_ipv6: bool,
+    /// No IPv4 pool: an IPv6-only network (with `enable_ipv6`), or one
+    /// without addresses (netavark's ipam `none`).
+    #[serde(default, rename = "NoIPv4", skip_serializing_if = "std::ops::Not::not")]
+    pub no_ipv4: bool,
     #[serde(default)]
     pub subnet6: Option<String>,
     #[serde(default)]
@@ -214,6 +218,10 @@ pub struct PolicyCreate {
     /// A container (name or id) whose published ports it is for.
     #[serde(default)]
     pub container: Option<String>,
+    /// Only for packets arriving on this uplink (one of the agent's
+    /// `--uplink` interfaces).
+    #[serde(default)]
+    pub uplink: Option<String>,
 }
 
 /// One row of `GET /policies` (`pier policy ls`): a rule, with where it
@@ -233,6 +241,9 @@ pub struct PolicyRow {
     pub proto: String,
     /// `*` or the container's name.
     pub container: String,
+    /// `*` or the uplink interface.
+    #[serde(default = "star")]
+    pub uplink: String,
     /// `policy`, `network NAME` or `container NAME`.
     pub origin: String,
 }
@@ -489,4 +500,8 @@ pub struct ListNetworks {
     /// Network name → its endpoint (Docker's `EndpointSettings` shape).
     /// The order is the container's (its first network first).
     pub networks: serde_json::Map<String, serde_json::Value>,
+}
+
+fn star() -> String {
+    "*".into()
 }

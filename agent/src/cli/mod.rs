@@ -177,6 +177,9 @@ pub struct PolicyRuleArgs {
     /// Only the ports this container publishes.
     #[arg(long)]
     pub container: Option<String>,
+    /// Only packets arriving on this uplink (one of the agent's --uplink).
+    #[arg(long, value_name = "IFNAME")]
+    pub uplink: Option<String>,
 }
 
 #[derive(Args)]
@@ -884,6 +887,7 @@ fn policy(c: Client, cmd: PolicyCmd) -> anyhow::Result<i32> {
                 port: a.port,
                 proto: a.proto,
                 container: a.container,
+                uplink: a.uplink,
             },
         )?;
         for id in v["Ids"].as_array().into_iter().flatten() {
@@ -921,6 +925,7 @@ fn policy(c: Client, cmd: PolicyCmd) -> anyhow::Result<i32> {
                         r.port,
                         r.proto,
                         r.container,
+                        r.uplink,
                         r.origin,
                     ]
                 })
@@ -935,6 +940,7 @@ fn policy(c: Client, cmd: PolicyCmd) -> anyhow::Result<i32> {
                         "PORT",
                         "PROTO",
                         "CONTAINER",
+                        "UPLINK",
                         "ORIGIN"
                     ],
                     rows

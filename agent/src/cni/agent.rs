@@ -49,8 +49,14 @@ fn attached(d: &Daemon, c: &Container, ifname: &str) -> Option<Attached> {
         host_ifname: e.host_ifname.clone(),
         ifname: e.ifname.clone(),
         mac: mac_string(&e.mac),
-        address: ipnet::Ipv4Net::new(e.ip, e.prefix_len).ok()?,
+        address: ipnet::Ipv4Net::new(e.ip?, e.prefix_len).ok()?,
         gateway: (!n.internal).then_some(n.gateway).flatten(),
+        address6: e
+            .ip6
+            .and_then(|a| ipnet::Ipv6Net::new(a, e.prefix_len6).ok()),
+        gateway6: (!n.internal && e.ip6.is_some())
+            .then_some(n.gateway6)
+            .flatten(),
         netns: c
             .netns
             .as_ref()
@@ -94,6 +100,10 @@ pub fn add(d: &Daemon, r: Call) -> Result<Attached, Failure> {
         name: r.network.name.clone(),
         subnet: r.network.subnet,
         gateway: r.network.gateway,
+        no_ipv4: false,
+        ipv6: r.network.ipv6,
+        subnet6: r.network.subnet6,
+        gateway6: r.network.gateway6,
         internal: r.network.internal,
         options: r.network.options.clone(),
     };
@@ -107,6 +117,7 @@ pub fn add(d: &Daemon, r: Call) -> Result<Attached, Failure> {
             network_id: String::new(),
             ifname: r.ifname.clone(),
             ip: None,
+            ip6: None,
             mac: None,
             aliases: r.aliases.clone(),
             ports: r.ports.clone(),
@@ -176,14 +187,33 @@ pub fn check(d: &Daemon, r: Call) -> Result<(), Failure> {
             format!("the host side {} of {} is missing", a.host_ifname, r.ifname),
         ));
     }
-    if !r.prev_ips.is_empty() && !r.prev_ips.contains(&a.address) {
-        return Err(Failure::new(
-            code::INTERNAL,
-            format!(
-                "{} holds {}, not the address of prevResult ({:?})",
-                r.ifname, a.address, r.prev_ips
-            ),
-        ));
+    // Each family prevResult names must be the one pier holds.
+    let held: Vec<ipnet::IpNet> = std::iter::once(ipnet::IpNet::V4(a.address))
+        .chain(a.address6.map(ipnet::IpNet::V6))
+        .collect();
+    for family_v4 in [true, false] {
+        let prev: Vec<&ipnet::IpNet> = r
+            .prev_ips
+            .iter()
+            .filter(|p| matches!(p, ipnet::IpNet::V4(_)) == family_v4)
+            .collect();
+        let ours = held
+            .iter()
+            .find(|h| matches!(h, ipnet::IpNet::V4(_)) == family_v4);
+        if !prev.is_empty() && ours.is_none_or(|o| !prev.contains(&o)) {
+            return Err(Failure::new(
+                code::INTERNAL,
+                format!(
+                    "{} holds {}, not the address of prevResult ({:?})",
+                    r.ifname,
+                    held.iter()
+                        .map(|h| h.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    r.prev_ips
+                ),
+            ));
+        }
     }
     Ok(())
 }

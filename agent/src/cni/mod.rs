@@ -14,11 +14,11 @@
 //! ([`delete_queue_dir`]) and carried out when the agent is back.
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -100,6 +100,14 @@ pub struct NetSpec {
     pub name: String,
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
+    /// Dual stack (`"ipv6": true` or a `subnet6`): the IPv6 pool given, else
+    /// the next free ULA /64.
+    #[serde(default)]
+    pub ipv6: bool,
+    #[serde(default)]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     pub internal: bool,
     /// pier's network options (`opts::*`).
     pub options: BTreeMap<String, String>,
@@ -117,7 +125,7 @@ pub struct Call {
     pub ports: Vec<PortBinding>,
     pub aliases: Vec<String>,
     /// CHECK: the addresses the runtime holds from ADD (`prevResult`).
-    pub prev_ips: Vec<Ipv4Net>,
+    pub prev_ips: Vec<IpNet>,
     /// GC: `cni.dev/valid-attachments` as `(containerID, ifname)`.
     pub valid: Vec<(String, String)>,
     /// A queued DEL: when the runtime asked (ms since the epoch).
@@ -134,6 +142,11 @@ pub struct Attached {
     pub address: Ipv4Net,
     /// `None` on an `internal` network: no default route.
     pub gateway: Option<Ipv4Addr>,
+    /// On a dual-stack network: the IPv6 address and gateway.
+    #[serde(default)]
+    pub address6: Option<Ipv6Net>,
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     pub netns: String,
     pub mtu: Option<u32>,
     /// The resolver pier serves in the namespace (names of the network).
@@ -170,6 +183,8 @@ const PIER_KEYS: &[&str] = &[
     "mtu",
     "bridge",
     "ipv6",
+    "subnet6",
+    "gateway6",
     "portsHeldByRuntime",
 ];
 
@@ -340,12 +355,24 @@ pub fn parse_conf(stdin: &[u8], command: &str) -> Result<Conf, Failure> {
     if gateway.is_some() && subnet.is_none() {
         return Err(bad("gateway needs subnet"));
     }
-    match o.get("ipv6") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(v) => {
-            return Err(bad(format!("ipv6: {v}: IPv6 is not supported by pier yet")));
-        }
+    let subnet6 = str_key(&o, "subnet6")?
+        .map(|s| crate::ipam::parse_subnet6(s).map_err(|e| bad(format!("subnet6: {e}"))))
+        .transpose()?;
+    let gateway6 = str_key(&o, "gateway6")?
+        .map(|s| {
+            s.parse::<Ipv6Addr>()
+                .map_err(|_| bad(format!("gateway6: {s:?} is not an IPv6 address")))
+        })
+        .transpose()?;
+    if gateway6.is_some() && subnet6.is_none() {
+        return Err(bad("gateway6 needs subnet6"));
     }
+    let ipv6 = match bool_key(&o, "ipv6")? {
+        Some(false) if subnet6.is_some() => {
+            return Err(bad("ipv6: false contradicts subnet6"));
+        }
+        v => v.unwrap_or(false) || subnet6.is_some(),
+    };
     if bool_key(&o, "isolate")? == Some(false) {
         return Err(bad(
             "isolate: false: pier always isolates its networks from each other",
@@ -456,6 +483,9 @@ pub fn parse_conf(stdin: &[u8], command: &str) -> Result<Conf, Failure> {
             name,
             subnet,
             gateway,
+            ipv6,
+            subnet6,
+            gateway6,
             internal,
             options,
         },
@@ -467,8 +497,8 @@ pub fn parse_conf(stdin: &[u8], command: &str) -> Result<Conf, Failure> {
     })
 }
 
-/// The IPv4 addresses of a `prevResult`'s `ips`.
-pub fn prev_ips(prev: Option<&Value>) -> Vec<Ipv4Net> {
+/// The addresses of a `prevResult`'s `ips` (both families).
+pub fn prev_ips(prev: Option<&Value>) -> Vec<IpNet> {
     prev.and_then(|p| p.get("ips"))
         .and_then(Value::as_array)
         .map(|a| {
@@ -522,6 +552,20 @@ pub fn render_result(
         ip["version"] = json!("4");
     }
     ips.push(ip);
+    if let Some(a6) = a.address6 {
+        let mut ip6 = json!({
+            "address": a6.to_string(),
+            "interface": interfaces.len() - 1,
+        });
+        if let Some(g6) = a.gateway6 {
+            ip6["gateway"] = json!(g6.to_string());
+            routes.push(json!({ "dst": "::/0", "gw": g6.to_string() }));
+        }
+        if version_lt(version, "1.0.0") {
+            ip6["version"] = json!("6");
+        }
+        ips.push(ip6);
+    }
     let dns = match dns {
         Some(d) => d.clone(),
         None if !a.nameservers.is_empty() => json!({
@@ -617,6 +661,8 @@ mod tests {
             mac: "02:42:0a:01:00:02".into(),
             address: "10.1.0.2/24".parse().unwrap(),
             gateway: Some("10.1.0.1".parse().unwrap()),
+            address6: None,
+            gateway6: None,
             netns: "/run/netns/x".into(),
             mtu: None,
             nameservers: vec!["127.0.0.11".parse().unwrap()],
@@ -634,6 +680,53 @@ mod tests {
         let r = render_result("0.4.0", &a, None, None);
         assert_eq!(r["ips"][0]["version"], "4");
         assert_eq!(r["ips"][0]["interface"], 1);
+    }
+
+    #[test]
+    fn dual_stack_configs_and_results() {
+        let c =
+            conf(r#","subnet":"10.1.0.0/24","subnet6":"fd01::/64","gateway6":"fd01::fe""#).unwrap();
+        assert!(c.network.ipv6);
+        assert_eq!(c.network.subnet6, Some("fd01::/64".parse().unwrap()));
+        assert_eq!(c.network.gateway6, Some("fd01::fe".parse().unwrap()));
+        let c = conf(r#","ipv6":true"#).unwrap();
+        assert!(c.network.ipv6 && c.network.subnet6.is_none());
+        assert!(!conf("").unwrap().network.ipv6);
+        for (extra, want) in [
+            (r#","subnet6":"fd01::1/64""#, "subnet6:"),
+            (r#","subnet6":"10.1.0.0/24""#, "subnet6:"),
+            (r#","gateway6":"fd01::1""#, "gateway6 needs subnet6"),
+            (r#","subnet6":"fd01::/64","gateway6":"x""#, "gateway6:"),
+            (r#","ipv6":false,"subnet6":"fd01::/64""#, "contradicts"),
+            (r#","ipv6":"yes""#, "ipv6:"),
+        ] {
+            let e = conf(extra).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG);
+            assert!(e.msg.contains(want), "{extra}: {e}");
+        }
+        let a = Attached {
+            host_ifname: "veth0123456".into(),
+            ifname: "eth0".into(),
+            mac: "02:42:0a:01:00:02".into(),
+            address: "10.1.0.2/24".parse().unwrap(),
+            gateway: Some("10.1.0.1".parse().unwrap()),
+            address6: Some("fd01::2/64".parse().unwrap()),
+            gateway6: Some("fd01::1".parse().unwrap()),
+            netns: "/run/netns/x".into(),
+            mtu: None,
+            nameservers: vec![],
+            ports: vec![],
+        };
+        let r = render_result("1.0.0", &a, None, None);
+        assert_eq!(r["ips"][1]["address"], "fd01::2/64");
+        assert_eq!(r["ips"][1]["gateway"], "fd01::1");
+        assert_eq!(r["ips"][1]["interface"], 1);
+        assert_eq!(r["routes"][1], json!({"dst": "::/0", "gw": "fd01::1"}));
+        let r = render_result("0.3.1", &a, None, None);
+        assert_eq!(r["ips"][1]["version"], "6");
+        let prev = prev_ips(Some(&r));
+        assert_eq!(prev.len(), 2);
+        assert_eq!(prev[1], "fd01::2/64".parse::<IpNet>().unwrap());
     }
 
     #[test]

@@ -17,8 +17,7 @@ use crate::{
     error::{Result, conflict, invalid},
     ipam,
     state::{
-        DRIVER_BRIDGE, Endpoint, Network, Owner, PortBinding, State, mac_for, new_id, now_rfc3339,
-        opts,
+        DRIVER_BRIDGE, Endpoint, Network, Owner, PortBinding, State, new_id, now_rfc3339, opts,
     },
 };
 
@@ -100,6 +99,14 @@ impl Daemon {
                 }
             },
         };
+        if let Some(v) = req.options.get(opts::ROUTE_METRIC)
+            && v.parse::<u32>().is_err()
+        {
+            return Err(invalid(format!(
+                "invalid value {v:?} for option {}: a route metric (0 to 4294967295)",
+                opts::ROUTE_METRIC
+            )));
+        }
         if let Some(v) = req.options.get(opts::PUBLISH_ALLOW) {
             let list = crate::state::parse_cidr_list(v)
                 .map_err(|e| invalid(format!("option {}: {e}", opts::PUBLISH_ALLOW)))?;
@@ -117,6 +124,14 @@ impl Daemon {
             .filter_map(|n| n.subnet)
             .collect();
         let subnet = match &req.subnet {
+            _ if req.no_ipv4 => {
+                if req.subnet.is_some() || req.gateway.is_some() || req.ip_range.is_some() {
+                    return Err(invalid(
+                        "an IPv4 --subnet, --gateway or --ip-range on a network without IPv4",
+                    ));
+                }
+                None
+            }
             Some(s) => {
                 let sn = ipam::parse_subnet(s).map_err(|e| invalid(e.to_string()))?;
                 if ours.iter().any(|o| ipam::overlaps(o, &sn)) {
@@ -129,7 +144,7 @@ impl Daemon {
                         "subnet {sn} overlaps {r}, which is routed on the host"
                     )));
                 }
-                sn
+                Some(sn)
             }
             None => {
                 if req.gateway.is_some() || req.ip_range.is_some() {
@@ -137,12 +152,18 @@ impl Daemon {
                 }
                 let mut taken = ours.clone();
                 taken.extend(routed_subnets(txn.d.topo.as_ref())?);
-                ipam::pick_subnet(&taken).map_err(|e| conflict(e.to_string()))?
+                Some(ipam::pick_subnet(&taken).map_err(|e| conflict(e.to_string()))?)
             }
         };
-        let (gateway, ip_range) =
-            ipam::validate_pool(subnet, req.gateway.as_deref(), req.ip_range.as_deref())
-                .map_err(|e| invalid(e.to_string()))?;
+        let (gateway, ip_range) = match subnet {
+            Some(sn) => {
+                let (g, r) =
+                    ipam::validate_pool(sn, req.gateway.as_deref(), req.ip_range.as_deref())
+                        .map_err(|e| invalid(e.to_string()))?;
+                (Some(g), r)
+            }
+            None => (None, None),
+        };
         let (subnet6, gateway6, ip_range6) = Self::pool6(txn, req)?;
         txn.state.next_net_num += 1;
         let n = Network {
@@ -153,8 +174,8 @@ impl Daemon {
             created: now_rfc3339(),
             default: false,
             bridge: Some(bridge),
-            subnet: Some(subnet),
-            gateway: Some(gateway),
+            subnet,
+            gateway,
             ip_range,
             internal: req.internal,
             icc,
@@ -246,24 +267,38 @@ impl Daemon {
     ) -> Result<Endpoint> {
         let c = txn.state.containers.get(cid).expect("container").clone();
         let netns = c.netns.clone().expect("bridge mode has a namespace");
-        let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
-            return Err(invalid(format!("network {} has no IPv4 pool", net.name)));
+        let ip = match (net.subnet, net.gateway) {
+            (Some(subnet), Some(gateway)) => {
+                let mut used = txn.state.used_ips(&net.id);
+                // An engine's endpoint created earlier holds its own address.
+                if let Some(p) = req.id.as_ref().and_then(|id| net.pending.get(id)) {
+                    used.remove(&p.ip);
+                }
+                Some(
+                    ipam::allocate(&net.name, subnet, gateway, net.ip_range, &used, req.ip)
+                        .map_err(|e| match e {
+                            ipam::IpamError::InUse(_) => conflict(e.to_string()),
+                            ipam::IpamError::Exhausted(_) => conflict(e.to_string()),
+                            _ => invalid(e.to_string()),
+                        })?,
+                )
+            }
+            _ if req.ip.is_some() => {
+                return Err(invalid(format!("network {} has no IPv4", net.name)));
+            }
+            _ => None,
         };
-        let mut used = txn.state.used_ips(&net.id);
-        // An engine's endpoint created earlier holds its own address.
-        if let Some(p) = req.id.as_ref().and_then(|id| net.pending.get(id)) {
-            used.remove(&p.ip);
-        }
-        let ip = ipam::allocate(&net.name, subnet, gateway, net.ip_range, &used, req.ip).map_err(
-            |e| match e {
-                ipam::IpamError::InUse(_) => conflict(e.to_string()),
-                ipam::IpamError::Exhausted(_) => conflict(e.to_string()),
-                _ => invalid(e.to_string()),
-            },
-        )?;
         let ip6 = match (net.subnet6, net.gateway6) {
             (Some(sn6), Some(gw6)) => {
-                let used6 = txn.state.used_ips6(&net.id);
+                let mut used6 = txn.state.used_ips6(&net.id);
+                if let Some(a) = req
+                    .id
+                    .as_ref()
+                    .and_then(|id| net.pending.get(id))
+                    .and_then(|p| p.ip6)
+                {
+                    used6.remove(&a);
+                }
                 Some(
                     ipam::allocate6(&net.name, sn6, gw6, net.ip_range6, &used6, req.ip6).map_err(
                         |e| match e {
@@ -313,16 +348,19 @@ impl Daemon {
         while taken(&host_ifname) {
             host_ifname = format!("veth{}", &new_id()[..7]);
         }
+        let mac = req
+            .mac
+            .unwrap_or_else(|| crate::state::endpoint_mac(ip, ip6, &id));
         let e = Endpoint {
             id,
             network_id: net.id.clone(),
             ifname,
             host_ifname,
             ip,
-            prefix_len: subnet.prefix_len(),
+            prefix_len: net.subnet.map(|s| s.prefix_len()).unwrap_or(0),
             ip6,
             prefix_len6: net.subnet6.map(|s| s.prefix_len()).unwrap_or(0),
-            mac: req.mac.unwrap_or_else(|| mac_for(ip)),
+            mac,
             aliases: req.aliases,
             engine_peer: req.engine_peer,
         };

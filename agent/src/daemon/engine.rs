@@ -3,9 +3,13 @@
 //! IPAM gives the addresses, and its sandbox is a namespace it made. Each
 //! call is one [`Daemon::change`] over the endpoint core (`core.rs`), so an
 //! engine's endpoint gets the same checks, veth, maps and undo as `pier run`.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{Daemon, EndpointReq, Txn};
 use crate::{
@@ -27,6 +31,9 @@ pub struct EngineNetwork {
     pub id: String,
     pub subnet: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
+    /// Dual stack (`--ipv6`): the engine's IPv6 pool and gateway.
+    pub subnet6: Option<Ipv6Net>,
+    pub gateway6: Option<Ipv6Addr>,
     pub internal: bool,
     /// Docker's `-o` options (`com.docker.network.bridge.*`, mtu).
     pub options: BTreeMap<String, String>,
@@ -40,6 +47,8 @@ pub struct Joined {
     pub peer: String,
     /// `None` on `--internal` networks: no way out.
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 gateway of a dual-stack network (`None` when internal).
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 fn is_hex64(s: &str) -> bool {
@@ -119,6 +128,9 @@ impl Daemon {
             subnet: Some(req.subnet.to_string()),
             gateway: req.gateway.map(|g| g.to_string()),
             ip_range: None,
+            enable_ipv6: req.subnet6.is_some(),
+            subnet6: req.subnet6.map(|s| s.to_string()),
+            gateway6: req.gateway6.map(|g| g.to_string()),
             internal: req.internal,
             options: req.options,
             labels: req.labels,
@@ -128,10 +140,10 @@ impl Daemon {
             if let Some(n) = txn.state.networks.get(&req.id) {
                 // Already recorded (a retried call, the next container of
                 // an engine that has no daemon): it must be the same.
-                if n.subnet != Some(req.subnet) {
+                if n.subnet != Some(req.subnet) || n.subnet6 != req.subnet6 {
                     return Err(conflict(format!(
-                        "network {} exists with subnet {:?}, not {}",
-                        n.name, n.subnet, req.subnet
+                        "network {} exists with subnets {:?} {:?}, not {} {:?}",
+                        n.name, n.subnet, n.subnet6, req.subnet, req.subnet6
                     )));
                 }
                 return Ok(());
@@ -160,14 +172,16 @@ impl Daemon {
         })
     }
 
-    /// Record an endpoint on `net_id` with the engine's address (and MAC,
-    /// else Docker's 02:42 + address, which is returned). Ports that a
-    /// running container already publishes are refused here, early.
+    /// Record an endpoint on `net_id` with the engine's address (and IPv6
+    /// address on a dual-stack network; MAC, else Docker's 02:42 + address,
+    /// which is returned). Ports that a running container already publishes
+    /// are refused here, early.
     pub fn engine_endpoint_create(
         &self,
         net_id: &str,
         ep_id: &str,
         address: Ipv4Net,
+        address6: Option<Ipv6Net>,
         mac: Option<[u8; 6]>,
         ports: &[PortBinding],
     ) -> Result<[u8; 6]> {
@@ -214,6 +228,36 @@ impl Daemon {
                     n.name
                 )));
             }
+            let ip6 = match (n.subnet6, n.gateway6, address6) {
+                (_, _, None) => None,
+                (Some(sn6), Some(gw6), Some(a6)) => {
+                    let ip6 = a6.addr();
+                    if !sn6.contains(&ip6) || a6.prefix_len() != sn6.prefix_len() {
+                        return Err(invalid(format!(
+                            "address {a6} is not in the network's IPv6 subnet {sn6}"
+                        )));
+                    }
+                    if ip6 == gw6 || txn.state.used_ips6(net_id).contains(&ip6) {
+                        return Err(conflict(format!(
+                            "address {ip6} is already in use on network {}",
+                            n.name
+                        )));
+                    }
+                    Some(ip6)
+                }
+                (_, _, Some(a6)) => {
+                    return Err(invalid(format!(
+                        "IPv6 address {a6} on network {}, which has no IPv6",
+                        n.name
+                    )));
+                }
+            };
+            if n.subnet6.is_some() && ip6.is_none() {
+                return Err(invalid(format!(
+                    "network {} is dual stack: the endpoint needs an IPv6 address too",
+                    n.name
+                )));
+            }
             Self::check_ports_free(&txn.state, ports, "")?;
             let mac = mac.unwrap_or_else(|| mac_for(ip));
             txn.state.networks.get_mut(net_id).unwrap().pending.insert(
@@ -222,6 +266,8 @@ impl Daemon {
                     id: ep_id.to_string(),
                     ip,
                     prefix_len: subnet.prefix_len(),
+                    ip6,
+                    prefix_len6: n.subnet6.map(|s| s.prefix_len()).unwrap_or(0),
                     mac,
                     host_ifname: None,
                 },
@@ -288,7 +334,7 @@ impl Daemon {
                 EndpointReq {
                     id: Some(ep_id.to_string()),
                     ip: Some(p.ip),
-                    ip6: None,
+                    ip6: p.ip6,
                     mac: Some(p.mac),
                     aliases: Vec::new(),
                     engine_peer: Some(format!("pier{}", &ep_id[..7])),
@@ -298,6 +344,7 @@ impl Daemon {
             Ok(Joined {
                 peer: e.engine_peer.unwrap_or_default(),
                 gateway: (!net.internal).then_some(net.gateway).flatten(),
+                gateway6: (!net.internal).then_some(net.gateway6).flatten(),
             })
         })
     }
@@ -346,13 +393,27 @@ impl Daemon {
                 return Ok(());
             };
             let e = Self::detach(txn, &c.id, ep_id, true)?;
+            let Some(ip) = e.ip else {
+                // Not an engine's pending kind (those have IPv4): the veth
+                // goes now.
+                if let (Some(n), Some(ns)) = (txn.state.networks.get(&e.network_id), &c.netns) {
+                    let spec = super::endpoint_spec(ns, &e, n, false);
+                    txn.after_commit(super::Action::RemoveEndpoint(spec));
+                }
+                if txn.state.containers[&c.id].endpoints.is_empty() {
+                    txn.state.containers.remove(&c.id);
+                }
+                return Ok(());
+            };
             if let Some(n) = txn.state.networks.get_mut(&e.network_id) {
                 n.pending.insert(
                     e.id.clone(),
                     PendingEndpoint {
                         id: e.id.clone(),
-                        ip: e.ip,
+                        ip,
                         prefix_len: e.prefix_len,
+                        ip6: e.ip6,
+                        prefix_len6: e.prefix_len6,
                         mac: e.mac,
                         host_ifname: Some(e.host_ifname.clone()),
                     },
@@ -382,11 +443,12 @@ impl Daemon {
                         host_ifname: h.clone(),
                         ifname: String::new(),
                         bridge: n.bridge.clone().unwrap_or_default(),
-                        address: Ipv4Net::new(p.ip, p.prefix_len).expect("prefix ≤ 32"),
+                        address: Ipv4Net::new(p.ip, p.prefix_len).ok(),
                         address6: None,
                         mac: p.mac,
                         default_gateway: None,
                         default_gateway6: None,
+                        metric: None,
                         mtu: None,
                         engine_peer: None,
                     },
@@ -419,6 +481,8 @@ pub struct EngineAttach {
     pub ifname: String,
     /// The engine's IPAM (netavark's static IPs); `None`: pier's.
     pub ip: Option<Ipv4Addr>,
+    /// The same for IPv6, on a dual-stack network.
+    pub ip6: Option<Ipv6Addr>,
     pub mac: Option<[u8; 6]>,
     pub aliases: Vec<String>,
     /// Published on this endpoint (host ranges and port 0: a choice).
@@ -519,7 +583,7 @@ impl Daemon {
             EndpointReq {
                 id: None,
                 ip: req.ip,
-                ip6: None,
+                ip6: req.ip6,
                 mac: req.mac,
                 aliases: req.aliases.clone(),
                 engine_peer: None,
@@ -573,6 +637,14 @@ pub struct NamedNetwork {
     /// `None`: the next free subnet, as `pier network create` picks.
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
+    /// No IPv4 pool (`subnet` and `gateway` then `None`): IPv6 only, or no
+    /// addresses at all (netavark's ipam `none`).
+    pub no_ipv4: bool,
+    /// Dual stack: with `subnet6` (and `gateway6`) as given, else the next
+    /// free ULA /64, as `pier network create --ipv6` picks.
+    pub ipv6: bool,
+    pub subnet6: Option<Ipv6Net>,
+    pub gateway6: Option<Ipv6Addr>,
     pub internal: bool,
     /// pier's network options (`opts::*`: bridge name, masquerade, mtu).
     pub options: BTreeMap<String, String>,
@@ -609,6 +681,37 @@ impl Daemon {
                     n.gateway.map(|g| g.to_string()).unwrap_or_default()
                 )));
             }
+            if req.no_ipv4 != n.subnet.is_none() {
+                return Err(conflict(format!(
+                    "network {} exists {} IPv4",
+                    n.name,
+                    if n.subnet.is_none() {
+                        "without"
+                    } else {
+                        "with"
+                    }
+                )));
+            }
+            let want6 = req.ipv6 || req.subnet6.is_some();
+            if want6 != n.ipv6()
+                || req.subnet6.is_some_and(|s| n.subnet6 != Some(s))
+                || req.gateway6.is_some_and(|g| n.gateway6 != Some(g))
+            {
+                let has = match (n.subnet6, n.gateway6) {
+                    (Some(s), Some(g)) => format!("IPv6 subnet {s} (gateway {g})"),
+                    _ => "no IPv6".to_string(),
+                };
+                let asked = match (req.subnet6, req.gateway6) {
+                    (Some(s), Some(g)) => format!("{s} (gateway {g})"),
+                    (Some(s), None) => s.to_string(),
+                    _ if want6 => "IPv6".to_string(),
+                    _ => "no IPv6".to_string(),
+                };
+                return Err(conflict(format!(
+                    "network {} exists with {has}, not {asked}",
+                    n.name
+                )));
+            }
             return Ok(n.id.clone());
         }
         let create = NetworkCreate {
@@ -616,6 +719,10 @@ impl Daemon {
             subnet: req.subnet.map(|s| s.to_string()),
             gateway: req.gateway.map(|g| g.to_string()),
             ip_range: None,
+            enable_ipv6: req.ipv6 || req.subnet6.is_some(),
+            no_ipv4: req.no_ipv4,
+            subnet6: req.subnet6.map(|s| s.to_string()),
+            gateway6: req.gateway6.map(|g| g.to_string()),
             internal: req.internal,
             options: req.options.clone(),
             labels: BTreeMap::new(),

@@ -62,7 +62,15 @@ pub fn port_policy_text(st: &State, c: &Container, port: u16, proto: PortProto) 
         .values()
         .filter(|r| r.applies(&c.id, port, proto))
     {
-        out.push(format!("{} {} (#{})", r.action.as_str(), r.src, r.id));
+        match &r.uplink {
+            None => out.push(format!("{} {} (#{})", r.action.as_str(), r.src, r.id)),
+            Some(u) => out.push(format!(
+                "{} {} on uplink {u} (#{})",
+                r.action.as_str(),
+                r.src,
+                r.id
+            )),
+        }
     }
     out
 }
@@ -88,6 +96,14 @@ impl Daemon {
             return Err(invalid("invalid port 0: 1 to 65535"));
         }
         let proto = req.proto.as_deref().map(proto_of).transpose()?;
+        if let Some(u) = &req.uplink
+            && !self.cfg.uplinks.iter().any(|x| x == u)
+        {
+            return Err(invalid(format!(
+                "{u:?} is not one of the agent's uplinks ({})",
+                self.cfg.uplinks.join(", ")
+            )));
+        }
         self.change(|txn| {
             let container = match &req.container {
                 None => None,
@@ -116,6 +132,7 @@ impl Daemon {
                     && r.port == req.port
                     && r.proto == proto
                     && r.container == container
+                    && r.uplink == req.uplink
             }) {
                 return Err(crate::error::conflict(format!(
                     "the same rule exists already (ID {})",
@@ -141,6 +158,7 @@ impl Daemon {
                         port: req.port,
                         proto,
                         container: container.clone(),
+                        uplink: req.uplink.clone(),
                         created: created.clone(),
                     },
                 );
@@ -195,6 +213,7 @@ impl Daemon {
                         .map(|c| c.name.clone())
                         .unwrap_or_else(|| id[..12.min(id.len())].to_string())
                 })),
+                uplink: star(r.uplink.clone()),
                 origin: "policy".into(),
             })
             .collect();
@@ -208,6 +227,7 @@ impl Daemon {
                         port: "*".into(),
                         proto: "*".into(),
                         container: "*".into(),
+                        uplink: "*".into(),
                         origin: format!("network {}", n.name),
                     });
                 }
@@ -222,6 +242,7 @@ impl Daemon {
                     port: "*".into(),
                     proto: "*".into(),
                     container: c.name.clone(),
+                    uplink: "*".into(),
                     origin: format!("container {}", c.name),
                 });
             }

@@ -73,7 +73,7 @@ impl Daemon {
                         c.running
                             && c.endpoints
                                 .first()
-                                .is_some_and(|e| e.ip == s.port.container_ip)
+                                .is_some_and(|e| e.ip == Some(s.port.container_ip))
                     })
                     .map(|c| c.name.clone())
                     .unwrap_or_default();

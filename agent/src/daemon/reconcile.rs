@@ -103,11 +103,12 @@ impl Daemon {
                         host_ifname: l.clone(),
                         ifname: String::new(),
                         bridge: String::new(),
-                        address: "0.0.0.0/32".parse().unwrap(),
+                        address: None,
                         address6: None,
                         mac: [0; 6],
                         default_gateway: None,
                         default_gateway6: None,
+                        metric: None,
                         mtu: None,
                         engine_peer: None,
                     })?;

@@ -324,7 +324,10 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
                             // The name comes first in dns_names; the rest
                             // (short ID, aliases) are aliases to the table.
                             aliases: dns_names(c, e).split_off(1),
-                            ips: std::iter::once(std::net::IpAddr::V4(e.ip))
+                            ips: e
+                                .ip
+                                .map(std::net::IpAddr::V4)
+                                .into_iter()
                                 .chain(e.ip6.map(std::net::IpAddr::V6))
                                 .collect(),
                         })

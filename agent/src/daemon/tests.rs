@@ -249,7 +249,7 @@ fn topology_failure_rolls_back_and_frees_the_address() {
     d.container_create(run("c2", Some("mynet"), &[])).unwrap();
     let st = d.snapshot();
     let c2 = st.find_container("c2").unwrap();
-    assert_eq!(c2.endpoints[0].ip.to_string(), "172.19.0.2");
+    assert_eq!(c2.endpoints[0].ip.unwrap().to_string(), "172.19.0.2");
 }
 
 #[test]
@@ -335,7 +335,7 @@ fn desired_state_reflects_options_endpoints_and_running_ports() {
             iso.internal,
             iso.icc,
             iso.masquerade,
-            iso.subnet.to_string()
+            iso.subnet.unwrap().to_string()
         ),
         (true, false, false, "10.7.0.0/24".to_string())
     );
@@ -713,6 +713,8 @@ mod engine {
             id: NET.into(),
             subnet: subnet.parse().unwrap(),
             gateway: Some("10.70.0.1".parse().unwrap()),
+            subnet6: None,
+            gateway6: None,
             internal: false,
             options: Default::default(),
             labels: Default::default(),
@@ -744,7 +746,7 @@ mod engine {
             (Owner::Docker, "docker-111111111111")
         );
         let mac = d
-            .engine_endpoint_create(NET, EP1, "10.70.0.2/24".parse().unwrap(), None, &[])
+            .engine_endpoint_create(NET, EP1, "10.70.0.2/24".parse().unwrap(), None, None, &[])
             .unwrap();
         assert_eq!(mac, crate::state::mac_for("10.70.0.2".parse().unwrap()));
         let sb = Path::new("/var/run/docker/netns/0123456789ab");
@@ -847,7 +849,7 @@ mod engine {
             ("short", "10.70.0.2/24", None),
         ] {
             assert!(
-                d.engine_endpoint_create(NET, ep, a(addr), mac, &[])
+                d.engine_endpoint_create(NET, ep, a(addr), None, mac, &[])
                     .is_err(),
                 "{addr}"
             );
@@ -858,12 +860,19 @@ mod engine {
         d.container_create(run("p1", None, &["8081:80"])).unwrap();
         let st1 = d.snapshot();
         let e = d
-            .engine_endpoint_create(NET, EP1, a("10.70.0.2/24"), None, &[tcp(8081, 8081, 80)])
+            .engine_endpoint_create(
+                NET,
+                EP1,
+                a("10.70.0.2/24"),
+                None,
+                None,
+                &[tcp(8081, 8081, 80)],
+            )
             .unwrap_err();
         assert!(e.to_string().contains("port is already allocated"), "{e}");
         assert_eq!(d.snapshot(), st1);
         // A join that fails in the kernel leaves the endpoint pending, no veth.
-        d.engine_endpoint_create(NET, EP1, a("10.70.0.2/24"), None, &[])
+        d.engine_endpoint_create(NET, EP1, a("10.70.0.2/24"), None, None, &[])
             .unwrap();
         let before = env.kernel();
         *env.topo.fail_endpoint.lock().unwrap() = true;
@@ -885,7 +894,7 @@ mod engine {
             "unknown endpoint"
         );
         // Two endpoints on one sandbox share one record.
-        d.engine_endpoint_create(NET, EP2, a("10.70.0.3/24"), None, &[])
+        d.engine_endpoint_create(NET, EP2, a("10.70.0.3/24"), None, None, &[])
             .unwrap();
         d.engine_join(Owner::Docker, EP2, Path::new("/x/sb1"))
             .unwrap();
@@ -896,12 +905,88 @@ mod engine {
     }
 
     #[test]
+    fn dual_stack_endpoints_carry_the_engines_ipv6() {
+        let env = Env::new("eng-v6");
+        let d = env.start();
+        let mut n = net("10.70.0.0/24");
+        n.subnet6 = Some("fd70::/64".parse().unwrap());
+        n.gateway6 = Some("fd70::1".parse().unwrap());
+        d.engine_network_create(n.clone()).unwrap();
+        // The same call again is the same network; another v6 pool is not.
+        d.engine_network_create(n.clone()).unwrap();
+        let mut other = n.clone();
+        other.subnet6 = Some("fd71::/64".parse().unwrap());
+        assert!(d.engine_network_create(other).is_err());
+        let net6 = d.snapshot().networks[NET].clone();
+        assert_eq!(net6.subnet6, Some("fd70::/64".parse().unwrap()));
+        assert_eq!(net6.gateway6, Some("fd70::1".parse().unwrap()));
+        let st0 = d.snapshot();
+        let k0 = env.kernel();
+        let a = |s: &str| s.parse().unwrap();
+        let a6 = |s: &str| Some(s.parse().unwrap());
+        // Outside the v6 subnet, another prefix length, the gateway, none.
+        for (addr6, want) in [
+            (a6("fd71::2/64"), "not in the network's IPv6 subnet"),
+            (a6("fd70::2/80"), "not in the network's IPv6 subnet"),
+            (a6("fd70::1/64"), "already in use"),
+            (None, "needs an IPv6 address too"),
+        ] {
+            let e = d
+                .engine_endpoint_create(NET, EP1, a("10.70.0.2/24"), addr6, None, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{addr6:?}: {e}");
+        }
+        assert_eq!(d.snapshot(), st0);
+        assert_eq!(env.kernel(), k0);
+        d.engine_endpoint_create(NET, EP1, a("10.70.0.2/24"), a6("fd70::2/64"), None, &[])
+            .unwrap();
+        // Another endpoint cannot take the pending one's v6 address.
+        let e = d
+            .engine_endpoint_create(NET, EP2, a("10.70.0.3/24"), a6("fd70::2/64"), None, &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("already in use"), "{e}");
+        let j = d
+            .engine_join(Owner::Docker, EP1, Path::new("/x/sb1"))
+            .unwrap();
+        assert_eq!(j.gateway6, Some("fd70::1".parse().unwrap()));
+        let st = d.snapshot();
+        let e = st.container_with_endpoint(EP1).unwrap().endpoints[0].clone();
+        assert_eq!(e.ip6, Some("fd70::2".parse().unwrap()));
+        assert_eq!(e.prefix_len6, 64);
+        let synced = env.dp.synced.lock().unwrap().last().unwrap().clone();
+        assert!(
+            synced
+                .endpoints
+                .iter()
+                .any(|x| x.ip6 == Some("fd70::2".parse().unwrap())),
+            "the dataplane knows the v6 address"
+        );
+        // Leave keeps it reserved; a new join gets it back.
+        d.engine_leave(EP1).unwrap();
+        let p = d.snapshot().networks[NET].pending[EP1].clone();
+        assert_eq!(p.ip6, Some("fd70::2".parse().unwrap()));
+        d.engine_endpoint_delete(EP1).unwrap();
+        assert!(d.snapshot().used_ips6(NET).is_empty());
+        // A v4-only network refuses a v6 address.
+        const NET2: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+        let mut n4 = net("10.72.0.0/24");
+        n4.id = NET2.into();
+        n4.gateway = Some("10.72.0.1".parse().unwrap());
+        d.engine_network_create(n4).unwrap();
+        let e = d
+            .engine_endpoint_create(NET2, EP2, a("10.72.0.2/24"), a6("fd70::3/64"), None, &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("has no IPv6"), "{e}");
+    }
+
+    #[test]
     fn ranges_and_ephemeral_host_ports_are_chosen() {
         let env = Env::new("eng-ports");
         let d = env.start();
         d.engine_network_create(net("10.70.0.0/24")).unwrap();
         d.container_create(run("p1", None, &["8100:80"])).unwrap();
-        d.engine_endpoint_create(NET, EP1, "10.70.0.2/24".parse().unwrap(), None, &[])
+        d.engine_endpoint_create(NET, EP1, "10.70.0.2/24".parse().unwrap(), None, None, &[])
             .unwrap();
         d.engine_join(Owner::Docker, EP1, Path::new("/x/sb1"))
             .unwrap();
@@ -937,6 +1022,7 @@ mod engine_netns {
             network_id: NET.into(),
             ifname: ifname.into(),
             ip: ip.map(|s| s.parse().unwrap()),
+            ip6: None,
             mac: None,
             aliases: vec![],
             ports: vec![],
@@ -954,6 +1040,8 @@ mod engine_netns {
             id: NET.into(),
             subnet: "10.80.0.0/24".parse().unwrap(),
             gateway: None,
+            subnet6: None,
+            gateway6: None,
             internal: false,
             options: Default::default(),
             labels: Default::default(),
@@ -961,11 +1049,11 @@ mod engine_netns {
         .unwrap();
         assert_eq!(d.snapshot().networks[NET].name, "piernet");
         let (e, gw) = d.engine_attach(attach("ctr-1", "eth0", None)).unwrap();
-        assert_eq!(e.ip.to_string(), "10.80.0.2");
+        assert_eq!(e.ip.unwrap().to_string(), "10.80.0.2");
         assert_eq!(gw.unwrap().to_string(), "10.80.0.1");
         let (e2, _) = d.engine_attach(attach("ctr-1", "net1", None)).unwrap();
         assert_eq!(
-            (e2.ifname.as_str(), e2.ip.to_string()),
+            (e2.ifname.as_str(), e2.ip.unwrap().to_string()),
             ("net1", "10.80.0.3".into())
         );
         assert!(
@@ -980,7 +1068,7 @@ mod engine_netns {
         let (e3, _) = d
             .engine_attach(attach("ctr-2", "eth0", Some("10.80.0.9")))
             .unwrap();
-        assert_eq!(e3.ip.to_string(), "10.80.0.9");
+        assert_eq!(e3.ip.unwrap().to_string(), "10.80.0.9");
         let c = d.engine_container(Owner::Cni, "ctr-1").unwrap();
         assert_eq!((c.name.as_str(), c.endpoints.len()), ("cni-ctr-1", 2));
         d.engine_detach(Owner::Cni, "ctr-1", Some("net1")).unwrap();
@@ -1014,6 +1102,10 @@ mod engine_named {
             name: "cninet".into(),
             subnet: subnet.map(|s| s.parse().unwrap()),
             gateway: None,
+            no_ipv4: false,
+            ipv6: false,
+            subnet6: None,
+            gateway6: None,
             internal: false,
             options: Default::default(),
         }
@@ -1028,6 +1120,7 @@ mod engine_named {
             network_id: String::new(),
             ifname: ifname.into(),
             ip: None,
+            ip6: None,
             mac: None,
             aliases: vec![],
             ports: vec![],
@@ -1053,7 +1146,7 @@ mod engine_named {
             .unwrap();
         let n = d.snapshot().network_by_name("cninet").cloned().unwrap();
         assert_eq!(n.owner, Owner::Cni);
-        assert!(n.subnet.unwrap().contains(&e.ip));
+        assert!(n.subnet.unwrap().contains(&e.ip.unwrap()));
         let sn = n.subnet.unwrap().to_string();
         d.engine_attach_named(&named(Some(&sn)), attach("c-2", "eth0"))
             .unwrap();
@@ -1077,5 +1170,137 @@ mod engine_named {
         assert!(d.engine_container(Owner::Cni, "c-2").is_some());
         d.engine_gc(Owner::Cni, &n.id, &[]).unwrap();
         assert!(d.engine_container(Owner::Cni, "c-2").is_none());
+    }
+
+    #[test]
+    fn dual_stack_named_networks() {
+        let env = Env::new("eng-named6");
+        let d = env.start();
+        let k0 = env.kernel();
+        let st0 = d.snapshot();
+        // A gateway outside the v6 subnet: refused, nothing made.
+        let mut bad = named(Some("10.81.0.0/24"));
+        bad.subnet6 = Some("fd81::/64".parse().unwrap());
+        bad.gateway6 = Some("fd82::1".parse().unwrap());
+        assert!(d.engine_attach_named(&bad, attach("c-0", "eth0")).is_err());
+        assert_eq!(d.snapshot(), st0);
+        assert_eq!(env.kernel(), k0);
+        // Given pool: the engine's address or pier's lowest free one.
+        let mut n6 = named(Some("10.81.0.0/24"));
+        n6.subnet6 = Some("fd81::/64".parse().unwrap());
+        let (e, _) = d.engine_attach_named(&n6, attach("c-1", "eth0")).unwrap();
+        assert_eq!(e.ip6, Some("fd81::2".parse().unwrap()));
+        assert_eq!(e.prefix_len6, 64);
+        let mut a = attach("c-2", "eth0");
+        a.ip6 = Some("fd81::99".parse().unwrap());
+        let (e, _) = d.engine_attach_named(&n6, a).unwrap();
+        assert_eq!(e.ip6, Some("fd81::99".parse().unwrap()));
+        // Taken, outside: refused.
+        let mut a = attach("c-3", "eth0");
+        a.ip6 = Some("fd81::99".parse().unwrap());
+        assert!(d.engine_attach_named(&n6, a).is_err());
+        let mut a = attach("c-3", "eth0");
+        a.ip6 = Some("fd83::3".parse().unwrap());
+        assert!(d.engine_attach_named(&n6, a).is_err());
+        // The same network asked for without IPv6, or with another pool.
+        let e = d
+            .engine_attach_named(&named(Some("10.81.0.0/24")), attach("c-3", "eth0"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("exists with IPv6 subnet fd81::/64"),
+            "{e}"
+        );
+        let mut other = n6.clone();
+        other.subnet6 = Some("fd84::/64".parse().unwrap());
+        assert!(
+            d.engine_attach_named(&other, attach("c-3", "eth0"))
+                .is_err()
+        );
+        // An IPv6 address on an IPv4-only network.
+        let mut a = attach("c-4", "eth0");
+        a.ip6 = Some("fd81::4".parse().unwrap());
+        let mut n4 = named(Some("10.82.0.0/24"));
+        n4.name = "cninet4".into();
+        let e = d.engine_attach_named(&n4, a).unwrap_err();
+        assert!(e.to_string().contains("has no IPv6"), "{e}");
+        // ipv6 without a pool: the next free ULA /64.
+        let mut auto = named(None);
+        auto.name = "cniauto6".into();
+        auto.ipv6 = true;
+        let (e, _) = d.engine_attach_named(&auto, attach("c-5", "eth0")).unwrap();
+        let n = d.snapshot().network_by_name("cniauto6").cloned().unwrap();
+        let sn6 = n.subnet6.unwrap();
+        assert!(sn6.contains(&e.ip6.unwrap()), "{sn6} {e:?}");
+        assert_eq!(sn6.prefix_len(), 64);
+    }
+
+    #[test]
+    fn networks_without_ipv4() {
+        let env = Env::new("eng-no4");
+        let d = env.start();
+        // IPv6 only: the endpoint has no IPv4 address, the dataplane no
+        // IPv4 entry for it, and its ports are not published.
+        let mut n6 = named(None);
+        n6.name = "only6".into();
+        n6.no_ipv4 = true;
+        n6.subnet6 = Some("fd90::/64".parse().unwrap());
+        let mut a = attach("c-1", "eth0");
+        a.ports = vec![crate::state::PortBinding {
+            host_ip: None,
+            host_port: 8090,
+            host_port_end: 8090,
+            container_port: 80,
+            container_port_end: 80,
+            proto: crate::state::PortProto::Tcp,
+        }];
+        let (e, gw) = d.engine_attach_named(&n6, a).unwrap();
+        assert_eq!((e.ip, gw), (None, None));
+        assert_eq!(e.ip6, Some("fd90::2".parse().unwrap()));
+        assert_eq!(e.mac, [0x02, 0x42, 0, 0, 0, 2], "from the IPv6 address");
+        let n = d.snapshot().network_by_name("only6").cloned().unwrap();
+        assert_eq!((n.subnet, n.gateway), (None, None));
+        let spec = crate::daemon::bridge_spec(&n).unwrap();
+        assert_eq!((spec.gateway, spec.subnet), (None, None));
+        assert!(spec.gateway6.is_some());
+        let synced = env.dp.synced.lock().unwrap().last().unwrap().clone();
+        let ep = synced
+            .endpoints
+            .iter()
+            .find(|x| x.host_ifname == e.host_ifname)
+            .unwrap();
+        assert_eq!((ep.ip, ep.ip6), (None, e.ip6));
+        let net = synced.networks.iter().find(|x| x.id == n.num).unwrap();
+        assert_eq!((net.subnet, net.gateway), (None, None));
+        assert!(synced.ports.is_empty(), "{:?}", synced.ports);
+        // An IPv4 address asked for there, or the network asked with IPv4.
+        let mut a = attach("c-2", "eth0");
+        a.ip = Some("10.90.0.2".parse().unwrap());
+        let e2 = d.engine_attach_named(&n6, a).unwrap_err();
+        assert!(e2.to_string().contains("has no IPv4"), "{e2}");
+        let mut with4 = n6.clone();
+        with4.no_ipv4 = false;
+        let e2 = d
+            .engine_attach_named(&with4, attach("c-2", "eth0"))
+            .unwrap_err();
+        assert!(e2.to_string().contains("exists without IPv4"), "{e2}");
+        // No addresses at all (netavark's ipam none).
+        let mut none = named(None);
+        none.name = "noaddr".into();
+        none.no_ipv4 = true;
+        let (e, _) = d.engine_attach_named(&none, attach("c-3", "eth0")).unwrap();
+        assert_eq!((e.ip, e.ip6), (None, None));
+        assert_eq!(e.mac[..2], [0x02, 0x42]);
+        let n = d.snapshot().network_by_name("noaddr").cloned().unwrap();
+        assert!(n.subnet.is_none() && n.subnet6.is_none());
+        d.engine_detach(Owner::Cni, "c-3", None).unwrap();
+        d.engine_detach(Owner::Cni, "c-1", None).unwrap();
+        assert!(d.engine_container(Owner::Cni, "c-1").is_none());
+        // A v4 --subnet with no IPv4 is refused.
+        let st = d.snapshot();
+        let mut bad = named(Some("10.91.0.0/24"));
+        bad.name = "bad4".into();
+        bad.no_ipv4 = true;
+        assert!(d.engine_attach_named(&bad, attach("c-4", "eth0")).is_err());
+        assert_eq!(d.snapshot(), st);
     }
 }

@@ -190,14 +190,27 @@ impl EbpfDataplane {
     /// [`DataplaneError::Verifier`] with the log written to a file.
     fn load_programs(bpf: &mut Ebpf) -> Result<(), DataplaneError> {
         for (name, prog) in bpf.programs_mut() {
-            let r = match prog {
-                aya::programs::Program::SchedClassifier(p) => p.load(),
-                aya::programs::Program::CgroupSockAddr(p) => p.load(),
-                aya::programs::Program::CgroupSock(p) => p.load(),
-                _ => continue,
-            };
-            if let Err(e) = r {
-                return Err(verifier_error(name, e));
+            // The verifier gives up with EAGAIN when a signal is pending for
+            // the loading thread (a busy host: seen in parallel tests);
+            // libbpf retries the same way.
+            let mut tries = 0;
+            loop {
+                let r = match &mut *prog {
+                    aya::programs::Program::SchedClassifier(p) => p.load(),
+                    aya::programs::Program::CgroupSockAddr(p) => p.load(),
+                    aya::programs::Program::CgroupSock(p) => p.load(),
+                    _ => break,
+                };
+                match r {
+                    Ok(()) => break,
+                    Err(ProgramError::LoadError { io_error, .. })
+                        if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
+                    {
+                        tries += 1;
+                        tracing::debug!("{name}: the verifier was interrupted (EAGAIN); again");
+                    }
+                    Err(e) => return Err(verifier_error(name, e)),
+                }
             }
         }
         Ok(())
@@ -275,13 +288,16 @@ impl EbpfDataplane {
             if !ids.contains(&e.network_id) {
                 return Err(DataplaneError::Other(format!(
                     "endpoint {} names unknown network {}",
-                    e.ip, e.network_id
+                    e.ip.map(|i| i.to_string())
+                        .unwrap_or_else(|| e.host_ifname.clone()),
+                    e.network_id
                 )));
             }
-            if !ips.insert(e.ip) {
+            if let Some(ip) = e.ip
+                && !ips.insert(ip)
+            {
                 return Err(DataplaneError::Other(format!(
-                    "endpoint address {} is used twice",
-                    e.ip
+                    "endpoint address {ip} is used twice"
                 )));
             }
         }
@@ -769,8 +785,8 @@ mod tests {
                 NetworkSpec {
                     id: 1,
                     bridge: "br1".into(),
-                    subnet: "10.1.0.0/24".parse().unwrap(),
-                    gateway: "10.1.0.1".parse().unwrap(),
+                    subnet: Some("10.1.0.0/24".parse().unwrap()),
+                    gateway: Some("10.1.0.1".parse().unwrap()),
                     subnet6: None,
                     internal: false,
                     icc: true,
@@ -779,8 +795,8 @@ mod tests {
                 NetworkSpec {
                     id: 2,
                     bridge: "br2".into(),
-                    subnet: "10.2.0.0/24".parse().unwrap(),
-                    gateway: "10.2.0.1".parse().unwrap(),
+                    subnet: Some("10.2.0.0/24".parse().unwrap()),
+                    gateway: Some("10.2.0.1".parse().unwrap()),
                     subnet6: None,
                     internal: true,
                     icc: true,
@@ -790,14 +806,14 @@ mod tests {
             endpoints: vec![
                 EndpointSpec {
                     network_id: 1,
-                    ip: "10.1.0.2".parse().unwrap(),
+                    ip: Some("10.1.0.2".parse().unwrap()),
                     ip6: None,
                     mac: [2, 0, 0, 0, 0, 2],
                     host_ifname: "v1".into(),
                 },
                 EndpointSpec {
                     network_id: 2,
-                    ip: "10.2.0.2".parse().unwrap(),
+                    ip: Some("10.2.0.2".parse().unwrap()),
                     ip6: None,
                     mac: [2, 0, 0, 0, 0, 3],
                     host_ifname: "v2".into(),

@@ -24,8 +24,8 @@ use pier_common::{
     metrics::Counter,
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
     policy::{
-        POLICY_ALLOW, POLICY_DENY, POLICY_F_DEFAULT_DENY, POLICY_F_HOST, POLICY_F_PORT, PolicyKey,
-        PolicyVal, SCOPE_BITS,
+        POLICY_ALLOW, POLICY_DENY, POLICY_F_DEFAULT_DENY, POLICY_F_HOST, POLICY_F_HOST_UPLINK,
+        POLICY_F_PORT, POLICY_F_PORT_UPLINK, PolicyKey, PolicyVal, SCOPE_BITS,
     },
 };
 
@@ -107,10 +107,10 @@ pub struct Tables {
 
 /// Add `rules` under scope `scope` (a `PolicyKey` with a zero source): a
 /// deny and an allow of the same prefix in one scope make a deny.
-fn add_rules(
+fn add_rules<'a>(
     policy: &mut BTreeMap<(u32, PolicyKey), PolicyVal>,
     scope: PolicyKey,
-    rules: &[PolicyRule],
+    rules: impl IntoIterator<Item = &'a PolicyRule>,
 ) {
     for r in rules {
         let net = r.src.trunc();
@@ -127,6 +127,45 @@ fn add_rules(
             *e = v;
         }
     }
+}
+
+/// Add `rules` under `scope` (those for every uplink) and under its
+/// per-uplink kinds (those naming an existing uplink); returns `f_any`
+/// and/or `f_uplink` for the kinds that got rules. An uplink with an allow
+/// gets a `/0` deny in its scope, so only what is allowed there passes
+/// there (unless a longer rule of another scope says otherwise), while
+/// other uplinks are untouched.
+fn add_scope(
+    policy: &mut BTreeMap<(u32, PolicyKey), PolicyVal>,
+    scope: PolicyKey,
+    rules: &[PolicyRule],
+    ifaces: &BTreeMap<String, Iface>,
+    (f_any, f_uplink): (u16, u16),
+) -> u16 {
+    let mut flags = 0;
+    if rules.iter().any(|r| r.uplink.is_none()) {
+        flags |= f_any;
+        add_rules(policy, scope, rules.iter().filter(|r| r.uplink.is_none()));
+    }
+    let mut per: BTreeMap<u32, Vec<&PolicyRule>> = BTreeMap::new();
+    for r in rules {
+        if let Some(i) = r.uplink.as_ref().and_then(|u| ifaces.get(u)) {
+            per.entry(i.ifindex).or_default().push(r);
+        }
+    }
+    for (ifindex, rs) in per {
+        flags |= f_uplink;
+        let s = scope.on_uplink(ifindex);
+        add_rules(policy, s, rs.iter().copied());
+        if rs.iter().any(|r| !r.deny) {
+            policy.entry((SCOPE_BITS, s)).or_insert(PolicyVal {
+                action: POLICY_DENY,
+                prefix_len: 0,
+                _pad: 0,
+            });
+        }
+    }
+    flags
 }
 
 impl Tables {
@@ -155,13 +194,13 @@ impl Tables {
                 n.id,
                 NetworkVal {
                     flags,
-                    gateway_be: addr_be(n.gateway),
+                    gateway_be: n.gateway.map(addr_be).unwrap_or(0),
                 },
             );
-            t.subnets.insert(
-                (n.subnet.prefix_len() as u32, addr_be(n.subnet.network())),
-                n.id,
-            );
+            if let Some(sn) = n.subnet {
+                t.subnets
+                    .insert((sn.prefix_len() as u32, addr_be(sn.network())), n.id);
+            }
             if let Some(s6) = n.subnet6 {
                 t.subnets6
                     .insert((s6.prefix_len() as u32, addr6_be(s6.network())), n.id);
@@ -174,15 +213,26 @@ impl Tables {
             })?;
             bridge_mac.insert(n.id, mac);
         }
-        let host_allows = desired.host_policy.iter().any(|r| !r.deny);
+        let host_allows = desired
+            .host_policy
+            .iter()
+            .any(|r| !r.deny && r.uplink.is_none());
+        let mut host_policy = BTreeMap::new();
+        let host_flags = add_scope(
+            &mut host_policy,
+            PolicyKey::host(0),
+            &desired.host_policy,
+            ifaces,
+            (POLICY_F_HOST, POLICY_F_HOST_UPLINK),
+        );
         let mut net_of = BTreeMap::new();
         for e in &desired.endpoints {
             // A container whose interface is gone (stopped, being torn down)
             // has no entries until it is back; the rest is still applied.
             let Some(veth) = ifaces.get(&e.host_ifname) else {
                 tracing::warn!(
-                    "endpoint {}: interface {} does not exist; skipped",
-                    e.ip,
+                    "endpoint on network {}: interface {} does not exist; skipped",
+                    e.network_id,
                     e.host_ifname
                 );
                 continue;
@@ -190,7 +240,7 @@ impl Tables {
             let bridge_mac = *bridge_mac.get(&e.network_id).ok_or_else(|| {
                 DataplaneError::Other(format!(
                     "endpoint {} names unknown network {}",
-                    e.ip, e.network_id
+                    e.host_ifname, e.network_id
                 ))
             })?;
             let val = EndpointVal {
@@ -199,7 +249,10 @@ impl Tables {
                 mac: e.mac,
                 bridge_mac,
             };
-            t.endpoints.insert(addr_be(e.ip), val);
+            if let Some(ip) = e.ip {
+                t.endpoints.insert(addr_be(ip), val);
+                net_of.insert(ip, e.network_id);
+            }
             if let Some(ip6) = e.ip6 {
                 t.endpoints6.insert(addr6_be(ip6), val);
             }
@@ -211,7 +264,6 @@ impl Tables {
                     _pad: [0; 2],
                 },
             );
-            net_of.insert(e.ip, e.network_id);
             t.veths.insert(e.host_ifname.clone());
         }
         for p in &desired.ports {
@@ -227,19 +279,15 @@ impl Tables {
                 .get(&PortRef::of(p))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let mut policy = 0;
-            if !own.is_empty() {
-                policy |= POLICY_F_PORT;
-                add_rules(
+            let mut policy = host_flags
+                | add_scope(
                     &mut t.policy,
                     PolicyKey::port(key.addr_be, key.port_be, key.proto, 0),
                     own,
+                    ifaces,
+                    (POLICY_F_PORT, POLICY_F_PORT_UPLINK),
                 );
-            }
-            if !desired.host_policy.is_empty() {
-                policy |= POLICY_F_HOST;
-            }
-            if host_allows || own.iter().any(|r| !r.deny) {
+            if host_allows || own.iter().any(|r| !r.deny && r.uplink.is_none()) {
                 policy |= POLICY_F_DEFAULT_DENY;
             }
             let val = PortVal {
@@ -257,7 +305,7 @@ impl Tables {
             };
             t.backends.entry(backend).or_insert(key);
         }
-        add_rules(&mut t.policy, PolicyKey::host(0), &desired.host_policy);
+        t.policy.extend(host_policy);
         Ok(t)
     }
 }

@@ -67,8 +67,9 @@ pub struct NetworkSpec {
     pub id: u32,
     /// Bridge interface name.
     pub bridge: String,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    /// `None`: a network without IPv4 (IPv6 only, or no addresses).
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
     /// `--ipv6`: the IPv6 subnet (its gateway is on the bridge too).
     pub subnet6: Option<Ipv6Net>,
     /// `--internal`: no way out, published ports not reachable.
@@ -83,7 +84,8 @@ pub struct NetworkSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointSpec {
     pub network_id: u32,
-    pub ip: Ipv4Addr,
+    /// `None` on a network without IPv4.
+    pub ip: Option<Ipv4Addr>,
     /// The IPv6 address on a dual-stack network.
     pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
@@ -106,11 +108,14 @@ pub struct PortSpec {
 }
 
 /// One source rule of a published port's policy (`PIER_POLICY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyRule {
     pub src: Ipv4Net,
     /// Deny (else allow) sources in `src`.
     pub deny: bool,
+    /// Only for packets arriving on this uplink (an interface name); a
+    /// rule whose uplink does not exist now matches nothing.
+    pub uplink: Option<String>,
 }
 
 /// A published host port, as a policy names it.

@@ -54,6 +54,7 @@ pub struct Entry {
     pub network_dns: Vec<IpAddr>,
     pub container_id: String,
     pub ipv4: Vec<IpAddr>,
+    pub ipv6: Vec<IpAddr>,
     pub names: Vec<String>,
     pub container_dns: Vec<IpAddr>,
 }
@@ -68,10 +69,11 @@ pub fn entries(o: &NetworkOptions, plans: &[Plan]) -> Vec<Entry> {
             names.extend(p.aliases.iter().cloned());
             Entry {
                 network: p.name.clone(),
-                gateways: p.gateway.map(IpAddr::V4).into_iter().collect(),
+                gateways: p.gateways(),
                 network_dns: p.network_dns_servers.clone(),
                 container_id: o.container_id.clone(),
-                ipv4: vec![IpAddr::V4(p.ip)],
+                ipv4: p.ip4().map(IpAddr::V4).into_iter().collect(),
+                ipv6: p.ip6().map(IpAddr::V6).into_iter().collect(),
                 names,
                 container_dns: o.dns_servers.clone().unwrap_or_default(),
             }
@@ -148,12 +150,13 @@ impl Aardvark {
                 } else {
                     format!(" {}", join(&e.container_dns))
                 };
-                // `<id> <ipv4,…> <ipv6,…> <names>`: pier has no IPv6 yet.
+                // `<id> <ipv4,…> <ipv6,…> <names>`.
                 writeln!(
                     f,
-                    "{} {}  {}{dns}",
+                    "{} {} {} {}{dns}",
                     e.container_id,
                     join(&e.ipv4),
+                    join(&e.ipv6),
                     e.names.join(",")
                 )
                 .map_err(io)?;
@@ -274,6 +277,7 @@ mod tests {
             network_dns: vec!["1.1.1.1".parse().unwrap()],
             container_id: id.into(),
             ipv4: vec![ip.parse().unwrap()],
+            ipv6: Vec::new(),
             names: names.iter().map(|s| s.to_string()).collect(),
             container_dns: Vec::new(),
         }

@@ -17,11 +17,11 @@
 //! netavark when it is installed.
 use std::{
     collections::{BTreeMap, HashMap},
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -171,6 +171,21 @@ pub fn netns_inode(p: &Path) -> std::io::Result<u64> {
     std::fs::metadata(p).map(|m| m.ino())
 }
 
+/// One of a container's addresses on a network: podman's static IP with
+/// its subnet's prefix length and gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanAddr {
+    pub ip: IpAddr,
+    pub prefix: u8,
+    pub gateway: Option<IpAddr>,
+}
+
+impl PlanAddr {
+    pub fn ipnet(&self) -> IpNet {
+        IpNet::new(self.ip, self.prefix).expect("the subnet's prefix length")
+    }
+}
+
 /// One network of a call, checked and turned into pier's terms.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -178,12 +193,30 @@ pub struct Plan {
     pub net: NamedNetwork,
     pub dns_enabled: bool,
     pub ifname: String,
-    pub ip: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Option<Ipv4Addr>,
+    /// In the order of the network's subnets (netavark answers so).
+    pub addrs: Vec<PlanAddr>,
     pub mac: Option<[u8; 6]>,
     pub aliases: Vec<String>,
     pub network_dns_servers: Vec<IpAddr>,
+}
+
+impl Plan {
+    pub fn ip4(&self) -> Option<Ipv4Addr> {
+        self.addrs.iter().find_map(|a| match a.ip {
+            IpAddr::V4(v) => Some(v),
+            IpAddr::V6(_) => None,
+        })
+    }
+    pub fn ip6(&self) -> Option<Ipv6Addr> {
+        self.addrs.iter().find_map(|a| match a.ip {
+            IpAddr::V6(v) => Some(v),
+            IpAddr::V4(_) => None,
+        })
+    }
+    /// The subnets' gateways, in order (aardvark-dns listens on each).
+    pub fn gateways(&self) -> Vec<IpAddr> {
+        self.addrs.iter().filter_map(|a| a.gateway).collect()
+    }
 }
 
 fn parse_opt<T: std::str::FromStr>(
@@ -257,84 +290,135 @@ pub fn plan(o: &NetworkOptions) -> Result<Vec<Plan>, Failure> {
                     "IO error: dhcp ipam driver is not yet supported",
                 ));
             }
-            Some("none") => {
-                return Err(Failure::new(
-                    "IO error: ipam driver none is not supported by pier (every endpoint needs an address)",
-                ));
-            }
+            // No addresses: the interfaces only (netavark's ipam `none`).
+            Some("none") => {}
             Some(d) => {
                 return Err(Failure::new(format!(
                     "IO error: unsupported ipam driver {d}"
                 )));
             }
         }
-        let static_ips = per
-            .static_ips
-            .as_ref()
-            .ok_or_else(|| Failure::new("IO error: no static ips provided"))?;
+        let ipam_none = ipam == Some("none");
+        let no_ips = Vec::new();
+        let static_ips = match per.static_ips.as_ref() {
+            _ if ipam_none => &no_ips,
+            Some(v) => v,
+            None => return Err(Failure::new("IO error: no static ips provided")),
+        };
         let mtu: Option<u32> = parse_opt(&n.options, "mtu")?;
         let _isolate: Option<bool> = parse_opt(&n.options, "isolate")?;
-        let _metric: Option<u32> = parse_opt(&n.options, "metric")?;
+        // netavark's default routes have metric 100 unless `metric` says.
+        let metric: u32 = parse_opt(&n.options, "metric")?.unwrap_or(100);
         let mac = per.static_mac.as_deref().map(decode_mac).transpose()?;
-        let subnets = n.subnets.clone().unwrap_or_default();
-        let mut v4 = None;
-        for (i, s) in subnets.iter().enumerate() {
-            match (s.subnet, static_ips.get(i)) {
-                (IpNet::V4(sn), Some(IpAddr::V4(ip))) => {
+        let subnets = if ipam_none {
+            Vec::new()
+        } else {
+            n.subnets.clone().unwrap_or_default()
+        };
+        // Each static IP goes with the subnet that holds it (netavark's
+        // rule); pier takes one subnet per family.
+        let mut v4: Option<(Ipv4Net, Option<Ipv4Addr>)> = None;
+        let mut v6: Option<(Ipv6Net, Option<Ipv6Addr>)> = None;
+        for s in &subnets {
+            match (s.subnet, s.gateway) {
+                (IpNet::V4(sn), gw) => {
                     if v4.is_some() {
                         return Err(Failure::new(format!(
                             "network {name}: pier takes one IPv4 subnet per network"
                         )));
                     }
-                    let gw = match s.gateway {
+                    let gw = match gw {
                         None => None,
-                        Some(IpAddr::V4(g)) => Some(g),
+                        Some(IpAddr::V4(g)) if sn.contains(&g) => Some(g),
                         Some(g) => {
                             return Err(Failure::new(format!(
                                 "network {name}: gateway {g} is not in {sn}"
                             )));
                         }
                     };
-                    v4 = Some((sn, *ip, gw));
+                    v4 = Some((sn.trunc(), gw));
                 }
-                (IpNet::V6(sn), _) => {
-                    return Err(Failure::new(format!(
-                        "network {name}: IPv6 subnet {sn}: pier does not do IPv6 yet (issue 10)"
-                    )));
-                }
-                (sn, ip) => {
-                    return Err(Failure::new(format!(
-                        "network {name}: no IPv4 static ip for subnet {sn} (got {ip:?})"
-                    )));
+                (IpNet::V6(sn), gw) => {
+                    if v6.is_some() {
+                        return Err(Failure::new(format!(
+                            "network {name}: pier takes one IPv6 subnet per network"
+                        )));
+                    }
+                    let gw = match gw {
+                        None => None,
+                        Some(IpAddr::V6(g)) if sn.contains(&g) => Some(g),
+                        Some(g) => {
+                            return Err(Failure::new(format!(
+                                "network {name}: gateway {g} is not in {sn}"
+                            )));
+                        }
+                    };
+                    v6 = Some((sn.trunc(), gw));
                 }
             }
         }
-        let Some((subnet, ip, gateway)) = v4 else {
+        let mut addrs: Vec<(usize, PlanAddr)> = Vec::new();
+        for ip in static_ips {
+            let Some(i) = subnets.iter().position(|s| s.subnet.contains(ip)) else {
+                return Err(Failure::new(format!(
+                    "IO error: failed to find ip {ip} in subnets of network {name}"
+                )));
+            };
+            if addrs.iter().any(|(j, _)| *j == i) {
+                return Err(Failure::new(format!(
+                    "network {name}: two static ips in subnet {}",
+                    subnets[i].subnet
+                )));
+            }
+            addrs.push((
+                i,
+                PlanAddr {
+                    ip: *ip,
+                    prefix: subnets[i].subnet.prefix_len(),
+                    gateway: subnets[i].gateway,
+                },
+            ));
+        }
+        addrs.sort_by_key(|(i, _)| *i);
+        let addrs: Vec<PlanAddr> = addrs.into_iter().map(|(_, a)| a).collect();
+        if let Some((sn4, _)) = v4
+            && !addrs.iter().any(|a| a.ip.is_ipv4())
+        {
             return Err(Failure::new(format!(
-                "network {name}: no IPv4 subnet (pier needs one per network)"
+                "network {name}: no IPv4 static ip for subnet {sn4}"
             )));
-        };
+        }
+        if let Some((sn6, _)) = v6
+            && !addrs.iter().any(|a| a.ip.is_ipv6())
+        {
+            return Err(Failure::new(format!(
+                "network {name}: no IPv6 static ip for subnet {sn6}"
+            )));
+        }
         let mut options = BTreeMap::new();
         options.insert(opts::BRIDGE_NAME.to_string(), bridge);
         if let Some(m) = mtu.filter(|m| *m != 0) {
             options.insert(opts::MTU.to_string(), m.to_string());
         }
         options.insert(PODMAN_ID.to_string(), n.id.clone());
+        options.insert(opts::ROUTE_METRIC.to_string(), metric.to_string());
         out.push(Plan {
             name: name.clone(),
             net: NamedNetwork {
                 owner: Owner::Podman,
                 name: name.clone(),
-                subnet: Some(Ipv4Net::new(subnet.network(), subnet.prefix_len()).unwrap()),
-                gateway,
+                subnet: v4.map(|(s, _)| s),
+                gateway: v4.and_then(|(_, g)| g),
+                no_ipv4: v4.is_none(),
+                ipv6: v6.is_some(),
+                subnet6: v6.map(|(s, _)| s),
+                gateway6: v6.and_then(|(_, g)| g),
                 internal: n.internal,
                 options,
             },
             dns_enabled: n.dns_enabled,
             ifname: per.interface_name.clone(),
-            ip,
-            prefix: subnet.prefix_len(),
-            gateway,
+            addrs,
             mac,
             aliases: per.aliases.clone().unwrap_or_default(),
             network_dns_servers: n.network_dns_servers.clone().unwrap_or_default(),
@@ -406,17 +490,19 @@ pub fn status_of(p: &Plan, mac: &[u8; 6], dns_servers: &Option<Vec<IpAddr>>) -> 
         p.ifname.clone(),
         NetInterface {
             mac_address: mac_string(mac),
-            subnets: Some(vec![NetAddress {
-                gateway: p.gateway.map(IpAddr::V4),
-                ipnet: IpNet::V4(Ipv4Net::new(p.ip, p.prefix).expect("prefix ≤ 32")),
-            }]),
+            subnets: Some(
+                p.addrs
+                    .iter()
+                    .map(|a| NetAddress {
+                        gateway: a.gateway,
+                        ipnet: a.ipnet(),
+                    })
+                    .collect(),
+            ),
         },
     );
     let (servers, search) = if p.dns_enabled {
-        (
-            p.gateway.map(IpAddr::V4).into_iter().collect(),
-            vec![SEARCH_DOMAIN.to_string()],
-        )
+        (p.gateways(), vec![SEARCH_DOMAIN.to_string()])
     } else {
         (dns_servers.clone().unwrap_or_default(), Vec::new())
     };
@@ -549,7 +635,8 @@ pub fn setup(d: &Daemon, call: &Call) -> Result<BTreeMap<String, StatusBlock>, F
                 netns: netns.clone(),
                 network_id: String::new(),
                 ifname: p.ifname.clone(),
-                ip: Some(p.ip),
+                ip: p.ip4(),
+                ip6: p.ip6(),
                 mac: p.mac,
                 aliases: p.aliases.clone(),
                 // Published on the first network (in name order).
@@ -573,6 +660,17 @@ fn netavark_words(e: crate::error::AgentError, ifname: &str) -> crate::error::Ag
     let s = e.to_string();
     if s.contains("File exists") || s.contains(&format!("interface {ifname} already exists")) {
         return veth_exists(ifname);
+    }
+    // The kernel's EACCES for an IPv6 address where IPv6 is disabled.
+    if s.starts_with("netlink: add ")
+        && s.contains(" to bridge ")
+        && s.contains(':')
+        && s.ends_with("Permission denied (os error 13)")
+        && s.split(' ').nth(2).is_some_and(|a| a.contains(':'))
+    {
+        return crate::error::AgentError::Internal(
+            "add ip addr to bridge: failed to add ipv6 address, is ipv6 enabled in the kernel?: Netlink error: Permission denied (os error 13)".into(),
+        );
     }
     e
 }
@@ -654,7 +752,7 @@ mod tests {
         let o = opts(base());
         let p = plan(&o).unwrap();
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].ip, Ipv4Addr::new(10, 88, 0, 2));
+        assert_eq!(p[0].ip4(), Some(Ipv4Addr::new(10, 88, 0, 2)));
         assert_eq!(p[0].net.options[opts::BRIDGE_NAME], "podman0");
         let s = status_of(&p[0], &[2, 0, 0, 0, 0, 1], &None);
         let j = serde_json::to_value(&s).unwrap();
@@ -665,6 +763,52 @@ mod tests {
             "10.88.0.2/16"
         );
         assert_eq!(j["interfaces"]["eth0"]["mac_address"], "02:00:00:00:00:01");
+    }
+
+    #[test]
+    fn plans_a_dual_stack_network_with_a_metric() {
+        let mut v = base();
+        v["networks"]["podman"]["static_ips"] = serde_json::json!(["fd10:88::5", "10.88.0.2"]);
+        v["network_info"]["podman"]["subnets"] = serde_json::json!([
+            {"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"},
+            {"subnet": "fd10:88::/64", "gateway": "fd10:88::1"}]);
+        v["network_info"]["podman"]["options"] = serde_json::json!({"metric": "200"});
+        let p = plan(&opts(v.clone())).unwrap();
+        assert_eq!(p[0].ip4(), Some(Ipv4Addr::new(10, 88, 0, 2)));
+        assert_eq!(p[0].ip6(), Some("fd10:88::5".parse().unwrap()));
+        assert_eq!(p[0].net.subnet6, Some("fd10:88::/64".parse().unwrap()));
+        assert_eq!(p[0].net.gateway6, Some("fd10:88::1".parse().unwrap()));
+        assert_eq!(p[0].net.options[opts::ROUTE_METRIC], "200");
+        let j = serde_json::to_value(status_of(&p[0], &[2, 0, 0, 0, 0, 1], &None)).unwrap();
+        // In the subnets' order, as netavark answers.
+        assert_eq!(
+            j["interfaces"]["eth0"]["subnets"],
+            serde_json::json!([
+                {"gateway": "10.88.0.1", "ipnet": "10.88.0.2/16"},
+                {"gateway": "fd10:88::1", "ipnet": "fd10:88::5/64"}])
+        );
+        assert_eq!(
+            j["dns_server_ips"],
+            serde_json::json!(["10.88.0.1", "fd10:88::1"])
+        );
+        // No metric: netavark's 100.
+        let p = plan(&opts(base())).unwrap();
+        assert_eq!(p[0].net.options[opts::ROUTE_METRIC], "100");
+        // A static ip in no subnet; a dual-stack network without a v6 ip.
+        let mut w = v.clone();
+        w["networks"]["podman"]["static_ips"] = serde_json::json!(["10.88.0.2", "fd99::5"]);
+        assert!(plan(&opts(w)).unwrap_err().error.contains("fd99::5"));
+        let mut w = v.clone();
+        w["networks"]["podman"]["static_ips"] = serde_json::json!(["10.88.0.2"]);
+        assert!(
+            plan(&opts(w))
+                .unwrap_err()
+                .error
+                .contains("no IPv6 static ip")
+        );
+        let mut w = v;
+        w["network_info"]["podman"]["options"] = serde_json::json!({"metric": "x"});
+        assert!(plan(&opts(w)).is_err());
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub mod opts {
     /// pier's own: `CIDR,CIDR`: only these sources reach the ports its
     /// containers publish.
     pub const PUBLISH_ALLOW: &str = "pier.publish.allow";
+    /// pier's own: the metric of the default routes in the containers
+    /// (netavark's `metric` option; podman's networks default to 100).
+    pub const ROUTE_METRIC: &str = "pier.route.metric";
 }
 
 /// Who made a network or a container, and so who may change or remove it:
@@ -62,6 +65,12 @@ pub struct PendingEndpoint {
     pub id: String,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
+    /// The engine's IPv6 address on a dual-stack network (Docker's
+    /// `AddressIPv6`), with the subnet's prefix length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix_len6: u8,
     pub mac: [u8; 6],
     /// Its host-side veth, kept from Leave until DeleteEndpoint (the engine
     /// moves the container end back out of its sandbox in between).
@@ -153,7 +162,9 @@ pub struct Endpoint {
     pub ifname: String,
     /// Host-side veth: `veth` + the first 7 hex digits of the endpoint id.
     pub host_ifname: String,
-    pub ip: Ipv4Addr,
+    /// `None` on a network without IPv4 (IPv6 only, or netavark's ipam
+    /// `none`: no address at all).
+    pub ip: Option<Ipv4Addr>,
     pub prefix_len: u8,
     /// The IPv6 address on a dual-stack network (with the subnet's prefix
     /// length); older stores have none.
@@ -311,6 +322,9 @@ pub struct PolicyRecord {
     /// with the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Only for packets arriving on this uplink (an interface name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
     pub created: String,
 }
 
@@ -391,6 +405,32 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// An endpoint's MAC when none is given: Docker's 02:42 + IPv4 address,
+/// else (no IPv4) 02:42 + the low 32 bits of its IPv6 address, else 02:42
+/// + the first 4 bytes of its id.
+pub fn endpoint_mac(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>, id: &str) -> [u8; 6] {
+    if let Some(ip) = ip {
+        return mac_for(ip);
+    }
+    let tail = match ip6 {
+        Some(a) => {
+            let o = a.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+        None => {
+            let mut t = [0u8; 4];
+            for (i, b) in t.iter_mut().enumerate() {
+                *b = id
+                    .get(2 * i..2 * i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .unwrap_or(0);
+            }
+            t
+        }
+    };
+    [0x02, 0x42, tail[0], tail[1], tail[2], tail[3]]
+}
+
 pub fn mac_string(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
@@ -459,7 +499,7 @@ impl State {
             .values()
             .flat_map(|c| c.endpoints.iter())
             .filter(|e| e.network_id == network_id)
-            .map(|e| e.ip)
+            .filter_map(|e| e.ip)
             .chain(
                 self.networks
                     .get(network_id)
@@ -476,6 +516,12 @@ impl State {
             .flat_map(|c| c.endpoints.iter())
             .filter(|e| e.network_id == network_id)
             .filter_map(|e| e.ip6)
+            .chain(
+                self.networks
+                    .get(network_id)
+                    .into_iter()
+                    .flat_map(|n| n.pending.values().filter_map(|p| p.ip6)),
+            )
             .collect()
     }
 

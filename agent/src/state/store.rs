@@ -229,6 +229,7 @@ mod tests {
                     port: Some(8081),
                     proto: None,
                     container: None,
+                    uplink: Some("uplink0".into()),
                     created: now_rfc3339(),
                 },
             );

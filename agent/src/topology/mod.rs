@@ -23,9 +23,10 @@ pub use netlink::NetlinkTopology;
 pub struct BridgeSpec {
     /// Interface name, at most 15 bytes.
     pub name: String,
-    /// Gateway address, put on the bridge with the subnet's prefix length.
-    pub gateway: Ipv4Addr,
-    pub subnet: Ipv4Net,
+    /// Gateway address, put on the bridge with the subnet's prefix length
+    /// (`None`: a network without IPv4).
+    pub gateway: Option<Ipv4Addr>,
+    pub subnet: Option<Ipv4Net>,
     /// Dual stack: the IPv6 gateway with the subnet's prefix length (no
     /// duplicate address detection: pier owns the subnet).
     pub gateway6: Option<Ipv6Net>,
@@ -44,7 +45,8 @@ pub struct EndpointSpec {
     pub ifname: String,
     /// Bridge to enslave the host end to.
     pub bridge: String,
-    pub address: Ipv4Net,
+    /// `None` on a network without IPv4.
+    pub address: Option<Ipv4Net>,
     /// Dual stack: the IPv6 address (no DAD) and, with `default_gateway`,
     /// the IPv6 default route via `default_gateway6`.
     pub address6: Option<Ipv6Net>,
@@ -52,6 +54,9 @@ pub struct EndpointSpec {
     /// Install a default route via this gateway (the first network only).
     pub default_gateway: Option<Ipv4Addr>,
     pub default_gateway6: Option<Ipv6Addr>,
+    /// The default routes' metric (netavark's `metric`, 100 by default
+    /// there); `None`: the kernel's (0).
+    pub metric: Option<u32>,
     pub mtu: Option<u32>,
     /// The engine moves the container end itself (Docker's Join): make it in
     /// the host namespace under this name, with the MAC and MTU but no

@@ -218,13 +218,20 @@ async fn add_addr6(h: &Handle, index: u32, a: Ipv6Net, what: &str) -> Result<()>
 }
 
 /// The IPv6 default route via `gw` out of `index`.
-async fn add_default6(h: &Handle, index: u32, gw: Ipv6Addr, replace: bool) -> Result<()> {
-    let req = h.route().add(
-        RouteMessageBuilder::<Ipv6Addr>::new()
-            .gateway(gw)
-            .output_interface(index)
-            .build(),
-    );
+async fn add_default6(
+    h: &Handle,
+    index: u32,
+    gw: Ipv6Addr,
+    metric: Option<u32>,
+    replace: bool,
+) -> Result<()> {
+    let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+        .gateway(gw)
+        .output_interface(index);
+    if let Some(m) = metric {
+        b = b.priority(m);
+    }
+    let req = h.route().add(b.build());
     let req = if replace { req.replace() } else { req };
     req.execute()
         .await
@@ -275,6 +282,22 @@ fn delete_in_background(
 pub fn bridge_mac(gateway: Ipv4Addr) -> [u8; 6] {
     let o = gateway.octets();
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// [`bridge_mac`] of a bridge's spec: from its IPv4 gateway, else from the
+/// low 32 bits of its IPv6 gateway, else (no address) from its name.
+pub fn bridge_mac_of(b: &BridgeSpec) -> [u8; 6] {
+    if let Some(g) = b.gateway {
+        return bridge_mac(g);
+    }
+    let low = match b.gateway6 {
+        Some(g6) => u32::from_be_bytes(g6.addr().octets()[12..].try_into().unwrap()),
+        // FNV-1a of the name: stable across re-creation.
+        None => b.name.bytes().fold(0x811c_9dc5u32, |h, c| {
+            (h ^ u32::from(c)).wrapping_mul(0x0100_0193)
+        }),
+    };
+    bridge_mac(Ipv4Addr::from(low))
 }
 
 /// IPv4 routes of the main table.
@@ -338,11 +361,19 @@ impl Topology for NetlinkTopology {
     fn ensure_bridge(&self, b: &BridgeSpec) -> Result<u32> {
         check_ifname(&b.name)?;
         check_mtu(b.mtu)?;
-        if !b.subnet.contains(&b.gateway) {
-            return Err(TopologyError::Invalid(format!(
-                "gateway {} is outside subnet {}",
-                b.gateway, b.subnet
-            )));
+        match (b.gateway, b.subnet) {
+            (Some(g), Some(sn)) if !sn.contains(&g) => {
+                return Err(TopologyError::Invalid(format!(
+                    "gateway {g} is outside subnet {sn}"
+                )));
+            }
+            (Some(_), Some(_)) | (None, None) => {}
+            _ => {
+                return Err(TopologyError::Invalid(format!(
+                    "bridge {}: an IPv4 gateway needs its subnet and back",
+                    b.name
+                )));
+            }
         }
         let b = b.clone();
         self.worker.run(move |h| async move {
@@ -358,7 +389,7 @@ impl Topology for NetlinkTopology {
                     (l.header.index, false)
                 }
                 None => {
-                    let mut msg = LinkBridge::new(&b.name).address(bridge_mac(b.gateway).to_vec());
+                    let mut msg = LinkBridge::new(&b.name).address(bridge_mac_of(&b).to_vec());
                     if let Some(m) = b.mtu {
                         msg = msg.mtu(m);
                     }
@@ -375,16 +406,15 @@ impl Topology for NetlinkTopology {
             };
             let configure = async {
                 let addrs = addrs(&h, index).await?;
-                let prefix = b.subnet.prefix_len();
-                if !addrs.contains(&(IpAddr::V4(b.gateway), prefix)) {
-                    h.address()
-                        .add(index, IpAddr::V4(b.gateway), prefix)
-                        .execute()
-                        .await
-                        .map_err(nl(format!(
-                            "add {}/{} to bridge {}",
-                            b.gateway, prefix, b.name
-                        )))?;
+                if let (Some(gw), Some(sn)) = (b.gateway, b.subnet) {
+                    let prefix = sn.prefix_len();
+                    if !addrs.contains(&(IpAddr::V4(gw), prefix)) {
+                        h.address()
+                            .add(index, IpAddr::V4(gw), prefix)
+                            .execute()
+                            .await
+                            .map_err(nl(format!("add {gw}/{prefix} to bridge {}", b.name)))?;
+                    }
                 }
                 if let Some(g6) = b.gateway6
                     && !addrs.contains(&(IpAddr::V6(g6.addr()), g6.prefix_len()))
@@ -460,11 +490,13 @@ impl Topology for NetlinkTopology {
             )));
         }
         if let Some(gw) = ep.default_gateway
-            && !ep.address.contains(&gw)
+            && !ep.address.is_some_and(|a| a.contains(&gw))
         {
             return Err(TopologyError::Invalid(format!(
                 "gateway {gw} is outside {}",
-                ep.address.trunc()
+                ep.address
+                    .map(|a| a.trunc().to_string())
+                    .unwrap_or_else(|| "an interface without IPv4".into())
             )));
         }
         if let Some(peer) = &ep.engine_peer {
@@ -676,7 +708,7 @@ impl Topology for NetlinkTopology {
                     })?
                     .header
                     .index;
-                add_default6(&ns, index, gateway, true).await
+                add_default6(&ns, index, gateway, None, true).await
             }
             .await;
             conn.abort();
@@ -749,33 +781,30 @@ async fn configure_inside(ns: &Handle, ep: &EndpointSpec) -> Result<()> {
         .execute()
         .await
         .map_err(nl(format!("set {} up", ep.ifname)))?;
-    ns.address()
-        .add(
-            inner,
-            IpAddr::V4(ep.address.addr()),
-            ep.address.prefix_len(),
-        )
-        .execute()
-        .await
-        .map_err(nl(format!("add {} to {}", ep.address, ep.ifname)))?;
+    if let Some(a) = ep.address {
+        ns.address()
+            .add(inner, IpAddr::V4(a.addr()), a.prefix_len())
+            .execute()
+            .await
+            .map_err(nl(format!("add {a} to {}", ep.ifname)))?;
+    }
     if let Some(gw) = ep.default_gateway {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(inner);
+        if let Some(m) = ep.metric {
+            b = b.priority(m);
+        }
         ns.route()
-            .add(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(gw)
-                    .output_interface(inner)
-                    .build(),
-            )
+            .add(b.build())
             .execute()
             .await
             .map_err(nl(format!("add default route via {gw}")))?;
     }
     if let Some(a6) = ep.address6 {
         add_addr6(ns, inner, a6, &ep.ifname).await?;
-        if ep.default_gateway.is_some()
-            && let Some(gw6) = ep.default_gateway6
-        {
-            add_default6(ns, inner, gw6, false).await?;
+        if let Some(gw6) = ep.default_gateway6 {
+            add_default6(ns, inner, gw6, ep.metric, false).await?;
         }
     }
     Ok(())

@@ -87,7 +87,7 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
         if let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto) {
             // Who may reach it: every packet is asked (an established
             // connection whose source lost its allow is cut).
-            if !policy_allows(&key, &port, pkt.saddr) {
+            if !policy_allows(&key, &port, pkt.saddr, ifindex) {
                 count_port_drop(&key, ctx.len());
                 return Err(DropReason::PolicyDenied);
             }

@@ -115,7 +115,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     {
         // The same source policy as from outside (the client is this
         // container's address).
-        if !policy_allows(&key, &port, pkt.saddr) {
+        if !policy_allows(&key, &port, pkt.saddr, 0) {
             count_port_drop(&key, ctx.len());
             return Err(DropReason::PolicyDenied);
         }

@@ -42,7 +42,7 @@ impl Container {
     pub fn endpoint(&self) -> EndpointSpec {
         EndpointSpec {
             network_id: self.network_id,
-            ip: self.ip,
+            ip: Some(self.ip),
             ip6: self.ip6,
             mac: self.mac,
             host_ifname: self.host_ifname.clone(),
@@ -110,8 +110,8 @@ impl World {
         let n = NetworkSpec {
             id,
             bridge,
-            subnet,
-            gateway,
+            subnet: Some(subnet),
+            gateway: Some(gateway),
             subnet6: None,
             internal: false,
             icc: true,
@@ -152,7 +152,7 @@ impl World {
             &net.bridge,
             "up",
         ]);
-        let cidr = format!("{ip}/{}", net.subnet.prefix_len());
+        let cidr = format!("{ip}/{}", net.subnet.unwrap().prefix_len());
         sh(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", "eth0"]);
         sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
@@ -164,7 +164,7 @@ impl World {
             "add",
             "default",
             "via",
-            &net.gateway.to_string(),
+            &net.gateway.unwrap().to_string(),
         ]);
         let c = Container {
             ip: ip.parse().unwrap(),
@@ -538,7 +538,7 @@ impl World {
             &net.bridge,
             "up",
         ]);
-        let cidr = format!("{ip}/{}", net.subnet.prefix_len());
+        let cidr = format!("{ip}/{}", net.subnet.unwrap().prefix_len());
         sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", ifname]);
         sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
         let c = Container {
