@@ -97,7 +97,11 @@ pub fn dot(st: &State, uplinks: &[String]) -> String {
         let addrs: Vec<String> = c
             .endpoints
             .iter()
-            .flat_map(|e| std::iter::once(e.ip.to_string()).chain(e.ip6.map(|a| a.to_string())))
+            .flat_map(|e| {
+                e.ip.map(|a| a.to_string())
+                    .into_iter()
+                    .chain(e.ip6.map(|a| a.to_string()))
+            })
             .collect();
         let state = if c.running { "" } else { " (stopped)" };
         let _ = writeln!(
@@ -112,10 +116,12 @@ pub fn dot(st: &State, uplinks: &[String]) -> String {
         );
         for e in &c.endpoints {
             if let Some(n) = st.networks.get(&e.network_id) {
-                let mut a = e.ip.to_string();
-                if let Some(ip6) = e.ip6 {
-                    let _ = write!(a, " {ip6}");
-                }
+                let a =
+                    e.ip.map(|a| a.to_string())
+                        .into_iter()
+                        .chain(e.ip6.map(|a| a.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" ");
                 let _ = writeln!(
                     o,
                     "  {} -> {} [label={}];",

@@ -64,8 +64,10 @@ impl Names {
                     .get(&e.network_id)
                     .map(|n| n.name.clone())
                     .unwrap_or_default();
-                n.addrs
-                    .insert(IpAddr::V4(e.ip), (c.name.clone(), net.clone()));
+                if let Some(ip) = e.ip {
+                    n.addrs
+                        .insert(IpAddr::V4(ip), (c.name.clone(), net.clone()));
+                }
                 if let Some(ip6) = e.ip6 {
                     n.addrs
                         .insert(IpAddr::V6(ip6), (c.name.clone(), net.clone()));
