@@ -37,6 +37,10 @@ pub struct AgentConfig {
     /// built-in `bridge` network, and pier-named links nothing records are
     /// left alone (they may be a stopped agent's).
     pub engine_only: bool,
+    /// `--metrics-addr`: serve `/metrics` there.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--monitor-buffer`: bytes of the monitor's ring buffer.
+    pub monitor_buffer: u32,
 }
 
 impl AgentConfig {
@@ -79,6 +83,8 @@ impl AgentConfig {
             dns_upstreams: Vec::new(),
             docker_plugin: None,
             engine_only: false,
+            metrics_addr: None,
+            monitor_buffer: pier_common::maps::EVENTS_BYTES,
         })
     }
 

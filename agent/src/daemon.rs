@@ -6,6 +6,7 @@ pub mod engine;
 pub mod files;
 pub mod hostwatch;
 pub mod inspect;
+pub mod observe;
 pub mod policy;
 pub mod ports;
 pub mod process;
@@ -423,13 +424,15 @@ impl Daemon {
                 .is_none_or(|c| st.containers.contains_key(c))
         });
         let desired = desired_state(&txn.state);
-        if desired != desired_state(&inner.state)
-            && let Err(e) = inner.dataplane.sync(&desired)
-        {
+        let synced = desired != desired_state(&inner.state);
+        if synced && let Err(e) = inner.dataplane.sync(&desired) {
             self.run_actions(txn.undo.into_iter().rev(), "rollback");
             return Err(e.into());
         }
         let t_sync = t0.elapsed();
+        if synced {
+            crate::observe::metrics::observe_sync((t_sync - t_apply).as_secs_f64());
+        }
         let old = inner.state.clone();
         if let Err(e) = inner.store.commit(&old, &txn.state) {
             self.run_actions(txn.undo.into_iter().rev(), "rollback");

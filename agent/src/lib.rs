@@ -21,6 +21,7 @@ pub mod error;
 pub mod features;
 pub mod ipam;
 pub mod netavark;
+pub mod observe;
 pub mod runtime;
 pub mod state;
 pub mod topology;

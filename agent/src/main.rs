@@ -47,6 +47,14 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
     cfg.ct_gc_interval = std::time::Duration::from_secs(a.ct_gc_interval);
     cfg.ct_udp_timeout = std::time::Duration::from_secs(a.ct_udp_timeout);
     cfg.cgroup = cgroup;
+    if a.monitor_buffer < 4096 || !a.monitor_buffer.is_power_of_two() {
+        anyhow::bail!(
+            "--monitor-buffer: {} is not a power of two of at least 4096",
+            a.monitor_buffer
+        );
+    }
+    cfg.monitor_buffer = a.monitor_buffer;
+    cfg.metrics_addr = a.metrics_addr;
     cfg.dns_upstreams = a.dns_upstreams;
     if let Some(p) = &a.docker_plugin
         && !p.is_absolute()

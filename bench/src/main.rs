@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, default_value = "target/pier-bench")]
     out: PathBuf,
     /// Only these dataplanes (comma separated: ceiling, plain, iptables,
-    /// netavark, docker-proxy, docker, docker+pier, pier).
+    /// netavark, docker-proxy, docker, docker+pier, pier, pier+monitor).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The CPU that clients and servers share (default: the last one allowed).
@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
                 Dataplane::parse(s).with_context(|| {
                     format!(
                         "unknown dataplane {s:?} (ceiling, plain, iptables, netavark, \
-                         docker-proxy, docker, docker+pier, pier)"
+                         docker-proxy, docker, docker+pier, pier, pier+monitor)"
                     )
                 })
             })

@@ -709,11 +709,22 @@ pub struct Pier {
     /// Idle containers of the container axis.
     idle: usize,
     bpffs: PathBuf,
+    /// With a `pier monitor` attached for the whole run (`pier+monitor`).
+    monitor: bool,
 }
 
 impl Pier {
+    /// pier with `pier monitor --format json` attached (output discarded).
+    pub fn with_monitor() -> Self {
+        Pier {
+            monitor: true,
+            ..Self::new()
+        }
+    }
+
     pub fn new() -> Self {
         Pier {
+            monitor: false,
             w: None,
             agent_pid: None,
             socket: PathBuf::new(),
@@ -850,7 +861,11 @@ fn publish_args(ports: &[u16]) -> Vec<String> {
 
 impl Peer for Pier {
     fn dataplane(&self) -> Dataplane {
-        Dataplane::Pier
+        if self.monitor {
+            Dataplane::PierMonitor
+        } else {
+            Dataplane::Pier
+        }
     }
 
     fn build(&mut self, ctx: &Ctx) -> anyhow::Result<Targets> {
@@ -860,7 +875,7 @@ impl Peer for Pier {
                 ctx.bins.pier.display()
             );
         }
-        let mut w = World::new(ctx, "pier")?;
+        let mut w = World::new(ctx, if self.monitor { "piermon" } else { "pier" })?;
         let a = match start_pier_agent(ctx, &mut w, &[], false) {
             Ok(a) => a,
             Err(e) => {
@@ -872,6 +887,18 @@ impl Peer for Pier {
         self.socket = a.socket;
         self.log = a.log;
         self.agent_pid = Some(a.pid);
+        if self.monitor {
+            let mon = Command::new(&ctx.bins.pier)
+                .arg("--socket")
+                .arg(&self.socket)
+                .args(["monitor", "--format", "json"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting pier monitor")?;
+            w.adopt(mon);
+        }
         self.w = Some(w);
         let mut args: Vec<String> = ["run", "-d", "--name", "srv"].map(String::from).to_vec();
         for p in own_publishes() {

@@ -232,6 +232,7 @@ fn color(d: Dataplane) -> RGBColor {
         Dataplane::Docker => RGBColor(130, 50, 170),
         Dataplane::DockerPier => RGBColor(100, 200, 180),
         Dataplane::Pier => RGBColor(30, 150, 70),
+        Dataplane::PierMonitor => RGBColor(120, 200, 60),
     }
 }
 

@@ -20,10 +20,13 @@ pub enum Dataplane {
     #[serde(rename = "docker+pier")]
     DockerPier,
     Pier,
+    /// pier with a `pier monitor` attached (its events written and read).
+    #[serde(rename = "pier+monitor")]
+    PierMonitor,
 }
 
 impl Dataplane {
-    pub const ALL: [Dataplane; 8] = [
+    pub const ALL: [Dataplane; 9] = [
         Dataplane::Ceiling,
         Dataplane::Plain,
         Dataplane::Iptables,
@@ -32,6 +35,7 @@ impl Dataplane {
         Dataplane::Docker,
         Dataplane::DockerPier,
         Dataplane::Pier,
+        Dataplane::PierMonitor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Dataplane {
             Dataplane::Docker => "docker",
             Dataplane::DockerPier => "docker+pier",
             Dataplane::Pier => "pier",
+            Dataplane::PierMonitor => "pier+monitor",
         }
     }
 
@@ -81,7 +86,7 @@ impl Dataplane {
 }
 
 /// The ratio columns of the table: numerator over denominator.
-pub const RATIOS: [(Dataplane, Dataplane); 7] = [
+pub const RATIOS: [(Dataplane, Dataplane); 8] = [
     (Dataplane::Pier, Dataplane::Ceiling),
     (Dataplane::Pier, Dataplane::Plain),
     (Dataplane::Pier, Dataplane::Iptables),
@@ -89,6 +94,7 @@ pub const RATIOS: [(Dataplane, Dataplane); 7] = [
     (Dataplane::Pier, Dataplane::DockerProxy),
     (Dataplane::Pier, Dataplane::Docker),
     (Dataplane::DockerPier, Dataplane::Docker),
+    (Dataplane::PierMonitor, Dataplane::Pier),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

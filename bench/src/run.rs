@@ -170,6 +170,7 @@ impl<'a> Runner<'a> {
                 Dataplane::Netavark => Netavark::new(self.ctx, self.plan.netavark_max_ports)
                     .map(|p| Box::new(p) as Box<dyn Peer>),
                 Dataplane::Pier => Ok(Box::new(Pier::new())),
+                Dataplane::PierMonitor => Ok(Box::new(Pier::with_monitor())),
             };
             self.bar
                 .set_message(format!("building the {} world", d.as_str()));

@@ -11,6 +11,7 @@ pub mod config;
 pub mod ct;
 pub mod drop;
 pub mod endpoint;
+pub mod event;
 pub mod frag;
 pub mod maps;
 pub mod metrics;

@@ -90,8 +90,22 @@ pub const FRAGS_LEN: u32 = 8192;
 pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 32;
 
+/// Monitor events: a ring buffer of [`crate::event::Event`], written only
+/// while `PIER_MON_CFG` says a monitor is attached. Per load.
+pub const EVENTS: &str = "PIER_EVENTS";
+/// Default size of [`EVENTS`] in bytes (the agent may set another power of two).
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// One slot: `crate::event::MON_ON` while a monitor is attached. Per load.
+pub const MON_CFG: &str = "PIER_MON_CFG";
+/// Per-CPU u64 counters indexed by `crate::event::LOST_EVENTS` etc. Pinned.
+pub const KCOUNTERS: &str = "PIER_KCOUNTERS";
+/// Per-interface counters: ifindex → per-CPU [`crate::event::IfStats`]
+/// (entries made by the agent for each veth and uplink). Pinned.
+pub const IF_STATS: &str = "PIER_IF_STATS";
+pub const IF_STATS_LEN: u32 = 16384;
+
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 28] = [
+pub const PINNED: [&str; 30] = [
     PORTS,
     BACKENDS,
     PORT_STATS,
@@ -120,6 +134,8 @@ pub const PINNED: [&str; 28] = [
     SNAT_FWD6,
     SNAT_REV6,
     SOCK_NAT6,
+    KCOUNTERS,
+    IF_STATS,
 ];
 
 const _: () = {
@@ -154,6 +170,10 @@ const _: () = {
         SNAT_FWD6,
         SNAT_REV6,
         SOCK_NAT6,
+        EVENTS,
+        MON_CFG,
+        KCOUNTERS,
+        IF_STATS,
     ];
     let mut i = 0;
     while i < names.len() {

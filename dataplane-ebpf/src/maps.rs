@@ -1,11 +1,12 @@
 //! Every map of the dataplane. Names and sizes come from `pier_common::maps`.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use pier_common::{
     ct::{CtVal, FlowKey},
     endpoint::{Addr6, EndpointVal, NetworkVal, UplinkVal, VethVal},
+    event::{IfStats, KCOUNTERS_LEN},
     frag::{FragKey, FragVal},
     maps::*,
     metrics::Counter,
@@ -108,3 +109,14 @@ pub static SNAT_REV6: LruHashMap<FlowKey6, NatVal6> = LruHashMap::with_max_entri
 #[map(name = "PIER_SOCK_NAT6")]
 pub static SOCK_NAT6: LruHashMap<SockKey6, SockVal6> =
     LruHashMap::with_max_entries(SOCK_NAT_LEN, 0);
+#[map(name = "PIER_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "PIER_MON_CFG")]
+pub static MON_CFG: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "PIER_KCOUNTERS")]
+pub static KCOUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KCOUNTERS_LEN, 0);
+
+#[map(name = "PIER_IF_STATS")]
+pub static IF_STATS: PerCpuHashMap<u32, IfStats> = PerCpuHashMap::with_max_entries(IF_STATS_LEN, 0);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use pier_common::{drop::DropReason, endpoint::EndpointVal};
 
-use crate::{frag, parse::Pkt, ttl};
+use crate::{events, frag, parse::Pkt, ttl};
 
 #[inline(always)]
 pub fn to_container(ctx: &TcContext, pkt: &mut Pkt, ep: &EndpointVal) -> Result<i32, DropReason> {
@@ -18,6 +18,7 @@ pub fn to_container(ctx: &TcContext, pkt: &mut Pkt, ep: &EndpointVal) -> Result<
     ctx.store(6, &ep.bridge_mac, 0)
         .map_err(|_| DropReason::Helper)?;
     frag::remember(pkt, ep.ifindex, Some(ep));
+    events::pier_count_tx(ep.ifindex, ctx.len());
     Ok(unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32)
 }
 
@@ -25,5 +26,6 @@ pub fn to_container(ctx: &TcContext, pkt: &mut Pkt, ep: &EndpointVal) -> Result<
 pub fn to_uplink(ctx: &TcContext, pkt: &mut Pkt, ifindex: u32) -> Result<i32, DropReason> {
     ttl::decrement(ctx, pkt)?;
     frag::remember(pkt, ifindex, None);
+    events::pier_count_tx(ifindex, ctx.len());
     Ok(unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) } as i32)
 }

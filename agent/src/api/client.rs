@@ -72,6 +72,63 @@ impl Client {
         })
     }
 
+    /// GET a stream of lines (`/monitor`): `opened` once the agent
+    /// answered, then `line` for each line until it returns false or the
+    /// agent ends the stream.
+    pub fn stream_lines(
+        &self,
+        path: &str,
+        opened: impl FnOnce(),
+        mut line: impl FnMut(&[u8]) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        self.rt.block_on(async {
+            let stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "cannot connect to the pier agent at {}: {e} (is `pier agent` running?)",
+                        self.socket.display()
+                    )
+                })?;
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .context("talking to the agent")?;
+            tokio::spawn(conn);
+            let req = Request::builder()
+                .method(Method::GET)
+                .uri(path)
+                .header("host", "pier")
+                .body(Full::new(Bytes::new()))?;
+            let resp = tx.send_request(req).await.context("talking to the agent")?;
+            let status = resp.status();
+            let mut body = resp.into_body();
+            if !status.is_success() {
+                let bytes = body.collect().await?.to_bytes();
+                let msg = serde_json::from_slice::<ErrorBody>(&bytes)
+                    .map(|e| e.message)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+                bail!("{msg}");
+            }
+            opened();
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.context("reading the agent's stream")?;
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
+                buf.extend_from_slice(data);
+                while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                    let rest = buf.split_off(i + 1);
+                    let l = std::mem::replace(&mut buf, rest);
+                    if !line(&l[..i])? {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let b = self.raw(Method::GET, path, None)?;
         serde_json::from_slice(&b).context("decoding the agent's answer")

@@ -3,5 +3,6 @@
 pub mod client;
 pub mod compat;
 pub mod exec;
+pub mod observe;
 pub mod server;
 pub mod types;

@@ -18,7 +18,7 @@ use crate::{
     error::{AgentError, invalid},
 };
 
-pub struct ApiError(AgentError);
+pub struct ApiError(pub AgentError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -45,7 +45,7 @@ type ApiResult<T> = Result<T, ApiError>;
 type D = State<Arc<Daemon>>;
 type Q = Query<HashMap<String, String>>;
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     d: Arc<Daemon>,
     f: impl FnOnce(&Daemon) -> Result<T, AgentError> + Send + 'static,
 ) -> ApiResult<T> {
@@ -322,6 +322,9 @@ pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
         .route("/containers/{name}/logs", get(container_logs))
         .route("/containers/{name}/port", get(container_port))
         .route("/stats/ports", get(stats_ports))
+        .route("/stats", get(super::observe::stats))
+        .route("/monitor", get(super::observe::monitor))
+        .route("/graph", get(super::observe::graph))
         .route("/policies", get(policies_list))
         .route("/policies/create", post(policy_create))
         .route("/policies/prune", post(policies_prune))
@@ -330,6 +333,9 @@ pub fn router(d: Arc<Daemon>, shutdown: Arc<tokio::sync::Notify>) -> Router {
         .route("/_version_error", axum::routing::any(version_error))
         .nest("/cni", crate::cni::agent::routes())
         .nest("/netavark", crate::netavark::agent::routes())
+        .route_layer(axum::middleware::from_fn(
+            crate::observe::metrics::track_api,
+        ))
         .layer(axum::Extension(shutdown))
         .with_state(d)
 }

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 mod format;
+mod observe;
 mod ports;
 
 pub use ports::compact as compact_ports;
@@ -122,8 +123,15 @@ pub enum Cmd {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Show packets and bytes per published port, read from the kernel's maps.
+    /// Show packets, bytes and drops per container, network and uplink
+    /// (`--ports`: per published port), read from the kernel's maps.
     Stats(ports::StatsArgs),
+    /// Watch the dataplane: drops with their reason and flow, new
+    /// published-port connections, masquerade allocations.
+    Monitor(observe::MonitorArgs),
+    /// Draw the host's networks: uplinks, bridges, containers, published
+    /// ports, isolation (Graphviz DOT or SVG).
+    Graph(observe::GraphArgs),
     /// Who may reach published ports: source allow/deny rules (pier's
     /// DOCKER-USER; host firewalls do not see published ports).
     #[command(subcommand)]
@@ -198,6 +206,13 @@ pub struct AgentArgs {
     /// Attach no socket hooks: host-local clients do not reach published ports.
     #[arg(long, conflicts_with = "cgroup")]
     pub no_cgroup: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Size of the monitor's ring buffer in bytes (a power of two, at least
+    /// 4096); when it is full, events are counted as lost.
+    #[arg(long, value_name = "BYTES", default_value_t = pier_common::maps::EVENTS_BYTES)]
+    pub monitor_buffer: u32,
     /// Seconds between sweeps of expired conntrack and NAT entries.
     #[arg(long, value_name = "SECS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -701,7 +716,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             clap_complete::generate(shell, &mut cmd, "pier", &mut std::io::stdout());
             Ok(0)
         }
+        Cmd::Stats(a) if !a.ports => observe::traffic(&c()?, a.format.as_deref(), &a.names),
         Cmd::Stats(a) => ports::stats(&c()?, a),
+        Cmd::Monitor(a) => observe::monitor(&c()?, a),
+        Cmd::Graph(a) => observe::graph(&c()?, a),
         Cmd::Policy(p) => policy(c()?, p),
         Cmd::System(SystemCmd::Reset { force }) => {
             if !confirmed(

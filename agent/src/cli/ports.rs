@@ -10,7 +10,8 @@ use crate::api::{
 
 #[derive(Args)]
 pub struct StatsArgs {
-    /// Published ports: packets and bytes that reached each (the only view).
+    /// Published ports: packets and bytes that reached each (without it:
+    /// per container, network and uplink).
     #[arg(long)]
     pub ports: bool,
     /// `json`: one JSON object per line.

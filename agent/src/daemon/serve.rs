@@ -101,6 +101,7 @@ pub fn run(
     let api_path = cfg.socket.clone();
     let exec_path = cfg.exec_socket();
     let plugin_path = cfg.docker_plugin.clone();
+    let metrics_addr = cfg.metrics_addr;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -122,6 +123,14 @@ pub fn run(
             Some(p) => Some(bind(p)?),
             None => None,
         };
+        // Prometheus metrics, when asked for (a taken address fails the start).
+        if let Some(addr) = metrics_addr {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: {e}"))?;
+            tracing::info!("metrics on http://{addr}/metrics");
+            tokio::spawn(crate::observe::metrics::serve(l, daemon.clone()));
+        }
         // The API socket last: its existence means "ready".
         let api_l = bind(&api_path)?;
         let d = daemon.clone();
@@ -237,8 +246,11 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
         udp: cfg.ct_udp_timeout,
         ..Default::default()
     };
-    let dataplane: Box<dyn Dataplane> =
-        Box::new(crate::dataplane::EbpfDataplane::new(dp_cfg).with_ct_timeouts(timeouts));
+    let dataplane: Box<dyn Dataplane> = Box::new(
+        crate::dataplane::EbpfDataplane::new(dp_cfg)
+            .with_ct_timeouts(timeouts)
+            .with_monitor_buffer(cfg.monitor_buffer),
+    );
     // `--dns-upstream` wins over the host's resolv.conf (loopback servers
     // skipped, systemd-resolved's stub looked through).
     let upstream_ips = if cfg.dns_upstreams.is_empty() {

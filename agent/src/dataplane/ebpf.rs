@@ -29,6 +29,7 @@ use super::{
     Dataplane, DataplaneConfig, DataplaneError, DesiredState, EBPF_OBJECT, PortSpec, PortStats,
     Proto, attach,
     maps::{self, Tables},
+    observe::{self, IfCounters, MonitorHub},
     programs,
     reserve::{self, PortId},
     sys,
@@ -120,6 +121,12 @@ pub struct EbpfDataplane {
     /// `PIER_POLICY` as the last sync wrote it (the next one writes the
     /// difference); `None` after start or a failed sync.
     policy_written: Option<maps::PolicyTable>,
+    /// The monitor's maps and reader (taken from the object at start).
+    monitor: Option<std::sync::Arc<MonitorHub>>,
+    /// Size of `PIER_EVENTS` in bytes.
+    monitor_bytes: u32,
+    /// Interfaces with a `PIER_IF_STATS` entry (veths and uplinks), by name.
+    if_names: BTreeMap<String, u32>,
 }
 
 impl EbpfDataplane {
@@ -134,7 +141,34 @@ impl EbpfDataplane {
             object: None,
             uplinks: BTreeMap::new(),
             policy_written: None,
+            monitor: None,
+            monitor_bytes: names::EVENTS_BYTES,
+            if_names: BTreeMap::new(),
         }
+    }
+
+    /// The monitor's ring buffer size in bytes (a power of two, at least a
+    /// page; before `start`).
+    pub fn with_monitor_buffer(mut self, bytes: u32) -> Self {
+        self.monitor_bytes = bytes;
+        self
+    }
+
+    /// One `PIER_IF_STATS` entry per attached veth and uplink.
+    fn sync_if_stats(
+        &mut self,
+        ifaces: &BTreeMap<String, sys::Iface>,
+    ) -> Result<(), DataplaneError> {
+        let names: BTreeMap<String, u32> = self
+            .veths
+            .keys()
+            .chain(self.cfg.uplinks.iter())
+            .filter_map(|n| Some((n.clone(), ifaces.get(n)?.ifindex)))
+            .collect();
+        let want = names.values().copied().collect();
+        observe::sync_if_stats(self.bpf()?, &want)?;
+        self.if_names = names;
+        Ok(())
     }
 
     /// Load this ELF object instead of the embedded one (tests).
@@ -455,6 +489,7 @@ impl EbpfDataplane {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
+        loader.map_max_entries(names::EVENTS, self.monitor_bytes);
         let mut bpf = loader
             .override_global(GLOBAL_HOST_NETNS_COOKIE, &cookie, true)
             .override_global(config::GLOBAL_CT_TCP_EST_NS, &est, true)
@@ -465,6 +500,7 @@ impl EbpfDataplane {
             .load(&aligned(self.object.as_deref().unwrap_or(EBPF_OBJECT)))
             .map_err(|e| err_chain("loading the eBPF object", e))?;
         Self::load_programs(&mut bpf)?;
+        self.monitor = Some(MonitorHub::take(&mut bpf)?);
         if kernel_log_level() != 0 {
             read_kernel_log(&mut bpf);
         }
@@ -708,6 +744,7 @@ impl Dataplane for EbpfDataplane {
         self.policy_written = Some(tables.policy.clone());
         let t_maps = t0.elapsed();
         self.sync_host_with(&ifaces)?;
+        self.sync_if_stats(&ifaces)?;
         let t_host = t0.elapsed();
         self.gc_conntrack()?;
         tracing::debug!(
@@ -731,7 +768,30 @@ impl Dataplane for EbpfDataplane {
         }
         let ifaces = sys::interfaces()?;
         self.sync_host_with(&ifaces)?;
-        self.attach_uplinks(&ifaces)
+        self.attach_uplinks(&ifaces)?;
+        self.sync_if_stats(&ifaces)
+    }
+
+    fn if_stats(&self) -> Result<Vec<IfCounters>, DataplaneError> {
+        observe::if_stats(self.bpf_ref()?, &self.if_names)
+    }
+
+    fn monitor(&self) -> Option<std::sync::Arc<MonitorHub>> {
+        self.monitor.clone()
+    }
+
+    fn observed(&self) -> Result<super::Observed, DataplaneError> {
+        let bpf = self.bpf_ref()?;
+        Ok(super::Observed {
+            drops: maps::drops(bpf)?,
+            maps: maps::counts(bpf)?,
+            nat_ports_max_peer: observe::nat_ports_max_peer(bpf)?,
+            kernel: self
+                .monitor
+                .as_ref()
+                .map(|m| m.kernel_counters())
+                .unwrap_or_default(),
+        })
     }
 
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {

@@ -14,10 +14,12 @@ use ipnet::{Ipv4Net, Ipv6Net};
 mod attach;
 pub mod ebpf;
 mod maps;
+pub mod observe;
 mod reserve;
 pub mod sys;
 
 pub use ebpf::{CtCounts, CtTimeouts, EbpfDataplane};
+pub use observe::{IfCounters, KernelCounters, MonitorHub, Subscription};
 
 /// The ELF object of `dataplane-ebpf`, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PIER_EBPF_OBJECT"));
@@ -168,6 +170,19 @@ pub struct PortStats {
     pub denied: u64,
 }
 
+/// What the kernel counted, for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Every drop reason with its packets and bytes.
+    pub drops: Vec<(pier_common::drop::DropReason, pier_common::metrics::Counter)>,
+    /// Entries of the conntrack and NAT maps.
+    pub maps: CtCounts,
+    /// The most masquerade ports in use towards one peer (address, port,
+    /// protocol): the pool that can run out.
+    pub nat_ports_max_peer: usize,
+    pub kernel: KernelCounters,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("loading program {program}: {msg} (verifier log: {log})")]
@@ -197,6 +212,18 @@ pub trait Dataplane: Send {
     /// and uplinks again and re-attach an uplink whose interface is new.
     fn host_changed(&mut self) -> Result<(), DataplaneError> {
         Ok(())
+    }
+    /// Counters of every veth and uplink pier attached to.
+    fn if_stats(&self) -> Result<Vec<IfCounters>, DataplaneError> {
+        Ok(Vec::new())
+    }
+    /// The monitor's event hub (`pier monitor`), when the dataplane has one.
+    fn monitor(&self) -> Option<std::sync::Arc<MonitorHub>> {
+        None
+    }
+    /// Drop counters, map fill and the kernel's event counters (metrics).
+    fn observed(&self) -> Result<Observed, DataplaneError> {
+        Ok(Observed::default())
     }
     /// Detach every program and remove every pin (`pier system reset`).
     fn teardown(&mut self) -> Result<(), DataplaneError> {

@@ -5,10 +5,14 @@
 //! them; later IP fragments follow their first; anything else addressed to a container subnet is dropped (only published
 //! ports are exposed); the rest goes to the host stack.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use pier_common::{ct::CtVal, drop::DropReason};
+use pier_common::{
+    ct::CtVal,
+    drop::DropReason,
+    event::{CT_NEW, EV_PUBLISH},
+};
 
 use crate::{
-    ct, frag, icmp, ipv6,
+    ct, events, frag, icmp, ipv6,
     lookup::{
         count_port, count_port_drop, endpoint, is_host_addr, policy_allows, published, subnet_of,
     },
@@ -16,7 +20,7 @@ use crate::{
     nat,
     parse::{self, Frag, L4},
     redirect, ttl,
-    verdict::verdict,
+    verdict::verdict_at,
 };
 
 #[classifier]
@@ -24,14 +28,15 @@ pub fn pier_uplink_in(ctx: TcContext) -> i32 {
     if ipv6::is_ipv6(&ctx) {
         return ipv6::uplink_in_entry(&ctx);
     }
-    uplink_in4(&ctx)
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    uplink_in4(&ctx, ifindex)
 }
 
 /// The IPv4 path, a frame of its own: the program's stack is the deepest
 /// of the two paths, not their sum.
 #[inline(never)]
-fn uplink_in4(ctx: &TcContext) -> i32 {
-    verdict(ctx, try_uplink_in(ctx))
+fn uplink_in4(ctx: &TcContext, ifindex: u32) -> i32 {
+    verdict_at(ctx, ifindex, try_uplink_in(ctx))
 }
 
 #[inline(always)]
@@ -98,7 +103,9 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
             if ttl::expired(&pkt) {
                 return ttl::answer(ctx, &pkt, pkt.daddr, ifindex);
             }
-            track(&pkt, port.backend_be, port.backend_port_be, 0, ifindex, 0);
+            if track(&pkt, port.backend_be, port.backend_port_be, 0, ifindex, 0) {
+                traced_new(ctx, port.backend_be, port.backend_port_be);
+            }
             count_port(&key, ctx.len());
             nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
             return redirect::to_container(ctx, &mut pkt, &ep);
@@ -110,8 +117,15 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     Ok(TC_ACT_OK)
 }
 
+/// A new published connection: counted, and told to a monitor.
+#[inline(always)]
+pub fn traced_new(ctx: &TcContext, backend: u32, backend_port: u16) {
+    events::kcount(CT_NEW);
+    events::trace(ctx, EV_PUBLISH, backend, backend_port);
+}
+
 /// Create or refresh the conntrack entry of a published connection, keyed by
-/// its reply direction (backend → client).
+/// its reply direction (backend → client). True when the entry is new.
 #[inline(always)]
 pub fn track(
     pkt: &parse::Pkt,
@@ -120,7 +134,7 @@ pub fn track(
     client_ifindex: u32,
     uplink: u32,
     client_be: u32,
-) {
+) -> bool {
     let key = pier_common::ct::FlowKey {
         saddr_be: backend,
         daddr_be: pkt.saddr,
@@ -135,7 +149,7 @@ pub fn track(
             if (*v).orig_daddr_be == pkt.daddr && (*v).orig_dport_be == pkt.dport {
                 (*v).flags = ct::next_flags((*v).flags, pkt, false);
                 (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
-                return;
+                return false;
             }
         }
     }
@@ -151,4 +165,5 @@ pub fn track(
         client_be,
     };
     let _ = CT.insert(key, val, 0);
+    true
 }

@@ -24,11 +24,12 @@ use pier_common::{
     ct::FlowKey,
     drop::DropReason,
     endpoint::{NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, UplinkVal},
+    event::{CT_RETRACKED, EV_MASQ, EV_RETRACK, NAT_ALLOCATED},
     nat::{NatVal, PortKey},
 };
 
 use crate::{
-    arp, ct, frag, icmp, ipv6,
+    arp, ct, events, frag, icmp, ipv6,
     lookup::{
         count_port, count_port_drop, endpoint, is_host_addr, network, policy_allows, published,
         subnet_of,
@@ -36,7 +37,7 @@ use crate::{
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
     parse::{self, Frag, IPPROTO_TCP, L4, Pkt},
-    programs::uplink_in::track,
+    programs::uplink_in::{traced_new, track},
     redirect, ttl,
     verdict::verdict,
 };
@@ -144,16 +145,18 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             let client = pkt.saddr;
             let sport = pkt.sport;
             nat::snat(ctx, &mut pkt, gw, sport)?;
-            track(
+            if track(
                 &pkt,
                 port.backend_be,
                 port.backend_port_be,
                 ifindex,
                 0,
                 client,
-            );
-        } else {
-            track(&pkt, port.backend_be, port.backend_port_be, ifindex, 0, 0);
+            ) {
+                traced_new(ctx, port.backend_be, port.backend_port_be);
+            }
+        } else if track(&pkt, port.backend_be, port.backend_port_be, ifindex, 0, 0) {
+            traced_new(ctx, port.backend_be, port.backend_port_be);
         }
         nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
         return redirect::to_container(ctx, &mut pkt, &backend);
@@ -162,12 +165,17 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         if dst_net != src.network_id {
             return Err(DropReason::Isolation);
         }
+        let dst = endpoint(pkt.daddr);
         if net.flags & NET_F_NO_ICC != 0
             && pkt.daddr != net.gateway_be
             && pkt.daddr != pkt.saddr
-            && endpoint(pkt.daddr).is_some()
+            && dst.is_some()
         {
             return Err(DropReason::NoIcc);
+        }
+        if let Some(d) = dst {
+            // Through the bridge into its neighbour: counted as sent to it.
+            events::pier_count_tx(d.ifindex, ctx.len());
         }
         return Ok(TC_ACT_OK);
     }
@@ -203,6 +211,8 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             up.addr_be
         };
         retrack(&pkt, addr, host.port_be, up.ifindex);
+        events::kcount(CT_RETRACKED);
+        events::trace(ctx, EV_RETRACK, addr, host.port_be);
         nat::snat(ctx, &mut pkt, addr, host.port_be)?;
         return redirect::to_uplink(ctx, &mut pkt, up.ifindex);
     }
@@ -253,7 +263,12 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
             (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
             *v
         },
-        None => allocate(ctx, &fkey, &up, pkt, now)?,
+        None => {
+            let v = allocate(ctx, &fkey, &up, pkt, now)?;
+            events::kcount(NAT_ALLOCATED);
+            events::trace(ctx, EV_MASQ, v.addr_be, v.port_be);
+            v
+        }
     };
     nat::snat(ctx, pkt, nat.addr_be, nat.port_be)?;
     redirect::to_uplink(ctx, pkt, up.ifindex)
