@@ -59,36 +59,11 @@ impl TestHost {
         sh(&["ip", "netns", "add", &h.outside_ns]);
         // The veth is created inside the host namespace, so its names never
         // meet the machine's real interfaces.
-        sh(&[
-            "ip",
-            "-n",
-            &h.host_ns,
-            "link",
-            "add",
-            UPLINK,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &h.outside_ns,
-        ]);
-        for (ns, dev, ip) in [
+        veth_between(
             (&h.host_ns, UPLINK, HOST_UPLINK_IP),
             (&h.outside_ns, "eth0", OUTSIDE_IP),
-        ] {
-            sh(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                dev,
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        );
+        for ns in [&h.host_ns, &h.outside_ns] {
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         // The host's default route points at the outside, like a real uplink.
@@ -116,26 +91,10 @@ impl TestHost {
     pub fn add_behind_router(&mut self, suffix: &str, onward_mtu: u32) -> String {
         let far = self.add_netns(suffix);
         let out = self.outside_ns.clone();
-        sh(&[
-            "ip", "-n", &out, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0",
-            "netns", &far,
-        ]);
-        for (ns, dev, ip) in [
+        veth_between(
             (&out, "eth1", ROUTER_FAR_IP),
             (&far, "eth0", BEHIND_ROUTER_IP),
-        ] {
-            sh(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                dev,
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
+        );
         sh(&["ip", "-n", &far, "link", "set", "lo", "up"]);
         sh(&[
             "ip",
@@ -420,6 +379,27 @@ pub fn pier_bin() -> PathBuf {
 }
 
 /// Run a command; panic with its output unless it succeeds.
+/// A veth pair from `(namespace, device, address)` `a` to `b`, made in
+/// `a`'s namespace, each end with its address as a /24 and up.
+pub fn veth_between(a: (&str, &str, &str), b: (&str, &str, &str)) {
+    sh(&[
+        "ip", "-n", a.0, "link", "add", a.1, "type", "veth", "peer", "name", b.1, "netns", b.0,
+    ]);
+    for (ns, dev, ip) in [a, b] {
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            dev,
+        ]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+}
+
 pub fn sh(args: &[&str]) -> String {
     run_ok(Command::new(args[0]).args(&args[1..]))
 }

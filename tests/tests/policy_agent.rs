@@ -333,24 +333,7 @@ fn an_uplinks_rules_hold_on_that_uplink_only() {
     let mut s = sandbox(&[]);
     let lan = s.host.add_netns("lan");
     let hns = s.host.host_ns.clone();
-    let sh = pier_tests::host::sh;
-    sh(&[
-        "ip", "-n", &hns, "link", "add", "uplink1", "type", "veth", "peer", "name", "eth0",
-        "netns", &lan,
-    ]);
-    for (ns, dev, ip) in [(&hns, "uplink1", LAN_HOST), (&lan, "eth0", LAN_CLIENT)] {
-        sh(&[
-            "ip",
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            dev,
-        ]);
-        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-    }
+    pier_tests::host::veth_between((&hns, "uplink1", LAN_HOST), (&lan, "eth0", LAN_CLIENT));
     // The agent again, now with both uplinks.
     let agent = s.agent.take().unwrap();
     s.host.stop_agent(&agent, nix::sys::signal::Signal::SIGTERM);

@@ -634,107 +634,132 @@ pub fn is_link_local6(a: &Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
 }
 
-fn flow_tuple(k: &FlowKey) -> (u32, u32, u16, u16, u8) {
-    (k.saddr_be, k.daddr_be, k.sport_be, k.dport_be, k.proto)
+/// One family's conntrack and masquerade maps, as [`gc`] walks them.
+trait Flows {
+    type Key: Pod;
+    type Ct: Pod;
+    type Nat: Pod;
+    /// The key as a set element (the v4 key has no `Ord`).
+    type Tuple: Ord;
+    const CT: &'static str;
+    const FWD: &'static str;
+    const REV: &'static str;
+    fn ct_expires(v: &Self::Ct) -> u64;
+    fn nat_expires(v: &Self::Nat) -> u64;
+    /// The reverse entry's key of forward entry `(k, v)`.
+    fn reply_key(k: &Self::Key, v: &Self::Nat) -> Self::Key;
+    fn tuple(k: &Self::Key) -> Self::Tuple;
 }
 
-/// Remove conntrack and NAT entries whose lifetime ended before `now`
-/// (CLOCK_MONOTONIC ns). A masquerade pair goes when both halves expired.
-pub fn gc(bpf: &mut Ebpf, now: u64) -> Result<(), DataplaneError> {
-    {
-        let mut ct = hash::<FlowKey, CtVal>(bpf, names::CT)?;
-        let dead: Vec<FlowKey> = ct
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| v.expires_ns < now)
-            .map(|(k, _)| k)
-            .collect();
-        for k in dead {
-            let _ = ct.remove(&k);
-        }
+struct V4;
+struct V6;
+
+impl Flows for V4 {
+    type Key = FlowKey;
+    type Ct = CtVal;
+    type Nat = NatVal;
+    type Tuple = (u32, u32, u16, u16, u8);
+    const CT: &'static str = names::CT;
+    const FWD: &'static str = names::SNAT_FWD;
+    const REV: &'static str = names::SNAT_REV;
+    fn ct_expires(v: &CtVal) -> u64 {
+        v.expires_ns
     }
-    let [fwd, rev] = bpf.maps_disjoint_mut([names::SNAT_FWD, names::SNAT_REV]);
-    let (Some(fwd), Some(rev)) = (fwd, rev) else {
-        return Err(DataplaneError::Other("SNAT maps missing".into()));
-    };
-    let mut fwd: HashMap<_, FlowKey, NatVal> =
-        HashMap::try_from(fwd).map_err(|e| err(names::SNAT_FWD, e))?;
-    let mut rev: HashMap<_, FlowKey, NatVal> =
-        HashMap::try_from(rev).map_err(|e| err(names::SNAT_REV, e))?;
-    let fwd_entries: Vec<(FlowKey, NatVal)> = fwd.iter().filter_map(Result::ok).collect();
-    let mut paired = BTreeSet::new();
-    for (k, v) in fwd_entries {
-        let rkey = FlowKey {
+    fn nat_expires(v: &NatVal) -> u64 {
+        v.expires_ns
+    }
+    fn reply_key(k: &FlowKey, v: &NatVal) -> FlowKey {
+        FlowKey {
             saddr_be: k.daddr_be,
             daddr_be: v.addr_be,
             sport_be: k.dport_be,
             dport_be: v.port_be,
             proto: k.proto,
             _pad: [0; 3],
-        };
-        let r = rev.get(&rkey, 0).ok();
-        let newest = r.map_or(v.expires_ns, |r| r.expires_ns.max(v.expires_ns));
-        if newest < now {
-            let _ = fwd.remove(&k);
-            let _ = rev.remove(&rkey);
-        } else {
-            paired.insert(flow_tuple(&rkey));
         }
     }
-    let rev_entries: Vec<(FlowKey, NatVal)> = rev.iter().filter_map(Result::ok).collect();
-    for (k, v) in rev_entries {
-        if v.expires_ns < now && !paired.contains(&flow_tuple(&k)) {
-            let _ = rev.remove(&k);
-        }
+    fn tuple(k: &FlowKey) -> Self::Tuple {
+        (k.saddr_be, k.daddr_be, k.sport_be, k.dport_be, k.proto)
     }
-    gc6(bpf, now)
 }
 
-/// [`gc`] for the IPv6 maps (`PIER_CT6`, `PIER_SNAT_FWD6`/`_REV6`).
-fn gc6(bpf: &mut Ebpf, now: u64) -> Result<(), DataplaneError> {
-    {
-        let mut ct = hash::<FlowKey6, CtVal6>(bpf, names::CT6)?;
-        let dead: Vec<FlowKey6> = ct
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| v.expires_ns < now)
-            .map(|(k, _)| k)
-            .collect();
-        for k in dead {
-            let _ = ct.remove(&k);
-        }
+impl Flows for V6 {
+    type Key = FlowKey6;
+    type Ct = CtVal6;
+    type Nat = NatVal6;
+    type Tuple = FlowKey6;
+    const CT: &'static str = names::CT6;
+    const FWD: &'static str = names::SNAT_FWD6;
+    const REV: &'static str = names::SNAT_REV6;
+    fn ct_expires(v: &CtVal6) -> u64 {
+        v.expires_ns
     }
-    let [fwd, rev] = bpf.maps_disjoint_mut([names::SNAT_FWD6, names::SNAT_REV6]);
-    let (Some(fwd), Some(rev)) = (fwd, rev) else {
-        return Err(DataplaneError::Other("SNAT6 maps missing".into()));
-    };
-    let mut fwd: HashMap<_, FlowKey6, NatVal6> =
-        HashMap::try_from(fwd).map_err(|e| err(names::SNAT_FWD6, e))?;
-    let mut rev: HashMap<_, FlowKey6, NatVal6> =
-        HashMap::try_from(rev).map_err(|e| err(names::SNAT_REV6, e))?;
-    let fwd_entries: Vec<(FlowKey6, NatVal6)> = fwd.iter().filter_map(Result::ok).collect();
-    let mut paired = BTreeSet::new();
-    for (k, v) in fwd_entries {
-        let rkey = FlowKey6 {
+    fn nat_expires(v: &NatVal6) -> u64 {
+        v.expires_ns
+    }
+    fn reply_key(k: &FlowKey6, v: &NatVal6) -> FlowKey6 {
+        FlowKey6 {
             saddr: k.daddr,
             daddr: v.addr,
             sport_be: k.dport_be,
             dport_be: v.port_be,
             proto: k.proto,
             _pad: [0; 3],
-        };
+        }
+    }
+    fn tuple(k: &FlowKey6) -> FlowKey6 {
+        *k
+    }
+}
+
+/// Remove conntrack and NAT entries whose lifetime ended before `now`
+/// (CLOCK_MONOTONIC ns), both families. A masquerade pair goes when both
+/// halves expired.
+pub fn gc(bpf: &mut Ebpf, now: u64) -> Result<(), DataplaneError> {
+    gc_family::<V4>(bpf, now)?;
+    gc_family::<V6>(bpf, now)
+}
+
+fn gc_family<F: Flows>(bpf: &mut Ebpf, now: u64) -> Result<(), DataplaneError> {
+    {
+        let mut ct = hash::<F::Key, F::Ct>(bpf, F::CT)?;
+        let dead: Vec<F::Key> = ct
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| F::ct_expires(v) < now)
+            .map(|(k, _)| k)
+            .collect();
+        for k in dead {
+            let _ = ct.remove(&k);
+        }
+    }
+    let [fwd, rev] = bpf.maps_disjoint_mut([F::FWD, F::REV]);
+    let (Some(fwd), Some(rev)) = (fwd, rev) else {
+        return Err(DataplaneError::Other(format!(
+            "{} or {} missing",
+            F::FWD,
+            F::REV
+        )));
+    };
+    let mut fwd: HashMap<_, F::Key, F::Nat> = HashMap::try_from(fwd).map_err(|e| err(F::FWD, e))?;
+    let mut rev: HashMap<_, F::Key, F::Nat> = HashMap::try_from(rev).map_err(|e| err(F::REV, e))?;
+    let fwd_entries: Vec<(F::Key, F::Nat)> = fwd.iter().filter_map(Result::ok).collect();
+    let mut paired = BTreeSet::new();
+    for (k, v) in fwd_entries {
+        let rkey = F::reply_key(&k, &v);
         let r = rev.get(&rkey, 0).ok();
-        let newest = r.map_or(v.expires_ns, |r| r.expires_ns.max(v.expires_ns));
+        let mine = F::nat_expires(&v);
+        let newest = r.map_or(mine, |r| F::nat_expires(&r).max(mine));
         if newest < now {
             let _ = fwd.remove(&k);
             let _ = rev.remove(&rkey);
         } else {
-            paired.insert(rkey);
+            paired.insert(F::tuple(&rkey));
         }
     }
-    let rev_entries: Vec<(FlowKey6, NatVal6)> = rev.iter().filter_map(Result::ok).collect();
+    let rev_entries: Vec<(F::Key, F::Nat)> = rev.iter().filter_map(Result::ok).collect();
     for (k, v) in rev_entries {
-        if v.expires_ns < now && !paired.contains(&k) {
+        if F::nat_expires(&v) < now && !paired.contains(&F::tuple(&k)) {
             let _ = rev.remove(&k);
         }
     }
