@@ -59,12 +59,11 @@ pub fn call(socket: &Path, method: &str, path: &str, body: &[u8], deadline: Dura
         "{method} {path} HTTP/1.1\r\nHost: pier\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    if let Err(e) = s
+    // The agent may answer (and close) before reading all of a body it
+    // refuses: then its answer is read all the same.
+    let wrote = s
         .write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body))
-    {
-        return Reply::Failed(format!("write: {e}"));
-    }
+        .and_then(|()| s.write_all(body));
     let mut got = Vec::new();
     let mut buf = [0u8; 16384];
     loop {
@@ -77,7 +76,7 @@ pub fn call(socket: &Path, method: &str, path: &str, body: &[u8], deadline: Dura
             Ok(0) => break,
             Ok(n) => {
                 got.extend_from_slice(&buf[..n]);
-                if let Some(r) = parse(&got, false) {
+                if let Some(r) = parse(&got, false, method == "HEAD") {
                     return r;
                 }
             }
@@ -89,12 +88,16 @@ pub fn call(socket: &Path, method: &str, path: &str, body: &[u8], deadline: Dura
             {
                 return Reply::Hung { got };
             }
-            Err(e) if got.is_empty() => return Reply::Failed(format!("read: {e}")),
+            Err(e) if got.is_empty() && wrote.is_ok() => {
+                return Reply::Failed(format!("read: {e}"));
+            }
             Err(_) => break,
         }
     }
-    parse(&got, true).unwrap_or_else(|| {
-        if got.is_empty() {
+    parse(&got, true, method == "HEAD").unwrap_or_else(|| {
+        if let Err(e) = &wrote {
+            Reply::Failed(format!("write: {e}, then no answer"))
+        } else if got.is_empty() {
             Reply::Failed("closed without an answer".into())
         } else {
             Reply::Failed(format!(
@@ -107,7 +110,7 @@ pub fn call(socket: &Path, method: &str, path: &str, body: &[u8], deadline: Dura
 
 /// A complete response in `got` (`eof`: the peer closed, so a body
 /// without a length ends here), else `None`.
-fn parse(got: &[u8], eof: bool) -> Option<Reply> {
+fn parse(got: &[u8], eof: bool, head_only: bool) -> Option<Reply> {
     let end = got.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&got[..end]).into_owned();
     let rest = &got[end + 4..];
@@ -124,7 +127,7 @@ fn parse(got: &[u8], eof: bool) -> Option<Reply> {
             _ => {}
         }
     }
-    if status == 204 || status == 304 {
+    if head_only || status == 204 || status == 304 {
         return Some(Reply::Answer {
             status,
             body: Vec::new(),

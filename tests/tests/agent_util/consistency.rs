@@ -127,7 +127,7 @@ pub fn host_veths(host: &TestHost) -> BTreeMap<String, u32> {
     })
 }
 
-fn hash_entries<K: aya::Pod + Ord, V: aya::Pod>(bpffs: &Path, map: &str) -> BTreeMap<K, V> {
+pub fn hash_entries<K: aya::Pod + Ord, V: aya::Pod>(bpffs: &Path, map: &str) -> BTreeMap<K, V> {
     let md = aya::maps::MapData::from_pin(bpffs.join(map)).unwrap_or_else(|e| panic!("{map}: {e}"));
     let m: aya::maps::HashMap<_, K, V> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(md)).expect("a hash map");
