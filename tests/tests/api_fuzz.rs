@@ -42,7 +42,8 @@ use serde_json::{Value, json};
 const DEADLINE: Duration = Duration::from_secs(15);
 
 /// Requests that once gave a 5xx or left something behind (method, path,
-/// body; `@CNI_NS@` is the CNI namespace's path), replayed before the
+/// body; `@CNI_NS@`, `@NV_NS@`: the CNI and netavark namespaces' paths,
+/// `@HOST_INO@` the host namespace's inode), replayed before the
 /// random ones.
 const REGRESSIONS: &[(&str, &str, &str)] = &[
     // hostPortEnd < hostPort: the agent panicked ("attempt to subtract with
@@ -51,6 +52,12 @@ const REGRESSIONS: &[(&str, &str, &str)] = &[
         "POST",
         "/cni/add",
         r#"{"aliases":["fzalias"],"containerId":"fzcni1","ifname":"eth0","netns":"@CNI_NS@","network":{"gateway":"10.88.0.1","gateway6":null,"internal":false,"ipv6":false,"name":"fzcninet","options":{"com.docker.network.bridge.enable_icc":"true"},"subnet":"10.88.0.0/24","subnet6":null},"ports":[{"container_port":80,"container_port_end":81,"host_ip":null,"host_port":18200,"host_port_end":2,"proto":"Tcp"}],"prevIps":[],"queuedMs":null,"valid":[]}"#,
+    ),
+    // An invalid interface name: refused (400), but `lo` was up already.
+    (
+        "POST",
+        "/netavark/setup",
+        r#"{"host_netns":@HOST_INO@,"netns":"@NV_NS@","opts":{"container_id":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","container_name":"fznv","networks":{"podfz":{"aliases":["fznv"],"interface_name":"ᴫো","static_ips":["10.89.7.2"],"static_mac":null}},"network_info":{"podfz":{"dns_enabled":false,"driver":"bridge","id":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","internal":false,"ipv6_enabled":false,"name":"podfz","network_interface":"podfz0","subnets":[{"gateway":"10.89.7.1","subnet":"10.89.7.0/24"}]}},"port_mappings":null,"dns_servers":null}}"#,
     ),
     // The same with the container ports reversed.
     (
@@ -87,6 +94,8 @@ struct Fixture {
     allowed_paths: Vec<String>,
     cni_base: Value,
     nv_base: Value,
+    /// The inode of the host namespace (netavark calls name it).
+    host_ino: u64,
 }
 
 impl Fixture {
@@ -297,6 +306,7 @@ fn fixture() -> Fixture {
         cni_ns,
         nv_ns,
         allowed_paths,
+        host_ino,
     }
 }
 
@@ -729,7 +739,7 @@ fn case(r: &mut Rng, fx: &Fixture) -> (String, String, Vec<u8>, Kind) {
             let fi = r.below(filters.len() as u64) as usize;
             let fb = body_from(r, &filters[fi], allowed);
             let f = enc(&String::from_utf8_lossy(&fb));
-            let p = match r.below(12) {
+            let p = match r.below(13) {
                 0 => format!("/networks?filters={f}"),
                 1 => format!("/containers/json?all={}&filters={f}", r.below(3)),
                 2 => format!("/graph?{}", enc(&rand_string(r))),
@@ -750,6 +760,20 @@ fn case(r: &mut Rng, fx: &Fixture) -> (String, String, Vec<u8>, Kind) {
                     ])
                     .to_string(),
                 10 => format!("/containers/json?{}", enc(&rand_string(r))),
+                11 => {
+                    let mut q = Vec::new();
+                    for k in ["type", "container", "network", "port"] {
+                        if r.below(2) == 0 {
+                            let v = match k {
+                                "port" => rand_number(r).to_string(),
+                                _ => rand_string(r),
+                            };
+                            q.push(format!("{k}={}", enc(&v)));
+                        }
+                    }
+                    let q = q.join("&");
+                    format!("/monitor?{q}")
+                }
                 _ => format!("/{}", missing_name(r)),
             };
             let method = *r.pick(&["GET", "GET", "GET", "HEAD"]);
@@ -891,7 +915,10 @@ fn random_and_mutated_requests_never_5xx_hang_or_leave_a_trace() {
     let (mut undone, mut rebased, mut raws) = (0, 0, 0);
     let t0 = Instant::now();
     let regressions = REGRESSIONS.iter().map(|(m, p, b)| {
-        let b = b.replace("@CNI_NS@", &ns_path(&fx.cni_ns).display().to_string());
+        let b = b
+            .replace("@CNI_NS@", &ns_path(&fx.cni_ns).display().to_string())
+            .replace("@NV_NS@", &ns_path(&fx.nv_ns).display().to_string())
+            .replace("@HOST_INO@", &fx.host_ino.to_string());
         (m.to_string(), p.to_string(), b.into_bytes(), kind_of(p))
     });
     let mut done = 0;
@@ -908,9 +935,16 @@ fn random_and_mutated_requests_never_5xx_hang_or_leave_a_trace() {
             continue;
         }
         let (method, path, body, kind) = queue.pop().unwrap_or_else(|| case(&mut r, &fx));
-        let reply = fx.call(&method, &path, &body);
+        // `/monitor` streams: its answer is open-ended, its status is not.
+        let stream = path.contains("/monitor");
+        let reply = if stream {
+            call(&fx.sock(), &method, &path, &body, Duration::from_secs(2))
+        } else {
+            fx.call(&method, &path, &body)
+        };
         let status = match &reply {
             Reply::Answer { status, .. } => *status,
+            Reply::Hung { got } if stream && got.starts_with(b"HTTP/1.1 200") => 200,
             other => {
                 failures.push(format!("{method} {path} {}: {other:?}", show(&body)));
                 if failures.len() > 20 {
