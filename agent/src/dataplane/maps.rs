@@ -299,7 +299,7 @@ impl Tables {
                 VethVal {
                     network_id: e.network_id,
                     bridge_mac,
-                    _pad: [0; 2],
+                    mac: e.mac,
                 },
             );
             t.veths.insert(e.host_ifname.clone());

@@ -36,7 +36,7 @@ use crate::{
     },
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
-    parse::{self, Frag, IPPROTO_TCP, L4, Pkt},
+    parse::{self, Frag, IPPROTO_TCP, L4, Pkt, ptr_at},
     programs::uplink_in::{traced_new, track},
     redirect, route, ttl,
     verdict::verdict,
@@ -73,6 +73,12 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let src = endpoint(pkt.saddr).ok_or(DropReason::Spoofed)?;
     if src.ifindex != ifindex {
         return Err(DropReason::Spoofed);
+    }
+    // And its frames carry its own MAC: another's would move the bridge's
+    // forwarding entry for that MAC to this port.
+    let eth_src = unsafe { *ptr_at::<[u8; 6]>(ctx, 6).ok_or(DropReason::Malformed)? };
+    if eth_src != src.mac {
+        return Err(DropReason::MacSpoofed);
     }
     frag::first_seen(&pkt);
     // A reply of a published connection.
