@@ -299,7 +299,7 @@ impl Tables {
                 VethVal {
                     network_id: e.network_id,
                     bridge_mac,
-                    _pad: [0; 2],
+                    mac: e.mac,
                 },
             );
             t.veths.insert(e.host_ifname.clone());
@@ -565,7 +565,7 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
 }
 
 /// `PIER_HOST_ADDRS` := the host's addresses (but loopback); `PIER_UPLINK` :=
-/// the first of `uplinks` that has an address.
+/// the first of `uplinks` that has an address; `PIER_UPLINKS` := all of them.
 pub fn write_host(
     bpf: &mut Ebpf,
     ifaces: &BTreeMap<String, Iface>,
@@ -591,19 +591,23 @@ pub fn write_host(
         .collect();
     let mut uplink = UplinkVal::default();
     let mut uplink6 = UplinkVal6::default();
+    // Every uplink with an address: masquerade leaves by the one its route picks.
+    let mut all: BTreeMap<u32, UplinkVal> = BTreeMap::new();
     for name in uplinks {
         // (A missing uplink, deleted under the agent, is skipped: `start`
         // refuses one that is missing from the beginning.)
         let Some(i) = ifaces.get(name) else {
             continue;
         };
-        if let Some(a) = i.addrs.first()
-            && uplink.ifindex == 0
-        {
-            uplink = UplinkVal {
+        if let Some(a) = i.addrs.first() {
+            let v = UplinkVal {
                 ifindex: i.ifindex,
                 addr_be: addr_be(*a),
             };
+            all.insert(i.ifindex, v);
+            if uplink.ifindex == 0 {
+                uplink = v;
+            }
         }
         // IPv6 masquerade leaves from the first address that routes beyond
         // the link (not link-local).
@@ -623,6 +627,8 @@ pub fn write_host(
     prune(bpf, names::HOST_ADDRS, &addrs)?;
     upsert(bpf, names::HOST_ADDRS6, &addrs6)?;
     prune(bpf, names::HOST_ADDRS6, &addrs6)?;
+    upsert(bpf, names::UPLINKS, &all)?;
+    prune(bpf, names::UPLINKS, &all)?;
     let map = bpf
         .map_mut(names::UPLINK)
         .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK missing".into()))?;
