@@ -54,11 +54,6 @@ fn v4_mapped(a: &Addr6) -> bool {
     a[0] == 0 && a[1] == 0 && a[2] == 0xffffu32.to_be()
 }
 
-#[inline(always)]
-fn is_zero6(a: &Addr6) -> bool {
-    a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0
-}
-
 /// sock_release: drop the entry `to_backend` / `to_backend6` made for this
 /// socket's connection (TCP, connected UDP: its peer is the backend it was
 /// sent to). An unconnected UDP socket's entries, one per published
@@ -67,52 +62,60 @@ fn is_zero6(a: &Addr6) -> bool {
 pub fn forget(ctx: &SockContext) {
     let sk = ctx.sock;
     let (family, proto, dport) = unsafe { ((*sk).family, (*sk).protocol, (*sk).dst_port) };
-    if family != AF_INET && family != AF_INET6 {
-        return;
-    }
     if proto != IPPROTO_TCP as u32 && proto != IPPROTO_UDP as u32 {
         return;
     }
-    if !in_host_netns(sk as *mut c_void) {
-        return;
-    }
-    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
-    let daddr = if family == AF_INET {
-        unsafe { (*sk).dst_ip4 }
-    } else {
-        let d = unsafe {
-            [
-                (*sk).dst_ip6[0],
-                (*sk).dst_ip6[1],
-                (*sk).dst_ip6[2],
-                (*sk).dst_ip6[3],
-            ]
-        };
-        if !v4_mapped(&d) {
-            if is_zero6(&d) {
-                return;
-            }
-            let key = SockKey6 {
-                cookie,
-                addr: d,
-                port_be: dport,
-                _pad: [0; 6],
+    // Each family on its own path: a value merged across them (an
+    // `Option<Addr6>`) leaves registers the verifier sees as unset.
+    match family {
+        AF_INET => forget4(sk, unsafe { (*sk).dst_ip4 }, dport),
+        AF_INET6 => {
+            let d = unsafe {
+                [
+                    (*sk).dst_ip6[0],
+                    (*sk).dst_ip6[1],
+                    (*sk).dst_ip6[2],
+                    (*sk).dst_ip6[3],
+                ]
             };
-            let _ = SOCK_NAT6.remove(&key);
-            return;
+            if v4_mapped(&d) {
+                forget4(sk, d[3], dport);
+            } else if d[0] | d[1] | d[2] | d[3] != 0 {
+                forget6(sk, d, dport);
+            }
         }
-        d[3]
-    };
-    if daddr == 0 {
+        _ => {}
+    }
+}
+
+/// `forget` for an IPv4 peer (`0`: none, an unconnected socket).
+#[inline(always)]
+fn forget4(sk: *mut aya_ebpf::bindings::bpf_sock, daddr: u32, dport: u16) {
+    if daddr == 0 || !in_host_netns(sk as *mut c_void) {
         return;
     }
     let key = SockKey {
-        cookie,
+        cookie: unsafe { bpf_get_socket_cookie(sk as *mut c_void) },
         addr_be: daddr,
         port_be: dport,
         _pad: 0,
     };
     let _ = SOCK_NAT.remove(&key);
+}
+
+/// `forget` for an IPv6 peer.
+#[inline(always)]
+fn forget6(sk: *mut aya_ebpf::bindings::bpf_sock, daddr: Addr6, dport: u16) {
+    if !in_host_netns(sk as *mut c_void) {
+        return;
+    }
+    let key = SockKey6 {
+        cookie: unsafe { bpf_get_socket_cookie(sk as *mut c_void) },
+        addr: daddr,
+        port_be: dport,
+        _pad: [0; 6],
+    };
+    let _ = SOCK_NAT6.remove(&key);
 }
 
 /// connect4 / sendmsg4: a published (address, port) becomes its container's.
