@@ -122,17 +122,26 @@ fn parse_tap(tap: &str) -> BTreeMap<String, Outcome> {
 }
 
 /// Kill what a run left behind (aardvark-dns, the suite's `sleep inf`
-/// holders) by PID: processes whose command line names `mark`.
+/// holders) by PID: processes whose command line or environment names
+/// `mark` (Debian's netavark starts aardvark-dns with `--config
+/// /tmp/aardvark-dns`: only the bats variables it inherited name the run).
 fn kill_marked(mark: &str) {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };
+    let me = std::process::id() as i32;
     for e in rd.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(mark) {
+        if pid == me {
+            continue;
+        }
+        let names = |f: &str| {
+            let b = std::fs::read(e.path().join(f)).unwrap_or_default();
+            String::from_utf8_lossy(&b).contains(mark)
+        };
+        if names("cmdline") || names("environ") {
             let _ = crate::util::run(cmd("kill").args(["-9", &pid.to_string()]));
         }
     }
