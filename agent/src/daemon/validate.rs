@@ -159,11 +159,13 @@ pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
     };
     let host_ip = match ip {
         None | Some("") => None,
-        Some(s) if ip6.is_some() => {
-            Some(IpAddr::V6(s.parse::<Ipv6Addr>().map_err(|_| {
+        // A v4-mapped address is the IPv4 one (the engines' too).
+        Some(s) if ip6.is_some() => Some(
+            IpAddr::V6(s.parse::<Ipv6Addr>().map_err(|_| {
                 format!("invalid port spec {spec:?}: {s:?} is not an IPv6 address")
-            })?))
-        }
+            })?)
+            .to_canonical(),
+        ),
         Some(s) => Some(IpAddr::V4(s.parse::<Ipv4Addr>().map_err(|_| {
             format!(
                 "invalid port spec {spec:?}: {s:?} is not an IP address (IPv6 in brackets: [::1])"
@@ -501,6 +503,8 @@ mod tests {
         );
         let e = engine_host_ip("fd00::1::2").unwrap_err();
         assert!(e.contains("not an IP address"), "{e}");
+        let m = parse_port_spec("[::ffff:127.0.0.1]:8080:80").unwrap();
+        assert_eq!(m.host_ip, Some(Ipv4Addr::LOCALHOST.into()));
         let b = parse_port_spec("[::1]:8080:80").unwrap();
         assert!(check_ipv6_host_ips(std::slice::from_ref(&b), true).is_ok());
         let e = check_ipv6_host_ips(&[b], false).unwrap_err();
