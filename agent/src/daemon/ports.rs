@@ -44,15 +44,18 @@ impl Daemon {
             .ports
             .iter()
             .flat_map(|p| {
-                p.pairs().map(move |(hp, cp)| PortMapping {
-                    private_port: cp,
-                    proto: p.proto.as_str().into(),
-                    host_ip: host_ip_text(p.host_ip),
-                    host_port: hp,
-                    policy: super::policy::port_policy_text(st, c, hp, p.proto),
+                c.served_host_ips(p).into_iter().flat_map(move |ip| {
+                    p.pairs().map(move |(hp, cp)| PortMapping {
+                        private_port: cp,
+                        proto: p.proto.as_str().into(),
+                        host_ip: ip.to_string(),
+                        host_port: hp,
+                        policy: super::policy::port_policy_text(st, c, hp, p.proto),
+                    })
                 })
             })
             .collect();
+        // (Stable: each port's IPv4 row before its IPv6 one, as Docker.)
         rows.sort_by(|a, b| {
             (a.private_port, &a.proto, a.host_port).cmp(&(b.private_port, &b.proto, b.host_port))
         });

@@ -387,6 +387,25 @@ impl Container {
             None => self.endpoints.first(),
         }
     }
+    /// The host addresses binding `p` is served on, as Docker lists them
+    /// (`docker port`, `ps`, `NetworkSettings.Ports`): its own address, or
+    /// for none `0.0.0.0` and, when the ports' endpoint has IPv6, `::`.
+    pub fn served_host_ips(&self, p: &PortBinding) -> Vec<std::net::IpAddr> {
+        use std::net::{IpAddr, Ipv6Addr};
+        if let Some(ip) = p.host_ip {
+            return vec![ip];
+        }
+        let mut out = Vec::new();
+        let ep = self.ports_endpoint();
+        // An endpoint without IPv4 (IPv6 only) serves IPv6 only.
+        if ep.is_none_or(|e| e.ip.is_some() || e.ip6.is_none()) {
+            out.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        }
+        if ep.is_some_and(|e| e.ip6.is_some()) {
+            out.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        }
+        out
+    }
 }
 
 /// Everything the agent records.
