@@ -911,7 +911,7 @@ impl Daemon {
             Some(m) if !m.is_empty() => Some(validate::parse_mac(m).map_err(invalid)?),
             _ => None,
         };
-        let mut publish_allow: Vec<Ipv4Net> = Vec::new();
+        let mut publish_allow: Vec<ipnet::IpNet> = Vec::new();
         for s in &req.publish_allow {
             let n = crate::state::parse_cidr(s)
                 .map_err(|e| invalid(format!("--publish-allow: {e}")))?;

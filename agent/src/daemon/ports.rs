@@ -86,7 +86,11 @@ impl Daemon {
                     .unwrap_or_default();
                 PortStatsRow {
                     container,
-                    host_ip: host_ip_text(s.port.host_ip),
+                    // An IPv6 row of a port on every address reads `::`.
+                    host_ip: match (s.port.host_ip, s.port.container_ip) {
+                        (None, std::net::IpAddr::V6(_)) => "::".into(),
+                        (ip, _) => host_ip_text(ip),
+                    },
                     host_port: s.port.host_port,
                     proto: match s.port.proto {
                         Proto::Tcp => "tcp",

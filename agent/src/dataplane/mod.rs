@@ -133,7 +133,7 @@ impl PortSpec {
 /// One source rule of a published port's policy (`PIER_POLICY`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyRule {
-    pub src: Ipv4Net,
+    pub src: ipnet::IpNet,
     /// Deny (else allow) sources in `src`.
     pub deny: bool,
     /// Only for packets arriving on this uplink (an interface name); a
