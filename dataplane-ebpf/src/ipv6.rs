@@ -244,6 +244,19 @@ pub fn is_link_local(a: &Addr6) -> bool {
     b[0] == 0xfe && b[1] & 0xc0 == 0x80
 }
 
+/// `a` is `fe80::/64` with the modified EUI-64 interface identifier of
+/// `mac` (RFC 4291 appendix A), the link-local address the kernel gives an
+/// interface with that MAC.
+#[inline(always)]
+fn is_own_link_local(a: &Addr6, mac: &[u8; 6]) -> bool {
+    let (w0, w1) = (a[0].to_ne_bytes(), a[1].to_ne_bytes());
+    let (w2, w3) = (a[2].to_ne_bytes(), a[3].to_ne_bytes());
+    w0 == [0xfe, 0x80, 0, 0]
+        && w1 == [0, 0, 0, 0]
+        && w2 == [mac[0] ^ 0x02, mac[1], mac[2], 0xff]
+        && w3 == [0xfe, mac[3], mac[4], mac[5]]
+}
+
 #[inline(always)]
 fn is_unspecified(a: &Addr6) -> bool {
     a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0
@@ -309,7 +322,11 @@ fn veth_checks(ctx: &TcContext, out: &mut Pkt6) -> Result<Option<i32>, DropReaso
                 let t = unsafe {
                     *ptr_at::<Addr6>(ctx, (pkt.l4_off & 0x1ff) + 8).ok_or(DropReason::Malformed)?
                 };
-                if !is_link_local(&t) && endpoint6(&t).is_none_or(|e| e.ifindex != ifindex) {
+                if is_link_local(&t) {
+                    if !is_own_link_local(&t, &veth.mac) {
+                        return Err(DropReason::Spoofed);
+                    }
+                } else if endpoint6(&t).is_none_or(|e| e.ifindex != ifindex) {
                     return Err(DropReason::Spoofed);
                 }
             }
@@ -325,6 +342,11 @@ fn veth_checks(ctx: &TcContext, out: &mut Pkt6) -> Result<Option<i32>, DropReaso
     let unspec = is_unspecified(&pkt.saddr);
     let src_ll = is_link_local(&pkt.saddr);
     if (unspec && !dst_mc) || (src_ll && !dst_mc && !dst_ll) {
+        return Err(DropReason::Spoofed);
+    }
+    // A link-local source is the container's own (from its MAC): a
+    // neighbour's would let a solicitation poison that neighbour's entry.
+    if src_ll && !is_own_link_local(&pkt.saddr, &veth.mac) {
         return Err(DropReason::Spoofed);
     }
     if !unspec && !src_ll {

@@ -75,7 +75,17 @@ fn ipv6_frames_pass_unchanged_or_drop_with_a_counted_reason() {
         let peer = a6("fd00:106::9");
         let other_net = a6("fd00:107::5");
         let out = a6(OUTSIDE6);
-        let ll = a6("fe80::42:aff:fe6a:2");
+        // c1's link-local address: the EUI-64 of its MAC, as its kernel has it.
+        let m = c1_mac;
+        let ll = a6(&format!(
+            "fe80::{:02x}{:02x}:{:02x}ff:fe{:02x}:{:02x}{:02x}",
+            m[0] ^ 2,
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5]
+        ));
         let all_nodes = a6("ff02::1");
         let udp_to = |dst: [u8; 16]| udp6(c1, dst, 4000, 53, b"pier-v6");
         let mut cases: Vec<(&str, &str, Vec<u8>, Option<DropReason>)> = Vec::new();
@@ -165,7 +175,29 @@ fn ipv6_frames_pass_unchanged_or_drop_with_a_counted_reason() {
             )
         };
         cases.push((veth, "advertising its own address", na(c1), None));
-        cases.push((veth, "advertising a link-local address", na(ll), None));
+        cases.push((veth, "advertising its link-local address", na(ll), None));
+        // A neighbour's link-local address (another MAC's EUI-64), as the
+        // target of an advertisement or the source of a solicitation, would
+        // poison that neighbour's entry.
+        let other_ll = a6("fe80::42:aff:fe6a:9");
+        cases.push((
+            veth,
+            "advertising a neighbour's link-local address",
+            na(other_ll),
+            Some(DropReason::Spoofed),
+        ));
+        cases.push((
+            veth,
+            "a solicitation from a neighbour's link-local address",
+            frame6(
+                ICMPV6,
+                other_ll,
+                all_nodes,
+                &[],
+                &icmp6(other_ll, all_nodes, 135, 0, &[0; 20]),
+            ),
+            Some(DropReason::Spoofed),
+        ));
         cases.push((
             veth,
             "advertising a peer's address",
