@@ -103,9 +103,14 @@ pub const KCOUNTERS: &str = "PIER_KCOUNTERS";
 /// (entries made by the agent for each veth and uplink). Pinned.
 pub const IF_STATS: &str = "PIER_IF_STATS";
 pub const IF_STATS_LEN: u32 = 16384;
+/// Per-interface packet counters by ifindex: a per-CPU array of
+/// [`crate::event::IfPkts`] (ifindex below [`IF_PKTS_LEN`]; others count in
+/// [`IF_STATS`]). Pinned.
+pub const IF_PKTS: &str = "PIER_IF_PKTS";
+pub const IF_PKTS_LEN: u32 = 4096;
 
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 30] = [
+pub const PINNED: [&str; 31] = [
     PORTS,
     BACKENDS,
     PORT_STATS,
@@ -136,6 +141,7 @@ pub const PINNED: [&str; 30] = [
     SOCK_NAT6,
     KCOUNTERS,
     IF_STATS,
+    IF_PKTS,
 ];
 
 const _: () = {
@@ -174,6 +180,7 @@ const _: () = {
         MON_CFG,
         KCOUNTERS,
         IF_STATS,
+        IF_PKTS,
     ];
     let mut i = 0;
     while i < names.len() {

@@ -6,7 +6,7 @@ use aya_ebpf::{
 use pier_common::{
     ct::{CtVal, FlowKey},
     endpoint::{Addr6, EndpointVal, NetworkVal, UplinkVal, VethVal},
-    event::{IfStats, KCOUNTERS_LEN},
+    event::{IfPkts, IfStats, KCOUNTERS_LEN},
     frag::{FragKey, FragVal},
     maps::*,
     metrics::Counter,
@@ -120,3 +120,6 @@ pub static KCOUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KCOUNTERS
 
 #[map(name = "PIER_IF_STATS")]
 pub static IF_STATS: PerCpuHashMap<u32, IfStats> = PerCpuHashMap::with_max_entries(IF_STATS_LEN, 0);
+
+#[map(name = "PIER_IF_PKTS")]
+pub static IF_PKTS: PerCpuArray<IfPkts> = PerCpuArray::with_max_entries(IF_PKTS_LEN, 0);

@@ -9,14 +9,13 @@ use aya_ebpf::{
 };
 use pier_common::{drop::DropReason, endpoint::EndpointVal};
 
-use crate::{events, frag, parse::Pkt, ttl};
+use crate::{events, frag, nat, parse::Pkt, ttl};
 
 #[inline(always)]
 pub fn to_container(ctx: &TcContext, pkt: &mut Pkt, ep: &EndpointVal) -> Result<i32, DropReason> {
     ttl::decrement(ctx, pkt)?;
-    ctx.store(0, &ep.mac, 0).map_err(|_| DropReason::Helper)?;
-    ctx.store(6, &ep.bridge_mac, 0)
-        .map_err(|_| DropReason::Helper)?;
+    let eth = nat::ptr_mut::<[[u8; 6]; 2]>(ctx, 0)?;
+    unsafe { *eth = [ep.mac, ep.bridge_mac] };
     frag::remember(pkt, ep.ifindex, Some(ep));
     events::pier_count_tx(ep.ifindex, ctx.len());
     Ok(unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32)

@@ -81,10 +81,14 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
                 };
                 return ttl::answer(ctx, &pkt, src, ifindex);
             }
-            let now = ct::now();
             let (addr, port) = unsafe {
-                (*v).flags = ct::next_flags((*v).flags, &pkt, true);
-                (*v).expires_ns = ct::expiry(now, &pkt, (*v).flags);
+                ct::refresh(
+                    &raw mut (*v).flags,
+                    &raw mut (*v).expires_ns,
+                    pkt.proto,
+                    pkt.tcp_flags,
+                    true,
+                );
                 ((*v).addr_be, (*v).port_be)
             };
             let ep = endpoint(addr).ok_or(DropReason::NoBackend)?;
@@ -143,16 +147,21 @@ pub fn track(
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    let now = ct::now();
     if let Some(v) = CT.get_ptr_mut(key) {
         unsafe {
             if (*v).orig_daddr_be == pkt.daddr && (*v).orig_dport_be == pkt.dport {
-                (*v).flags = ct::next_flags((*v).flags, pkt, false);
-                (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
+                ct::refresh(
+                    &raw mut (*v).flags,
+                    &raw mut (*v).expires_ns,
+                    pkt.proto,
+                    pkt.tcp_flags,
+                    false,
+                );
                 return false;
             }
         }
     }
+    let now = ct::now();
     let flags = ct::next_flags(0, pkt, false);
     let val = CtVal {
         orig_daddr_be: pkt.daddr,

@@ -83,10 +83,14 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             // Routed untranslated, Linux answers (time exceeded).
             return Ok(TC_ACT_OK);
         }
-        let now = ct::now();
         let entry = unsafe {
-            (*v).flags = ct::next_flags((*v).flags, &pkt, true);
-            (*v).expires_ns = ct::expiry(now, &pkt, (*v).flags);
+            ct::refresh(
+                &raw mut (*v).flags,
+                &raw mut (*v).expires_ns,
+                pkt.proto,
+                pkt.tcp_flags,
+                true,
+            );
             *v
         };
         nat::snat(ctx, &mut pkt, entry.orig_daddr_be, entry.orig_dport_be)?;
@@ -256,15 +260,19 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
         return Ok(TC_ACT_OK);
     }
     let fkey = pkt.flow();
-    let now = ct::now();
     let nat = match SNAT_FWD.get_ptr_mut(fkey) {
         Some(v) => unsafe {
-            (*v).flags = ct::next_flags((*v).flags, pkt, false);
-            (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
+            ct::refresh(
+                &raw mut (*v).flags,
+                &raw mut (*v).expires_ns,
+                pkt.proto,
+                pkt.tcp_flags,
+                false,
+            );
             *v
         },
         None => {
-            let v = allocate(ctx, &fkey, &up, pkt, now)?;
+            let v = allocate(ctx, &fkey, &up, pkt, ct::now())?;
             events::kcount(NAT_ALLOCATED);
             events::trace(ctx, EV_MASQ, v.addr_be, v.port_be);
             v
