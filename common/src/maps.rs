@@ -90,6 +90,13 @@ pub const FRAGS_LEN: u32 = 8192;
 pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 32;
 
+/// One slot: `PORTS_F_*` of the whole `PIER_PORTS` table, written by the
+/// agent at each sync. Per load (0, the safe default, until the first sync).
+pub const PORT_CFG: &str = "PIER_PORT_CFG";
+/// `PORT_CFG` bit: no port is bound to one host address (only to all of
+/// them), so a lookup asks the all-addresses key alone.
+pub const PORTS_F_WILD_ONLY: u32 = 1;
+
 /// Monitor events: a ring buffer of [`crate::event::Event`], written only
 /// while `PIER_MON_CFG` says a monitor is attached. Per load.
 pub const EVENTS: &str = "PIER_EVENTS";
@@ -178,6 +185,7 @@ const _: () = {
         SOCK_NAT6,
         EVENTS,
         MON_CFG,
+        PORT_CFG,
         KCOUNTERS,
         IF_STATS,
         IF_PKTS,
