@@ -334,6 +334,7 @@ impl Daemon {
     ) -> Result<Self> {
         let store = Store::open(&cfg.state_dir)?;
         let state = store.load()?;
+        let first = state.networks.is_empty() && state.containers.is_empty();
         dataplane.start()?;
         let d = Daemon {
             cfg,
@@ -348,7 +349,14 @@ impl Daemon {
             hook_lock: Mutex::new(()),
             names_early: Default::default(),
         };
-        d.reconcile()?;
+        if let Err(e) = d.reconcile() {
+            // A first start refused (`--default-subnet` routed on the host):
+            // no pins, no attachment left behind.
+            if first {
+                let _ = d.lock_inner().dataplane.teardown();
+            }
+            return Err(e);
+        }
         Ok(d)
     }
 

@@ -12,18 +12,36 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         )
         .with_writer(std::io::stderr)
         .init();
+    // `ip netns exec`: the DNS upstreams are that namespace's resolv.conf
+    // (its /etc/netns bind mount), read before leaving its mount namespace.
+    let mut dns_upstreams = a.dns_upstreams.clone();
+    let netns_upstreams = pier_agent::dns::system_upstreams();
+    if let Some(pid) = pier_agent::mountns::join_origin()? {
+        tracing::info!(
+            "no bpffs or cgroup v2 in this mount namespace (ip netns exec?): joined that of process {pid}, so namespaces and pins outlive the agent"
+        );
+        if dns_upstreams.is_empty() {
+            dns_upstreams = netns_upstreams;
+        }
+    }
     let cgroup = match (&a.cgroup, a.no_cgroup) {
         (Some(cg), _) => Some(cg.clone()),
         (None, true) => None,
-        (None, false) => {
-            let root = pier_agent::features::Features::probe().cgroup2;
-            if root.is_none() {
-                tracing::warn!(
-                    "no cgroup v2 mounted: host-local clients do not reach published ports"
-                );
-            }
-            root.map(std::path::PathBuf::from)
-        }
+        (None, false) => match pier_agent::features::Features::probe().cgroup2 {
+            Some(root) => Some(std::path::PathBuf::from(root)),
+            None => match pier_agent::mountns::private_cgroup2(&a.run_dir) {
+                Ok(dir) => {
+                    tracing::info!("no cgroup v2 mounted: mounted one at {}", dir.display());
+                    Some(dir)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "no cgroup v2 mounted ({e}): host-local clients do not reach published ports"
+                    );
+                    None
+                }
+            },
+        },
     };
     if let Some(cg) = &cgroup
         && !cg.join("cgroup.procs").exists()
@@ -55,7 +73,7 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
     }
     cfg.monitor_buffer = a.monitor_buffer;
     cfg.metrics_addr = a.metrics_addr;
-    cfg.dns_upstreams = a.dns_upstreams;
+    cfg.dns_upstreams = dns_upstreams;
     if let Some(p) = &a.docker_plugin
         && !p.is_absolute()
     {

@@ -52,10 +52,14 @@ pub enum DropReason {
     /// A published port's source policy does not let this source in
     /// (`pier policy`, `--publish-allow`, `pier.publish.allow`).
     PolicyDenied = 18,
+    /// A frame from a container whose Ethernet source is not the container's
+    /// own MAC: it would move the bridge's forwarding entry for that MAC (a
+    /// neighbour's) to the sender's port.
+    MacSpoofed = 19,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::Isolation,
         DropReason::Internal,
@@ -74,7 +78,8 @@ impl DropReason {
         DropReason::RouterAdvert,
         DropReason::V4Mapped,
         DropReason::PolicyDenied,
+        DropReason::MacSpoofed,
     ];
 }
 
-const _: () = assert!((DropReason::PolicyDenied as u32) < crate::maps::DROPS_LEN);
+const _: () = assert!((DropReason::MacSpoofed as u32) < crate::maps::DROPS_LEN);

@@ -73,9 +73,10 @@ pub struct VethVal {
     /// The bridge's MAC: a link-local unicast frame to any other MAC is for
     /// another container.
     pub bridge_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The container's MAC: the only Ethernet source its frames may carry.
+    pub mac: [u8; 6],
 }
 
-const _: () = assert!(core::mem::size_of::<VethVal>() == 12);
+const _: () = assert!(core::mem::size_of::<VethVal>() == 16);
 
 crate::pod!(EndpointVal, EndpointVal4, NetworkVal, UplinkVal, VethVal);

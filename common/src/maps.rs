@@ -37,6 +37,11 @@ pub const HOST_ADDRS: &str = "PIER_HOST_ADDRS";
 pub const HOST_ADDRS_LEN: u32 = 256;
 /// One slot: the uplink masquerade leaves by ([`crate::endpoint::UplinkVal`]). Pinned.
 pub const UPLINK: &str = "PIER_UPLINK";
+/// Every `--uplink` that exists: ifindex → [`crate::endpoint::UplinkVal`] (its
+/// first IPv4 address). Masquerade leaves by the uplink its route picks
+/// (`bpf_fib_lookup`). Pinned.
+pub const UPLINKS: &str = "PIER_UPLINKS";
+pub const UPLINKS_LEN: u32 = 64;
 /// Container interfaces by IPv6 address: [`crate::endpoint::Addr6`] →
 /// [`crate::endpoint::EndpointVal`]. Pinned.
 pub const ENDPOINTS6: &str = "PIER_ENDPOINTS6";
@@ -117,7 +122,8 @@ pub const IF_PKTS: &str = "PIER_IF_PKTS";
 pub const IF_PKTS_LEN: u32 = 4096;
 
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 31] = [
+pub const PINNED: [&str; 32] = [
+    UPLINKS,
     PORTS,
     BACKENDS,
     PORT_STATS,
@@ -162,6 +168,7 @@ const _: () = {
         SUBNETS,
         HOST_ADDRS,
         UPLINK,
+        UPLINKS,
         CT,
         SNAT_FWD,
         SNAT_REV,

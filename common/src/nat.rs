@@ -33,7 +33,9 @@ pub struct NatVal {
     pub _pad: u16,
     pub expires_ns: u64,
     pub flags: u32,
-    pub _pad2: u32,
+    /// The uplink a masqueraded flow leaves by (its route's, at its first
+    /// packet); 0 in the reverse entry and for routed flows.
+    pub ifindex: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<NatVal>() == 24);

@@ -79,11 +79,14 @@ pub fn from_container(
         // …or a reply of its masqueraded flow.
         if let Some(v) = unsafe { SNAT_FWD.get(inner.reply_flow()) }.copied()
             && v.addr_be != pkt.saddr
-            && let Some(up) = UPLINK.get(0).copied()
-            && up.ifindex != 0
+            && let Some(ifindex) = match v.ifindex {
+                // The flow's own uplink (an older agent's entry: the first).
+                0 => UPLINK.get(0).map(|u| u.ifindex).filter(|i| *i != 0),
+                i => Some(i),
+            }
         {
             from_receiver(ctx, pkt, &mut inner, v.addr_be, v.port_be)?;
-            return redirect::to_uplink(ctx, pkt, up.ifindex).map(Some);
+            return redirect::to_uplink(ctx, pkt, ifindex).map(Some);
         }
     }
     // A hairpin client's error about a published server's reply it got.

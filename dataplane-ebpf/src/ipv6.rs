@@ -288,6 +288,10 @@ fn veth_checks(ctx: &TcContext, out: &mut Pkt6) -> Result<Option<i32>, DropReaso
     let veth = unsafe { VETHS.get(ifindex) }
         .copied()
         .ok_or(DropReason::Spoofed)?;
+    let eth_src = unsafe { *ptr_at::<[u8; 6]>(ctx, 6).ok_or(DropReason::Malformed)? };
+    if eth_src != veth.mac {
+        return Err(DropReason::MacSpoofed);
+    }
     let pkt = parse(ctx)?;
     *out = pkt;
     if is_v4_mapped(&pkt.saddr) || is_v4_mapped(&pkt.daddr) {

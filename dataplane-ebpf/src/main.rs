@@ -30,6 +30,8 @@ mod programs;
 #[cfg(target_arch = "bpf")]
 mod redirect;
 #[cfg(target_arch = "bpf")]
+mod route;
+#[cfg(target_arch = "bpf")]
 mod sock;
 #[cfg(target_arch = "bpf")]
 mod ttl;

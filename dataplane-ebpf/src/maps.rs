@@ -63,6 +63,9 @@ pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(HOST_ADDRS_
 #[map(name = "PIER_UPLINK")]
 pub static UPLINK: Array<UplinkVal> = Array::with_max_entries(1, 0);
 
+#[map(name = "PIER_UPLINKS")]
+pub static UPLINKS: HashMap<u32, UplinkVal> = HashMap::with_max_entries(UPLINKS_LEN, 0);
+
 #[map(name = "PIER_CT")]
 pub static CT: LruHashMap<FlowKey, CtVal> = LruHashMap::with_max_entries(CT_LEN, 0);
 

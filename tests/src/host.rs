@@ -179,7 +179,22 @@ impl TestHost {
 
     /// `pier agent` in the host namespace with this host's dirs, plus `extra`.
     pub fn agent_command(&self, extra: &[&str]) -> Command {
-        let mut c = Self::cmd_in(&self.host_ns, &pier_bin().to_string_lossy());
+        self.agent_args(
+            Self::cmd_in(&self.host_ns, &pier_bin().to_string_lossy()),
+            extra,
+        )
+    }
+
+    /// [`TestHost::agent_command`] started as `ip netns exec HOST pier agent
+    /// …`: a mount namespace of its own with a fresh `/sys` (no bpffs, no
+    /// cgroup v2), as a user who runs the agent that way gets.
+    pub fn agent_command_netns_exec(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.host_ns]).arg(pier_bin());
+        self.agent_args(c, extra)
+    }
+
+    fn agent_args(&self, mut c: Command, extra: &[&str]) -> Command {
         c.arg("agent")
             .arg("--state-dir")
             .arg(self.dir.join("state"))
@@ -203,9 +218,14 @@ impl TestHost {
 
     /// [`TestHost::start_agent`] with `RUST_LOG=rust_log`.
     pub fn start_agent_logging(&mut self, extra: &[&str], rust_log: &str) -> Agent {
+        let c = self.agent_command(extra);
+        self.start_agent_with(c, rust_log)
+    }
+
+    /// Start the agent `c` makes (`agent_command*`) and wait for its socket.
+    pub fn start_agent_with(&mut self, mut c: Command, rust_log: &str) -> Agent {
         let log = self.dir.join(format!("agent-{}.log", self.agents.len()));
         let logf = std::fs::File::create(&log).expect("agent log");
-        let mut c = self.agent_command(extra);
         c.stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)

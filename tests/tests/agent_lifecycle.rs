@@ -91,6 +91,12 @@ fn bad_agent_flags_fail_at_once_with_one_line_and_make_nothing() {
             addrs,
             "{extra:?}"
         );
+        // Refused before anything was loaded: no pin, no bpffs directory.
+        assert!(
+            !host.bpffs_dir.exists(),
+            "{extra:?}: {} was made",
+            host.bpffs_dir.display()
+        );
     }
 }
 

@@ -247,6 +247,111 @@ fn gratuitous_arp_for_a_neighbours_address_is_dropped() {
     w.assert_firewalls_untouched();
 }
 
+/// The bridge port (host-side veth) the bridge of `w` forwards `mac` to.
+fn fdb_port(w: &World, mac: [u8; 6]) -> Option<String> {
+    let out = sh(&[
+        "bridge",
+        "-n",
+        &w.host.host_ns,
+        "-j",
+        "fdb",
+        "show",
+        "br",
+        "br1",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()?
+        .iter()
+        .find(|e| e["mac"].as_str() == Some(mac_str(mac).as_str()) && e["vlan"].is_null())
+        .and_then(|e| e["ifname"].as_str().map(str::to_string))
+}
+
+/// A container that sends with its neighbour's MAC as the Ethernet source
+/// moves the bridge's forwarding entry for that MAC to its own port (the
+/// victim's frames go to it) without pier; with `pier_veth_in` its frames are
+/// dropped (`MacSpoofed`) before the bridge learns from them.
+#[test]
+fn frames_with_a_neighbours_mac_do_not_move_its_bridge_entry() {
+    require_root!();
+    let mut w = World::new(false);
+    let net = w.network(1, "10.107.0.0/24");
+    let victim = w.container("victim", &net, VICTIM);
+    let attacker = w.container("attacker", &net, "10.107.0.3");
+    let client = w.container("client", &net, "10.107.0.4");
+    name_server(&victim.ns, "victim");
+    assert!(ping(&client.ns, VICTIM));
+    assert_eq!(
+        fdb_port(&w, victim.mac).as_deref(),
+        Some(victim.host_ifname.as_str())
+    );
+    // The attacker takes the victim's MAC and sends IP (its neighbour entry
+    // for the client set by hand: no ARP needed).
+    sh(&[
+        "ip",
+        "-n",
+        &attacker.ns,
+        "neigh",
+        "replace",
+        "10.107.0.4",
+        "lladdr",
+        &mac_str(client.mac),
+        "dev",
+        "eth0",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &attacker.ns,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        &mac_str(victim.mac),
+    ]);
+    let flood = |n: &str| {
+        TestHost::cmd_in(&attacker.ns, "ping")
+            .args(["-c", n, "-i", "0.2", "-W", "1", "10.107.0.4"])
+            .output()
+            .unwrap();
+    };
+    flood("3");
+    // Without pier: the bridge now sends the victim's frames to the attacker.
+    assert_eq!(
+        fdb_port(&w, victim.mac).as_deref(),
+        Some(attacker.host_ifname.as_str())
+    );
+    // (Its frames go to the attacker until the victim speaks again.)
+
+    let desired = w.desired(vec![]);
+    let cfg = w.config();
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        // The victim speaks: the bridge learns it back.
+        assert!(ping(&victim.ns, "10.107.0.4"));
+        assert_eq!(
+            fdb_port(&w, victim.mac).as_deref(),
+            Some(victim.host_ifname.as_str())
+        );
+        let before = drops(&dp, DropReason::MacSpoofed);
+        flood("5");
+        let dropped = drops(&dp, DropReason::MacSpoofed) - before;
+        assert!(
+            dropped >= 5,
+            "{dropped} frames with the victim's MAC dropped"
+        );
+        assert_eq!(
+            fdb_port(&w, victim.mac).as_deref(),
+            Some(victim.host_ifname.as_str()),
+            "the bridge entry for the victim's MAC moved"
+        );
+        assert_eq!(who_answers(&client.ns), "victim");
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
+
 fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?

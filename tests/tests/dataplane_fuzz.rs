@@ -359,6 +359,10 @@ fn check(
             if Some(ip.src) != own {
                 return Some(format!("IPv4 from a foreign source passed ({verdict})"));
             }
+            let ep = own.and_then(|a| c.maps.endpoints.get(&a, 0).ok().map(|v| v.ep));
+            if ep.is_none_or(|ep| input[6..12] != ep.mac) {
+                return Some(format!("IPv4 from a foreign MAC passed ({verdict})"));
+            }
         } else if input[12..14] == [8, 6] && input.len() >= 42 {
             let spa = u32::from_ne_bytes(input[28..32].try_into().unwrap());
             let ep = own.and_then(|a| c.maps.endpoints.get(&a, 0).ok().map(|v| v.ep));
@@ -611,7 +615,7 @@ fn fuzzed_frames_are_passed_unchanged_dropped_with_a_reason_or_translated_as_the
     w.networks[1].internal = true;
     let c1 = w.container("c1", &net, "10.109.0.2");
     let c2 = w.container("c2", &net, "10.109.0.3");
-    let _c3 = w.container("c3", &internal, "10.110.0.2");
+    let c3 = w.container("c3", &internal, "10.110.0.2");
     let desired = w.desired(vec![
         tcp(8081, c1.ip, 8080),
         udp(8083, c1.ip, 9090),
@@ -658,7 +662,14 @@ fn fuzzed_frames_are_passed_unchanged_dropped_with_a_reason_or_translated_as_the
         for s in up_seeds.clone() {
             run(&mut dp, up, &s, 0);
         }
-        let mut veth_seeds: Vec<(Vec<u8>, u32)> = vec![
+        // A seed as its container sends it: from its own MAC (any other is
+        // dropped, MacSpoofed); the mutations then change it too.
+        let macs: BTreeMap<u32, [u8; 6]> = [(v1, c1.mac), (v2, c2.mac), (v3, c3.mac)].into();
+        let own = |mut f: Vec<u8>, i: u32| {
+            f[6..12].copy_from_slice(&macs[&i]);
+            f
+        };
+        let veth_seeds: Vec<(Vec<u8>, u32)> = vec![
             (frame(6, C1, OUTSIDE, 8080, 5555, 0x12), v1),
             (frame(17, C1, OUTSIDE, 9090, 5556, 0), v1),
             (frame(6, C2, OUTSIDE, 8080, 5557, 0x12), v2),
@@ -672,11 +683,15 @@ fn fuzzed_frames_are_passed_unchanged_dropped_with_a_reason_or_translated_as_the
             (arp(c1.mac, c1.mac, C1, 1), v1),
             (arp(c2.mac, c2.mac, C1, 2), v2),
         ];
+        let mut veth_seeds: Vec<(Vec<u8>, u32)> = veth_seeds
+            .into_iter()
+            .map(|(f, i)| (own(f, i), i))
+            .collect();
         // Masqueraded flows out, and their replies in (with the port the
         // dataplane chose).
         for (sport, proto, dport) in [(4100u16, 6u8, 80u16), (4101, 17, 53), (4102, 1, 0)] {
             let ty = if proto == 1 { 8 } else { 0x02 };
-            let f = frame(proto, C1, OUTSIDE, sport, dport, ty);
+            let f = own(frame(proto, C1, OUTSIDE, sport, dport, ty), v1);
             let (v, out) = run(&mut dp, veth, &f, v1);
             assert_eq!(v, TC_ACT_REDIRECT, "masquerade seed");
             veth_seeds.push((f, v1));
@@ -692,7 +707,7 @@ fn fuzzed_frames_are_passed_unchanged_dropped_with_a_reason_or_translated_as_the
         }
         // ICMP errors about published connections, fragments.
         let pub_reply = frame(6, C1, OUTSIDE, 8080, 5555, 0x12);
-        veth_seeds.push((icmp_error(C1, OUTSIDE, 3, 3, &up_seeds[0]), v1));
+        veth_seeds.push((own(icmp_error(C1, OUTSIDE, 3, 3, &up_seeds[0]), v1), v1));
         up_seeds.push(icmp_error(OUTSIDE, HOST, 3, 4, &{
             let mut f = pub_reply.clone();
             f[26..30].copy_from_slice(&HOST);

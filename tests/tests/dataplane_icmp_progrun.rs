@@ -42,9 +42,10 @@ type Sent = (&'static str, Vec<u8>, [u8; 4], (u16, u16));
 
 struct Run<'a> {
     dp: &'a mut EbpfDataplane,
-    vc1: u32,
-    vc2: u32,
-    vc3: u32,
+    /// Each container's host-side veth and MAC.
+    vc1: (u32, [u8; 6]),
+    vc2: (u32, [u8; 6]),
+    vc3: (u32, [u8; 6]),
 }
 
 impl Run<'_> {
@@ -54,21 +55,15 @@ impl Run<'_> {
             .unwrap_or_else(|e| panic!("uplink test_run: {e}"))
     }
     fn veth(&mut self, f: &[u8]) -> (u32, Vec<u8>) {
-        self.dp
-            .test_run(programs::VETH_IN, f, self.vc1)
-            .unwrap_or_else(|e| panic!("veth test_run: {e}"))
+        veth_run(self.dp, self.vc1.0, self.vc1.1, f)
     }
     /// What c3 (routed network) sends.
     fn veth3(&mut self, f: &[u8]) -> (u32, Vec<u8>) {
-        self.dp
-            .test_run(programs::VETH_IN, f, self.vc3)
-            .unwrap_or_else(|e| panic!("veth test_run: {e}"))
+        veth_run(self.dp, self.vc3.0, self.vc3.1, f)
     }
     /// What c2 sends.
     fn veth2(&mut self, f: &[u8]) -> (u32, Vec<u8>) {
-        self.dp
-            .test_run(programs::VETH_IN, f, self.vc2)
-            .unwrap_or_else(|e| panic!("veth test_run: {e}"))
+        veth_run(self.dp, self.vc2.0, self.vc2.1, f)
     }
 }
 
@@ -79,10 +74,10 @@ fn with_dataplane(f: impl FnOnce(&mut Run, [u8; 6]) + Send) {
     let mut w = World::new(false);
     let net = w.network(1, "10.107.0.0/24");
     let c1 = w.container("c1", &net, "10.107.0.2");
-    w.container("c2", &net, "10.107.0.3");
+    let c2 = w.container("c2", &net, "10.107.0.3");
     let routed = w.network(2, "10.109.0.0/24");
     w.networks[1].masquerade = false;
-    w.container("c3", &routed, "10.109.0.2");
+    let c3 = w.container("c3", &routed, "10.109.0.2");
     let desired = w.desired(vec![tcp(8081, c1.ip, 8080), udp(8083, c1.ip, 9090)]);
     let cfg = w.config();
     TestHost::in_netns(&w.host.host_ns.clone(), || {
@@ -94,9 +89,9 @@ fn with_dataplane(f: impl FnOnce(&mut Run, [u8; 6]) + Send) {
         let vc3 = nix::net::if_::if_nametoindex("vc3").unwrap();
         let mut run = Run {
             dp: &mut dp,
-            vc1,
-            vc2,
-            vc3,
+            vc1: (vc1, c1.mac),
+            vc2: (vc2, c2.mac),
+            vc3: (vc3, c3.mac),
         };
         f(&mut run, c1.mac);
         dp.remove_all().unwrap();

@@ -61,7 +61,7 @@ fn ipv6_frames_pass_unchanged_or_drop_with_a_counted_reason() {
     w.network(2, "10.107.0.0/24");
     w.ipv6(2, "fd00:107::/64");
     let n1 = w.networks[0].clone();
-    w.container("c1", &n1, "10.106.0.2");
+    let c1_mac = w.container("c1", &n1, "10.106.0.2").mac;
     w.ip6("vc1", "fd00:106::2", s1, true);
     uplink6(&w);
     let desired = w.desired(vec![]);
@@ -326,10 +326,12 @@ fn ipv6_frames_pass_unchanged_or_drop_with_a_counted_reason() {
         let before = dp.drop_counts().unwrap();
         let mut want: std::collections::BTreeMap<u32, u64> = Default::default();
         for (prog, what, f, drop) in &cases {
-            let ifindex = if *prog == veth { vc1 } else { 0 };
-            let (v, outf) = dp
-                .test_run(prog, f, ifindex)
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let (v, outf) = if *prog == veth {
+                veth_run(&mut dp, vc1, c1_mac, f)
+            } else {
+                dp.test_run(prog, f, 0)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"))
+            };
             match drop {
                 None => assert_eq!((v, &outf), (TC_ACT_OK, f), "{what}: passes unchanged"),
                 Some(r) => {

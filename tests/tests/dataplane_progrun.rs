@@ -157,8 +157,10 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
         dp.sync(&desired).expect("sync");
         let vc1 = nix::net::if_::if_nametoindex("vc1").unwrap();
         let mut run = |prog: &str, f: &[u8]| {
-            let ifindex = if prog == programs::VETH_IN { vc1 } else { 0 };
-            dp.test_run(prog, f, ifindex)
+            if prog == programs::VETH_IN {
+                return veth_run(&mut dp, vc1, c1.mac, f);
+            }
+            dp.test_run(prog, f, 0)
                 .unwrap_or_else(|e| panic!("test_run of {} bytes: {e}", f.len()))
         };
         let up = programs::UPLINK_IN;
@@ -286,8 +288,14 @@ fn programs_rewrite_exactly_and_give_safe_verdicts_to_odd_packets() {
         let spoofed = Frame::new(17, C1, OUTSIDE, 4000, 53).build();
         assert_eq!(dp.test_run(veth, &spoofed, 1).unwrap().0, TC_ACT_SHOT);
         let other = Frame::new(17, [10, 106, 0, 77], [10, 106, 0, 9], 4000, 53).build();
-        assert_eq!(dp.test_run(veth, &other, vc1).unwrap().0, TC_ACT_SHOT);
+        assert_eq!(veth_run(&mut dp, vc1, c1.mac, &other).0, TC_ACT_SHOT);
         assert_eq!(drops(&dp, DropReason::Spoofed), 2);
+        // c1's own address from another MAC (a neighbour's: the bridge would
+        // move that MAC's forwarding entry to c1's port): dropped too.
+        let mut forged = Frame::new(17, C1, OUTSIDE, 4000, 53).build();
+        forged[6..12].copy_from_slice(&[0x02, 0x42, 10, 106, 0, 3]);
+        assert_eq!(dp.test_run(veth, &forged, vc1).unwrap().0, TC_ACT_SHOT);
+        assert_eq!(drops(&dp, DropReason::MacSpoofed), 1);
 
         assert_eq!(
             drops(&dp, DropReason::Malformed),
@@ -366,7 +374,7 @@ fn a_container_cannot_answer_for_another_containers_published_connection() {
     let mut w = World::new(false);
     let net = w.network(1, "10.106.0.0/24");
     let c1 = w.container("c1", &net, "10.106.0.2");
-    let _c2 = w.container("c2", &net, "10.106.0.3");
+    let c2 = w.container("c2", &net, "10.106.0.3");
     let desired = w.desired(vec![tcp(8081, c1.ip, 8080), udp(8083, c1.ip, 9090)]);
     let cfg = w.config();
     TestHost::in_netns(&w.host.host_ns.clone(), || {
@@ -385,7 +393,7 @@ fn a_container_cannot_answer_for_another_containers_published_connection() {
             let reply = Frame::new(proto, C1, OUTSIDE, port, 5555).build();
             // From c2's veth, with c1's address: dropped, counted, unchanged.
             let before = drops(&dp, DropReason::Spoofed);
-            let (v, out) = dp.test_run(programs::VETH_IN, &reply, vc2).unwrap();
+            let (v, out) = veth_run(&mut dp, vc2, c2.mac, &reply);
             assert_eq!(
                 v, TC_ACT_SHOT,
                 "proto {proto}: injected into c1's connection"
@@ -393,7 +401,7 @@ fn a_container_cannot_answer_for_another_containers_published_connection() {
             assert_eq!(out, reply);
             assert_eq!(drops(&dp, DropReason::Spoofed), before + 1);
             // From c1's own veth it is the reply, translated.
-            let (v, out) = dp.test_run(programs::VETH_IN, &reply, vc1).unwrap();
+            let (v, out) = veth_run(&mut dp, vc1, c1.mac, &reply);
             assert_eq!(v, TC_ACT_REDIRECT);
             assert_eq!(&out[26..30], &HOST);
             assert_eq!(ports(&out), (host_port, 5555));
@@ -413,10 +421,7 @@ fn a_container_cannot_answer_for_another_containers_published_connection() {
         let mut reply = Frame::new(1, C1, OUTSIDE, 0, 0).build();
         reply[34..36].copy_from_slice(&[0, 0]);
         let before = drops(&dp, DropReason::NatUnsupported);
-        assert_eq!(
-            dp.test_run(programs::VETH_IN, &reply, vc1).unwrap().0,
-            TC_ACT_SHOT
-        );
+        assert_eq!(veth_run(&mut dp, vc1, c1.mac, &reply).0, TC_ACT_SHOT);
         assert_eq!(drops(&dp, DropReason::NatUnsupported), before + 1);
         // … and a later fragment whose IPv4 header is longer than the frame.
         let mut short = Frame::new(17, OUTSIDE, C1, 0, 0);

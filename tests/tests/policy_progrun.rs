@@ -62,7 +62,7 @@ fn the_source_policy_decides_by_longest_prefix_with_deny_winning_ties() {
     let mut w = World::new(false);
     let net = w.network(1, "10.108.0.0/24");
     let c1 = w.container("c1", &net, "10.108.0.2");
-    let _c2 = w.container("c2", &net, "10.108.0.3");
+    let c2 = w.container("c2", &net, "10.108.0.3");
     let ports = vec![
         tcp(8081, c1.ip, 8080),
         udp(8083, c1.ip, 9090),
@@ -76,8 +76,10 @@ fn the_source_policy_decides_by_longest_prefix_with_deny_winning_ties() {
         let vc2 = nix::net::if_::if_nametoindex("vc2").unwrap();
         let up = programs::UPLINK_IN;
         let verdict = |dp: &mut EbpfDataplane, prog: &str, f: &[u8]| {
-            let ifindex = if prog == programs::VETH_IN { vc2 } else { 0 };
-            dp.test_run(prog, f, ifindex).unwrap().0
+            if prog == programs::VETH_IN {
+                return veth_run(dp, vc2, c2.mac, f).0;
+            }
+            dp.test_run(prog, f, 0).unwrap().0
         };
 
         // 1. Port 8081 (and 8083/udp) allow 198.18.0.0/24 but deny one
@@ -239,7 +241,7 @@ fn an_uplinks_rules_apply_only_to_packets_arriving_on_it() {
     let mut w = World::new(false);
     let net = w.network(1, "10.108.0.0/24");
     let c1 = w.container("c1", &net, "10.108.0.2");
-    let _c2 = w.container("c2", &net, "10.108.0.3");
+    let c2 = w.container("c2", &net, "10.108.0.3");
     // A second uplink (no dummy driver here: a veth): only its ifindex
     // matters to the program.
     let ns = w.host.host_ns.clone();
@@ -260,7 +262,7 @@ fn an_uplinks_rules_apply_only_to_packets_arriving_on_it() {
         };
         let hairpin = |dp: &mut EbpfDataplane| {
             let f = Ip::new(TCP, C2, HOST).frame(&tcp_seg(C2, HOST, 40001, 8081, 0x02, b""));
-            dp.test_run(programs::VETH_IN, &f, vc2).unwrap().0
+            veth_run(dp, vc2, c2.mac, &f).0
         };
         let a = [198, 18, 0, 2];
         let b = [203, 0, 113, 5];

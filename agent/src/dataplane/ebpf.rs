@@ -508,6 +508,11 @@ impl EbpfDataplane {
     fn start_inner(&mut self) -> Result<(), DataplaneError> {
         self.policy_written = None;
         sys::raise_nofile();
+        // A mistyped --uplink is refused before anything is loaded or pinned.
+        let present = sys::interfaces()?;
+        if let Some(up) = self.cfg.uplinks.iter().find(|u| !present.contains_key(*u)) {
+            return Err(DataplaneError::Other(format!("uplink {up} does not exist")));
+        }
         sys::ensure_bpffs(&self.cfg.bpffs_dir)?;
 
         std::fs::create_dir_all(attach::links_dir(&self.cfg.bpffs_dir))
@@ -552,9 +557,6 @@ impl EbpfDataplane {
         // Forwarding for networks without masquerade (routed through the host).
         sys::set_sysctl("net.ipv4.ip_forward", "1")?;
         let ifaces = sys::interfaces()?;
-        if let Some(up) = self.cfg.uplinks.iter().find(|u| !ifaces.contains_key(*u)) {
-            return Err(DataplaneError::Other(format!("uplink {up} does not exist")));
-        }
         self.sync_host_with(&ifaces)?;
         let dir = self.cfg.bpffs_dir.clone();
         self.uplinks.clear();

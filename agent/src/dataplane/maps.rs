@@ -314,7 +314,7 @@ impl Tables {
                 VethVal {
                     network_id: e.network_id,
                     bridge_mac,
-                    _pad: [0; 2],
+                    mac: e.mac,
                 },
             );
             t.veths.insert(e.host_ifname.clone());
@@ -599,7 +599,7 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
 }
 
 /// `PIER_HOST_ADDRS` := the host's addresses (but loopback); `PIER_UPLINK` :=
-/// the first of `uplinks` that has an address.
+/// the first of `uplinks` that has an address; `PIER_UPLINKS` := all of them.
 pub fn write_host(
     bpf: &mut Ebpf,
     ifaces: &BTreeMap<String, Iface>,
@@ -619,19 +619,23 @@ pub fn write_host(
         .collect();
     let mut uplink = UplinkVal::default();
     let mut uplink6 = UplinkVal6::default();
+    // Every uplink with an address: masquerade leaves by the one its route picks.
+    let mut all: BTreeMap<u32, UplinkVal> = BTreeMap::new();
     for name in uplinks {
         // (A missing uplink, deleted under the agent, is skipped: `start`
         // refuses one that is missing from the beginning.)
         let Some(i) = ifaces.get(name) else {
             continue;
         };
-        if let Some(a) = i.addrs.first()
-            && uplink.ifindex == 0
-        {
-            uplink = UplinkVal {
+        if let Some(a) = i.addrs.first() {
+            let v = UplinkVal {
                 ifindex: i.ifindex,
                 addr_be: addr_be(*a),
             };
+            all.insert(i.ifindex, v);
+            if uplink.ifindex == 0 {
+                uplink = v;
+            }
         }
         // IPv6 masquerade leaves from the first address that routes beyond
         // the link (not link-local).
@@ -648,16 +652,16 @@ pub fn write_host(
         }
     }
     upsert(bpf, names::HOST_ADDRS, &addrs)?;
-    // The programs take the uplink's address for a host address without
-    // asking `PIER_HOST_ADDRS`: set before a gone address is pruned.
+    prune(bpf, names::HOST_ADDRS, &addrs)?;
+    upsert(bpf, names::HOST_ADDRS6, &addrs6)?;
+    prune(bpf, names::HOST_ADDRS6, &addrs6)?;
+    upsert(bpf, names::UPLINKS, &all)?;
+    prune(bpf, names::UPLINKS, &all)?;
     let map = bpf
         .map_mut(names::UPLINK)
         .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK missing".into()))?;
     let mut u: Array<_, UplinkVal> = Array::try_from(map).map_err(|e| err(names::UPLINK, e))?;
     u.set(0, uplink, 0).map_err(|e| err(names::UPLINK, e))?;
-    prune(bpf, names::HOST_ADDRS, &addrs)?;
-    upsert(bpf, names::HOST_ADDRS6, &addrs6)?;
-    prune(bpf, names::HOST_ADDRS6, &addrs6)?;
     let map = bpf
         .map_mut(names::UPLINK6)
         .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK6 missing".into()))?;

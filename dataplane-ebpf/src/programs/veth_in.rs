@@ -38,9 +38,9 @@ use crate::{
     },
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
-    parse::{self, Frag, IPPROTO_TCP, L4, Pkt},
+    parse::{self, Frag, IPPROTO_TCP, L4, Pkt, ptr_at},
     programs::uplink_in::{traced_new, track},
-    redirect, ttl,
+    redirect, route, ttl,
     verdict::verdict,
 };
 
@@ -75,6 +75,12 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let src = endpoint_ref(pkt.saddr).ok_or(DropReason::Spoofed)?;
     if src.ep.ifindex != ifindex {
         return Err(DropReason::Spoofed);
+    }
+    // And its frames carry its own MAC: another's would move the bridge's
+    // forwarding entry for that MAC to this port.
+    let eth_src = unsafe { *ptr_at::<[u8; 6]>(ctx, 6).ok_or(DropReason::Malformed)? };
+    if eth_src != src.ep.mac {
+        return Err(DropReason::MacSpoofed);
     }
     frag::first_seen(&pkt);
     // A reply of a published connection (only a published port's backend
@@ -203,8 +209,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             })
         }
         .copied()
-        && let Some(up) = UPLINK.get(0).copied()
-        && up.ifindex != 0
+        && let Some(up) = route::uplink_for(ctx, &pkt)
     {
         if ttl::expired(&pkt) {
             return Ok(TC_ACT_OK);
@@ -252,10 +257,7 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
         // ours to allocate.
         return Err(DropReason::NatUnsupported);
     }
-    let Some(up) = UPLINK.get(0).copied() else {
-        return Ok(TC_ACT_OK);
-    };
-    if up.ifindex == 0 || ttl::expired(pkt) {
+    if ttl::expired(pkt) {
         // (TTL ≤ 1: routed untranslated, Linux answers.)
         return Ok(TC_ACT_OK);
     }
@@ -272,14 +274,24 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
             *v
         },
         None => {
+            // A new flow leaves by the uplink its route picks, from that
+            // route's source address; its entry remembers both.
+            let Some(up) = route::uplink_for(ctx, pkt) else {
+                return Ok(TC_ACT_OK);
+            };
             let v = allocate(ctx, &fkey, &up, pkt, ct::now())?;
             events::kcount(NAT_ALLOCATED);
             events::trace(ctx, EV_MASQ, v.addr_be, v.port_be);
             v
         }
     };
+    // (An entry of an agent before per-flow uplinks has none: the first.)
+    let ifindex = match nat.ifindex {
+        0 => UPLINK.get(0).map_or(0, |u| u.ifindex),
+        i => i,
+    };
     nat::snat(ctx, pkt, nat.addr_be, nat.port_be)?;
-    redirect::to_uplink(ctx, pkt, up.ifindex)
+    redirect::to_uplink(ctx, pkt, ifindex)
 }
 
 /// Re-create the conntrack entry of a published connection from its reply.
@@ -316,7 +328,7 @@ fn track_routed(pkt: &Pkt) {
         _pad: 0,
         expires_ns: ct::expiry(now, pkt, flags),
         flags,
-        _pad2: 0,
+        ifindex: 0,
     };
     let rkey = FlowKey {
         saddr_be: pkt.daddr,
@@ -380,7 +392,7 @@ fn allocate(
             _pad: 0,
             expires_ns,
             flags,
-            _pad2: 0,
+            ifindex: 0,
         };
         if SNAT_REV.insert(rkey, rval, BPF_NOEXIST as u64).is_ok() {
             let fval = NatVal {
@@ -389,7 +401,7 @@ fn allocate(
                 _pad: 0,
                 expires_ns,
                 flags,
-                _pad2: 0,
+                ifindex: up.ifindex,
             };
             if SNAT_FWD.insert(fkey, fval, 0).is_err() {
                 let _ = SNAT_REV.remove(rkey);

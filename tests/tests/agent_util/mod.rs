@@ -34,10 +34,15 @@ pub struct Sandbox {
 impl Sandbox {
     /// A fresh TestHost and an agent started with `extra` flags.
     pub fn new(extra: &[&str]) -> Self {
+        Self::with_agent(|h| h.start_agent(extra))
+    }
+
+    /// A fresh TestHost with the agent `start` starts on it.
+    pub fn with_agent(start: impl FnOnce(&mut TestHost) -> Agent) -> Self {
         let fw_machine = firewall_snapshot(None);
         let mut host = TestHost::new();
         let fw_host = firewall_snapshot(Some(&host.host_ns));
-        let agent = Some(host.start_agent(extra));
+        let agent = Some(start(&mut host));
         Sandbox {
             host,
             agent,

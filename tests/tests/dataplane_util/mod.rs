@@ -567,3 +567,27 @@ pub fn drops(
         .map(|(_, c)| c.packets)
         .unwrap_or(0)
 }
+
+/// Run `pier_veth_in` on host-side veth `ifindex` with `frame` as the
+/// container whose MAC is `mac` sends it: the Ethernet source the frame was
+/// built with is replaced by the container's (any other is dropped,
+/// `MacSpoofed`), and put back in the output where the program left it, so
+/// an unchanged pass compares equal to `frame`.
+pub fn veth_run(
+    dp: &mut pier_agent::dataplane::EbpfDataplane,
+    ifindex: u32,
+    mac: [u8; 6],
+    frame: &[u8],
+) -> (u32, Vec<u8>) {
+    let mut f = frame.to_vec();
+    if f.len() >= 12 {
+        f[6..12].copy_from_slice(&mac);
+    }
+    let (v, mut out) = dp
+        .test_run(pier_agent::dataplane::programs::VETH_IN, &f, ifindex)
+        .unwrap_or_else(|e| panic!("veth test_run of {} bytes: {e}", f.len()));
+    if frame.len() >= 12 && out.len() >= 12 && out[6..12] == mac {
+        out[6..12].copy_from_slice(&frame[6..12]);
+    }
+    (v, out)
+}
