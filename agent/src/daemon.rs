@@ -911,7 +911,7 @@ impl Daemon {
             Some(m) if !m.is_empty() => Some(validate::parse_mac(m).map_err(invalid)?),
             _ => None,
         };
-        let mut publish_allow: Vec<Ipv4Net> = Vec::new();
+        let mut publish_allow: Vec<ipnet::IpNet> = Vec::new();
         for s in &req.publish_allow {
             let n = crate::state::parse_cidr(s)
                 .map_err(|e| invalid(format!("--publish-allow: {e}")))?;
@@ -1018,16 +1018,9 @@ impl Daemon {
                 ));
             }
             let ip6 = parse_ip6(req.ip6.as_deref(), net.as_ref())?;
-            // An IPv6 host address needs an IPv6 container address (pier
-            // has no userland proxy to carry IPv6 to IPv4).
-            if let Some(b) = ports.iter().find(|b| b.host_ip.is_some_and(|i| i.is_ipv6()))
-                && net.as_ref().is_none_or(|n| n.subnet6.is_none())
-            {
-                return Err(invalid(format!(
-                    "port {}: the container has no IPv6 address (its network is not --ipv6)",
-                    validate::bind_addr(b, b.host_port)
-                )));
-            }
+            // An IPv6 host address needs an IPv6 container address.
+            validate::check_ipv6_host_ips(&ports, net.as_ref().is_some_and(|n| n.subnet6.is_some()))
+                .map_err(invalid)?;
             if !req.aliases.is_empty() && !user_net {
                 return Err(invalid(
                     "network-scoped alias is supported only for containers in user defined networks",

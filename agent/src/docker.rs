@@ -257,12 +257,7 @@ fn port_bindings(o: &BTreeMap<String, Value>) -> Result<Vec<PortBinding>, AgentE
                 132 => return Err(invalid("sctp ports are not supported by pier")),
                 p => return Err(invalid(format!("unknown protocol number {p}"))),
             };
-            let host_ip = match m.host_ip.as_str() {
-                "" | "0.0.0.0" => None,
-                s => Some(std::net::IpAddr::V4(s.parse::<Ipv4Addr>().map_err(
-                    |_| invalid(format!("host IP {s:?}: IPv4 only for now")),
-                )?)),
-            };
+            let host_ip = crate::daemon::validate::engine_host_ip(&m.host_ip).map_err(invalid)?;
             if m.port == 0 {
                 return Err(invalid("container port 0"));
             }

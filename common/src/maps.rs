@@ -72,6 +72,9 @@ pub const BACKENDS6: &str = "PIER_BACKENDS6";
 /// Per IPv6 published port counters: [`crate::nat6::PortKey6`] → per-CPU
 /// [`crate::metrics::Counter`]. Pinned.
 pub const PORT_STATS6: &str = "PIER_PORT_STAT6";
+/// Per-CPU packets the source policy dropped, per IPv6 published port
+/// (`PortKey6`; entries made by the agent). Pinned.
+pub const PORT_DROPS6: &str = "PIER_PORT_DROP6";
 /// IPv6 gateways of the networks: network id → [`crate::endpoint::Addr6`]
 /// (the hairpin source of a container on its own published port). Pinned.
 pub const NETWORKS6: &str = "PIER_NETWORKS6";
@@ -122,7 +125,8 @@ pub const IF_PKTS: &str = "PIER_IF_PKTS";
 pub const IF_PKTS_LEN: u32 = 4096;
 
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 32] = [
+pub const PINNED: [&str; 33] = [
+    PORT_DROPS6,
     UPLINKS,
     PORTS,
     BACKENDS,
@@ -184,6 +188,7 @@ const _: () = {
         PORTS6,
         BACKENDS6,
         PORT_STATS6,
+        PORT_DROPS6,
         NETWORKS6,
         UPLINK6,
         CT6,

@@ -22,12 +22,24 @@ const _: () = assert!(core::mem::size_of::<PortKey6>() == 20);
 pub struct PortVal6 {
     pub backend: Addr6,
     pub backend_port_be: u16,
-    /// `crate::policy::POLICY_F_*` (only `DEFAULT_DENY` matters for IPv6
-    /// sources: every rule is IPv4).
+    /// Low byte: `crate::policy::POLICY_F_*`, which scopes hold rules for
+    /// this port. High byte: the port's policy scope number
+    /// (`PolicyKey::port6`): 0 for `::`, else one per IPv6 host address the
+    /// agent publishes on (at most [`crate::policy::SCOPES6`]). Packed: the
+    /// IPv6 uplink path's stack has no 4 bytes to spare.
     pub policy: u16,
 }
 
 const _: () = assert!(core::mem::size_of::<PortVal6>() == 20);
+
+impl PortVal6 {
+    pub const fn flags(&self) -> u16 {
+        self.policy & 0xff
+    }
+    pub const fn scope(&self) -> u32 {
+        (self.policy >> 8) as u32
+    }
+}
 
 /// An IPv6 flow in one direction (ICMPv6 echo: the identifier is the port,
 /// `sport_be` for requests, `dport_be` for replies).

@@ -12,9 +12,10 @@
 //! `PortVal::policy` is 0 has no policy and costs no lookup; each scope is
 //! asked only when its flag is set.
 //!
-//! The address is 16 bytes with a family byte in the scope, so IPv6 rules
-//! can join the same map later: a v4 rule's source is its 4 bytes followed
-//! by zeros and its prefix never reaches into them.
+//! The address is 16 bytes with a family byte in the scope: IPv4 and IPv6
+//! rules share the map. A v4 rule's source is its 4 bytes followed by zeros
+//! and its prefix never reaches into them; a v6 rule's scope is
+//! [`PolicyKey::port6`]/[`PolicyKey::host6`].
 
 /// `PortVal::policy` bits: which scopes hold rules for this port.
 pub const POLICY_F_PORT: u16 = 1;
@@ -35,6 +36,14 @@ pub const POLICY_DENY: u8 = 2;
 
 /// `PolicyKey::family` of an IPv4 rule.
 pub const FAMILY_V4: u8 = 4;
+/// `PolicyKey::family` of an IPv6 rule. An IPv6 published port's scope has
+/// no room for its 16-byte host address: `addr_be` is then the port's
+/// `PortVal6::scope` (0 for `::`, else the agent's number for that address).
+pub const FAMILY_V6: u8 = 6;
+/// The highest IPv6 port scope number (`PortVal6::policy`'s high byte): the
+/// 255th explicit IPv6 host address and those after it share it (their
+/// ports' own rules are then merged, per port and protocol).
+pub const SCOPES6: u32 = 255;
 
 /// Bits of the key data before the source address (address, port, proto,
 /// family, ifindex): always part of the prefix.
@@ -73,6 +82,22 @@ impl PolicyKey {
     /// The host-wide scope.
     pub const fn host(src_be: u32) -> Self {
         Self::port(0, 0, 0, src_be)
+    }
+    /// The scope of IPv6 published port `(scope, port_be, proto)` for IPv6
+    /// source `src` (16 bytes in packet order).
+    pub const fn port6(scope: u32, port_be: u16, proto: u8, src: [u8; 16]) -> Self {
+        PolicyKey {
+            addr_be: scope,
+            port_be,
+            proto,
+            family: FAMILY_V6,
+            ifindex: 0,
+            src,
+        }
+    }
+    /// The host-wide scope for IPv6 sources.
+    pub const fn host6(src: [u8; 16]) -> Self {
+        Self::port6(0, 0, 0, src)
     }
     /// The same scope, for packets arriving on uplink `ifindex` only.
     pub const fn on_uplink(mut self, ifindex: u32) -> Self {

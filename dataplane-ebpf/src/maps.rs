@@ -94,6 +94,10 @@ pub static BACKENDS6: HashMap<PortKey6, PortKey6> = HashMap::with_max_entries(PO
 pub static PORT_STATS6: PerCpuHashMap<PortKey6, Counter> =
     PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
 
+#[map(name = "PIER_PORT_DROP6")]
+pub static PORT_DROPS6: PerCpuHashMap<PortKey6, Counter> =
+    PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
+
 #[map(name = "PIER_NETWORKS6")]
 pub static NETWORKS6: HashMap<u32, Addr6> = HashMap::with_max_entries(NETWORKS_LEN, 0);
 

@@ -21,7 +21,7 @@ use aya_ebpf::{
         bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp,
     },
     macros::map,
-    maps::PerCpuArray,
+    maps::{PerCpuArray, lpm_trie::Key},
     programs::TcContext,
 };
 use pier_common::{
@@ -30,13 +30,19 @@ use pier_common::{
     endpoint::{Addr6, EndpointVal},
     metrics::Counter,
     nat6::{CtVal6, FlowKey6, NatVal6, PortKey6, PortVal6, UplinkVal6},
-    policy::POLICY_F_DEFAULT_DENY,
+    policy::{
+        self, POLICY_F_HOST, POLICY_F_HOST_UPLINK, POLICY_F_PORT, POLICY_F_PORT_UPLINK, PolicyKey,
+        PolicyVal, SCOPE_BITS,
+    },
 };
 
 use crate::{
     ct,
     ipv6::{ICMP6_ECHO_REQUEST, IPPROTO_ICMPV6, Pkt6, endpoint6, is_host_addr6, subnet6_of},
-    maps::{BACKENDS6, CT6, NETWORKS6, PORT_STATS6, PORTS6, SNAT_FWD6, SNAT_REV6, UPLINK6},
+    maps::{
+        BACKENDS6, CT6, NETWORKS6, POLICY, PORT_DROPS6, PORT_STATS6, PORTS6, SNAT_FWD6, SNAT_REV6,
+        UPLINK6,
+    },
     parse::{ETH_HLEN, Frag, IPPROTO_TCP, IPPROTO_UDP, L4, ptr_at},
 };
 
@@ -81,9 +87,62 @@ pub fn published6(addr: &Addr6, port: u16, proto: u8) -> Option<(PortKey6, PortV
 
 /// The source policy for an IPv6 client: every rule is IPv4, so none
 /// matches; a port some allow applies to denies it.
+#[inline(never)]
+fn policy_allows6(key: &PortKey6, port: &PortVal6, src: &Addr6, ifindex: u32) -> bool {
+    let flags = port.flags();
+    if flags == 0 {
+        return true;
+    }
+    // One key in a per-CPU slot, rewritten for each scope: the IPv6 paths'
+    // stack has no room for four 32-byte keys.
+    let Some(k) = POLKEY6.get_ptr_mut(0) else {
+        return false;
+    };
+    let s: [u8; 16] = unsafe { core::mem::transmute(*src) };
+    let mut best = policy::NO_MATCH;
+    unsafe {
+        (*k).prefix_len = SCOPE_BITS + 128;
+        (*k).data = PolicyKey::port6(port.scope(), key.port_be, key.proto, s);
+        if flags & POLICY_F_PORT != 0 {
+            best = policy::stronger(best, match6(&*k));
+        }
+        if ifindex != 0 && flags & POLICY_F_PORT_UPLINK != 0 {
+            (*k).data.ifindex = ifindex;
+            best = policy::stronger(best, match6(&*k));
+        }
+        (*k).data = PolicyKey::host6(s);
+        if flags & POLICY_F_HOST != 0 {
+            best = policy::stronger(best, match6(&*k));
+        }
+        if ifindex != 0 && flags & POLICY_F_HOST_UPLINK != 0 {
+            (*k).data.ifindex = ifindex;
+            best = policy::stronger(best, match6(&*k));
+        }
+    }
+    policy::decide(flags, best)
+}
+
 #[inline(always)]
-fn policy_allows6(port: &PortVal6) -> bool {
-    port.policy & POLICY_F_DEFAULT_DENY == 0
+fn match6(k: &Key<PolicyKey>) -> PolicyVal {
+    match POLICY.get(k) {
+        Some(v) => *v,
+        None => policy::NO_MATCH,
+    }
+}
+
+#[map(name = "PIER_POLKEY6")]
+static POLKEY6: PerCpuArray<Key<PolicyKey>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Count a packet the source policy of IPv6 published port `key` denied.
+#[inline(always)]
+fn count_port_drop6(key: &PortKey6, len: u32) {
+    if let Some(c) = PORT_DROPS6.get_ptr_mut(key) {
+        let c: *mut Counter = c;
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len as u64;
+        }
+    }
 }
 
 #[inline(always)]
@@ -306,7 +365,8 @@ pub fn uplink_ports(ctx: &TcContext, pkt: &mut Pkt6) -> Result<Option<i32>, Drop
     let Some((key, port)) = published6(&pkt.daddr, pkt.dport, pkt.proto) else {
         return Ok(None);
     };
-    if !policy_allows6(&port) {
+    if !policy_allows6(&key, &port, &pkt.saddr, ifindex) {
+        count_port_drop6(&key, ctx.len());
         return Err(DropReason::PolicyDenied);
     }
     let ep = endpoint6(&port.backend).ok_or(DropReason::NoBackend)?;
@@ -356,7 +416,8 @@ pub fn hairpin(ctx: &TcContext, pkt: &mut Pkt6, ifindex: u32) -> Result<Option<i
     let Some((key, port)) = published6(&pkt.daddr, pkt.dport, pkt.proto) else {
         return Ok(None);
     };
-    if !policy_allows6(&port) {
+    if !policy_allows6(&key, &port, &pkt.saddr, 0) {
+        count_port_drop6(&key, ctx.len());
         return Err(DropReason::PolicyDenied);
     }
     let backend = endpoint6(&port.backend).ok_or(DropReason::NoBackend)?;

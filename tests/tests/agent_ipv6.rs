@@ -467,6 +467,36 @@ fn dual_stack_ports_publish_each_family_as_docker_does() {
     let ports = h.pier_ok(&["port", "w1"]);
     assert!(ports.contains("81/tcp -> [::]:8081"), "{ports}");
     assert!(ports.contains("83/tcp -> [fd18::1]:8083"), "{ports}");
+    // `-p 8080:80` on a dual-stack container: a row per family, as Docker.
+    assert!(
+        ports.contains("80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n"),
+        "{ports}"
+    );
+    assert!(!ports.contains("82/tcp -> [::]"), "{ports}");
+    assert_eq!(
+        h.pier_ok(&["port", "w1", "80"]),
+        "0.0.0.0:8080\n[::]:8080\n"
+    );
+    let ps = h.pier_ok(&["ps", "--format", "{{.Ports}}"]);
+    // (`[::]:8081:81` joins 8080's IPv6 row into a range, as Docker's ps.)
+    assert!(
+        ps.contains("0.0.0.0:8080->80/tcp, :::8080-8081->80-81/tcp, 0.0.0.0:8082->82/tcp"),
+        "{ps}"
+    );
+    let i: serde_json::Value = serde_json::from_str(&h.pier_ok(&["inspect", "w1"])).unwrap();
+    assert_eq!(
+        i[0]["NetworkSettings"]["Ports"]["80/tcp"],
+        serde_json::json!([
+            {"HostIp": "0.0.0.0", "HostPort": "8080"},
+            {"HostIp": "::", "HostPort": "8080"}
+        ]),
+        "{i}"
+    );
+    assert_eq!(
+        i[0]["HostConfig"]["PortBindings"]["80/tcp"],
+        serde_json::json!([{"HostIp": "", "HostPort": "8080"}]),
+        "{i}"
+    );
     // The container's own traffic leaves as the host's IPv6 address.
     let s = tcp_server6(&out, 7000, 1);
     assert_eq!(

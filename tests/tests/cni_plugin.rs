@@ -694,6 +694,59 @@ fn dual_stack_add_check_del() {
         o.out["msg"].as_str().unwrap().contains("fd88:6::2"),
         "{o:?}"
     );
+    // Published ports: no hostIP binds both families, an IPv6 hostIP that
+    // address only; the host reaches them over IPv6 (`[::1]`, the gateway).
+    let a5 = Att::new(&mut sb.host, "d5");
+    let mut pc = c.clone();
+    pc["runtimeConfig"]["portMappings"] = json!([
+        {"hostPort": 8090, "containerPort": 80, "protocol": "tcp", "hostIP": ""},
+        {"hostPort": 8091, "containerPort": 81, "protocol": "tcp", "hostIP": "fd88:6::1"},
+    ]);
+    let before_ports = cni_rows(&sb);
+    a5.run("ADD", &pc).ok();
+    let name = cni_rows(&sb)
+        .into_iter()
+        .find(|n| !before_ports.contains(n))
+        .expect("the new record");
+    assert_eq!(
+        sb.host.pier_ok(&["port", &name]),
+        "80/tcp -> 0.0.0.0:8090\n80/tcp -> [::]:8090\n81/tcp -> [fd88:6::1]:8091\n"
+    );
+    let host = sb.host_ns();
+    for dst in ["[::1]:8090", "[fd88:6::1]:8090"] {
+        let srv = tcp_server6(&a5.netns, 80);
+        let seen = tcp_seen6(&host, dst).unwrap_or_else(|e| panic!("{dst}: {e}"));
+        assert_eq!(seen, "fd88:6::1", "{dst}");
+        srv.join().unwrap();
+    }
+    let srv = tcp_server6(&a5.netns, 81);
+    tcp_seen6(&host, "[::1]:8091").expect_err("[fd88:6::1]:8091 served on [::1]");
+    assert_eq!(
+        tcp_seen6(&host, "[fd88:6::1]:8091").expect("[fd88:6::1]:8091"),
+        "fd88:6::1"
+    );
+    srv.join().unwrap();
+    a5.run("DEL", &pc).ok();
+    // An IPv6 hostIP on a network without IPv6: refused, nothing made.
+    let before = (veths(&sb), cni_rows(&sb));
+    let a6 = Att::new(&mut sb.host, "d6");
+    let mut v4 = conf(&sb, "net4only", json!({"subnet": "10.88.9.0/24"}));
+    v4["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 8093, "containerPort": 80, "hostIP": "::1"}
+    ]});
+    let o = a6.run("ADD", &v4);
+    assert_ne!(o.status, 0, "{o:?}");
+    assert!(
+        o.out["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no IPv6 address"),
+        "{o:?}"
+    );
+    assert_eq!((veths(&sb), cni_rows(&sb)), before);
+    // (The network the ADD would have made went with it.)
+    let nets = sb.host.pier_ok(&["network", "ls"]);
+    assert!(!nets.contains("net4only"), "{nets}");
     // The same network asked for without IPv6: refused, nothing made.
     let before = veths(&sb);
     let a4 = Att::new(&mut sb.host, "d4");

@@ -1,15 +1,21 @@
 //! Host-local clients through the cgroup socket hooks (`127.0.0.1:8081` and
 //! the host's own address reach the container, getpeername/recvfrom show what
-//! was dialled; sockets of other namespaces are left alone), and hairpin: a
-//! container dialling the host's address on a published port, its own or
-//! another container's.
+//! was dialled; sockets of other namespaces are left alone), the same over
+//! IPv6 (`[::1]`, the host's IPv6 uplink address, the bridge's IPv6 gateway,
+//! an address-bound port; v4-mapped addresses on an IPv6 socket as IPv4),
+//! and hairpin: a container dialling the host's address on a published
+//! port, its own or another container's.
 mod dataplane_util;
 
 use std::{os::unix::process::CommandExt, path::Path, process::Output};
 
 use dataplane_util::*;
-use pier_agent::dataplane::{Dataplane, EbpfDataplane};
-use pier_tests::{TestHost, host::HOST_UPLINK_IP, require_root};
+use pier_agent::dataplane::{Dataplane, EbpfDataplane, PortSpec, Proto};
+use pier_tests::{
+    TestHost,
+    host::{HOST_UPLINK_IP, sh},
+    require_root,
+};
 
 const CLIENT: &str = r#"
 import socket, sys
@@ -25,11 +31,15 @@ if kind == "tcp":
             break
         data += b
 else:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
     s.settimeout(3)
     s.sendto(msg.encode(), (host, int(port)))
     data, peer = s.recvfrom(4096)
-print(f"{peer[0]}:{peer[1]}")
+if ":" in peer[0]:
+    print(f"[{peer[0]}]:{peer[1]}")
+else:
+    print(f"{peer[0]}:{peer[1]}")
 print(data.decode())
 "#;
 
@@ -144,6 +154,131 @@ fn host_local_clients_reach_published_ports_through_socket_hooks() {
         // Teardown detaches the hooks: nothing answers on 127.0.0.1:8081.
         dp.remove_all().unwrap();
         let o = client(&hns, &cg, &["tcp", "127.0.0.1", "8081", "x"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ConnectionRefusedError"), "{err}");
+    });
+    w.assert_firewalls_untouched();
+}
+
+/// The host's IPv6 address on the uplink (the test's own namespace).
+const HOST6: &str = "fd18::1";
+
+fn port6(proto: Proto, host_ip: Option<&str>, host_port: u16, to: &str, port: u16) -> PortSpec {
+    PortSpec {
+        host_ip: host_ip.map(|h| h.parse().unwrap()),
+        proto,
+        host_port,
+        container_ip: to.parse().unwrap(),
+        container_port: port,
+        reserve: true,
+    }
+}
+
+#[test]
+fn host_local_ipv6_clients_reach_published_ports_through_socket_hooks() {
+    require_root!();
+    let mut w = World::new(true);
+    let net = w.network(1, "10.104.0.0/24");
+    let s6 = w.ipv6(1, "fd00:104::/64");
+    let c1 = w.container("c1", &net, "10.104.0.2");
+    w.ip6("vc1", "fd00:104::2", s6, true);
+    let hns = w.host.host_ns.clone();
+    sh(&[
+        "ip",
+        "-n",
+        &hns,
+        "addr",
+        "add",
+        &format!("{HOST6}/64"),
+        "dev",
+        "uplink0",
+        "nodad",
+    ]);
+    let c6 = "fd00:104::2";
+    let desired = w.desired(vec![
+        // `-p 8081:8080 -p 8083:9090/udp` on a dual-stack container.
+        tcp(8081, c1.ip, 8080),
+        port6(Proto::Tcp, None, 8081, c6, 8080),
+        udp(8083, c1.ip, 9090),
+        port6(Proto::Udp, None, 8083, c6, 9090),
+        // `-p [fd18::1]:8084:8080`: that address only.
+        port6(Proto::Tcp, Some(HOST6), 8084, c6, 8080),
+    ]);
+    let cfg = w.config();
+    let cg = w.cgroup.clone().unwrap();
+    let out = w.host.outside_ns.clone();
+    let gw6 = "fd00:104::1";
+    let gw4 = net.gateway.unwrap().to_string();
+    TestHost::in_netns(&hns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        // Loopback, the uplink's address, the bridge's gateway; the bound
+        // port on its address. getpeername shows what was dialled.
+        for (dialled, port) in [("::1", 8081), (HOST6, 8081), (gw6, 8081), (HOST6, 8084)] {
+            let s = tcp_server_on(&c1.ns, "::", 8080, 1);
+            let o = client(&hns, &cg, &["tcp", dialled, &port.to_string(), "hi6"]);
+            let (peer, answer) = ok(&o);
+            assert_eq!(peer, format!("[{dialled}]:{port}"), "getpeername");
+            // The container saw the host, from its IPv6 gateway address.
+            assert_eq!(peer_ip(&answer), gw6, "{answer}");
+            assert!(answer.ends_with("|hi6"), "{answer}");
+            assert_eq!(s.join().unwrap()[0].ip().to_string(), gw6);
+        }
+        // The bound port is not on loopback: not translated, refused.
+        let o = client(&hns, &cg, &["tcp", "::1", "8084", "x"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ConnectionRefusedError"), "{err}");
+        // UDP: recvfrom shows the address the datagram was sent to.
+        let u = udp_server_on(&c1.ns, "::", 9090, 1);
+        let (peer, answer) = ok(&client(&hns, &cg, &["udp", "::1", "8083", "dgram6"]));
+        assert_eq!(peer, "[::1]:8083", "recvfrom");
+        assert_eq!(peer_ip(&answer), gw6, "{answer}");
+        assert!(answer.ends_with("|dgram6"), "{answer}");
+        u.join().unwrap();
+        // v4-mapped on an IPv6 socket: the IPv4 port, shown back mapped.
+        let s = tcp_server_on(&c1.ns, "::", 8080, 1);
+        let (peer, answer) = ok(&client(
+            &hns,
+            &cg,
+            &["tcp", "::ffff:127.0.0.1", "8081", "m"],
+        ));
+        assert_eq!(peer, "[::ffff:127.0.0.1]:8081", "getpeername, mapped");
+        assert_eq!(peer_ip(&answer), format!("::ffff:{gw4}"), "{answer}");
+        s.join().unwrap();
+        let u = udp_server_on(&c1.ns, "::", 9090, 1);
+        let (peer, answer) = ok(&client(
+            &hns,
+            &cg,
+            &["udp", "::ffff:127.0.0.1", "8083", "mu"],
+        ));
+        assert_eq!(peer, "[::ffff:127.0.0.1]:8083", "recvfrom, mapped");
+        assert!(answer.ends_with("|mu"), "{answer}");
+        u.join().unwrap();
+        // The TCP sockets' translations went with them (sock_release, both
+        // maps); each unconnected UDP socket's stays for the LRU.
+        let n = dp.ct_counts().unwrap();
+        assert_eq!((n.sock_nat6, n.sock_nat), (1, 1), "{n:?}");
+        // Many short connections leave nothing behind either.
+        let s = tcp_server_on(&c1.ns, "::", 8080, 50);
+        let many = python(&hns, &cg, MANY, &["::1", "8081", "50"]);
+        assert!(
+            many.status.success(),
+            "{}",
+            String::from_utf8_lossy(&many.stderr)
+        );
+        assert_eq!(s.join().unwrap().len(), 50);
+        assert_eq!(dp.ct_counts().unwrap().sock_nat6, 1);
+
+        // The same cgroup, another namespace: left alone (its own loopback).
+        let o = client(&out, &cg, &["tcp", "::1", "8081", "x"]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ConnectionRefusedError"), "{err}");
+
+        // Teardown detaches the IPv6 hooks too.
+        dp.remove_all().unwrap();
+        let o = client(&hns, &cg, &["tcp", "::1", "8081", "x"]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("ConnectionRefusedError"), "{err}");
     });

@@ -856,3 +856,114 @@ fn dual_stack_networks_give_containers_both_families() {
     );
     w.assert_firewalls_untouched();
 }
+
+/// `-p` on a dual-stack container through Docker: `pier port` shows a row
+/// per family; the host reaches the port over IPv6 on `[::1]` and the
+/// network's IPv6 gateway (the socket hooks), an IPv6 host IP binds that
+/// address only (TCP and UDP), IPv4 from outside as before; an IPv6 host
+/// IP on a network without IPv6 fails `docker run` with one error and
+/// leaves nothing.
+#[test]
+fn ipv6_host_ips_and_dual_stack_ports_through_the_driver() {
+    require_dockerd!();
+    let w = World::new(&[]);
+    let d = &w.docker;
+    let patience = Duration::from_secs(4);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--ipv6",
+        "--subnet",
+        "10.95.0.0/24",
+        "--subnet",
+        "fd95::/64",
+        "p6",
+    ]);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "pier",
+        "--subnet",
+        "10.94.0.0/24",
+        "p4",
+    ]);
+    w.run(
+        "web",
+        &[
+            "--network",
+            "p6",
+            "-p",
+            "8080:80",
+            "-p",
+            "[::1]:8081:81",
+            "-p",
+            "[fd95::1]:8082:82/udp",
+        ],
+    );
+    let web = d.netns_of("web");
+    let name = w.pier_name("web");
+    let ports = w.host.pier_ok(&["port", &name]);
+    assert_eq!(
+        ports,
+        "80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n81/tcp -> [::1]:8081\n82/udp -> [fd95::1]:8082\n"
+    );
+    let host = w.host_ns();
+    // 8080: both families; from the host over IPv6, seen from the gateway.
+    let srv = v6::tcp_server(&web, 80, 2);
+    for dst in ["[::1]:8080", "[fd95::1]:8080"] {
+        assert_eq!(
+            v6::seen_from(&host, None, dst, patience).unwrap_or_else(|e| panic!("{dst}: {e}")),
+            "fd95::1"
+        );
+    }
+    srv.join().unwrap();
+    let srv = tcp_server(&web, 80, 1);
+    let a = tcp_ask(&w.outside_ns(), &format!("{HOST_UPLINK_IP}:8080"), "v4").expect("IPv4");
+    assert_eq!(a.seen_ip(), OUTSIDE_IP, "{a:?}");
+    srv.join().unwrap();
+    // 8081 on [::1] only: the gateway address is not it.
+    let srv = v6::tcp_server(&web, 81, 1);
+    assert!(
+        v6::seen_from(&host, None, "[fd95::1]:8081", Duration::ZERO).is_err(),
+        "[::1]:8081 served on another address"
+    );
+    assert_eq!(
+        v6::seen_from(&host, None, "[::1]:8081", patience).expect("[::1]:8081"),
+        "fd95::1"
+    );
+    srv.join().unwrap();
+    // UDP on the IPv6 gateway address.
+    let usrv = v6::udp_server(&web, 82);
+    assert_eq!(
+        v6::udp_ask(&host, "[fd95::1]:8082").expect("udp [fd95::1]:8082"),
+        "fd95::1"
+    );
+    usrv.join().unwrap();
+    // Bad input: an IPv6 host IP on a network without IPv6.
+    let before = (w.ps(), w.veths(), port_entries(&w.host.bpffs_dir));
+    let e = d.fails(&[
+        "run",
+        "-d",
+        "--name",
+        "bad",
+        "--network",
+        "p4",
+        "-p",
+        "[::1]:9000:80",
+        IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    assert!(e.contains("no IPv6 address"), "{e}");
+    let _ = d.cmd(&["rm", "-f", "bad"]);
+    assert_eq!((w.ps(), w.veths(), port_entries(&w.host.bpffs_dir)), before);
+    d.ok(&["rm", "-f", "web"]);
+    assert!(port_entries(&w.host.bpffs_dir).is_empty());
+    for n in ["p6", "p4"] {
+        d.ok(&["network", "rm", n]);
+    }
+    w.assert_firewalls_untouched();
+}

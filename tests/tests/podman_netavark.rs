@@ -337,7 +337,85 @@ fn podman_dual_stack_and_ipv6_only_networks() {
             .success()
     );
     let _ = ns3;
-    p.ok(&["rm", "-f", "-t", "0", "a1", "a2", "b1"]);
+    // Published ports on d6: no host IP both families, an IPv6 host IP
+    // that address only; the host reaches them over IPv6 (`[::1]`, the
+    // IPv6 gateway: the socket hooks), each client seen from the gateway.
+    let nsw = p.run(
+        "w6",
+        &[
+            "--network",
+            "d6",
+            "-p",
+            "8090:80",
+            "-p",
+            "[fd91:6::1]:8091:81",
+        ],
+    );
+    assert_eq!(
+        h.pier_ok(&["port", "w6"]),
+        "80/tcp -> 0.0.0.0:8090\n80/tcp -> [::]:8090\n81/tcp -> [fd91:6::1]:8091\n"
+    );
+    let serve6 = |port: u16| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let srv = spawn_in(&nsw, move || {
+            use std::io::Write;
+            let l = pier_tests::net::bind_retrying(|| std::net::TcpListener::bind(("::", port)))
+                .unwrap();
+            tx.send(()).unwrap();
+            if let Ok((mut s, peer)) = l.accept() {
+                let _ = write!(s, "{}", peer.ip());
+            }
+        });
+        rx.recv_timeout(IO_TIMEOUT).expect("server ready");
+        srv
+    };
+    let seen6 = |dst: &str| {
+        let dst: std::net::SocketAddr = dst.parse().unwrap();
+        in_ns(&ns(&h.host_ns), move || {
+            use std::io::Read;
+            let mut s =
+                std::net::TcpStream::connect_timeout(&dst, std::time::Duration::from_secs(2))?;
+            s.set_read_timeout(Some(IO_TIMEOUT))?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok::<_, std::io::Error>(out)
+        })
+    };
+    for dst in ["[::1]:8090", "[fd91:6::1]:8090"] {
+        let srv = serve6(80);
+        let seen = seen6(dst).unwrap_or_else(|e| panic!("{dst}: {e}\n{}", agent.log()));
+        assert_eq!(seen, "fd91:6::1", "{dst}");
+        srv.join().unwrap();
+    }
+    let srv = serve6(81);
+    seen6("[::1]:8091").expect_err("[fd91:6::1]:8091 served on [::1]");
+    assert_eq!(
+        seen6("[fd91:6::1]:8091").expect("[fd91:6::1]:8091"),
+        "fd91:6::1"
+    );
+    srv.join().unwrap();
+    // An IPv6 host IP on a network without IPv6: one error, nothing left.
+    p.ok(&["network", "create", "--subnet", "10.91.8.0/24", "v4only"]);
+    let rows_before = h.pier_ok(&["ps", "-a", "-q"]);
+    let veths_before = links(h, "veth");
+    let e = p.err(&[
+        "run",
+        "-d",
+        "--name",
+        "bad6",
+        "--network",
+        "v4only",
+        "-p",
+        "[::1]:9000:80",
+        podman::IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    assert!(e.contains("no IPv6 address"), "{e}");
+    assert_eq!(h.pier_ok(&["ps", "-a", "-q"]), rows_before);
+    assert_eq!(links(h, "veth"), veths_before);
+    let _ = p.cmd(&["rm", "-f", "-t", "0", "bad6"]);
+    p.ok(&["rm", "-f", "-t", "0", "a1", "a2", "b1", "w6"]);
     // podman's teardown of a killed container may come from its cleanup
     // process, just after `rm` returned.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

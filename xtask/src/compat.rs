@@ -4,8 +4,8 @@
 //! (`target/debug/netavark`) and against Debian's `/usr/lib/podman/netavark`,
 //! one after the other in the same run. Both tallies are printed; it fails
 //! when a test Debian's netavark passes here fails with pier and is not in
-//! [`SKIP`] (tied to iptables rule listings) or [`NEEDS_V6_PORTS`] (issue 10, both
-//! printed with their reasons).
+//! [`SKIP`] (tied to iptables rule listings) or [`NOT_DONE`] (both printed
+//! with their reasons).
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -41,20 +41,6 @@ pub const SKIP: &[(&str, &str)] = &[
         "iptables - two networks",
         "lists the iptables chains of both networks",
     ),
-];
-
-/// Tests that reach a port published on an IPv6 address (the IPv6 gateway,
-/// from the host namespace): they wait on pier's published IPv6 ports
-/// (issue 10's kernel part).
-pub const NEEDS_V6_PORTS: &[&str] = &[
-    "iptables - port forwarding ipv6 - tcp",
-    "iptables - port forwarding dualstack - tcp",
-    "iptables - port forwarding ipv6 - udp",
-    "iptables - port forwarding dualstack - udp",
-    "iptables - port range forwarding ipv6 - tcp",
-    "iptables - port range forwarding ipv6 - udp",
-    "iptables - port range forwarding dual - udp",
-    "iptables - port range forwarding dual - tcp",
 ];
 
 /// Not done yet in pier, for the reason given (printed; not a regression
@@ -136,17 +122,26 @@ fn parse_tap(tap: &str) -> BTreeMap<String, Outcome> {
 }
 
 /// Kill what a run left behind (aardvark-dns, the suite's `sleep inf`
-/// holders) by PID: processes whose command line names `mark`.
+/// holders) by PID: processes whose command line or environment names
+/// `mark` (Debian's netavark starts aardvark-dns with `--config
+/// /tmp/aardvark-dns`: only the bats variables it inherited name the run).
 fn kill_marked(mark: &str) {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };
+    let me = std::process::id() as i32;
     for e in rd.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(mark) {
+        if pid == me {
+            continue;
+        }
+        let names = |f: &str| {
+            let b = std::fs::read(e.path().join(f)).unwrap_or_default();
+            String::from_utf8_lossy(&b).contains(mark)
+        };
+        if names("cmdline") || names("environ") {
             let _ = crate::util::run(cmd("kill").args(["-9", &pid.to_string()]));
         }
     }
@@ -305,7 +300,6 @@ pub fn run() -> anyhow::Result<()> {
     let passed = |o: &Outcome| matches!(o, Outcome::Ok | Outcome::Skipped(_));
     let mut regressions = Vec::new();
     let mut listed = Vec::new();
-    let mut ipv6 = Vec::new();
     let mut not_done = Vec::new();
     for (name, o) in deb_r.as_ref().unwrap_or(&pier_r) {
         if !passed(o) {
@@ -316,8 +310,6 @@ pub fn run() -> anyhow::Result<()> {
         }
         if let Some((_, why)) = SKIP.iter().find(|(n, _)| n == name) {
             listed.push(format!("{name} ({why})"));
-        } else if NEEDS_V6_PORTS.contains(&name.as_str()) {
-            ipv6.push(name.clone());
         } else if let Some((_, why)) = NOT_DONE.iter().find(|(n, _)| n == name) {
             not_done.push(format!("{name} ({why})"));
         } else {
@@ -329,7 +321,6 @@ pub fn run() -> anyhow::Result<()> {
             "skipped: lists iptables rules, which pier never makes",
             &listed,
         ),
-        ("waits on published IPv6 ports (issue 10)", &ipv6),
         ("not done in pier yet", &not_done),
     ] {
         println!("compat: {what}: {}", v.len());
@@ -354,13 +345,6 @@ pub fn run() -> anyhow::Result<()> {
     );
     for n in &flaky {
         println!("  - {n}");
-    }
-    let stale: Vec<&&str> = NEEDS_V6_PORTS
-        .iter()
-        .filter(|n| pier_r.get(**n).is_some_and(passed))
-        .collect();
-    if !stale.is_empty() {
-        println!("compat: these now pass with pier; drop them from NEEDS_V6_PORTS: {stale:?}");
     }
     if !regressions.is_empty() {
         bail!(

@@ -244,14 +244,8 @@ fn port_binding(v: &Value) -> Result<PortBinding, Failure> {
             )));
         }
     };
-    let host_ip = match m.host_ip.as_str() {
-        "" | "0.0.0.0" => None,
-        s => Some(std::net::IpAddr::V4(s.parse::<Ipv4Addr>().map_err(|_| {
-            bad(format!(
-                "runtimeConfig.portMappings: hostIP {s:?} is not an IPv4 address (IPv6 is not supported yet)"
-            ))
-        })?)),
-    };
+    let host_ip = crate::daemon::validate::engine_host_ip(&m.host_ip)
+        .map_err(|e| bad(format!("runtimeConfig.portMappings: {e}")))?;
     Ok(PortBinding {
         host_ip,
         host_port,
@@ -623,6 +617,22 @@ mod tests {
         assert_eq!(c.ports[0].host_ip, None);
         assert_eq!(c.ports[1].proto, PortProto::Udp);
         assert_eq!(c.ports[1].host_ip, Some(Ipv4Addr::LOCALHOST.into()));
+        // An IPv6 host address, as the CLI's `-p [::1]:8082:80`.
+        let c = conf(
+            r#","runtimeConfig":{"portMappings":[
+                {"hostPort":8082,"containerPort":80,"protocol":"tcp","hostIP":"::1"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.ports[0].host_ip,
+            Some(std::net::Ipv6Addr::LOCALHOST.into())
+        );
+        let e = conf(
+            r#","runtimeConfig":{"portMappings":[
+                {"hostPort":8082,"containerPort":80,"hostIP":"fd00::1::2"}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("not an IP address"), "{}", e.msg);
     }
 
     #[test]

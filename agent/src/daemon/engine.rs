@@ -258,6 +258,7 @@ impl Daemon {
                     n.name
                 )));
             }
+            super::validate::check_ipv6_host_ips(ports, ip6.is_some()).map_err(invalid)?;
             Self::check_ports_free(&txn.state, ports, "")?;
             let mac = mac.unwrap_or_else(|| mac_for(ip));
             txn.state.networks.get_mut(net_id).unwrap().pending.insert(
@@ -360,6 +361,8 @@ impl Daemon {
                 .container_with_endpoint(ep_id)
                 .cloned()
                 .ok_or_else(|| not_found(format!("endpoint {ep_id} has not joined a sandbox")))?;
+            let has_ip6 = c.endpoints.iter().any(|e| e.id == ep_id && e.ip6.is_some());
+            super::validate::check_ipv6_host_ips(ports, has_ip6).map_err(invalid)?;
             let ports = Self::choose_host_ports(&txn.state, ports, &c.id)?;
             let cm = txn.state.containers.get_mut(&c.id).unwrap();
             cm.ports = ports;
@@ -591,6 +594,7 @@ impl Daemon {
             },
         )?;
         if !req.ports.is_empty() {
+            super::validate::check_ipv6_host_ips(&req.ports, e.ip6.is_some()).map_err(invalid)?;
             let ports = Self::choose_host_ports(&txn.state, &req.ports, &cid)?;
             let cm = txn.state.containers.get_mut(&cid).unwrap();
             cm.ports.extend(ports);

@@ -69,20 +69,30 @@ fn owner_labels(
     json!(l)
 }
 
-fn ports_json(c: &Container) -> Value {
+/// `HostConfig.PortBindings` (`served: false`: the bindings as given, no
+/// address `""`) or `NetworkSettings.Ports` (`served: true`: each address
+/// it is served on, `0.0.0.0` and `::` for a dual-stack one).
+fn ports_json(c: &Container, served: bool) -> Value {
     let mut m = serde_json::Map::new();
     for p in &c.ports {
+        let ips: Vec<String> = if served {
+            c.served_host_ips(p).iter().map(|i| i.to_string()).collect()
+        } else {
+            vec![p.host_ip.map(|i| i.to_string()).unwrap_or_default()]
+        };
         for (hp, cp) in p.pairs() {
             let key = format!("{cp}/{}", p.proto.as_str());
-            let entry = json!({
-                "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
-                "HostPort": hp.to_string(),
-            });
-            m.entry(key)
-                .or_insert_with(|| json!([]))
-                .as_array_mut()
-                .unwrap()
-                .push(entry);
+            for ip in &ips {
+                let entry = json!({
+                    "HostIp": ip,
+                    "HostPort": hp.to_string(),
+                });
+                m.entry(key.clone())
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()
+                    .unwrap()
+                    .push(entry);
+            }
         }
     }
     Value::Object(m)
@@ -227,7 +237,7 @@ impl Daemon {
             "HostConfig": {
                 "NetworkMode": network_mode,
                 "AutoRemove": c.auto_remove,
-                "PortBindings": ports_json(c),
+                "PortBindings": ports_json(c, false),
                 "PublishAllow": c.publish_allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                 "Dns": c.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "DnsSearch": c.dns_search,
@@ -237,7 +247,7 @@ impl Daemon {
             },
             "NetworkSettings": {
                 "SandboxKey": c.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                "Ports": ports_json(c),
+                "Ports": ports_json(c, true),
                 // pier's: the source rules of each published host port
                 // (`pier port` shows the same); a port not listed has none.
                 "PublishPolicy": c
@@ -288,12 +298,13 @@ impl Daemon {
         let ports = bound
             .iter()
             .flat_map(|p| {
-                let ip = p.host_ip.map(|i| i.to_string()).unwrap_or("0.0.0.0".into());
-                p.pairs().map(move |(h, cp)| ListPort {
-                    ip: ip.clone(),
-                    private_port: cp,
-                    public_port: h,
-                    proto: p.proto.as_str().into(),
+                c.served_host_ips(p).into_iter().flat_map(move |ip| {
+                    p.pairs().map(move |(h, cp)| ListPort {
+                        ip: ip.to_string(),
+                        private_port: cp,
+                        public_port: h,
+                        proto: p.proto.as_str().into(),
+                    })
                 })
             })
             .collect();

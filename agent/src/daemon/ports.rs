@@ -44,15 +44,18 @@ impl Daemon {
             .ports
             .iter()
             .flat_map(|p| {
-                p.pairs().map(move |(hp, cp)| PortMapping {
-                    private_port: cp,
-                    proto: p.proto.as_str().into(),
-                    host_ip: host_ip_text(p.host_ip),
-                    host_port: hp,
-                    policy: super::policy::port_policy_text(st, c, hp, p.proto),
+                c.served_host_ips(p).into_iter().flat_map(move |ip| {
+                    p.pairs().map(move |(hp, cp)| PortMapping {
+                        private_port: cp,
+                        proto: p.proto.as_str().into(),
+                        host_ip: ip.to_string(),
+                        host_port: hp,
+                        policy: super::policy::port_policy_text(st, c, hp, p.proto),
+                    })
                 })
             })
             .collect();
+        // (Stable: each port's IPv4 row before its IPv6 one, as Docker.)
         rows.sort_by(|a, b| {
             (a.private_port, &a.proto, a.host_port).cmp(&(b.private_port, &b.proto, b.host_port))
         });
@@ -83,7 +86,11 @@ impl Daemon {
                     .unwrap_or_default();
                 PortStatsRow {
                     container,
-                    host_ip: host_ip_text(s.port.host_ip),
+                    // An IPv6 row of a port on every address reads `::`.
+                    host_ip: match (s.port.host_ip, s.port.container_ip) {
+                        (None, std::net::IpAddr::V6(_)) => "::".into(),
+                        (ip, _) => host_ip_text(ip),
+                    },
                     host_port: s.port.host_port,
                     proto: match s.port.proto {
                         Proto::Tcp => "tcp",

@@ -159,11 +159,13 @@ pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
     };
     let host_ip = match ip {
         None | Some("") => None,
-        Some(s) if ip6.is_some() => {
-            Some(IpAddr::V6(s.parse::<Ipv6Addr>().map_err(|_| {
+        // A v4-mapped address is the IPv4 one (the engines' too).
+        Some(s) if ip6.is_some() => Some(
+            IpAddr::V6(s.parse::<Ipv6Addr>().map_err(|_| {
                 format!("invalid port spec {spec:?}: {s:?} is not an IPv6 address")
-            })?))
-        }
+            })?)
+            .to_canonical(),
+        ),
         Some(s) => Some(IpAddr::V4(s.parse::<Ipv4Addr>().map_err(|_| {
             format!(
                 "invalid port spec {spec:?}: {s:?} is not an IP address (IPv6 in brackets: [::1])"
@@ -195,6 +197,38 @@ pub fn parse_port_spec(spec: &str) -> Result<PortBinding, String> {
         container_port_end: cpe,
         proto,
     })
+}
+
+/// An engine's host address of a port mapping (Docker's portmap `HostIP`,
+/// CNI's `hostIP`, netavark's `host_ip`) as a binding's `host_ip`, the
+/// CLI's `-p IP:H:C` / `-p [IPV6]:H:C` meaning: `""` and `0.0.0.0` (the
+/// engines' default) every address of both families, `::` every IPv6
+/// address, any other its own family only. A v4-mapped IPv6 address is
+/// the IPv4 one.
+pub fn engine_host_ip(s: &str) -> Result<Option<IpAddr>, String> {
+    match s {
+        "" | "0.0.0.0" => Ok(None),
+        s => s
+            .parse::<IpAddr>()
+            .map(|ip| Some(ip.to_canonical()))
+            .map_err(|_| format!("host IP {s:?} is not an IP address")),
+    }
+}
+
+/// The first binding with an IPv6 host address, when the container has no
+/// IPv6 address to lead it to (pier has no userland proxy to carry IPv6
+/// to IPv4): one clear error.
+pub fn check_ipv6_host_ips(ports: &[PortBinding], has_ip6: bool) -> Result<(), String> {
+    match ports
+        .iter()
+        .find(|b| b.host_ip.is_some_and(|i| i.is_ipv6()))
+    {
+        Some(b) if !has_ip6 => Err(format!(
+            "port {}: the container has no IPv6 address (its network is not --ipv6)",
+            bind_addr(b, b.host_port)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `--expose PORT[-END][/tcp|udp]`: the ports it names.
@@ -447,6 +481,36 @@ mod tests {
         assert_eq!(
             ports_clash(&l1, &parse_port_spec("9000:80").unwrap()),
             Some(9000)
+        );
+    }
+
+    #[test]
+    fn engine_host_ips_mean_what_the_cli_forms_do() {
+        assert_eq!(engine_host_ip(""), Ok(None));
+        assert_eq!(engine_host_ip("0.0.0.0"), Ok(None));
+        assert_eq!(engine_host_ip("::"), Ok(Some(Ipv6Addr::UNSPECIFIED.into())));
+        assert_eq!(
+            engine_host_ip("fd00::1"),
+            Ok(Some("fd00::1".parse().unwrap()))
+        );
+        assert_eq!(
+            engine_host_ip("127.0.0.1"),
+            Ok(Some(Ipv4Addr::LOCALHOST.into()))
+        );
+        assert_eq!(
+            engine_host_ip("::ffff:127.0.0.1"),
+            Ok(Some(Ipv4Addr::LOCALHOST.into()))
+        );
+        let e = engine_host_ip("fd00::1::2").unwrap_err();
+        assert!(e.contains("not an IP address"), "{e}");
+        let m = parse_port_spec("[::ffff:127.0.0.1]:8080:80").unwrap();
+        assert_eq!(m.host_ip, Some(Ipv4Addr::LOCALHOST.into()));
+        let b = parse_port_spec("[::1]:8080:80").unwrap();
+        assert!(check_ipv6_host_ips(std::slice::from_ref(&b), true).is_ok());
+        let e = check_ipv6_host_ips(&[b], false).unwrap_err();
+        assert!(
+            e.contains("[::1]:8080") && e.contains("no IPv6 address"),
+            "{e}"
         );
     }
 }

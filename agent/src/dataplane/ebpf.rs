@@ -848,11 +848,12 @@ impl Dataplane for EbpfDataplane {
             .map(|p| {
                 if p.is_v6() {
                     let c = maps::port_counter6(bpf, &maps::port_key6(p))?;
+                    let d = maps::port_denied6(bpf, &maps::port_key6(p))?;
                     return Ok(PortStats {
                         port: p.clone(),
                         packets: c.packets,
                         bytes: c.bytes,
-                        denied: 0,
+                        denied: d.packets,
                     });
                 }
                 let c = maps::port_counter(bpf, &port_key(p))?;

@@ -25,8 +25,9 @@ use pier_common::{
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
     nat6::{CtVal6, FlowKey6, NatVal6, PortKey6, PortVal6, SockKey6, SockVal6, UplinkVal6},
     policy::{
-        POLICY_ALLOW, POLICY_DENY, POLICY_F_DEFAULT_DENY, POLICY_F_HOST, POLICY_F_HOST_UPLINK,
-        POLICY_F_PORT, POLICY_F_PORT_UPLINK, PolicyKey, PolicyVal, SCOPE_BITS,
+        FAMILY_V4, FAMILY_V6, POLICY_ALLOW, POLICY_DENY, POLICY_F_DEFAULT_DENY, POLICY_F_HOST,
+        POLICY_F_HOST_UPLINK, POLICY_F_PORT, POLICY_F_PORT_UPLINK, PolicyKey, PolicyVal,
+        SCOPE_BITS, SCOPES6,
     },
 };
 
@@ -146,9 +147,14 @@ fn add_rules<'a>(
     rules: impl IntoIterator<Item = &'a PolicyRule>,
 ) {
     for r in rules {
+        // Each family's rules go to its own scopes.
         let net = r.src.trunc();
         let mut k = scope;
-        k.src[..4].copy_from_slice(&net.network().octets());
+        match net.network() {
+            IpAddr::V4(a) if scope.family == FAMILY_V4 => k.src[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) if scope.family == FAMILY_V6 => k.src = a.octets(),
+            _ => continue,
+        }
         let len = SCOPE_BITS + u32::from(net.prefix_len());
         let v = PolicyVal {
             action: if r.deny { POLICY_DENY } else { POLICY_ALLOW },
@@ -176,11 +182,13 @@ fn add_scope(
     (f_any, f_uplink): (u16, u16),
 ) -> u16 {
     let mut flags = 0;
-    if rules.iter().any(|r| r.uplink.is_none()) {
+    let ours = |r: &&PolicyRule| r.src.addr().is_ipv4() == (scope.family == FAMILY_V4);
+    if rules.iter().filter(ours).any(|r| r.uplink.is_none()) {
         flags |= f_any;
         add_rules(policy, scope, rules.iter().filter(|r| r.uplink.is_none()));
     }
     let mut per: BTreeMap<u32, Vec<&PolicyRule>> = BTreeMap::new();
+    // An uplink with an allow of either family is allow-only for both.
     for r in rules {
         if let Some(i) = r.uplink.as_ref().and_then(|u| ifaces.get(u)) {
             per.entry(i.ifindex).or_default().push(r);
@@ -262,6 +270,25 @@ impl Tables {
             ifaces,
             (POLICY_F_HOST, POLICY_F_HOST_UPLINK),
         );
+        let host_flags6 = add_scope(
+            &mut host_policy,
+            PolicyKey::host6([0; 16]),
+            &desired.host_policy,
+            ifaces,
+            (POLICY_F_HOST, POLICY_F_HOST_UPLINK),
+        );
+        // The explicit IPv6 host addresses ports are published on, sorted:
+        // their rank is their ports' policy scope.
+        let v6_hosts: Vec<Ipv6Addr> = desired
+            .ports
+            .iter()
+            .filter_map(|p| match p.host_ip {
+                Some(IpAddr::V6(a)) if !a.is_unspecified() => Some(a),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut net_of = BTreeMap::new();
         // Addresses a published IPv4 port leads to (their packets may be
         // replies of published connections).
@@ -327,18 +354,36 @@ impl Tables {
                 continue;
             }
             if let IpAddr::V6(backend) = p.container_ip {
-                // IPv6: every rule is IPv4, so only "some allow applies"
-                // matters (an IPv6 client matches none: denied).
-                let allows = host_allows
-                    || desired
-                        .port_policy
-                        .get(&PortRef::of(p))
-                        .is_some_and(|r| r.iter().any(|r| !r.deny));
                 let key = port_key6(p);
+                // The port's scope: `::` is 0, each explicit host address
+                // its rank among them (the key has no room for 16 bytes).
+                let scope_id = match p.host_ip {
+                    Some(IpAddr::V6(a)) if !a.is_unspecified() => {
+                        (1 + v6_hosts.iter().position(|h| *h == a).unwrap_or(0) as u32).min(SCOPES6)
+                    }
+                    _ => 0,
+                };
+                let own = desired
+                    .port_policy
+                    .get(&PortRef::of(p))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let mut policy = host_flags6
+                    | add_scope(
+                        &mut t.policy,
+                        PolicyKey::port6(scope_id, key.port_be, key.proto, [0; 16]),
+                        own,
+                        ifaces,
+                        (POLICY_F_PORT, POLICY_F_PORT_UPLINK),
+                    );
+                // An allow of either family makes the port allow-only.
+                if host_allows || own.iter().any(|r| !r.deny && r.uplink.is_none()) {
+                    policy |= POLICY_F_DEFAULT_DENY;
+                }
                 let val = PortVal6 {
                     backend: addr6_be(backend),
                     backend_port_be: p.container_port.to_be(),
-                    policy: if allows { POLICY_F_DEFAULT_DENY } else { 0 },
+                    policy: policy | (scope_id as u16) << 8,
                 };
                 t.ports6.insert(key, val);
                 let b = PortKey6 {
@@ -554,6 +599,7 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
     }
     upsert(bpf, names::NETWORKS6, &t.gateways6)?;
     port_counters(bpf, names::PORT_STATS6, &t.ports6)?;
+    port_counters(bpf, names::PORT_DROPS6, &t.ports6)?;
     upsert(bpf, names::BACKENDS, &t.backends)?;
     // No port bound to one address: lookups ask the all-addresses key only.
     // Cleared before such a binding is added, set after the last is gone.
@@ -893,7 +939,15 @@ pub fn port_counter(bpf: &Ebpf, key: &PortKey) -> Result<Counter, DataplaneError
 
 /// [`port_counter`] of an IPv6 published port.
 pub fn port_counter6(bpf: &Ebpf, key: &PortKey6) -> Result<Counter, DataplaneError> {
-    let name = names::PORT_STATS6;
+    per_port6(bpf, names::PORT_STATS6, key)
+}
+
+/// [`port_denied`] of an IPv6 published port.
+pub fn port_denied6(bpf: &Ebpf, key: &PortKey6) -> Result<Counter, DataplaneError> {
+    per_port6(bpf, names::PORT_DROPS6, key)
+}
+
+fn per_port6(bpf: &Ebpf, name: &str, key: &PortKey6) -> Result<Counter, DataplaneError> {
     let map = bpf
         .map(name)
         .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;

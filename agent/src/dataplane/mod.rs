@@ -37,8 +37,21 @@ pub mod programs {
     pub const SENDMSG4: &str = "pier_sendmsg4";
     pub const RECVMSG4: &str = "pier_recvmsg4";
     pub const GETPEERNAME4: &str = "pier_getpeername4";
-    /// The cgroup socket-address hooks for host-local clients.
-    pub const SOCK_HOOKS: [&str; 4] = [CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
+    pub const CONNECT6: &str = "pier_connect6";
+    pub const SENDMSG6: &str = "pier_sendmsg6";
+    pub const RECVMSG6: &str = "pier_recvmsg6";
+    pub const GETPEERNAME6: &str = "pier_getpeername6";
+    /// The cgroup socket-address hooks for host-local clients, IPv4 and IPv6.
+    pub const SOCK_HOOKS: [&str; 8] = [
+        CONNECT4,
+        SENDMSG4,
+        RECVMSG4,
+        GETPEERNAME4,
+        CONNECT6,
+        SENDMSG6,
+        RECVMSG6,
+        GETPEERNAME6,
+    ];
     /// cgroup sock_release: forgets a closed socket's translation.
     pub const SOCK_RELEASE: &str = "pier_sock_release";
 }
@@ -120,7 +133,7 @@ impl PortSpec {
 /// One source rule of a published port's policy (`PIER_POLICY`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyRule {
-    pub src: Ipv4Net,
+    pub src: ipnet::IpNet,
     /// Deny (else allow) sources in `src`.
     pub deny: bool,
     /// Only for packets arriving on this uplink (an interface name); a

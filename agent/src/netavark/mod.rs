@@ -431,18 +431,7 @@ pub fn plan(o: &NetworkOptions) -> Result<Vec<Plan>, Failure> {
 pub fn port_bindings(o: &NetworkOptions) -> Result<Vec<PortBinding>, Failure> {
     let mut out = Vec::new();
     for p in o.port_mappings.iter().flatten() {
-        let host_ip = match p.host_ip.as_str() {
-            "" | "0.0.0.0" => None,
-            s => match s.parse::<IpAddr>() {
-                Ok(IpAddr::V4(a)) => Some(IpAddr::V4(a)),
-                Ok(IpAddr::V6(_)) => {
-                    return Err(Failure::new(format!(
-                        "port mapping on host ip {s}: pier does not do IPv6 yet (issue 10)"
-                    )));
-                }
-                Err(_) => return Err(Failure::new(format!("invalid host ip {s:?}"))),
-            },
-        };
+        let host_ip = crate::daemon::validate::engine_host_ip(&p.host_ip).map_err(Failure::new)?;
         let range = p.range.max(1);
         let end = |start: u16, what: &str| {
             start.checked_add(range - 1).ok_or_else(|| {
@@ -824,6 +813,15 @@ mod tests {
         let mut v = base();
         v["port_mappings"][0]["host_port"] = 65535.into();
         assert!(port_bindings(&opts(v)).is_err());
+        // IPv6 host addresses, as the CLI's `-p [addr]:H:C`.
+        let mut v = base();
+        v["port_mappings"][0]["host_ip"] = "fd00::1".into();
+        let b = port_bindings(&opts(v)).unwrap();
+        assert_eq!(b[0].host_ip, Some("fd00::1".parse().unwrap()));
+        let mut v = base();
+        v["port_mappings"][0]["host_ip"] = "nonsense".into();
+        let e = port_bindings(&opts(v)).unwrap_err().error;
+        assert!(e.contains("not an IP address"), "{e}");
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! pier makes is derived from them.
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub const DRIVER_BRIDGE: &str = "bridge";
@@ -290,7 +290,7 @@ pub struct Container {
     pub ports_on: Option<String>,
     /// `--publish-allow CIDR`: only these sources reach its published ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub publish_allow: Vec<Ipv4Net>,
+    pub publish_allow: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,7 +315,7 @@ impl PolicyAction {
 pub struct PolicyRecord {
     pub id: u32,
     pub action: PolicyAction,
-    pub src: Ipv4Net,
+    pub src: IpNet,
     /// A published host port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -345,7 +345,7 @@ impl PolicyRecord {
 
 /// The sources of a `pier.publish.allow` option value (`CIDR,CIDR`; a bare
 /// address is a /32).
-pub fn parse_cidr_list(v: &str) -> std::result::Result<Vec<Ipv4Net>, String> {
+pub fn parse_cidr_list(v: &str) -> std::result::Result<Vec<IpNet>, String> {
     v.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -353,16 +353,14 @@ pub fn parse_cidr_list(v: &str) -> std::result::Result<Vec<Ipv4Net>, String> {
         .collect()
 }
 
-/// `10.0.0.0/8` or `10.1.2.3` (a /32); host bits set is an error.
-pub fn parse_cidr(s: &str) -> std::result::Result<Ipv4Net, String> {
+/// `10.0.0.0/8`, `fd00::/8`, or one address (`10.1.2.3`: a /32, `fd00::1`:
+/// a /128); host bits set is an error.
+pub fn parse_cidr(s: &str) -> std::result::Result<IpNet, String> {
+    let bad = || format!("invalid CIDR {s:?}: a prefix like 10.0.0.0/8 or fd00::/8");
     let net = if s.contains('/') {
-        s.parse::<Ipv4Net>()
-            .map_err(|_| format!("invalid CIDR {s:?}: an IPv4 prefix like 10.0.0.0/8"))?
+        s.parse::<IpNet>().map_err(|_| bad())?
     } else {
-        let a: Ipv4Addr = s
-            .parse()
-            .map_err(|_| format!("invalid CIDR {s:?}: an IPv4 prefix like 10.0.0.0/8"))?;
-        Ipv4Net::from(a)
+        IpNet::from(s.parse::<IpAddr>().map_err(|_| bad())?)
     };
     if net.trunc() != net {
         return Err(format!(
@@ -386,6 +384,25 @@ impl Container {
             Some(id) => self.endpoints.iter().find(|e| &e.id == id),
             None => self.endpoints.first(),
         }
+    }
+    /// The host addresses binding `p` is served on, as Docker lists them
+    /// (`docker port`, `ps`, `NetworkSettings.Ports`): its own address, or
+    /// for none `0.0.0.0` and, when the ports' endpoint has IPv6, `::`.
+    pub fn served_host_ips(&self, p: &PortBinding) -> Vec<std::net::IpAddr> {
+        use std::net::{IpAddr, Ipv6Addr};
+        if let Some(ip) = p.host_ip {
+            return vec![ip];
+        }
+        let mut out = Vec::new();
+        let ep = self.ports_endpoint();
+        // An endpoint without IPv4 (IPv6 only) serves IPv6 only.
+        if ep.is_none_or(|e| e.ip.is_some() || e.ip6.is_none()) {
+            out.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        }
+        if ep.is_some_and(|e| e.ip6.is_some()) {
+            out.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        }
+        out
     }
 }
 
@@ -657,10 +674,13 @@ mod tests {
     fn cidrs_parse_strictly() {
         assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_cidr("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
-        for bad in ["10.0.0.0/33", "10.0.0/8", "x", "", "::1/128"] {
+        assert_eq!(parse_cidr("::1/128").unwrap().to_string(), "::1/128");
+        assert_eq!(parse_cidr("fd00::7").unwrap().to_string(), "fd00::7/128");
+        for bad in ["10.0.0.0/33", "10.0.0/8", "x", "", "fd00::/129", "fd00:::1"] {
             assert!(parse_cidr(bad).is_err(), "{bad}");
         }
         assert!(parse_cidr("10.0.0.5/8").unwrap_err().contains("10.0.0.0/8"));
+        assert!(parse_cidr("fd00::1/64").unwrap_err().contains("fd00::/64"));
         assert_eq!(
             parse_cidr_list("10.0.0.0/8, 192.168.0.0/16").unwrap().len(),
             2

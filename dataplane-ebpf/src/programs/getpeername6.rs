@@ -1,0 +1,8 @@
+//! `pier_getpeername6`: cgroup getpeername6 hook; a translated IPv6 peer shows as the address that was dialled.
+use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn pier_getpeername6(ctx: SockAddrContext) -> i32 {
+    crate::sock::to_dialled6(&ctx);
+    1
+}
