@@ -38,6 +38,9 @@ pub struct TestHost {
     /// bpffs directory the agent of this host pins into.
     pub bpffs_dir: PathBuf,
     agents: Vec<Child>,
+    /// Agents started so far (names their logs: a restarted agent must not
+    /// overwrite the log of the one that was killed).
+    started: usize,
 }
 
 impl TestHost {
@@ -51,6 +54,7 @@ impl TestHost {
             dir: std::env::temp_dir().join(format!("pier-test-{prefix}")),
             bpffs_dir: PathBuf::from(format!("/sys/fs/bpf/pier-test-{prefix}")),
             agents: Vec::new(),
+            started: 0,
             prefix,
         };
         // From here on, Drop cleans up whatever was made.
@@ -224,7 +228,8 @@ impl TestHost {
 
     /// Start the agent `c` makes (`agent_command*`) and wait for its socket.
     pub fn start_agent_with(&mut self, mut c: Command, rust_log: &str) -> Agent {
-        let log = self.dir.join(format!("agent-{}.log", self.agents.len()));
+        let log = self.dir.join(format!("agent-{}.log", self.started));
+        self.started += 1;
         let logf = std::fs::File::create(&log).expect("agent log");
         c.stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())

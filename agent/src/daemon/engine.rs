@@ -186,6 +186,7 @@ impl Daemon {
         ports: &[PortBinding],
     ) -> Result<[u8; 6]> {
         check_id("endpoint", ep_id)?;
+        check_bindings(ports)?;
         if let Some(m) = mac
             && (m[0] & 1 != 0 || m == [0; 6])
         {
@@ -355,6 +356,7 @@ impl Daemon {
     /// A host port held by a container or a host process is refused, and
     /// nothing is published.
     pub fn engine_publish(&self, ep_id: &str, ports: &[PortBinding]) -> Result<()> {
+        check_bindings(ports)?;
         self.change(|txn| {
             let c = txn
                 .state
@@ -521,6 +523,7 @@ impl Daemon {
         if req.engine_id.is_empty() {
             return Err(invalid("an empty container id"));
         }
+        check_bindings(&req.ports)?;
         let net = txn
             .state
             .networks
@@ -753,6 +756,7 @@ impl Daemon {
         net: &NamedNetwork,
         mut req: EngineAttach,
     ) -> Result<(crate::state::Endpoint, Option<Ipv4Addr>)> {
+        check_bindings(&req.ports)?;
         req.network_id = Self::ensure_named_network(txn, net)?;
         Self::engine_attach_in(txn, &req)
     }
@@ -792,4 +796,14 @@ impl Daemon {
             Ok(gone)
         })
     }
+}
+
+/// Bindings as a front end hands them over (the CNI route takes them as
+/// JSON): refused before anything is made unless they are ones `-p` could
+/// have typed.
+fn check_bindings(ports: &[PortBinding]) -> Result<()> {
+    ports
+        .iter()
+        .try_for_each(super::validate::check_binding)
+        .map_err(invalid)
 }

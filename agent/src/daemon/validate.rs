@@ -295,6 +295,43 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     Ok(m)
 }
 
+/// A binding that `-p` could have typed: container ports `1..=65535` in
+/// order; host port 0 (an ephemeral one) for one container port, else host
+/// ports in order, as many as the container's or a range to choose one from.
+pub fn check_binding(b: &PortBinding) -> Result<(), String> {
+    let text = format!(
+        "port binding {}-{}:{}-{}/{}",
+        b.host_port,
+        b.host_port_end,
+        b.container_port,
+        b.container_port_end,
+        b.proto.as_str()
+    );
+    if b.container_port == 0 || b.container_port_end < b.container_port {
+        return Err(format!(
+            "invalid {text}: the container ports must be 1-65535, in order"
+        ));
+    }
+    let one = b.container_port == b.container_port_end;
+    if b.host_port == 0 {
+        if b.host_port_end != 0 || !one {
+            return Err(format!(
+                "invalid {text}: an ephemeral host port (0) is for one container port"
+            ));
+        }
+        return Ok(());
+    }
+    if b.host_port_end < b.host_port {
+        return Err(format!("invalid {text}: the host ports must be in order"));
+    }
+    if !one && b.host_port_end - b.host_port != b.container_port_end - b.container_port {
+        return Err(format!(
+            "invalid {text}: host and container port ranges differ in length"
+        ));
+    }
+    Ok(())
+}
+
 /// A binding whose host port is still to be chosen (port 0, or a host
 /// range offered for one container port).
 pub fn is_choice(b: &PortBinding) -> bool {
@@ -334,6 +371,39 @@ pub fn bind_addr(p: &PortBinding, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bindings_from_front_ends() {
+        for spec in [
+            "80",
+            "8080:80",
+            "8000-8009:80-89",
+            "8000-8009:80",
+            "127.0.0.1:1:65535/udp",
+        ] {
+            let b = parse_port_spec(spec).unwrap();
+            assert_eq!(check_binding(&b), Ok(()), "{spec}");
+        }
+        let b = |hp, hpe, cp, cpe| PortBinding {
+            host_ip: None,
+            host_port: hp,
+            host_port_end: hpe,
+            container_port: cp,
+            container_port_end: cpe,
+            proto: PortProto::Tcp,
+        };
+        // (The API fuzz's CNI ADD with hostPortEnd < hostPort panicked.)
+        for bad in [
+            b(18200, 2, 80, 81),
+            b(18200, 18201, 81, 80),
+            b(1, 2, 0, 1),
+            b(0, 5, 80, 80),
+            b(0, 0, 80, 81),
+            b(100, 102, 80, 81),
+        ] {
+            assert!(check_binding(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn dns_search_options_env() {

@@ -657,9 +657,15 @@ pub fn write_host(
         .filter(|a| !a.is_loopback())
         .map(|a| (addr_be(*a), 1))
         .collect();
+    // Link-local addresses of the uplinks only: every host veth has one
+    // (a thousand containers would fill the map), and a container's
+    // link-local traffic passes without this lookup.
     let addrs6: BTreeMap<Addr6, u32> = ifaces
-        .values()
-        .flat_map(|i| i.addrs6.iter())
+        .iter()
+        .flat_map(|(n, i)| {
+            let up = uplinks.contains(n);
+            i.addrs6.iter().filter(move |a| up || !is_link_local6(a))
+        })
         .filter(|a| !a.is_loopback())
         .map(|a| (addr6_be(*a), 1))
         .collect();

@@ -547,8 +547,8 @@ fn prune_networks(txn: &mut crate::daemon::Txn) {
     }
 }
 
-/// Bring `lo` up inside the container's namespace (netavark's first step;
-/// podman leaves it down). A thread joins the namespace for one ioctl.
+/// Bring `lo` up inside the container's namespace (netavark's first step,
+/// pier's last one of a setup that succeeds; podman leaves it down). A thread joins the namespace for one ioctl.
 pub fn loopback_up(netns: &Path) -> Result<(), Failure> {
     let f = std::fs::File::open(netns)
         .map_err(|e| Failure::new(format!("invalid namespace path: {}", io_error(&e))))?;
@@ -601,7 +601,8 @@ pub fn setup(d: &Daemon, call: &Call) -> Result<BTreeMap<String, StatusBlock>, F
         return Err(Failure::new("container_id is empty"));
     }
     let netns = Path::new(&call.netns).to_path_buf();
-    loopback_up(&netns)?;
+    std::fs::File::open(&netns)
+        .map_err(|e| Failure::new(format!("invalid namespace path: {}", io_error(&e))))?;
     let macs = d.change(|txn| {
         prune_dead(txn)?;
         let mine =
@@ -635,6 +636,9 @@ pub fn setup(d: &Daemon, call: &Call) -> Result<BTreeMap<String, StatusBlock>, F
                 .map_err(|e| netavark_words(e, &p.ifname))?;
             macs.push(e.mac);
         }
+        // `lo` up last, in the change: a refused setup leaves the namespace
+        // as it was (the API fuzz found `lo` up after an invalid interface name).
+        loopback_up(&netns).map_err(|f| crate::error::AgentError::Internal(f.error))?;
         Ok(macs)
     })?;
     Ok(plans

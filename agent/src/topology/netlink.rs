@@ -508,8 +508,10 @@ impl Topology for NetlinkTopology {
         let ns_sock: OwnedFd = netns::netlink_socket_in(&ep.netns)?;
         let ep = ep.clone();
         self.worker.run(move |h| async move {
-            let bridge = match link_by_name(&h, &ep.bridge).await? {
-                Some(l) if link_kind(&l) == Some(&InfoKind::Bridge) => l.header.index,
+            let (bridge, bridge_mac) = match link_by_name(&h, &ep.bridge).await? {
+                Some(l) if link_kind(&l) == Some(&InfoKind::Bridge) => {
+                    (l.header.index, link_mac(&l))
+                }
                 Some(_) => {
                     return Err(TopologyError::Invalid(format!(
                         "interface {} is not a bridge",
@@ -582,7 +584,7 @@ impl Topology for NetlinkTopology {
                 None => Ok(()),
             };
             let r = match r {
-                Ok(()) => configure_inside(&ns, &ep).await,
+                Ok(()) => configure_inside(&ns, &ep, bridge_mac.as_deref()).await,
                 Err(e) => Err(e),
             };
             if r.is_err() {
@@ -770,7 +772,23 @@ impl Topology for NetlinkTopology {
 
 /// Up, address and default route on the container's end (already named).
 /// The caller removes the pair if this fails.
-async fn configure_inside(ns: &Handle, ep: &EndpointSpec) -> Result<()> {
+/// The MAC address of a link.
+fn link_mac(l: &LinkMessage) -> Option<Vec<u8>> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(m) if m.len() == 6 => Some(m.clone()),
+        _ => None,
+    })
+}
+
+/// Inside the container: the interface up, its addresses, the default
+/// routes, and a permanent neighbour entry for each gateway (the bridge's
+/// MAC): a container never asks for its gateway, so neither its namespace
+/// nor the host's holds a learnt entry per container. The kernel's
+/// neighbour tables are one per machine, shared by all namespaces (garbage
+/// collection from 512 entries, none beyond 1024, permanent ones not
+/// counted): a thousand containers that each learnt their gateway, and the
+/// host each of them, would find the table full and go unanswered.
+async fn configure_inside(ns: &Handle, ep: &EndpointSpec, bridge_mac: Option<&[u8]>) -> Result<()> {
     let inner = link_by_name(ns, &ep.ifname)
         .await?
         .ok_or_else(|| TopologyError::Invalid(format!("{} is not in the container", ep.ifname)))?
@@ -806,6 +824,19 @@ async fn configure_inside(ns: &Handle, ep: &EndpointSpec) -> Result<()> {
         if let Some(gw6) = ep.default_gateway6 {
             add_default6(ns, inner, gw6, ep.metric, false).await?;
         }
+    }
+    let gateways = [
+        ep.default_gateway.map(IpAddr::V4),
+        ep.address6.and(ep.default_gateway6).map(IpAddr::V6),
+    ];
+    for gw in gateways.into_iter().flatten() {
+        let Some(mac) = bridge_mac else { break };
+        ns.neighbours()
+            .add(inner, gw)
+            .link_layer_address(mac)
+            .execute()
+            .await
+            .map_err(nl(format!("add the neighbour entry of gateway {gw}")))?;
     }
     Ok(())
 }

@@ -5,6 +5,9 @@
 //! agent's pinned maps, and the firewall check every test ends with.
 #![allow(dead_code)]
 
+pub mod api;
+pub mod consistency;
+
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -348,4 +351,71 @@ pub fn slow_client(
         s.read_to_string(&mut answer)?;
         Ok(answer)
     })
+}
+
+/// xorshift64*: reproducible from the seed a test prints.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// `$VAR` if set, else from the clock; the test prints it.
+    pub fn from_env(var: &str) -> (Self, u64) {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        (Rng(seed.max(1)), seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+/// `$VAR` as a number, else `default`.
+pub fn env_num(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Median and maximum of `v` (zero when empty).
+pub fn median_max(v: &[Duration]) -> (Duration, Duration) {
+    let mut v = v.to_vec();
+    v.sort();
+    (
+        v.get(v.len() / 2).copied().unwrap_or_default(),
+        v.last().copied().unwrap_or_default(),
+    )
+}
+
+/// `VmRSS` of process `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
