@@ -12,6 +12,7 @@ pub mod load;
 pub mod netavark;
 pub mod peers;
 pub mod pin;
+pub mod progcost;
 pub mod report;
 pub mod results;
 pub mod run;

@@ -743,6 +743,16 @@ impl Pier {
             .args(args))
     }
 
+    /// Run the pier CLI against this peer's agent; its stdout.
+    pub fn cli(&self, ctx: &Ctx, args: &[String]) -> anyhow::Result<String> {
+        self.pier(ctx, args)
+    }
+
+    /// The world, to start more in it (servers in the outside namespace).
+    pub fn world_mut(&mut self) -> &mut World {
+        self.w.as_mut().expect("built")
+    }
+
     /// The container's address on the default bridge, from `pier inspect`.
     fn container_ip(&self, ctx: &Ctx, name: &str) -> anyhow::Result<Ipv4Addr> {
         let out = self.pier(ctx, &["inspect".into(), name.into()])?;

@@ -39,8 +39,13 @@ pub struct CtVal {
     /// A hairpin client dialling its own published port is seen by itself
     /// as coming from the gateway; replies go back to this address. 0: none.
     pub client_be: u32,
+    /// The replies' Ethernet header out of the uplink, as the client's first
+    /// packet came in swapped: its next hop's MAC, then the uplink's. All
+    /// zero: not known (hairpin, re-tracked), the next hop is resolved.
+    pub macs: [[u8; 6]; 2],
+    pub _pad2: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<CtVal>() == 32);
+const _: () = assert!(core::mem::size_of::<CtVal>() == 48);
 
 crate::pod!(FlowKey, CtVal);

@@ -1,6 +1,7 @@
 //! Endpoint, network and uplink layouts.
 
-/// A container interface, found by its IPv4 address.
+/// A container interface, found by its address (`PIER_ENDPOINTS6` holds
+/// these; `PIER_ENDPOINTS` an [`EndpointVal4`] around one).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EndpointVal {
@@ -14,6 +15,26 @@ pub struct EndpointVal {
 }
 
 const _: () = assert!(core::mem::size_of::<EndpointVal>() == 20);
+
+/// A container interface, found by its IPv4 address: the endpoint, with
+/// its network's [`NetworkVal`] (the lookup that checks a container's
+/// source address is the only one its packets need for that) and `EP_F_*`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointVal4 {
+    pub ep: EndpointVal,
+    /// Its network's `NET_F_*` flags and gateway (as `PIER_NETWORKS` has them).
+    pub net_flags: u32,
+    pub gateway_be: u32,
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<EndpointVal4>() == 32);
+
+/// `EndpointVal4::flags`: a published port leads to this address, so its
+/// packets may be replies of published connections (`PIER_CT`,
+/// `PIER_BACKENDS`); without it, neither is looked up.
+pub const EP_F_BACKEND: u32 = 1;
 
 /// `NetworkVal::flags` bits.
 pub const NET_F_INTERNAL: u32 = 1;
@@ -58,4 +79,4 @@ pub struct VethVal {
 
 const _: () = assert!(core::mem::size_of::<VethVal>() == 16);
 
-crate::pod!(EndpointVal, NetworkVal, UplinkVal, VethVal);
+crate::pod!(EndpointVal, EndpointVal4, NetworkVal, UplinkVal, VethVal);

@@ -98,4 +98,17 @@ impl Default for IfStats {
 
 const _: () = assert!((crate::drop::DropReason::PolicyDenied as usize) < IF_DROP_SLOTS);
 
-crate::pod!(Event, IfStats);
+/// The packet counters of one interface, per CPU, in the `PIER_IF_PKTS`
+/// array indexed by ifindex (an array slot costs the programs a few ns, a
+/// hash entry tens): `rx` and `tx` as in [`IfStats`]. An interface whose
+/// ifindex is past the array keeps them in its `PIER_IF_STATS` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfPkts {
+    pub rx: Counter,
+    pub tx: Counter,
+}
+
+const _: () = assert!(core::mem::size_of::<IfPkts>() == 32);
+
+crate::pod!(Event, IfStats, IfPkts);

@@ -98,6 +98,13 @@ pub const FRAGS_LEN: u32 = 8192;
 pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 32;
 
+/// One slot: `PORTS_F_*` of the whole `PIER_PORTS` table, written by the
+/// agent at each sync. Per load (0, the safe default, until the first sync).
+pub const PORT_CFG: &str = "PIER_PORT_CFG";
+/// `PORT_CFG` bit: no port is bound to one host address (only to all of
+/// them), so a lookup asks the all-addresses key alone.
+pub const PORTS_F_WILD_ONLY: u32 = 1;
+
 /// Monitor events: a ring buffer of [`crate::event::Event`], written only
 /// while `PIER_MON_CFG` says a monitor is attached. Per load.
 pub const EVENTS: &str = "PIER_EVENTS";
@@ -111,9 +118,14 @@ pub const KCOUNTERS: &str = "PIER_KCOUNTERS";
 /// (entries made by the agent for each veth and uplink). Pinned.
 pub const IF_STATS: &str = "PIER_IF_STATS";
 pub const IF_STATS_LEN: u32 = 16384;
+/// Per-interface packet counters by ifindex: a per-CPU array of
+/// [`crate::event::IfPkts`] (ifindex below [`IF_PKTS_LEN`]; others count in
+/// [`IF_STATS`]). Pinned.
+pub const IF_PKTS: &str = "PIER_IF_PKTS";
+pub const IF_PKTS_LEN: u32 = 4096;
 
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 32] = [
+pub const PINNED: [&str; 33] = [
     PORT_DROPS6,
     UPLINKS,
     PORTS,
@@ -146,6 +158,7 @@ pub const PINNED: [&str; 32] = [
     SOCK_NAT6,
     KCOUNTERS,
     IF_STATS,
+    IF_PKTS,
 ];
 
 const _: () = {
@@ -184,8 +197,10 @@ const _: () = {
         SOCK_NAT6,
         EVENTS,
         MON_CFG,
+        PORT_CFG,
         KCOUNTERS,
         IF_STATS,
+        IF_PKTS,
     ];
     let mut i = 0;
     while i < names.len() {

@@ -1,6 +1,6 @@
 //! Connection tracking: lifetimes and TCP close detection shared by the
 //! publishing conntrack (`PIER_CT`) and masquerade (`PIER_SNAT_*`).
-use aya_ebpf::{Global, helpers::bpf_ktime_get_ns};
+use aya_ebpf::{Global, helpers::bpf_ktime_get_coarse_ns};
 use pier_common::{
     config::{
         CT_ICMP_NS as CT_ICMP_DEFAULT, CT_TCP_CLOSING_NS as CT_TCP_CLOSING_DEFAULT,
@@ -21,9 +21,43 @@ static CT_UDP_NS: Global<u64> = Global::new(CT_UDP_DEFAULT);
 #[unsafe(no_mangle)]
 static CT_ICMP_NS: Global<u64> = Global::new(CT_ICMP_DEFAULT);
 
+/// The clock lifetimes are stamped with: `CLOCK_MONOTONIC_COARSE` (a
+/// tick's resolution, a few ns to read; the agent's `CLOCK_MONOTONIC` runs
+/// at most a tick ahead of it).
 #[inline(always)]
 pub fn now() -> u64 {
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Bring an entry's flags and expiry up to date with a packet, writing only
+/// what changed: the flags (and the expiry with them) on a TCP state change,
+/// else the expiry only once it lags a fresh one by more than [`slack`]. An
+/// established flow's packets mostly read their entry and write nothing.
+///
+/// # Safety
+/// `flags` and `expires` point into one live map value.
+#[inline(always)]
+pub unsafe fn refresh(flags: *mut u32, expires: *mut u64, proto: u8, tcp_flags: u8, reply: bool) {
+    unsafe {
+        let old = *flags;
+        let new = next_flags_of(old, proto, tcp_flags, reply);
+        let life = lifetime(proto, new);
+        let exp = now() + life;
+        if new != old {
+            *flags = new;
+            *expires = exp;
+        } else if exp > *expires + slack(life) {
+            *expires = exp;
+        }
+    }
+}
+
+/// How far an entry's expiry may lag behind its last packet: an eighth of
+/// its lifetime, at most 1 s.
+#[inline(always)]
+pub fn slack(life: u64) -> u64 {
+    let s = life >> 3;
+    if s < 1_000_000_000 { s } else { 1_000_000_000 }
 }
 
 /// The flags after seeing `pkt` (`reply`: it travels backend → client).
@@ -62,7 +96,13 @@ pub fn expiry(now: u64, pkt: &Pkt, flags: u32) -> u64 {
 /// [`expiry`] by protocol (IPv6 too; ICMPv6 lives as long as ICMP).
 #[inline(always)]
 pub fn expiry_of(now: u64, proto: u8, flags: u32) -> u64 {
-    now + match proto {
+    now + lifetime(proto, flags)
+}
+
+/// How long an entry with `flags` of protocol `proto` lives after its last packet.
+#[inline(always)]
+pub fn lifetime(proto: u8, flags: u32) -> u64 {
+    match proto {
         IPPROTO_TCP if flags != 0 => CT_TCP_CLOSING_NS.load(),
         IPPROTO_TCP => CT_TCP_EST_NS.load(),
         IPPROTO_UDP => CT_UDP_NS.load(),

@@ -15,10 +15,11 @@ use pier_common::{
         EV_DROP, Event, FAMILY_ARP, FAMILY_OTHER, FAMILY_V4, FAMILY_V6, IF_DROP_SLOTS, LOST_EVENTS,
         MON_ON,
     },
+    maps::IF_PKTS_LEN,
     metrics::Counter,
 };
 
-use crate::maps::{EVENTS, IF_STATS, KCOUNTERS, MON_CFG};
+use crate::maps::{EVENTS, IF_PKTS, IF_STATS, KCOUNTERS, MON_CFG};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -174,10 +175,16 @@ unsafe fn read_flow(skb: *mut __sk_buff, e: *mut Event) {
     }
 }
 
-/// Count a packet that arrived on `ifindex` and was let through.
+/// Count a packet that arrived on `ifindex` and was let through: in the
+/// interface's `PIER_IF_PKTS` slot, or past the array in its `PIER_IF_STATS`
+/// entry.
 #[inline(never)]
 pub fn pier_count_rx(ifindex: u32, len: u32) -> u32 {
-    if let Some(s) = IF_STATS.get_ptr_mut(ifindex) {
+    if ifindex < IF_PKTS_LEN {
+        if let Some(s) = IF_PKTS.get_ptr_mut(ifindex) {
+            unsafe { add(&mut (*s).rx, len) };
+        }
+    } else if let Some(s) = IF_STATS.get_ptr_mut(ifindex) {
         unsafe { add(&mut (*s).rx, len) };
     }
     0
@@ -186,7 +193,11 @@ pub fn pier_count_rx(ifindex: u32, len: u32) -> u32 {
 /// Count a packet pier sends through `ifindex` (into a container, out of an uplink).
 #[inline(never)]
 pub fn pier_count_tx(ifindex: u32, len: u32) -> u32 {
-    if let Some(s) = IF_STATS.get_ptr_mut(ifindex) {
+    if ifindex < IF_PKTS_LEN {
+        if let Some(s) = IF_PKTS.get_ptr_mut(ifindex) {
+            unsafe { add(&mut (*s).tx, len) };
+        }
+    } else if let Some(s) = IF_STATS.get_ptr_mut(ifindex) {
         unsafe { add(&mut (*s).tx, len) };
     }
     0

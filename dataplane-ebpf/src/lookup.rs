@@ -1,7 +1,8 @@
 //! Map lookups shared by the TC programs and the socket hooks.
 use aya_ebpf::maps::lpm_trie::Key;
 use pier_common::{
-    endpoint::{EndpointVal, NetworkVal},
+    endpoint::{EndpointVal, EndpointVal4, NetworkVal},
+    maps::PORTS_F_WILD_ONLY,
     metrics::Counter,
     nat::{PortKey, PortVal},
     policy::{
@@ -11,7 +12,7 @@ use pier_common::{
 };
 
 use crate::maps::{
-    ENDPOINTS, HOST_ADDRS, NETWORKS, POLICY, PORT_DROPS, PORT_STATS, PORTS, SUBNETS,
+    ENDPOINTS, HOST_ADDRS, NETWORKS, POLICY, PORT_CFG, PORT_DROPS, PORT_STATS, PORTS, SUBNETS,
 };
 
 /// Is `addr` one of the host's own addresses (or loopback)?
@@ -22,7 +23,8 @@ pub fn is_host_addr(addr: u32) -> bool {
 }
 
 /// The published port `(addr, port, proto)` leads to, if any: a binding to
-/// that exact address first, then one to every host address.
+/// that exact address first (unless the table has none, `PORTS_F_WILD_ONLY`),
+/// then one to every host address.
 #[inline(always)]
 pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, PortVal)> {
     let mut key = PortKey {
@@ -31,14 +33,13 @@ pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, PortVal)> 
         proto,
         _pad: 0,
     };
-    if let Some(v) = unsafe { PORTS.get(key) } {
+    let wild_only = PORT_CFG.get(0).is_some_and(|f| *f & PORTS_F_WILD_ONLY != 0);
+    if !wild_only && let Some(v) = unsafe { PORTS.get(key) } {
         return Some((key, *v));
     }
-    if !is_host_addr(addr) {
-        return None;
-    }
     key.addr_be = 0;
-    unsafe { PORTS.get(key) }.map(|v| (key, *v))
+    let v = unsafe { PORTS.get(key) }?;
+    is_host_addr(addr).then(|| (key, *v))
 }
 
 #[inline(always)]
@@ -105,7 +106,14 @@ pub fn count_port_drop(key: &PortKey, len: u32) {
 
 #[inline(always)]
 pub fn endpoint(addr: u32) -> Option<EndpointVal> {
-    unsafe { ENDPOINTS.get(addr) }.copied()
+    unsafe { ENDPOINTS.get(addr) }.map(|v| v.ep)
+}
+
+/// The whole `PIER_ENDPOINTS` entry of `addr`, in the map's own memory (no
+/// copy on the programs' tight stack).
+#[inline(always)]
+pub fn endpoint_ref(addr: u32) -> Option<&'static EndpointVal4> {
+    unsafe { ENDPOINTS.get(addr) }
 }
 
 #[inline(always)]

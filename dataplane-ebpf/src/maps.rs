@@ -5,8 +5,8 @@ use aya_ebpf::{
 };
 use pier_common::{
     ct::{CtVal, FlowKey},
-    endpoint::{Addr6, EndpointVal, NetworkVal, UplinkVal, VethVal},
-    event::{IfStats, KCOUNTERS_LEN},
+    endpoint::{Addr6, EndpointVal, EndpointVal4, NetworkVal, UplinkVal, VethVal},
+    event::{IfPkts, IfStats, KCOUNTERS_LEN},
     frag::{FragKey, FragVal},
     maps::*,
     metrics::Counter,
@@ -37,7 +37,7 @@ pub static PORT_DROPS: PerCpuHashMap<PortKey, Counter> =
 pub static POLICY: LpmTrie<PolicyKey, PolicyVal> = LpmTrie::with_max_entries(POLICY_LEN, 0);
 
 #[map(name = "PIER_ENDPOINTS")]
-pub static ENDPOINTS: HashMap<u32, EndpointVal> = HashMap::with_max_entries(ENDPOINTS_LEN, 0);
+pub static ENDPOINTS: HashMap<u32, EndpointVal4> = HashMap::with_max_entries(ENDPOINTS_LEN, 0);
 
 #[map(name = "PIER_NETWORKS")]
 pub static NETWORKS: HashMap<u32, NetworkVal> = HashMap::with_max_entries(NETWORKS_LEN, 0);
@@ -119,6 +119,9 @@ pub static SOCK_NAT6: LruHashMap<SockKey6, SockVal6> =
 #[map(name = "PIER_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+#[map(name = "PIER_PORT_CFG")]
+pub static PORT_CFG: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "PIER_MON_CFG")]
 pub static MON_CFG: Array<u32> = Array::with_max_entries(1, 0);
 
@@ -127,3 +130,6 @@ pub static KCOUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KCOUNTERS
 
 #[map(name = "PIER_IF_STATS")]
 pub static IF_STATS: PerCpuHashMap<u32, IfStats> = PerCpuHashMap::with_max_entries(IF_STATS_LEN, 0);
+
+#[map(name = "PIER_IF_PKTS")]
+pub static IF_PKTS: PerCpuArray<IfPkts> = PerCpuArray::with_max_entries(IF_PKTS_LEN, 0);

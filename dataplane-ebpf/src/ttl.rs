@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use pier_common::{config::ICMP_ERROR_TTL, drop::DropReason};
 
-use crate::parse::{
-    ETH_HLEN, Frag, ICMP_TIME_EXCEEDED, IP_CSUM_OFF, IP_TTL_OFF, IPPROTO_ICMP, L4, Pkt, ptr_at,
+use crate::{
+    nat,
+    parse::{ETH_HLEN, Frag, ICMP_TIME_EXCEEDED, IP_TTL_OFF, IPPROTO_ICMP, L4, Pkt, ptr_at},
 };
 
 /// Would Linux refuse to forward `pkt`?
@@ -24,21 +25,27 @@ pub fn expired(pkt: &Pkt) -> bool {
 }
 
 /// Decrement the TTL of a packet about to be redirected (with the IPv4
-/// checksum). One that cannot be forwarded is dropped (`TtlExceeded`): an
-/// ICMP error or a later fragment, which Linux answers with nothing either.
+/// checksum, both written in place). One that cannot be forwarded is
+/// dropped (`TtlExceeded`): an ICMP error or a later fragment, which Linux
+/// answers with nothing either.
 #[inline(always)]
 pub fn decrement(ctx: &TcContext, pkt: &mut Pkt) -> Result<(), DropReason> {
     if expired(pkt) {
         return Err(DropReason::TtlExceeded);
     }
-    // The 16-bit word the checksum sees is (TTL, protocol).
-    let old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
+    // The 16-bit word the checksum sees is (TTL, protocol); the checksum
+    // follows it.
+    let w = nat::ptr_mut::<[u8; 4]>(ctx, IP_TTL_OFF)?;
     let ttl = pkt.ttl - 1;
+    let old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
     let new = u16::from_ne_bytes([ttl, pkt.proto]);
-    ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 2)
-        .map_err(|_| DropReason::Helper)?;
-    ctx.store(IP_TTL_OFF, &ttl, 0)
-        .map_err(|_| DropReason::Helper)?;
+    unsafe {
+        (*w)[0] = ttl;
+        let c = u16::from_ne_bytes([(*w)[2], (*w)[3]]);
+        let c = nat::csum_update16(c, old, new).to_ne_bytes();
+        (*w)[2] = c[0];
+        (*w)[3] = c[1];
+    }
     pkt.ttl = ttl;
     Ok(())
 }

@@ -31,7 +31,7 @@ use pier_agent::{
     state::{PortBinding, PortProto},
 };
 use pier_common::{
-    endpoint::{EndpointVal, NetworkVal, VethVal},
+    endpoint::{EndpointVal4, NetworkVal, VethVal},
     maps as names,
     nat::{PortKey, PortVal},
 };
@@ -151,7 +151,7 @@ impl Fixture {
         let b = &self.s.host.bpffs_dir;
         let ports: BTreeMap<PortKey, PortVal> = consistency::hash_entries(b, names::PORTS);
         w += &format!("PIER_PORTS: {ports:?}\n");
-        let eps: BTreeMap<u32, EndpointVal> = consistency::hash_entries(b, names::ENDPOINTS);
+        let eps: BTreeMap<u32, EndpointVal4> = consistency::hash_entries(b, names::ENDPOINTS);
         w += &format!("PIER_ENDPOINTS: {eps:?}\n");
         let v: BTreeMap<u32, VethVal> = consistency::hash_entries(b, names::VETHS);
         w += &format!("PIER_VETHS: {v:?}\n");

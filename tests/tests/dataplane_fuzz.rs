@@ -26,7 +26,7 @@ use dataplane_util::*;
 use pier_agent::dataplane::{Dataplane, EbpfDataplane, programs};
 use pier_common::{
     ct::{CtVal, FlowKey},
-    endpoint::EndpointVal,
+    endpoint::EndpointVal4,
     maps as names,
     nat::{NatVal, PortKey, PortVal},
 };
@@ -295,7 +295,7 @@ fn parse(f: &[u8]) -> Option<Ip> {
 struct Maps {
     ports: AyaHash<MapData, PortKey, PortVal>,
     backends: AyaHash<MapData, PortKey, PortKey>,
-    endpoints: AyaHash<MapData, u32, EndpointVal>,
+    endpoints: AyaHash<MapData, u32, EndpointVal4>,
     ct: AyaHash<MapData, FlowKey, CtVal>,
     fwd: AyaHash<MapData, FlowKey, NatVal>,
     rev: AyaHash<MapData, FlowKey, NatVal>,
@@ -359,13 +359,13 @@ fn check(
             if Some(ip.src) != own {
                 return Some(format!("IPv4 from a foreign source passed ({verdict})"));
             }
-            let ep = own.and_then(|a| c.maps.endpoints.get(&a, 0).ok());
+            let ep = own.and_then(|a| c.maps.endpoints.get(&a, 0).ok().map(|v| v.ep));
             if ep.is_none_or(|ep| input[6..12] != ep.mac) {
                 return Some(format!("IPv4 from a foreign MAC passed ({verdict})"));
             }
         } else if input[12..14] == [8, 6] && input.len() >= 42 {
             let spa = u32::from_ne_bytes(input[28..32].try_into().unwrap());
-            let ep = own.and_then(|a| c.maps.endpoints.get(&a, 0).ok());
+            let ep = own.and_then(|a| c.maps.endpoints.get(&a, 0).ok().map(|v| v.ep));
             let ok = ep.is_some_and(|ep| {
                 input[22..28] == ep.mac && input[6..12] == ep.mac && (spa == 0 || Some(spa) == own)
             });
@@ -400,7 +400,7 @@ fn check_redirect(c: &Ctx, input: &[u8], out: &[u8]) -> Option<String> {
     // in) the MACs stay; an answer made here swaps them.
     let macs_kept = out[0..12] == input[0..12];
     let macs_swapped = out[0..6] == input[6..12] && out[6..12] == input[0..6];
-    if let Ok(ep) = c.maps.endpoints.get(&o.dst, 0)
+    if let Ok(ep) = c.maps.endpoints.get(&o.dst, 0).map(|v| v.ep)
         && !macs_kept
         && !macs_swapped
         && (out[0..6] != ep.mac || out[6..12] != ep.bridge_mac)

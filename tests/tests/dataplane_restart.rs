@@ -184,6 +184,68 @@ fn a_new_dataplane_on_the_same_pins_takes_over_without_cutting_connections() {
     w.assert_firewalls_untouched();
 }
 
+/// A pinned map of another layout (what an older pier left: a smaller
+/// conntrack value, a smaller endpoint value) is made afresh at start,
+/// while pins of the same layout are taken over as they are (same map).
+#[test]
+fn pins_of_another_layout_are_made_afresh_and_the_others_kept() {
+    require_root!();
+    use aya::maps::MapInfo;
+    use pier_common::{ct::CtVal, endpoint::EndpointVal4, maps as names};
+    let mut w = World::new(false);
+    let net = w.network(1, "10.108.0.0/24");
+    let c1 = w.container("c1", &net, "10.108.0.2");
+    let out = w.host.outside_ns.clone();
+    let desired = w.desired(vec![tcp(8081, c1.ip, 8080)]);
+    let cfg = w.config();
+    let dir = w.host.bpffs_dir.clone();
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg.clone());
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        drop(dp);
+        let id = |n: &str| MapInfo::from_pin(dir.join(n)).expect(n).id();
+        let ports = id(names::PORTS);
+        // What an older layout pinned: 32-byte conntrack values, 20-byte endpoints.
+        for (name, kind, key, value) in [
+            (names::CT, "lru_hash", 16, 32),
+            (names::ENDPOINTS, "hash", 4, 20),
+        ] {
+            let pin = dir.join(name);
+            std::fs::remove_file(&pin).unwrap();
+            let st = std::process::Command::new("bpftool")
+                .args(["map", "create"])
+                .arg(&pin)
+                .args(["type", kind, "key", &key.to_string(), "value"])
+                .args([&value.to_string(), "entries", "16", "name", name])
+                .status()
+                .expect("bpftool");
+            assert!(st.success(), "bpftool map create {name}");
+        }
+        let old_ct = id(names::CT);
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start over pins of another layout");
+        dp.sync(&desired).expect("sync");
+        let ct = MapInfo::from_pin(dir.join(names::CT)).unwrap();
+        assert_ne!(ct.id(), old_ct, "PIER_CT made afresh");
+        assert_eq!(ct.value_size() as usize, std::mem::size_of::<CtVal>());
+        let ep = MapInfo::from_pin(dir.join(names::ENDPOINTS)).unwrap();
+        assert_eq!(
+            ep.value_size() as usize,
+            std::mem::size_of::<EndpointVal4>()
+        );
+        assert_eq!(id(names::PORTS), ports, "PIER_PORTS kept");
+        // And the port is served through the new maps.
+        let s = tcp_server(&c1.ns, 8080, 1);
+        let a = tcp_ask(&out, &format!("{HOST_UPLINK_IP}:8081"), "hi").expect("published");
+        assert_eq!(peer_ip(&a), OUTSIDE_IP);
+        s.join().unwrap();
+        dp.remove_all().unwrap();
+    });
+    assert!(!w.host.bpffs_dir.exists());
+    w.assert_firewalls_untouched();
+}
+
 /// Not a test on its own: the "agent" process that
 /// `a_killed_agent_leaves_the_dataplane_working` starts and SIGKILLs. It
 /// builds its dataplane from `PIER_DP_CHILD` and waits to be killed.

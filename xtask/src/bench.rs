@@ -48,3 +48,30 @@ pub fn run_netavark(quick: bool) -> anyhow::Result<()> {
     }
     run(&mut c)
 }
+
+/// `cargo xtask prog-cost [-- ARGS]`: ns per packet of pier's TC programs
+/// (`bpf_stats`) under a fixed load, published and masqueraded, TCP crr/rr
+/// and UDP (`pier-prog-cost`, release build).
+pub fn run_prog_cost(args: &[String]) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("pier-prog-cost builds network namespaces: run it as root");
+    }
+    setup::ensure()?;
+    build::ebpf()?;
+    build::agent(true)?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "pier-bench",
+        "--bin",
+        "pier-prog-cost",
+        "--bin",
+        "pier-echo",
+        "--bin",
+        "pier-load",
+    ]))?;
+    let mut c = crate::util::cmd(root().join("target/release/pier-prog-cost"));
+    c.args(args);
+    run(&mut c)
+}

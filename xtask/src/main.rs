@@ -1,4 +1,4 @@
-//! Developer commands: `cargo xtask setup | build-ebpf | test | demo | bench`.
+//! Developer commands: `cargo xtask setup | build-ebpf | test | demo | bench | prog-cost`.
 mod bench;
 mod build;
 mod compat;
@@ -47,6 +47,13 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Run time per packet of pier's TC programs (bpf_stats) under a fixed
+    /// load: published and masqueraded, TCP crr and rr, UDP.
+    ProgCost {
+        /// Extra arguments for pier-prog-cost (`--secs 5`, `--json FILE`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Performance comparison: pier vs plain routing, iptables and netavark
     /// (table on the terminal, target/pier-bench/results.json and a chart).
     Bench {
@@ -88,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             ]))
         }
         Cmd::Bench { quick, args } => bench::run_bench(quick, &args),
+        Cmd::ProgCost { args } => bench::run_prog_cost(&args),
         Cmd::Compat => {
             setup::ensure()?;
             build::ebpf()?;

@@ -39,6 +39,48 @@ fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneErro
     DataplaneError::Other(format!("{what}: {e}"))
 }
 
+/// Remove the pins under `dir` whose map is not the one `object` defines
+/// (key or value size, or size of the table, differ: an older pier's
+/// layout), so the load makes them afresh instead of handing the programs
+/// maps they would misread. Their entries are lost (conntrack of a layout
+/// change: established connections through it are cut once); pins of the
+/// same layout are kept, entries and all. Returns the names removed.
+pub fn drop_stale_pins(object: &[u8], dir: &Path) -> Result<Vec<String>, DataplaneError> {
+    let obj = aya_obj::Object::parse(object).map_err(|e| err("parsing the eBPF object", e))?;
+    let mut removed = Vec::new();
+    for name in names::PINNED {
+        let path = dir.join(name);
+        let Some(def) = obj.maps.get(name) else {
+            continue;
+        };
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+            // No pin (or not a map): the load makes it.
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| err(path.display(), e))?;
+                removed.push(name.to_string());
+            }
+            continue;
+        };
+        let same = info.key_size() == def.key_size()
+            && info.value_size() == def.value_size()
+            && info.max_entries() == def.max_entries();
+        if !same {
+            tracing::warn!(
+                "pinned map {name} has another layout (key {} value {} entries {}, now {} {} {}): made afresh",
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                def.key_size(),
+                def.value_size(),
+                def.max_entries()
+            );
+            std::fs::remove_file(&path).map_err(|e| err(path.display(), e))?;
+            removed.push(name.to_string());
+        }
+    }
+    Ok(removed)
+}
+
 /// Like [`err`], with the error's sources.
 fn err_chain(what: impl std::fmt::Display, e: impl std::error::Error + 'static) -> DataplaneError {
     DataplaneError::Other(format!("{what}: {}", crate::error::one_line(&e)))
@@ -484,6 +526,8 @@ impl EbpfDataplane {
             ns(t.udp),
             ns(t.icmp),
         );
+        let object = aligned(self.object.as_deref().unwrap_or(EBPF_OBJECT));
+        drop_stale_pins(&object, &self.cfg.bpffs_dir)?;
         let mut loader = EbpfLoader::new();
         // Pinned explicitly, by name, under this agent's directory only: a
         // plain `Ebpf::load` of the object (tests, benchmarks) pins nothing.
@@ -502,7 +546,7 @@ impl EbpfDataplane {
             .override_global(config::GLOBAL_CT_UDP_NS, &udp, true)
             .override_global(config::GLOBAL_CT_ICMP_NS, &icmp, true)
             .override_global(aya_log::LEVEL, &kernel_log_level(), false)
-            .load(&aligned(self.object.as_deref().unwrap_or(EBPF_OBJECT)))
+            .load(&object)
             .map_err(|e| err_chain("loading the eBPF object", e))?;
         Self::load_programs(&mut bpf)?;
         self.monitor = Some(MonitorHub::take(&mut bpf)?);
@@ -975,11 +1019,16 @@ mod tests {
         let t = Tables::new(&s, &ifaces(&["br1", "br2", "v1", "v2"])).unwrap();
         let eff: Vec<u16> = t.ports.keys().map(|k| u16::from_be(k.port_be)).collect();
         assert_eq!(eff, vec![8081]);
-        let ep = t.endpoints[&addr_be("10.1.0.2".parse().unwrap())];
+        let v4 = t.endpoints[&addr_be("10.1.0.2".parse().unwrap())];
+        let ep = v4.ep;
         assert_eq!(
             (ep.ifindex, ep.network_id, ep.bridge_mac),
             (12, 1, [2, 0, 0, 0, 1, 0])
         );
+        // Its network's flags and gateway ride along; it is a backend.
+        let net = t.networks[&1];
+        assert_eq!((v4.net_flags, v4.gateway_be), (net.flags, net.gateway_be));
+        assert_eq!(v4.flags, pier_common::endpoint::EP_F_BACKEND);
         // The backend leads back to its host port.
         let (b, h) = t.backends.iter().next().unwrap();
         assert_eq!(
@@ -1009,7 +1058,7 @@ mod tests {
         assert_eq!(k[0].to_ne_bytes(), [0xfd, 0, 0, 1], "packet byte order");
         assert_eq!(
             t.endpoints6[&k],
-            t.endpoints[&addr_be("10.1.0.2".parse().unwrap())]
+            t.endpoints[&addr_be("10.1.0.2".parse().unwrap())].ep
         );
         assert_eq!(t.endpoints6.len(), 1);
         let net = maps::addr6_be("fd00:1::".parse().unwrap());

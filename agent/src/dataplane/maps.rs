@@ -17,8 +17,8 @@ use pier_common::{
     ct::{CtVal, FlowKey},
     drop::DropReason,
     endpoint::{
-        Addr6, EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, NetworkVal, UplinkVal,
-        VethVal,
+        Addr6, EP_F_BACKEND, EndpointVal, EndpointVal4, NET_F_INTERNAL, NET_F_MASQUERADE,
+        NET_F_NO_ICC, NetworkVal, UplinkVal, VethVal,
     },
     maps as names,
     metrics::Counter,
@@ -121,7 +121,7 @@ pub struct Tables {
     pub networks: BTreeMap<u32, NetworkVal>,
     /// (prefix length, network `_be`) → network id.
     pub subnets: BTreeMap<(u32, u32), u32>,
-    pub endpoints: BTreeMap<u32, EndpointVal>,
+    pub endpoints: BTreeMap<u32, EndpointVal4>,
     /// (prefix length, IPv6 network `_be`) → network id.
     pub subnets6: BTreeMap<(u32, Addr6), u32>,
     pub endpoints6: BTreeMap<Addr6, EndpointVal>,
@@ -290,6 +290,9 @@ impl Tables {
             .into_iter()
             .collect();
         let mut net_of = BTreeMap::new();
+        // Addresses a published IPv4 port leads to (their packets may be
+        // replies of published connections).
+        let backends: BTreeSet<IpAddr> = desired.ports.iter().map(|p| p.container_ip).collect();
         for e in &desired.endpoints {
             // A container whose interface is gone (stopped, being torn down)
             // has no entries until it is back; the rest is still applied.
@@ -314,7 +317,19 @@ impl Tables {
                 bridge_mac,
             };
             if let Some(ip) = e.ip {
-                t.endpoints.insert(addr_be(ip), val);
+                let net = t.networks.get(&e.network_id).copied().unwrap_or_default();
+                let flags = if backends.contains(&IpAddr::V4(ip)) {
+                    EP_F_BACKEND
+                } else {
+                    0
+                };
+                let v4 = EndpointVal4 {
+                    ep: val,
+                    net_flags: net.flags,
+                    gateway_be: net.gateway_be,
+                    flags,
+                };
+                t.endpoints.insert(addr_be(ip), v4);
                 net_of.insert(IpAddr::V4(ip), e.network_id);
             }
             if let Some(ip6) = e.ip6 {
@@ -546,6 +561,16 @@ fn port_counters<K: Pod + Ord, V>(
 /// known, e.g. after a restart: the whole map is compared then).
 pub type PolicyTable = BTreeMap<(u32, PolicyKey), PolicyVal>;
 
+/// Set `PIER_PORT_CFG[0]`.
+fn port_cfg(bpf: &mut Ebpf, flags: u32) -> Result<(), DataplaneError> {
+    let name = names::PORT_CFG;
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))?;
+    let mut a: Array<_, u32> = Array::try_from(map).map_err(|e| err(name, e))?;
+    a.set(0, flags, 0).map_err(|e| err(name, e))
+}
+
 /// Make the maps hold exactly `t`: add and update first (networks →
 /// endpoints → ports), remove after (ports → endpoints → networks), so no
 /// packet meets an entry pointing at a missing one. `PIER_POLICY` is
@@ -576,8 +601,17 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
     port_counters(bpf, names::PORT_STATS6, &t.ports6)?;
     port_counters(bpf, names::PORT_DROPS6, &t.ports6)?;
     upsert(bpf, names::BACKENDS, &t.backends)?;
+    // No port bound to one address: lookups ask the all-addresses key only.
+    // Cleared before such a binding is added, set after the last is gone.
+    let wild_only = t.ports.keys().all(|k| k.addr_be == 0);
+    if !wild_only {
+        port_cfg(bpf, 0)?;
+    }
     upsert(bpf, names::PORTS, &t.ports)?;
     prune(bpf, names::PORTS, &t.ports)?;
+    if wild_only {
+        port_cfg(bpf, names::PORTS_F_WILD_ONLY)?;
+    }
     upsert(bpf, names::BACKENDS6, &t.backends6)?;
     upsert(bpf, names::PORTS6, &t.ports6)?;
     prune(bpf, names::PORTS6, &t.ports6)?;
@@ -858,10 +892,10 @@ pub fn ports(bpf: &Ebpf) -> Result<Vec<(PortKey, PortVal)>, DataplaneError> {
 }
 
 pub fn endpoints(bpf: &Ebpf) -> Result<Vec<(Ipv4Addr, EndpointVal)>, DataplaneError> {
-    Ok(hash_ro::<u32, EndpointVal>(bpf, names::ENDPOINTS)?
+    Ok(hash_ro::<u32, EndpointVal4>(bpf, names::ENDPOINTS)?
         .iter()
         .filter_map(Result::ok)
-        .map(|(k, v)| (addr_from_be(k), v))
+        .map(|(k, v)| (addr_from_be(k), v.ep))
         .collect())
 }
 

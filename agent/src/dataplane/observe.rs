@@ -1,5 +1,5 @@
 //! What the dataplane shows about itself: per-interface counters
-//! (`PIER_IF_STATS`), kernel event counters (`PIER_KCOUNTERS`) and the
+//! (`PIER_IF_PKTS` by ifindex, `PIER_IF_STATS` for drops and high ifindexes), kernel event counters (`PIER_KCOUNTERS`) and the
 //! monitor's ring buffer (`PIER_EVENTS`, switched on by `PIER_MON_CFG`).
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,7 +16,7 @@ use aya::{
 };
 use pier_common::{
     drop::DropReason,
-    event::{Event, IF_DROP_SLOTS, IfStats, KCOUNTERS_LEN, LOST_EVENTS, MON_ON},
+    event::{Event, IF_DROP_SLOTS, IfPkts, IfStats, KCOUNTERS_LEN, LOST_EVENTS, MON_ON},
     maps as names,
     metrics::Counter,
 };
@@ -50,7 +50,8 @@ pub struct KernelCounters {
 }
 
 /// Make `PIER_IF_STATS` hold one entry per interface of `want` (ifindex):
-/// new ones zeroed, existing ones kept (their counters go on), others removed.
+/// new ones zeroed (their `PIER_IF_PKTS` slot too), existing ones kept
+/// (their counters go on), others removed.
 pub fn sync_if_stats(bpf: &mut Ebpf, want: &BTreeSet<u32>) -> Result<(), DataplaneError> {
     let name = names::IF_STATS;
     let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
@@ -60,13 +61,24 @@ pub fn sync_if_stats(bpf: &mut Ebpf, want: &BTreeSet<u32>) -> Result<(), Datapla
     let mut m: PerCpuHashMap<_, u32, IfStats> =
         PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
     let have: BTreeSet<u32> = m.keys().filter_map(Result::ok).collect();
-    for k in want.difference(&have) {
+    let new: Vec<u32> = want.difference(&have).copied().collect();
+    for k in &new {
         let zero =
             PerCpuValues::try_from(vec![IfStats::default(); ncpu]).map_err(|e| err(name, e))?;
         m.insert(k, zero, 0).map_err(|e| err(name, e))?;
     }
     for k in have.difference(want) {
         let _ = m.remove(k);
+    }
+    let name = names::IF_PKTS;
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
+    let mut a: PerCpuArray<_, IfPkts> = PerCpuArray::try_from(map).map_err(|e| err(name, e))?;
+    for k in new.into_iter().filter(|k| *k < names::IF_PKTS_LEN) {
+        let zero =
+            PerCpuValues::try_from(vec![IfPkts::default(); ncpu]).map_err(|e| err(name, e))?;
+        a.set(k, zero, 0).map_err(|e| err(name, e))?;
     }
     Ok(())
 }
@@ -82,6 +94,11 @@ pub fn if_stats(
         .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
     let m: PerCpuHashMap<_, u32, IfStats> =
         PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
+    let pkts_map = bpf
+        .map(names::IF_PKTS)
+        .ok_or_else(|| DataplaneError::Other(format!("map {} missing", names::IF_PKTS)))?;
+    let pkts: PerCpuArray<_, IfPkts> =
+        PerCpuArray::try_from(pkts_map).map_err(|e| err(names::IF_PKTS, e))?;
     let mut out = Vec::new();
     for (ifname, &ifindex) in ifaces {
         let Ok(v) = m.get(&ifindex, 0) else {
@@ -93,13 +110,22 @@ pub fn if_stats(
             ..Default::default()
         };
         let mut drops = [0u64; IF_DROP_SLOTS];
+        let add = |to: &mut Counter, from: &Counter| {
+            to.packets += from.packets;
+            to.bytes += from.bytes;
+        };
         for s in v.iter() {
-            c.rx.packets += s.rx.packets;
-            c.rx.bytes += s.rx.bytes;
-            c.tx.packets += s.tx.packets;
-            c.tx.bytes += s.tx.bytes;
+            add(&mut c.rx, &s.rx);
+            add(&mut c.tx, &s.tx);
             for (d, n) in drops.iter_mut().zip(s.drops.iter()) {
                 *d += n;
+            }
+        }
+        if ifindex < names::IF_PKTS_LEN {
+            let p = pkts.get(&ifindex, 0).map_err(|e| err(names::IF_PKTS, e))?;
+            for s in p.iter() {
+                add(&mut c.rx, &s.rx);
+                add(&mut c.tx, &s.tx);
             }
         }
         c.drops = DropReason::ALL

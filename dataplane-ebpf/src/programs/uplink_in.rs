@@ -6,7 +6,7 @@
 //! ports are exposed); the rest goes to the host stack.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use pier_common::{
-    ct::CtVal,
+    ct::{CtVal, FlowKey},
     drop::DropReason,
     event::{CT_NEW, EV_PUBLISH},
 };
@@ -14,7 +14,8 @@ use pier_common::{
 use crate::{
     ct, events, frag, icmp, ipv6,
     lookup::{
-        count_port, count_port_drop, endpoint, is_host_addr, policy_allows, published, subnet_of,
+        count_port, count_port_drop, endpoint_ref, is_host_addr, policy_allows, published,
+        subnet_of,
     },
     maps::{CT, SNAT_REV, UPLINK},
     nat,
@@ -46,8 +47,12 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     // A container's address as the source, from outside: a martian (those
     // addresses are behind this host), e.g. a datagram to a published port
-    // made to look as if a neighbour container sent it.
-    if subnet_of(pkt.saddr).is_some() {
+    // made to look as if a neighbour container sent it. Whole datagrams
+    // with ports are asked below, once they match no flow pier knows (the
+    // flows' own packets, the most, need no subnet lookup: a flow is only
+    // ever made for a source that passed it).
+    let whole = pkt.has_ports() && pkt.frag == Frag::None;
+    if !whole && subnet_of(pkt.saddr).is_some() {
         return Err(DropReason::Spoofed);
     }
     frag::first_seen(&pkt);
@@ -70,7 +75,8 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     if pkt.has_ports() {
         let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-        // A reply to a masqueraded flow.
+        // A reply to a masqueraded flow (its source is the peer a container
+        // dialled: never a container subnet's).
         if let Some(v) = SNAT_REV.get_ptr_mut(pkt.flow()) {
             if ttl::expired(&pkt) {
                 // From the host, as Linux's forwarding answers (a routed
@@ -81,35 +87,55 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
                 };
                 return ttl::answer(ctx, &pkt, src, ifindex);
             }
-            let now = ct::now();
             let (addr, port) = unsafe {
-                (*v).flags = ct::next_flags((*v).flags, &pkt, true);
-                (*v).expires_ns = ct::expiry(now, &pkt, (*v).flags);
+                ct::refresh(
+                    &raw mut (*v).flags,
+                    &raw mut (*v).expires_ns,
+                    pkt.proto,
+                    pkt.tcp_flags,
+                    true,
+                );
                 ((*v).addr_be, (*v).port_be)
             };
-            let ep = endpoint(addr).ok_or(DropReason::NoBackend)?;
+            let ep = endpoint_ref(addr).ok_or(DropReason::NoBackend)?;
             nat::dnat(ctx, &mut pkt, addr, port)?;
-            return redirect::to_container(ctx, &mut pkt, &ep);
+            return redirect::to_container(ctx, &mut pkt, &ep.ep);
         }
-        // A published port.
-        if let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto) {
+        // A published port (a loopback destination from outside is a
+        // martian, never one: the host drops it).
+        let loopback = pkt.daddr.to_ne_bytes()[0] == 127;
+        if !loopback && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto) {
+            // An established connection's client came from an uplink (a
+            // hairpin client's entry, from a container, does not vouch).
+            let ckey = ct_key(&pkt, port.backend_be, port.backend_port_be);
+            let est = ct_entry(&pkt, &ckey).filter(|v| unsafe { (**v).client_ifindex } == 0);
+            if est.is_none() && whole && subnet_of(pkt.saddr).is_some() {
+                return Err(DropReason::Spoofed);
+            }
             // Who may reach it: every packet is asked (an established
             // connection whose source lost its allow is cut).
             if !policy_allows(&key, &port, pkt.saddr, ifindex) {
                 count_port_drop(&key, ctx.len());
                 return Err(DropReason::PolicyDenied);
             }
-            let ep = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
+            let ep = endpoint_ref(port.backend_be).ok_or(DropReason::NoBackend)?;
             if ttl::expired(&pkt) {
                 return ttl::answer(ctx, &pkt, pkt.daddr, ifindex);
             }
-            if track(&pkt, port.backend_be, port.backend_port_be, 0, ifindex, 0) {
-                traced_new(ctx, port.backend_be, port.backend_port_be);
+            match est {
+                Some(v) => ct_refresh(&pkt, v),
+                None => {
+                    ct_new(&pkt, &ckey, 0, ifindex, 0, &redirect::reply_macs(ctx));
+                    traced_new(ctx, port.backend_be, port.backend_port_be);
+                }
             }
             count_port(&key, ctx.len());
             nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
-            return redirect::to_container(ctx, &mut pkt, &ep);
+            return redirect::to_container(ctx, &mut pkt, &ep.ep);
         }
+    }
+    if whole && subnet_of(pkt.saddr).is_some() {
+        return Err(DropReason::Spoofed);
     }
     if subnet_of(pkt.daddr).is_some() {
         return Err(DropReason::NotPublished);
@@ -124,35 +150,52 @@ pub fn traced_new(ctx: &TcContext, backend: u32, backend_port: u16) {
     events::trace(ctx, EV_PUBLISH, backend, backend_port);
 }
 
-/// Create or refresh the conntrack entry of a published connection, keyed by
-/// its reply direction (backend → client). True when the entry is new.
+/// The conntrack key of `pkt`'s published connection to `backend`: its
+/// reply direction (backend → client).
 #[inline(always)]
-pub fn track(
-    pkt: &parse::Pkt,
-    backend: u32,
-    backend_port: u16,
-    client_ifindex: u32,
-    uplink: u32,
-    client_be: u32,
-) -> bool {
-    let key = pier_common::ct::FlowKey {
+fn ct_key(pkt: &parse::Pkt, backend: u32, backend_port: u16) -> FlowKey {
+    FlowKey {
         saddr_be: backend,
         daddr_be: pkt.saddr,
         sport_be: backend_port,
         dport_be: pkt.sport,
         proto: pkt.proto,
         _pad: [0; 3],
-    };
-    let now = ct::now();
-    if let Some(v) = CT.get_ptr_mut(key) {
-        unsafe {
-            if (*v).orig_daddr_be == pkt.daddr && (*v).orig_dport_be == pkt.dport {
-                (*v).flags = ct::next_flags((*v).flags, pkt, false);
-                (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
-                return false;
-            }
-        }
     }
+}
+
+/// The conntrack entry of `pkt`'s published connection to `backend`, if
+/// one lives for the address and port it dialled.
+#[inline(always)]
+fn ct_entry(pkt: &parse::Pkt, key: &FlowKey) -> Option<*mut CtVal> {
+    let v = CT.get_ptr_mut(key)?;
+    unsafe { ((*v).orig_daddr_be == pkt.daddr && (*v).orig_dport_be == pkt.dport).then_some(v) }
+}
+
+/// Refresh entry `v` with the client's packet `pkt` (see [`ct::refresh`]).
+#[inline(always)]
+fn ct_refresh(pkt: &parse::Pkt, v: *mut CtVal) {
+    unsafe {
+        ct::refresh(
+            &raw mut (*v).flags,
+            &raw mut (*v).expires_ns,
+            pkt.proto,
+            pkt.tcp_flags,
+            false,
+        )
+    };
+}
+
+/// Make the conntrack entry of a new published connection.
+#[inline(always)]
+fn ct_new(
+    pkt: &parse::Pkt,
+    key: &FlowKey,
+    client_ifindex: u32,
+    uplink: u32,
+    client_be: u32,
+    macs: &[[u8; 6]; 2],
+) {
     let flags = ct::next_flags(0, pkt, false);
     let val = CtVal {
         orig_daddr_be: pkt.daddr,
@@ -160,10 +203,30 @@ pub fn track(
         _pad: 0,
         client_ifindex,
         uplink_ifindex: uplink,
-        expires_ns: ct::expiry(now, pkt, flags),
+        expires_ns: ct::expiry(ct::now(), pkt, flags),
         flags,
         client_be,
+        macs: *macs,
+        _pad2: 0,
     };
     let _ = CT.insert(key, val, 0);
+}
+
+/// Create or refresh the conntrack entry of a published connection from a
+/// container (hairpin; `client_ifindex` its veth). True when the entry is new.
+#[inline(always)]
+pub fn track(
+    pkt: &parse::Pkt,
+    backend: u32,
+    backend_port: u16,
+    client_ifindex: u32,
+    client_be: u32,
+) -> bool {
+    let key = ct_key(pkt, backend, backend_port);
+    if let Some(v) = ct_entry(pkt, &key) {
+        ct_refresh(pkt, v);
+        return false;
+    }
+    ct_new(pkt, &key, client_ifindex, 0, client_be, &[[0; 6]; 2]);
     true
 }

@@ -23,7 +23,9 @@ use pier_common::{
     config::{NAT_PORT_MAX, NAT_PORT_MIN, NAT_PORT_TRIES},
     ct::FlowKey,
     drop::DropReason,
-    endpoint::{NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, UplinkVal},
+    endpoint::{
+        EP_F_BACKEND, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC, NetworkVal, UplinkVal,
+    },
     event::{CT_RETRACKED, EV_MASQ, EV_RETRACK, NAT_ALLOCATED},
     nat::{NatVal, PortKey},
 };
@@ -31,7 +33,7 @@ use pier_common::{
 use crate::{
     arp, ct, events, frag, icmp, ipv6,
     lookup::{
-        count_port, count_port_drop, endpoint, is_host_addr, network, policy_allows, published,
+        count_port, count_port_drop, endpoint_ref, is_host_addr, policy_allows, published,
         subnet_of,
     },
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
@@ -70,29 +72,36 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     // The source must be this veth's own container address. First of all:
     // every lookup below (conntrack too) is keyed by the source, and a
     // container must not reach another's entries by naming its address.
-    let src = endpoint(pkt.saddr).ok_or(DropReason::Spoofed)?;
-    if src.ifindex != ifindex {
+    let src = endpoint_ref(pkt.saddr).ok_or(DropReason::Spoofed)?;
+    if src.ep.ifindex != ifindex {
         return Err(DropReason::Spoofed);
     }
     // And its frames carry its own MAC: another's would move the bridge's
     // forwarding entry for that MAC to this port.
     let eth_src = unsafe { *ptr_at::<[u8; 6]>(ctx, 6).ok_or(DropReason::Malformed)? };
-    if eth_src != src.mac {
+    if eth_src != src.ep.mac {
         return Err(DropReason::MacSpoofed);
     }
     frag::first_seen(&pkt);
-    // A reply of a published connection.
-    if pkt.has_ports()
+    // A reply of a published connection (only a published port's backend
+    // has them).
+    let is_backend = src.flags & EP_F_BACKEND != 0;
+    if is_backend
+        && pkt.has_ports()
         && let Some(v) = CT.get_ptr_mut(pkt.flow())
     {
         if ttl::expired(&pkt) {
             // Routed untranslated, Linux answers (time exceeded).
             return Ok(TC_ACT_OK);
         }
-        let now = ct::now();
         let entry = unsafe {
-            (*v).flags = ct::next_flags((*v).flags, &pkt, true);
-            (*v).expires_ns = ct::expiry(now, &pkt, (*v).flags);
+            ct::refresh(
+                &raw mut (*v).flags,
+                &raw mut (*v).expires_ns,
+                pkt.proto,
+                pkt.tcp_flags,
+                true,
+            );
             *v
         };
         nat::snat(ctx, &mut pkt, entry.orig_daddr_be, entry.orig_dport_be)?;
@@ -101,10 +110,10 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             nat::dnat(ctx, &mut pkt, entry.client_be, dport)?;
         }
         if entry.client_ifindex != 0 {
-            let client = endpoint(pkt.daddr).ok_or(DropReason::NoBackend)?;
-            return redirect::to_container(ctx, &mut pkt, &client);
+            let client = endpoint_ref(pkt.daddr).ok_or(DropReason::NoBackend)?;
+            return redirect::to_container(ctx, &mut pkt, &client.ep);
         }
-        return redirect::to_uplink(ctx, &mut pkt, entry.uplink_ifindex);
+        return redirect::to_uplink_via(ctx, &mut pkt, entry.uplink_ifindex, &entry.macs);
     }
     // A later fragment follows its first (or goes on untranslated below,
     // where it needs no translation).
@@ -119,15 +128,18 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     {
         return Ok(action);
     }
-    let Some(net) = network(src.network_id) else {
-        return Ok(TC_ACT_OK);
+    // Its network, as its endpoint entry carries it.
+    let net = NetworkVal {
+        flags: src.net_flags,
+        gateway_be: src.gateway_be,
     };
+    let to_host = is_host_addr(pkt.daddr);
     // Hairpin: a container dialling a published port on a host address,
     // the gateways of pier's bridges included (its own network's, as
     // `host.docker.internal` resolves to), but not from `--internal` networks.
     if net.flags & NET_F_INTERNAL == 0
         && pkt.has_ports()
-        && is_host_addr(pkt.daddr)
+        && to_host
         && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto)
     {
         // The same source policy as from outside (the client is this
@@ -136,7 +148,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             count_port_drop(&key, ctx.len());
             return Err(DropReason::PolicyDenied);
         }
-        let backend = endpoint(port.backend_be).ok_or(DropReason::NoBackend)?;
+        let backend = endpoint_ref(port.backend_be).ok_or(DropReason::NoBackend)?;
         if ttl::expired(&pkt) {
             // Linux would route it to the backend: it answers from the gateway.
             return ttl::answer(ctx, &pkt, net.gateway_be, ifindex);
@@ -145,33 +157,24 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         if port.backend_be == pkt.saddr {
             // Its own published port: a packet from its own address would be
             // a martian, so it comes from the gateway of the backend's network.
-            let gw = network(backend.network_id)
-                .ok_or(DropReason::NoBackend)?
-                .gateway_be;
+            let gw = backend.gateway_be;
             let client = pkt.saddr;
             let sport = pkt.sport;
             nat::snat(ctx, &mut pkt, gw, sport)?;
-            if track(
-                &pkt,
-                port.backend_be,
-                port.backend_port_be,
-                ifindex,
-                0,
-                client,
-            ) {
+            if track(&pkt, port.backend_be, port.backend_port_be, ifindex, client) {
                 traced_new(ctx, port.backend_be, port.backend_port_be);
             }
-        } else if track(&pkt, port.backend_be, port.backend_port_be, ifindex, 0, 0) {
+        } else if track(&pkt, port.backend_be, port.backend_port_be, ifindex, 0) {
             traced_new(ctx, port.backend_be, port.backend_port_be);
         }
         nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
-        return redirect::to_container(ctx, &mut pkt, &backend);
+        return redirect::to_container(ctx, &mut pkt, &backend.ep);
     }
     if let Some(dst_net) = subnet_of(pkt.daddr) {
-        if dst_net != src.network_id {
+        if dst_net != src.ep.network_id {
             return Err(DropReason::Isolation);
         }
-        let dst = endpoint(pkt.daddr);
+        let dst = endpoint_ref(pkt.daddr);
         if net.flags & NET_F_NO_ICC != 0
             && pkt.daddr != net.gateway_be
             && pkt.daddr != pkt.saddr
@@ -181,7 +184,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         }
         if let Some(d) = dst {
             // Through the bridge into its neighbour: counted as sent to it.
-            events::pier_count_tx(d.ifindex, ctx.len());
+            events::pier_count_tx(d.ep.ifindex, ctx.len());
         }
         return Ok(TC_ACT_OK);
     }
@@ -190,12 +193,13 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     // The host's own addresses, and multicast/broadcast (224.0.0.0 and up),
     // which the host never forwards, are for the host stack.
-    if is_host_addr(pkt.daddr) || pkt.daddr.to_ne_bytes()[0] >= 224 {
+    if to_host || pkt.daddr.to_ne_bytes()[0] >= 224 {
         return Ok(TC_ACT_OK);
     }
     // A reply of a published connection whose entry is gone (evicted by the
     // LRU, or expired while idle): it still leaves as the published port.
-    if pkt.has_ports()
+    if is_backend
+        && pkt.has_ports()
         && let Some(host) = unsafe {
             BACKENDS.get(PortKey {
                 addr_be: pkt.saddr,
@@ -258,11 +262,15 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
         return Ok(TC_ACT_OK);
     }
     let fkey = pkt.flow();
-    let now = ct::now();
     let nat = match SNAT_FWD.get_ptr_mut(fkey) {
         Some(v) => unsafe {
-            (*v).flags = ct::next_flags((*v).flags, pkt, false);
-            (*v).expires_ns = ct::expiry(now, pkt, (*v).flags);
+            ct::refresh(
+                &raw mut (*v).flags,
+                &raw mut (*v).expires_ns,
+                pkt.proto,
+                pkt.tcp_flags,
+                false,
+            );
             *v
         },
         None => {
@@ -271,7 +279,7 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
             let Some(up) = route::uplink_for(ctx, pkt) else {
                 return Ok(TC_ACT_OK);
             };
-            let v = allocate(ctx, &fkey, &up, pkt, now)?;
+            let v = allocate(ctx, &fkey, &up, pkt, ct::now())?;
             events::kcount(NAT_ALLOCATED);
             events::trace(ctx, EV_MASQ, v.addr_be, v.port_be);
             v
@@ -299,6 +307,8 @@ fn retrack(pkt: &Pkt, host_addr: u32, host_port: u16, uplink: u32) {
         expires_ns: ct::expiry(ct::now(), pkt, flags),
         flags,
         client_be: 0,
+        macs: [[0; 6]; 2],
+        _pad2: 0,
     };
     let _ = CT.insert(pkt.flow(), val, 0);
 }

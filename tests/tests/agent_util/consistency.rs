@@ -15,7 +15,7 @@ use pier_agent::{
     topology::{NetlinkTopology, Topology},
 };
 use pier_common::{
-    endpoint::{EndpointVal, VethVal},
+    endpoint::{EndpointVal, EndpointVal4, VethVal},
     maps as names,
     nat::PortKey,
 };
@@ -171,7 +171,11 @@ pub fn disagreements(host: &TestHost, look_inside: bool) -> (Seen, Vec<String>) 
     let recs = recorded(host);
     let veths = host_veths(host);
     let bpffs = &host.bpffs_dir;
-    let endpoints: BTreeMap<u32, EndpointVal> = hash_entries(bpffs, names::ENDPOINTS);
+    let endpoints: BTreeMap<u32, EndpointVal> =
+        hash_entries::<u32, EndpointVal4>(bpffs, names::ENDPOINTS)
+            .into_iter()
+            .map(|(k, v)| (k, v.ep))
+            .collect();
     let veth_map: BTreeMap<u32, VethVal> = hash_entries(bpffs, names::VETHS);
     let backends: BTreeMap<PortKey, PortKey> = hash_entries(bpffs, names::BACKENDS);
     let ports = port_entries(bpffs);
