@@ -106,6 +106,32 @@ fn podman_end_to_end(h: &TestHost, p: &Podman, agent: Option<&Sandbox>) {
         .unwrap_or_else(|e| panic!("127.0.0.1:8081: {e}"));
     assert!(a.text.ends_with("|local"), "{a:?}");
     srv.join().unwrap();
+    // The source policy holds for a podman-published port as for any other
+    // (with an agent: `pier policy` is the agent's): a denied client gets
+    // nothing, counted; removed, it is served again.
+    if let Some(sb) = agent {
+        let srv = tcp_server(&ns1, 8080, 1);
+        sb.host.pier_ok(&[
+            "policy",
+            "deny",
+            &format!("{OUTSIDE_IP}/32"),
+            "--port",
+            "8081",
+        ]);
+        let dst = format!("{HOST_UPLINK_IP}:8081");
+        tcp_ask(&ns(&h.outside_ns), &dst, "denied").expect_err("a denied client was served");
+        let stats = sb.host.pier_ok(&["stats", "--ports", "--format", "json"]);
+        let denied = stats
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| r["HostPort"] == 8081 && r["Type"] == "tcp")
+            .and_then(|r| r["Denied"].as_u64());
+        assert!(denied.is_some_and(|d| d >= 1), "{stats}");
+        sb.host.pier_ok(&["policy", "rm", "--all"]);
+        let a = tcp_ask(&ns(&h.outside_ns), &dst, "again").expect("served again");
+        assert_eq!(a.seen_ip(), OUTSIDE_IP);
+        srv.join().unwrap();
+    }
     // Names: aardvark-dns on the gateway, configured as netavark does.
     let rc = p.ok(&["exec", "web1", "cat", "/etc/resolv.conf"]);
     assert!(rc.contains("nameserver 10.91.1.1"), "{rc}");

@@ -10,8 +10,7 @@ mod policy_util;
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::{SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
+    net::{SocketAddr, TcpListener, UdpSocket},
     path::Path,
     time::Duration,
 };
@@ -65,36 +64,9 @@ fn serve6(ns: &Path, port: u16) {
 /// A TCP connection from `src` to `[HOST6]:port` (one SYN retransmit), one
 /// line asked: the address the server saw.
 fn reach6(ns: &Path, src: &str, port: u16) -> std::io::Result<String> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn6, bind, connect, socket};
-    let src = SocketAddrV6::new(src.parse().unwrap(), 0, 0, 0);
-    let dst = SocketAddrV6::new(HOST6.parse().unwrap(), port, 0, 0);
-    in_ns(ns, move || {
-        let fd = socket(
-            AddressFamily::Inet6,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        let one: libc::c_int = 1;
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_SYNCNT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0);
-        bind(fd.as_raw_fd(), &SockaddrIn6::from(src)).expect("bind the client address");
-        connect(fd.as_raw_fd(), &SockaddrIn6::from(dst))?;
-        let mut s = TcpStream::from(fd);
-        s.set_read_timeout(Some(Duration::from_millis(1500)))?;
-        writeln!(s, "hello")?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        Ok(line.split('|').next().unwrap_or_default().to_string())
-    })
+    let mut s = connect_inner(ns, src, &format!("[{HOST6}]:{port}"))?;
+    let a = ask(&mut s, "hello")?;
+    Ok(a.split('|').next().unwrap_or_default().to_string())
 }
 
 /// `n` datagrams from `src` to `[HOST6]:port`: how many were answered.

@@ -6,7 +6,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd,
     path::Path,
     sync::{
@@ -156,17 +156,20 @@ pub fn syn_retrans(ns: &Path) -> u64 {
     })
 }
 
+/// `src` an address of either family, `dst` `ADDR:PORT` or `[ADDR6]:PORT`.
 pub fn connect_inner(ns: &Path, src: &str, dst: &str) -> std::io::Result<TcpStream> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
-    let src = SocketAddrV4::new(src.parse().unwrap(), 0);
-    let dst: SocketAddrV4 = dst.parse().unwrap();
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, socket,
+    };
+    let src = SocketAddr::new(src.parse().unwrap(), 0);
+    let dst: SocketAddr = dst.parse().unwrap();
+    let family = if dst.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     in_ns(ns, move || {
-        let fd = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
+        let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
         let one: libc::c_int = 1;
         let r = unsafe {
             libc::setsockopt(
@@ -178,8 +181,8 @@ pub fn connect_inner(ns: &Path, src: &str, dst: &str) -> std::io::Result<TcpStre
             )
         };
         assert_eq!(r, 0, "TCP_SYNCNT");
-        bind(fd.as_raw_fd(), &SockaddrIn::from(src)).expect("bind the client address");
-        connect(fd.as_raw_fd(), &SockaddrIn::from(dst))?;
+        bind(fd.as_raw_fd(), &SockaddrStorage::from(src)).expect("bind the client address");
+        connect(fd.as_raw_fd(), &SockaddrStorage::from(dst))?;
         let s = TcpStream::from(fd);
         s.set_read_timeout(Some(Duration::from_millis(1500)))?;
         Ok(s)
