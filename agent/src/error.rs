@@ -53,6 +53,9 @@ impl AgentError {
             AgentError::Conflict(_) => 409,
             AgentError::CannotStart { .. } => 400,
             AgentError::Dataplane(DataplaneError::PortInUse(_)) => 409,
+            // What the topology refused as given (an interface that already
+            // exists, a name the kernel will not take): the caller's, not ours.
+            AgentError::Topology(TopologyError::Invalid(_)) => 400,
             _ => 500,
         }
     }

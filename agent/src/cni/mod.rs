@@ -87,6 +87,7 @@ impl From<crate::error::AgentError> for Failure {
             E::NotFound(_) => code::UNKNOWN_CONTAINER,
             E::Conflict(_) => code::CONFLICT,
             E::Dataplane(crate::dataplane::DataplaneError::PortInUse(_)) => code::CONFLICT,
+            E::Topology(crate::topology::TopologyError::Invalid(_)) => code::INVALID_CONFIG,
             _ => code::INTERNAL,
         };
         Failure::new(c, e.to_string())
