@@ -101,26 +101,12 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let stale = cleanup::remove_stale();
-    if !stale.is_empty() {
-        eprintln!(
-            "pier-bench: removed what crashed runs left: {}",
-            stale.join(", ")
-        );
-    }
-    let prefix = cleanup::prefix();
-    let ctx = Ctx {
-        scratch: cleanup::scratch_dir(&prefix),
-        prefix: prefix.clone(),
-        bins,
-        cpu,
-    };
-    std::fs::create_dir_all(&ctx.scratch)?;
     let bar = ProgressBar::new(0);
-    {
+    let ctx = {
         let bar = bar.clone();
-        cleanup::on_interrupt(prefix.clone(), move || bar.abandon())?;
-    }
+        Ctx::prepare("pier-bench", bins, cpu, move || bar.abandon())?
+    };
+    let prefix = ctx.prefix.clone();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
         .trim()

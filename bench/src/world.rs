@@ -58,6 +58,36 @@ pub struct Ctx {
     pub cpu: usize,
 }
 
+impl Ctx {
+    /// A run's context: what crashed runs of any bench tool left is removed
+    /// first (said as `tool: …`), a fresh prefix and scratch dir are made,
+    /// and SIGINT/SIGTERM clean up after `before_exit`.
+    pub fn prepare(
+        tool: &str,
+        bins: Bins,
+        cpu: usize,
+        before_exit: impl Fn() + Send + 'static,
+    ) -> anyhow::Result<Ctx> {
+        let stale = cleanup::remove_stale();
+        if !stale.is_empty() {
+            eprintln!(
+                "{tool}: removed what crashed runs left: {}",
+                stale.join(", ")
+            );
+        }
+        let prefix = cleanup::prefix();
+        let ctx = Ctx {
+            scratch: cleanup::scratch_dir(&prefix),
+            prefix: prefix.clone(),
+            bins,
+            cpu,
+        };
+        std::fs::create_dir_all(&ctx.scratch)?;
+        cleanup::on_interrupt(prefix, before_exit)?;
+        Ok(ctx)
+    }
+}
+
 /// Where the clients send to.
 #[derive(Clone, Copy, Debug)]
 pub struct Targets {

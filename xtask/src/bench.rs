@@ -31,18 +31,7 @@ pub fn run_netavark(quick: bool) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the benchmark builds network namespaces: run it as root");
     }
-    setup::ensure()?;
-    build::ebpf()?;
-    build::agent(true)?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "pier-bench",
-        "--bin",
-        "pier-netavark-bench",
-    ]))?;
-    let mut c = crate::util::cmd(root().join("target/release/pier-netavark-bench"));
+    let mut c = release_bench(&["pier-netavark-bench"])?;
     if quick {
         c.arg("--quick");
     }
@@ -56,22 +45,24 @@ pub fn run_prog_cost(args: &[String]) -> anyhow::Result<()> {
     if !is_root() {
         bail!("pier-prog-cost builds network namespaces: run it as root");
     }
+    let mut c = release_bench(&["pier-prog-cost", "pier-echo", "pier-load"])?;
+    c.args(args);
+    run(&mut c)
+}
+
+/// The toolchain, the kernel programs and a release agent, then the
+/// pier-bench binaries `bins` (release): the command of the first.
+fn release_bench(bins: &[&str]) -> anyhow::Result<std::process::Command> {
     setup::ensure()?;
     build::ebpf()?;
     build::agent(true)?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "pier-bench",
-        "--bin",
-        "pier-prog-cost",
-        "--bin",
-        "pier-echo",
-        "--bin",
-        "pier-load",
-    ]))?;
-    let mut c = crate::util::cmd(root().join("target/release/pier-prog-cost"));
-    c.args(args);
-    run(&mut c)
+    let mut b = cargo();
+    b.args(["build", "--release", "--package", "pier-bench"]);
+    for bin in bins {
+        b.args(["--bin", bin]);
+    }
+    run(&mut b)?;
+    Ok(crate::util::cmd(
+        root().join("target/release").join(bins[0]),
+    ))
 }

@@ -48,27 +48,12 @@ fn main() -> anyhow::Result<()> {
     for b in [&bins.echo, &bins.load, &bins.pier] {
         anyhow::ensure!(b.exists(), "{} is missing", b.display());
     }
-    let stale = cleanup::remove_stale();
-    if !stale.is_empty() {
-        eprintln!(
-            "pier-prog-cost: removed what crashed runs left: {}",
-            stale.join(", ")
-        );
-    }
-    let prefix = cleanup::prefix();
-    let ctx = Ctx {
-        scratch: cleanup::scratch_dir(&prefix),
-        prefix: prefix.clone(),
-        bins,
-        cpu,
-    };
-    std::fs::create_dir_all(&ctx.scratch)?;
-    cleanup::on_interrupt(prefix.clone(), || {})?;
+    let ctx = Ctx::prepare("pier-prog-cost", bins, cpu, || {})?;
     let r = (|| {
         let pc = ProgCost::build(&ctx, a.secs)?;
         pc.measure(&ctx)
     })();
-    cleanup::remove_all(&prefix);
+    cleanup::remove_all(&ctx.prefix);
     let costs = r?;
     println!("{}", progcost::table(&costs));
     if let Some(p) = &a.json {
