@@ -407,11 +407,15 @@ impl<'a> Runner<'a> {
             .iter()
             .filter(|s| s.serving() && s.peer.dataplane().host_local())
         {
-            // The client is on the host now: no TIME_WAIT pile-up there, all ports.
+            // The client is on the host now: no TIME_WAIT pile-up there, and
+            // its ports above every port the run publishes (ranges up to
+            // 10999, other ports up to 39998): a published port a host
+            // socket holds is refused ("held by a host process"), as Docker's
+            // docker-proxy would fail to bind it.
             let w = s.peer.world();
             let r = w
                 .sysctl(&w.host, "net.ipv4.tcp_max_tw_buckets", "0")
-                .and_then(|_| w.sysctl(&w.host, "net.ipv4.ip_local_port_range", "1024 60999"));
+                .and_then(|_| w.sysctl(&w.host, "net.ipv4.ip_local_port_range", "40000 60999"));
             if let Err(e) = r {
                 self.note(format!("{}: {}", s.peer.dataplane().as_str(), one_line(&e)));
             }

@@ -18,6 +18,12 @@ pub const NAT_PORT_TRIES: u32 = 64;
 /// 8 tries fail 1 flow in 250.
 pub const NAT_PORT_TRIES6: u32 = 8;
 
+/// Global: unread bytes in the monitor's ring past which the programs wake
+/// the agent's reader (below it they submit with `BPF_RB_NO_WAKEUP`). The
+/// agent sets a quarter of the ring; the default is for the default ring.
+pub const GLOBAL_EVENTS_WAKE_BYTES: &str = "EVENTS_WAKE_BYTES";
+pub const EVENTS_WAKE_BYTES_DEFAULT: u64 = 64 * 1024;
+
 /// Globals: conntrack lifetimes in nanoseconds (defaults below).
 pub const GLOBAL_CT_TCP_EST_NS: &str = "CT_TCP_EST_NS";
 pub const GLOBAL_CT_TCP_CLOSING_NS: &str = "CT_TCP_CLOSING_NS";

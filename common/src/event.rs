@@ -49,12 +49,15 @@ pub struct Event {
     /// IPv4: `[addr_be, 0, 0, 0]`; IPv6: the 16 bytes in packet order.
     pub saddr: [u32; 4],
     pub daddr: [u32; 4],
-    pub xaddr_be: u32,
+    /// The extra address of a trace event, as `saddr`: IPv4 in the first
+    /// word, IPv6 in packet order (all zero: none).
+    pub xaddr: [u32; 4],
     pub xport_be: u16,
     pub _pad: u16,
+    pub _pad2: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Event>() == 64);
+const _: () = assert!(core::mem::size_of::<Event>() == 80);
 
 /// `PIER_MON_CFG[0]`: bit set while a monitor is attached.
 pub const MON_ON: u32 = 1;

@@ -5,12 +5,14 @@
 //! is untouched, and a program pays for an event only while a monitor is
 //! attached ([`monitoring`]: one array load).
 use aya_ebpf::{
-    bindings::__sk_buff,
+    Global,
+    bindings::{__sk_buff, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
     helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
     programs::TcContext,
 };
 use pier_common::{
+    config::EVENTS_WAKE_BYTES_DEFAULT,
     event::{
         EV_DROP, Event, FAMILY_ARP, FAMILY_OTHER, FAMILY_V4, FAMILY_V6, IF_DROP_SLOTS, LOST_EVENTS,
         MON_ON,
@@ -39,28 +41,52 @@ pub fn kcount(idx: u32) {
     }
 }
 
-/// A drop event for the frame in `skb` (see [`emit`]).
+/// A drop event for the frame in `skb` (see [`pier_emit`]).
 #[inline(always)]
 pub fn drop(ctx: &TcContext, reason: u32) {
     if monitoring() {
-        emit(ctx.skb.skb, EV_DROP as u32 | (reason << 8), 0, 0);
+        pier_emit(ctx.skb.skb, EV_DROP as u32 | (reason << 8), 0, 0, 0);
     }
 }
 
-/// A trace event of `kind` with the extra address/port (`_be`).
+/// A trace event of `kind` with the extra IPv4 address/port (`_be`).
 #[inline(always)]
 pub fn trace(ctx: &TcContext, kind: u8, xaddr_be: u32, xport_be: u16) {
     if monitoring() {
-        emit(ctx.skb.skb, kind as u32, xaddr_be, xport_be as u32);
+        pier_emit(
+            ctx.skb.skb,
+            kind as u32,
+            xport_be as u32,
+            xaddr_be as u64,
+            0,
+        );
     }
 }
 
-/// Write one event: `head` = kind | reason << 8. The flow is re-read from
-/// the frame (IPv4, IPv6, ARP) straight into the ring's memory: the callers
-/// (`pier_veth_in` uses most of the 512-byte stack) leave this little room.
-/// A full ring counts the event as lost.
+/// A trace event of `kind` with the extra IPv6 address/port (`_be`).
+#[inline(always)]
+pub fn trace6(ctx: &TcContext, kind: u8, xaddr: &[u32; 4], xport_be: u16) {
+    if monitoring() {
+        let lo = xaddr[0] as u64 | (xaddr[1] as u64) << 32;
+        let hi = xaddr[2] as u64 | (xaddr[3] as u64) << 32;
+        pier_emit(ctx.skb.skb, kind as u32, xport_be as u32, lo, hi);
+    }
+}
+
+/// Unread bytes in the ring past which a writer wakes the reader; below it
+/// events are submitted with `BPF_RB_NO_WAKEUP` (no wake-up, no irq work per
+/// event) and the agent's reader, polling every few milliseconds while a
+/// monitor is attached, finds them anyway. Set at load (a quarter of the ring).
+#[unsafe(no_mangle)]
+static EVENTS_WAKE_BYTES: Global<u64> = Global::new(EVENTS_WAKE_BYTES_DEFAULT);
+
+/// Write one event: `head` = kind | reason << 8; the extra address in two
+/// words (`x_lo`: the first 8 bytes in packet order, IPv4 alone there). The
+/// flow is re-read from the frame (IPv4, IPv6, ARP) straight into the ring's
+/// memory: the callers (`pier_veth_in` uses most of the 512-byte stack)
+/// leave this little room. A full ring counts the event as lost.
 #[inline(never)]
-pub fn pier_emit(skb: *mut __sk_buff, head: u32, xaddr_be: u32, xport_be: u32) -> u32 {
+pub fn pier_emit(skb: *mut __sk_buff, head: u32, xport_be: u32, x_lo: u64, x_hi: u64) -> u32 {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         kcount(LOST_EVENTS);
         return 0;
@@ -78,18 +104,24 @@ pub fn pier_emit(skb: *mut __sk_buff, head: u32, xaddr_be: u32, xport_be: u32) -
         (*e).dport_be = 0;
         (*e).saddr = [0; 4];
         (*e).daddr = [0; 4];
-        (*e).xaddr_be = xaddr_be;
+        (*e).xaddr = [
+            x_lo as u32,
+            (x_lo >> 32) as u32,
+            x_hi as u32,
+            (x_hi >> 32) as u32,
+        ];
         (*e).xport_be = xport_be as u16;
         (*e)._pad = 0;
+        (*e)._pad2 = 0;
         read_flow(skb, e);
     }
-    entry.submit(0);
+    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS_WAKE_BYTES.load() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(wake as u64);
     0
-}
-
-#[inline(always)]
-fn emit(skb: *mut __sk_buff, head: u32, xaddr_be: u32, xport_be: u32) {
-    pier_emit(skb, head, xaddr_be, xport_be);
 }
 
 /// `len` bytes of the frame at `off` into `dst`.

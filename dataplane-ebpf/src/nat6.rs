@@ -28,6 +28,7 @@ use pier_common::{
     config::{NAT_PORT_MAX, NAT_PORT_MIN, NAT_PORT_TRIES6},
     drop::DropReason,
     endpoint::{Addr6, EndpointVal},
+    event::{CT_NEW, CT_RETRACKED, EV_MASQ, EV_PUBLISH, EV_RETRACK, NAT_ALLOCATED},
     metrics::Counter,
     nat6::{CtVal6, FlowKey6, NatVal6, PortKey6, PortVal6, UplinkVal6},
     policy::{
@@ -37,7 +38,7 @@ use pier_common::{
 };
 
 use crate::{
-    ct,
+    ct, events,
     ipv6::{ICMP6_ECHO_REQUEST, IPPROTO_ICMPV6, Pkt6, endpoint6, is_host_addr6, subnet6_of},
     maps::{
         BACKENDS6, CT6, NETWORKS6, POLICY, PORT_DROPS6, PORT_STATS6, PORTS6, SNAT_FWD6, SNAT_REV6,
@@ -302,9 +303,10 @@ fn to_uplink6(ctx: &TcContext, pkt: &mut Pkt6, ifindex: u32) -> Result<i32, Drop
 // ---- conntrack ----------------------------------------------------------
 
 /// Create or refresh the entry of a published IPv6 connection, keyed by its
-/// reply (backend → client).
+/// reply (backend → client). A new one is counted and told to a monitor.
 #[inline(always)]
 fn track6(
+    ctx: &TcContext,
     pkt: &Pkt6,
     backend: &Addr6,
     backend_port: u16,
@@ -342,6 +344,8 @@ fn track6(
         client: *client,
     };
     let _ = CT6.insert(&key, &val, 0);
+    events::kcount(CT_NEW);
+    events::trace6(ctx, EV_PUBLISH, backend, backend_port);
 }
 
 // ---- pier_uplink_in -----------------------------------------------------
@@ -370,7 +374,15 @@ pub fn uplink_ports(ctx: &TcContext, pkt: &mut Pkt6) -> Result<Option<i32>, Drop
         return Err(DropReason::PolicyDenied);
     }
     let ep = endpoint6(&port.backend).ok_or(DropReason::NoBackend)?;
-    track6(pkt, &port.backend, port.backend_port_be, 0, ifindex, &ZERO6);
+    track6(
+        ctx,
+        pkt,
+        &port.backend,
+        port.backend_port_be,
+        0,
+        ifindex,
+        &ZERO6,
+    );
     count_port6(&key, ctx.len());
     dnat6(ctx, pkt, &port.backend, port.backend_port_be)?;
     to_container6(ctx, pkt, &ep).map(Some)
@@ -430,6 +442,7 @@ pub fn hairpin(ctx: &TcContext, pkt: &mut Pkt6, ifindex: u32) -> Result<Option<i
         let sport = pkt.sport;
         snat6(ctx, pkt, &gw, sport)?;
         track6(
+            ctx,
             pkt,
             &port.backend,
             port.backend_port_be,
@@ -438,7 +451,15 @@ pub fn hairpin(ctx: &TcContext, pkt: &mut Pkt6, ifindex: u32) -> Result<Option<i
             &client,
         );
     } else {
-        track6(pkt, &port.backend, port.backend_port_be, ifindex, 0, &ZERO6);
+        track6(
+            ctx,
+            pkt,
+            &port.backend,
+            port.backend_port_be,
+            ifindex,
+            0,
+            &ZERO6,
+        );
     }
     dnat6(ctx, pkt, &port.backend, port.backend_port_be)?;
     to_container6(ctx, pkt, &backend).map(Some)
@@ -507,6 +528,8 @@ fn backend_reply(ctx: &TcContext, pkt: &mut Pkt6) -> Result<Option<i32>, DropRea
         host.addr
     };
     retrack6(pkt, &addr, host.port_be, up.ifindex);
+    events::kcount(CT_RETRACKED);
+    events::trace6(ctx, EV_RETRACK, &addr, host.port_be);
     snat6(ctx, pkt, &addr, host.port_be)?;
     to_uplink6(ctx, pkt, up.ifindex).map(Some)
 }
@@ -530,7 +553,12 @@ pub fn masquerade6(ctx: &TcContext, pkt: &mut Pkt6) -> Result<i32, DropReason> {
             (*v).expires_ns = ct::expiry_of(now, pkt.proto, (*v).flags);
             *v
         },
-        None => allocate6(ctx, &up, pkt)?,
+        None => {
+            let v = allocate6(ctx, &up, pkt)?;
+            events::kcount(NAT_ALLOCATED);
+            events::trace6(ctx, EV_MASQ, &v.addr, v.port_be);
+            v
+        }
     };
     snat6(ctx, pkt, &nat.addr, nat.port_be)?;
     to_uplink6(ctx, pkt, up.ifindex)

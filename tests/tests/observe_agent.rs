@@ -313,6 +313,122 @@ fn every_drop_reason_reaches_the_monitor_with_its_flow_and_names() {
     s.assert_firewalls_untouched();
 }
 
+/// IPv6 flows reach the monitor as IPv4 ones do: a published connection and a
+/// masquerade allocation with their translated addresses, a drop with its
+/// IPv6 flow and names; and the kernel's counters count them.
+#[test]
+fn ipv6_traces_and_drops_carry_their_addresses() {
+    require_root!();
+    const HOST6: &str = "fd18::1";
+    const OUT6: &str = "fd18::2";
+    const METRICS: u16 = 19466;
+    let s = Sandbox::new(&["--metrics-addr", &format!("127.0.0.1:{METRICS}")]);
+    let h = &s.host;
+    h.host(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd18::1/64",
+        "dev",
+        "uplink0",
+        "nodad",
+    ]);
+    h.outside(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd18::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    h.outside(&["ip", "-6", "route", "add", "fd00:84::/64", "via", HOST6]);
+    h.pier_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.84.0.0/24",
+        "--subnet",
+        "fd00:84::/64",
+        "d6",
+    ]);
+    h.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "d6",
+        "-p",
+        "8090:8080",
+    ]);
+    h.pier_ok(&["run", "-d", "--name", "b", "--network", "d6"]);
+    let web6 = s.inspect("web")["NetworkSettings"]["Networks"]["d6"]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kernel = |name: &str| value(&scrape(&s, METRICS), name, &[]);
+    let (ct0, nat0) = (
+        kernel("pier_conntrack_new_total"),
+        kernel("pier_masquerade_allocations_total"),
+    );
+    let m = Monitor::start(&s, &[]);
+    let srv = tcp_server_on(&s.ns_of("web"), "::", 8080, 1);
+    let a = tcp_ask(&s.outside_ns(), &format!("[{HOST6}]:8090"), "hi").expect("published v6");
+    assert!(a.text.starts_with(&format!("[{OUT6}]:")), "{a:?}");
+    srv.join().unwrap();
+    let out = tcp_server_on(&s.outside_ns(), "::", 7000, 1);
+    let a = tcp_ask(&s.ns_of("b"), &format!("[{OUT6}]:7000"), "out").expect("masquerade v6");
+    assert!(a.text.starts_with(&format!("[{HOST6}]:")), "{a:?}");
+    out.join().unwrap();
+    // Not published: the outside dials the container's own address.
+    let e = tcp_ask(&s.outside_ns(), &format!("[{web6}]:8080"), "x");
+    assert!(
+        e.is_err(),
+        "reached an unpublished container address: {e:?}"
+    );
+    let ev = m.collect(Duration::from_secs(2), Duration::from_secs(15));
+    let p = ev
+        .iter()
+        .find(|e| e["event"] == "publish")
+        .unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(p["family"], "ipv6", "{p}");
+    assert_eq!(p["src"], OUT6);
+    assert_eq!(p["dst"], HOST6);
+    assert_eq!(p["dport"], 8090);
+    assert_eq!(p["published_port"]["container"], "web");
+    assert_eq!(p["nat"], format!("[{web6}]:8080"), "{p}");
+    let q = ev
+        .iter()
+        .find(|e| e["event"] == "masquerade")
+        .unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(q["family"], "ipv6", "{q}");
+    assert_eq!(q["container"], "b");
+    assert_eq!(q["dst"], OUT6);
+    assert_eq!(q["dport"], 7000);
+    assert!(
+        q["nat"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("[{HOST6}]:")),
+        "{q}"
+    );
+    let d = drop_of(&ev, "NotPublished");
+    assert_eq!(d["family"], "ipv6", "{d}");
+    assert_eq!(d["src"], OUT6);
+    assert_eq!(d["dst"], web6.as_str());
+    assert_eq!(d["dport"], 8080);
+    assert_eq!(d["interface"], "uplink0");
+    assert_eq!(d["dst_container"], "web", "{d}");
+    drop(m);
+    assert_eq!(kernel("pier_conntrack_new_total"), ct0 + 1.0);
+    assert_eq!(kernel("pier_masquerade_allocations_total"), nat0 + 1.0);
+    s.assert_firewalls_untouched();
+}
+
 #[test]
 fn a_flood_is_seen_or_counted_lost_exactly() {
     require_root!();

@@ -539,7 +539,9 @@ impl EbpfDataplane {
             loader.map_pin_path(name, path.as_path());
         }
         loader.map_max_entries(names::EVENTS, self.monitor_bytes);
+        let wake_bytes = self.monitor_bytes as u64 / 4;
         let mut bpf = loader
+            .override_global(config::GLOBAL_EVENTS_WAKE_BYTES, &wake_bytes, true)
             .override_global(GLOBAL_HOST_NETNS_COOKIE, &cookie, true)
             .override_global(config::GLOBAL_CT_TCP_EST_NS, &est, true)
             .override_global(config::GLOBAL_CT_TCP_CLOSING_NS, &closing, true)

@@ -246,10 +246,19 @@ impl MonitorHub {
     }
 }
 
-/// The reader: wait for the ring (poll, 200 ms at most), hand every event
-/// to the subscribers. Ends when the hub is gone.
+/// How often the reader looks at the ring while a monitor is attached: the
+/// programs submit with `BPF_RB_NO_WAKEUP` until 64 KiB are unread, so this
+/// bounds how late an event reaches a monitor on a quiet host.
+const POLL_ATTACHED_MS: i32 = 10;
+/// The same with none attached (nothing is written then).
+const POLL_IDLE_MS: i32 = 200;
+
+/// The reader: wait for the ring (poll, woken by the kernel only past its
+/// threshold, see `POLL_ATTACHED_MS`), hand every event to the subscribers.
+/// Ends when the hub is gone.
 fn drain(mut ring: RingBuf<MapData>, hub: std::sync::Weak<MonitorHub>) {
     let fd = ring.as_raw_fd();
+    let mut timeout = POLL_IDLE_MS;
     loop {
         let mut p = libc::pollfd {
             fd,
@@ -257,9 +266,14 @@ fn drain(mut ring: RingBuf<MapData>, hub: std::sync::Weak<MonitorHub>) {
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, 200) };
+        unsafe { libc::poll(&mut p, 1, timeout) };
         let Some(h) = hub.upgrade() else {
             return;
+        };
+        timeout = if h.attached() > 0 {
+            POLL_ATTACHED_MS
+        } else {
+            POLL_IDLE_MS
         };
         let mut n = 0u64;
         while let Some(item) = ring.next() {

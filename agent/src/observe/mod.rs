@@ -133,12 +133,12 @@ impl Names {
         let published = (ports && e.kind != EV_MASQ)
             .then(|| self.ports.get(&(dport, e.proto)))
             .flatten();
-        let x = (e.xaddr_be != 0).then(|| {
-            format!(
-                "{}:{}",
-                Ipv4Addr::from(e.xaddr_be.to_ne_bytes()),
-                u16::from_be(e.xport_be)
-            )
+        let x = (e.xaddr != [0; 4]).then(|| {
+            let port = u16::from_be(e.xport_be);
+            match e.family {
+                FAMILY_V6 => format!("[{}]:{port}", v6(e.xaddr)),
+                _ => format!("{}:{port}", Ipv4Addr::from(e.xaddr[0].to_ne_bytes())),
+            }
         });
         let ns = e.ts_ns as i128 + wall_minus_mono_ns;
         let time = time::OffsetDateTime::from_unix_timestamp_nanos(ns)

@@ -177,10 +177,20 @@ pub fn in_ns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'stati
 /// A TCP server in `ns` on `port` answering `conns` connections: it reads one
 /// line and answers `<peer>|<line>`. Joins to the peers it saw.
 pub fn tcp_server(ns: &Path, port: u16, conns: usize) -> JoinHandle<Vec<SocketAddr>> {
+    tcp_server_on(ns, "0.0.0.0", port, conns)
+}
+
+/// [`tcp_server`] bound to `ip` (`"::"` for IPv6).
+pub fn tcp_server_on(
+    ns: &Path,
+    ip: &'static str,
+    port: u16,
+    conns: usize,
+) -> JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let l = pier_tests::net::bind_retrying(|| TcpListener::bind(("0.0.0.0", port)))
-            .expect("bind server");
+        let l =
+            pier_tests::net::bind_retrying(|| TcpListener::bind((ip, port))).expect("bind server");
         tx.send(()).unwrap();
         let mut peers = Vec::new();
         for _ in 0..conns {
