@@ -82,8 +82,14 @@ pub struct ProgCost {
 }
 
 impl ProgCost {
-    pub fn build(ctx: &Ctx, secs: f64) -> anyhow::Result<ProgCost> {
-        let mut pier = Pier::new();
+    /// With `monitor`, a `pier monitor --format json` stays attached (its
+    /// output discarded) for every load.
+    pub fn build(ctx: &Ctx, secs: f64, monitor: bool) -> anyhow::Result<ProgCost> {
+        let mut pier = if monitor {
+            Pier::with_monitor()
+        } else {
+            Pier::new()
+        };
         pier.build(ctx).context("building the pier world")?;
         if let Some(e) = pier.data_path_error() {
             anyhow::bail!("published ports do not answer: {e}");
@@ -268,6 +274,74 @@ pub fn table(costs: &[Cost]) -> String {
     s
 }
 
+/// The figures of several variants (builds of the programs, or states such
+/// as "a monitor attached"), each measured in several rounds: per path, load
+/// and program, the mean ns per run of each variant and its ratio to the
+/// first (the baseline); then the new-flow estimates the same way.
+pub fn variants_table(variants: &[(String, Vec<Vec<Cost>>)]) -> String {
+    type Key = (&'static str, String, String);
+    let mean = |rounds: &[Vec<Cost>]| -> BTreeMap<Key, (f64, Option<f64>)> {
+        let mut acc: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
+        let mut flows: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
+        for r in rounds {
+            for c in r {
+                acc.entry((c.path.as_str(), c.load.clone(), c.program.clone()))
+                    .or_default()
+                    .push(c.ns_per_run);
+            }
+            for path in [Path::Published, Path::Masquerade] {
+                let p = path.creator();
+                let find = |load: &str| {
+                    r.iter()
+                        .find(|c| c.path == path && c.load == load && c.program == p)
+                };
+                if let (Some(crr), Some(rr)) = (find("crr"), find("rr"))
+                    && let Some(ns) = new_flow_ns(crr, rr)
+                {
+                    flows
+                        .entry((path.as_str(), "crr, first packet (est.)".into(), p.into()))
+                        .or_default()
+                        .push(ns);
+                }
+            }
+        }
+        let avg = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        acc.iter()
+            .map(|(k, v)| (k.clone(), (avg(v), None)))
+            .chain(flows.iter().map(|(k, v)| (k.clone(), (avg(v), Some(0.0)))))
+            .collect()
+    };
+    let means: Vec<BTreeMap<Key, (f64, Option<f64>)>> =
+        variants.iter().map(|(_, r)| mean(r)).collect();
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    let mut head = vec!["path".to_string(), "load".into(), "program".into()];
+    for (i, (name, _)) in variants.iter().enumerate() {
+        head.push(format!("{name}, ns"));
+        if i > 0 {
+            head.push(format!("{name} / {}", variants[0].0));
+        }
+    }
+    t.set_header(head);
+    let Some(base) = means.first() else {
+        return String::new();
+    };
+    for (k, (b, _)) in base {
+        let mut row = vec![k.0.to_string(), k.1.clone(), k.2.clone(), format!("{b:.0}")];
+        for m in &means[1..] {
+            match m.get(k) {
+                Some((v, _)) => {
+                    row.push(format!("{v:.0}"));
+                    row.push(format!("{:.3}", v / b));
+                }
+                None => row.extend(["-".to_string(), "-".to_string()]),
+            }
+        }
+        t.add_row(row);
+    }
+    t.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +366,32 @@ mod tests {
         assert!((ns - 1000.0).abs() < 1e-6, "{ns}");
         assert_eq!(new_flow_ns(&cost("crr", 10, 1.0, 0), &rr), None);
         assert_eq!(new_flow_ns(&cost("crr", 10, 1.0, 10), &rr), None);
+    }
+
+    #[test]
+    fn variants_are_compared_with_the_first() {
+        let round = |ns: f64| {
+            vec![
+                cost("crr", 500, (100.0 * ns * 5.0 + 400.0 * ns) / 500.0, 100),
+                cost("rr", 1000, ns, 1000),
+            ]
+        };
+        let v = vec![
+            ("base".to_string(), vec![round(200.0), round(200.0)]),
+            ("other".to_string(), vec![round(210.0), round(230.0)]),
+        ];
+        let s = variants_table(&v);
+        assert!(s.contains("other / base"), "{s}");
+        // rr: 200 against a mean of 220.
+        assert!(
+            s.contains("| 200 ") && s.contains("| 220 ") && s.contains("1.100"),
+            "{s}"
+        );
+        // The first packet: 1000 against 1100.
+        assert!(
+            s.contains("first packet (est.)") && s.contains("| 1000 "),
+            "{s}"
+        );
     }
 
     #[test]

@@ -41,11 +41,15 @@ pub fn run_netavark(quick: bool) -> anyhow::Result<()> {
 /// `cargo xtask prog-cost [-- ARGS]`: ns per packet of pier's TC programs
 /// (`bpf_stats`) under a fixed load, published and masqueraded, TCP crr/rr
 /// and UDP (`pier-prog-cost`, release build).
-pub fn run_prog_cost(args: &[String]) -> anyhow::Result<()> {
+pub fn run_prog_cost(monitor_cost: bool, args: &[String]) -> anyhow::Result<()> {
     if !is_root() {
         bail!("pier-prog-cost builds network namespaces: run it as root");
     }
     let mut c = release_bench(&["pier-prog-cost", "pier-echo", "pier-load"])?;
+    if monitor_cost {
+        let obj = build::ebpf_variant("nomon", &["--cfg=pier_no_monitor"])?;
+        c.arg("--variants").arg("--baseline-object").arg(obj);
+    }
     c.args(args);
     run(&mut c)
 }

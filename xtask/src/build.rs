@@ -14,15 +14,39 @@ pub fn ebpf_object() -> PathBuf {
 }
 
 pub fn ebpf() -> anyhow::Result<()> {
-    let target_dir = root().join("target/ebpf-build");
+    let dest = ebpf_object();
+    ebpf_into(&root().join("target/ebpf-build"), &[], &dest)?;
+    println!("build-ebpf: {}", dest.display());
+    Ok(())
+}
+
+/// A variant of the kernel programs built with extra `rustc` flags (`--cfg`s),
+/// written to `target/ebpf/pier-dataplane-NAME.o` (not embedded in the agent:
+/// `PIER_EBPF_OBJECT_FILE` makes an agent load it).
+pub fn ebpf_variant(name: &str, rustflags: &[&str]) -> anyhow::Result<PathBuf> {
+    let dest = root().join(format!("target/ebpf/pier-dataplane-{name}.o"));
+    ebpf_into(
+        &root().join(format!("target/ebpf-build-{name}")),
+        rustflags,
+        &dest,
+    )?;
+    Ok(dest)
+}
+
+fn ebpf_into(
+    target_dir: &std::path::Path,
+    extra: &[&str],
+    dest: &std::path::Path,
+) -> anyhow::Result<()> {
     // `--cfg bpf_target_arch` lets aya-ebpf pick the right pt_regs layout;
     // `--btf` makes bpf-linker emit BTF, which map definitions need.
-    let flags = [
+    let mut flags = vec![
         "--cfg=bpf_target_arch=\"x86_64\"",
         "-Cdebuginfo=2",
         "-Clink-arg=--btf",
-    ]
-    .join("\x1f");
+    ];
+    flags.extend_from_slice(extra);
+    let flags = flags.join("\x1f");
     run(cargo()
         .arg(format!("+{NIGHTLY}"))
         .args([
@@ -36,18 +60,16 @@ pub fn ebpf() -> anyhow::Result<()> {
             "build-std=core",
         ])
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", flags))
     .context("building the eBPF programs")?;
     let built = target_dir.join("bpfel-unknown-none/release/pier-dataplane");
-    let dest = ebpf_object();
     std::fs::create_dir_all(dest.parent().unwrap())?;
     // Only replace the object when it changed, so the agent is not rebuilt needlessly.
     let new = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
-    if std::fs::read(&dest).ok().as_deref() != Some(&new[..]) {
-        std::fs::write(&dest, &new)?;
+    if std::fs::read(dest).ok().as_deref() != Some(&new[..]) {
+        std::fs::write(dest, &new)?;
     }
-    println!("build-ebpf: {}", dest.display());
     Ok(())
 }
 

@@ -50,6 +50,11 @@ enum Cmd {
     /// Run time per packet of pier's TC programs (bpf_stats) under a fixed
     /// load: published and masqueraded, TCP crr and rr, UDP.
     ProgCost {
+        /// Measure what the monitor costs: the programs built without its
+        /// event code, the default build with no monitor attached, and with
+        /// one attached, interleaved (`pier-prog-cost --variants`).
+        #[arg(long)]
+        monitor_cost: bool,
         /// Extra arguments for pier-prog-cost (`--secs 5`, `--json FILE`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -95,7 +100,7 @@ fn main() -> anyhow::Result<()> {
             ]))
         }
         Cmd::Bench { quick, args } => bench::run_bench(quick, &args),
-        Cmd::ProgCost { args } => bench::run_prog_cost(&args),
+        Cmd::ProgCost { monitor_cost, args } => bench::run_prog_cost(monitor_cost, &args),
         Cmd::Compat => {
             setup::ensure()?;
             build::ebpf()?;

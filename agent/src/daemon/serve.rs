@@ -246,11 +246,26 @@ pub fn run_default(mut cfg: AgentConfig) -> anyhow::Result<()> {
         udp: cfg.ct_udp_timeout,
         ..Default::default()
     };
-    let dataplane: Box<dyn Dataplane> = Box::new(
-        crate::dataplane::EbpfDataplane::new(dp_cfg)
-            .with_ct_timeouts(timeouts)
-            .with_monitor_buffer(cfg.monitor_buffer),
-    );
+    let mut ebpf = crate::dataplane::EbpfDataplane::new(dp_cfg)
+        .with_ct_timeouts(timeouts)
+        .with_monitor_buffer(cfg.monitor_buffer);
+    // Another build of the kernel programs than the embedded one, to
+    // measure builds against each other (`pier-prog-cost --variants`).
+    if let Some(p) = std::env::var_os(crate::dataplane::OBJECT_FILE_ENV) {
+        let obj = std::fs::read(&p).with_context(|| {
+            format!(
+                "{}: reading {}",
+                crate::dataplane::OBJECT_FILE_ENV,
+                Path::new(&p).display()
+            )
+        })?;
+        tracing::warn!(
+            "loading the eBPF object {} instead of the embedded one",
+            Path::new(&p).display()
+        );
+        ebpf = ebpf.with_object(obj);
+    }
+    let dataplane: Box<dyn Dataplane> = Box::new(ebpf);
     // `--dns-upstream` wins over the host's resolv.conf (loopback servers
     // skipped, systemd-resolved's stub looked through).
     let upstream_ips = if cfg.dns_upstreams.is_empty() {

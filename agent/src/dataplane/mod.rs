@@ -21,6 +21,11 @@ pub mod sys;
 pub use ebpf::{CtCounts, CtTimeouts, EbpfDataplane};
 pub use observe::{IfCounters, KernelCounters, MonitorHub, Subscription};
 
+/// Environment variable: the path of an eBPF object the agent loads instead
+/// of [`EBPF_OBJECT`] (for measuring builds of the programs against each
+/// other; a warning is logged).
+pub const OBJECT_FILE_ENV: &str = "PIER_EBPF_OBJECT_FILE";
+
 /// The ELF object of `dataplane-ebpf`, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PIER_EBPF_OBJECT"));
 

@@ -26,6 +26,20 @@ struct Args {
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Keep a `pier monitor` attached during the loads.
+    #[arg(long)]
+    monitor: bool,
+    /// What the monitor costs: measure the programs built without its event
+    /// code (`--baseline-object`), the default build with no monitor
+    /// attached, and with one attached, interleaved for `--rounds` rounds.
+    #[arg(long, requires = "baseline_object")]
+    variants: bool,
+    /// The baseline object of `--variants` (`cargo xtask prog-cost
+    /// --monitor-cost` builds it with `--cfg pier_no_monitor`).
+    #[arg(long)]
+    baseline_object: Option<PathBuf>,
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,12 +63,46 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(b.exists(), "{} is missing", b.display());
     }
     let ctx = Ctx::prepare("pier-prog-cost", bins, cpu, || {})?;
-    let r = (|| {
-        let pc = ProgCost::build(&ctx, a.secs)?;
-        pc.measure(&ctx)
-    })();
-    cleanup::remove_all(&ctx.prefix);
-    let costs = r?;
+    let once = |monitor: bool| {
+        let r = (|| {
+            let pc = ProgCost::build(&ctx, a.secs, monitor)?;
+            pc.measure(&ctx)
+        })();
+        cleanup::remove_all(&ctx.prefix);
+        r
+    };
+    if a.variants {
+        let base = a.baseline_object.as_ref().context("--baseline-object")?;
+        anyhow::ensure!(base.exists(), "{} is missing", base.display());
+        let names = ["no monitor code", "none attached", "one attached"];
+        let mut all: Vec<(String, Vec<Vec<progcost::Cost>>)> =
+            names.iter().map(|n| (n.to_string(), Vec::new())).collect();
+        for round in 0..a.rounds.max(1) {
+            for (i, name) in names.iter().enumerate() {
+                eprintln!("round {} of {}: {name}", round + 1, a.rounds.max(1));
+                // SAFETY: no other thread reads the environment here (the
+                // agent, started below, inherits it).
+                unsafe {
+                    if i == 0 {
+                        std::env::set_var("PIER_EBPF_OBJECT_FILE", base);
+                    } else {
+                        std::env::remove_var("PIER_EBPF_OBJECT_FILE");
+                    }
+                }
+                all[i].1.push(once(i == 2)?);
+            }
+        }
+        println!("{}", progcost::variants_table(&all));
+        if let Some(p) = &a.json {
+            let v: Vec<_> = all
+                .iter()
+                .map(|(n, r)| serde_json::json!({"variant": n, "rounds": r}))
+                .collect();
+            std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
+        }
+        return Ok(());
+    }
+    let costs = once(a.monitor)?;
     println!("{}", progcost::table(&costs));
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&costs)?)?;
