@@ -197,10 +197,29 @@ fn dual_stack_networks_give_containers_both_families() {
     sb.assert_firewalls_untouched();
 }
 
+/// The kernel's IPv6 tables the agent writes (endpoints, network
+/// gateways, published ports), and the IPv4 endpoints, as text.
+fn v6_maps(h: &TestHost) -> String {
+    use agent_util::consistency::hash_entries;
+    use pier_common::{
+        endpoint::{Addr6, EndpointVal, EndpointVal4},
+        maps as names,
+        nat6::{PortKey6, PortVal6},
+    };
+    let d = &h.bpffs_dir;
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n",
+        hash_entries::<Addr6, EndpointVal>(d, names::ENDPOINTS6),
+        hash_entries::<u32, Addr6>(d, names::NETWORKS6),
+        hash_entries::<PortKey6, PortVal6>(d, names::PORTS6),
+        hash_entries::<u32, EndpointVal4>(d, names::ENDPOINTS).len(),
+    )
+}
+
 /// Run `args`, expect one `Error:` line containing `want`, nothing changed
-/// (links, IPv4 and IPv6 addresses, namespaces, records).
+/// (links, IPv4 and IPv6 addresses, namespaces, records, map entries).
 fn refused(h: &TestHost, args: &[&str], want: &str) {
-    let world = || h.world() + &h.host(&["ip", "-br", "-6", "addr", "show"]);
+    let world = || h.world() + &h.host(&["ip", "-br", "-6", "addr", "show"]) + &v6_maps(h);
     let before = world();
     let err = h.pier_err(args);
     assert!(
@@ -227,6 +246,12 @@ fn bad_ipv6_input_gets_one_error_and_changes_nothing() {
     ]);
     h.pier_ok(&["network", "create", "n4"]);
     h.pier_ok(&["run", "-d", "--name", "u1", "--network", "n6"]);
+    // What `refused` compares holds u1's IPv6 endpoint and n6's gateway.
+    let maps = v6_maps(h);
+    assert!(
+        maps.contains("EndpointVal {") && maps.lines().nth(1) != Some("{}"),
+        "{maps}"
+    );
     let create = |extra: &[&'static str]| {
         let mut v = vec!["network", "create"];
         v.extend_from_slice(extra);
