@@ -5,7 +5,9 @@
 //! between the test's namespaces (published ports from outside with the
 //! client's address kept, TCP and UDP; masquerade of TCP, UDP and ping6 from
 //! two containers with the same source port; a network without masquerade
-//! routed).
+//! routed). Later fragments follow their first (by test run, and 4000-byte
+//! datagrams over 1280-MTU links both ways, byte-exact, as ip6tables NAT
+//! does too).
 mod dataplane_util;
 
 use std::net::Ipv6Addr;
@@ -668,9 +670,10 @@ fn udp_roundtrip6(ns: &str, dst: &str, len: usize) -> Result<(), String> {
     })
 }
 
-#[test]
-fn ipv6_datagrams_larger_than_the_mtu_arrive_whole_through_nat() {
-    pier_tests::require_root!();
+/// A dual-stack network with container c1 (`fd00:114::2`) where every
+/// link has a 1280-byte MTU (IPv6's minimum): each sender fragments a
+/// 4000-byte datagram into four.
+fn mtu1280_world() -> (World, Container) {
     let mut w = World::new(false);
     let n = w.network(1, "10.114.0.0/24");
     let s6 = w.ipv6(1, "fd00:114::/64");
@@ -678,8 +681,6 @@ fn ipv6_datagrams_larger_than_the_mtu_arrive_whole_through_nat() {
     w.ip6("vc1", "fd00:114::2", s6, true);
     uplink6(&w);
     let (hns, out) = (w.host.host_ns.clone(), w.host.outside_ns.clone());
-    // A 1280-byte MTU (IPv6's minimum) on every link: each sender
-    // fragments a 4000-byte datagram into four.
     for (ns, dev) in [
         (hns.as_str(), "uplink0"),
         (out.as_str(), "eth0"),
@@ -691,6 +692,62 @@ fn ipv6_datagrams_larger_than_the_mtu_arrive_whole_through_nat() {
     for ns in [&c1.ns, &out] {
         wait_dad(ns);
     }
+    (w, c1)
+}
+
+/// 4000 bytes from outside to `[HOST6]:5353` (→ c1's port 53) and back,
+/// and from c1 to the outside's port 7300 and back, byte-exact; the
+/// servers see the client's address and the host's.
+fn large_datagrams_both_ways(c1: &Container, out: &str) {
+    let srv = udp_echo6(&c1.ns, 53, 1);
+    let r = udp_roundtrip6(out, &format!("[{HOST6}]:5353"), 4000);
+    let peers = srv.join().unwrap();
+    assert_eq!(r, Ok(()), "4000 bytes to a published port and back");
+    assert_eq!(peers[0].ip().to_string(), OUTSIDE6, "client address kept");
+    let srv = udp_echo6(out, 7300, 1);
+    let r = udp_roundtrip6(&c1.ns, &format!("[{OUTSIDE6}]:7300"), 4000);
+    let peers = srv.join().unwrap();
+    assert_eq!(r, Ok(()), "4000 bytes out through masquerade and back");
+    assert_eq!(peers[0].ip().to_string(), HOST6, "masqueraded");
+}
+
+/// The same datagrams through ip6tables DNAT and MASQUERADE instead of
+/// pier (what a Docker host with `--ipv6` does: conntrack reassembles and
+/// refragments): the same result, so pier's is the Docker behaviour.
+#[test]
+fn ipv6_datagrams_larger_than_the_mtu_arrive_whole_through_ip6tables_too() {
+    pier_tests::require_root!();
+    let (w, c1) = mtu1280_world();
+    let hns = w.host.host_ns.clone();
+    let rules = format!(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n\
+         -A PREROUTING -d {HOST6}/128 -p udp -m udp --dport 5353 -j DNAT --to-destination [fd00:114::2]:53\n\
+         -A POSTROUTING -s fd00:114::/64 ! -o br1 -j MASQUERADE\nCOMMIT\n"
+    );
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &hns, "ip6tables-restore"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip6tables-restore");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip6tables-restore");
+    large_datagrams_both_ways(&c1, &w.host.outside_ns);
+    // (The rules live in the test's namespace, gone with it.)
+    w.assert_machine_firewall_untouched();
+}
+
+#[test]
+fn ipv6_datagrams_larger_than_the_mtu_arrive_whole_through_nat() {
+    pier_tests::require_root!();
+    let (w, c1) = mtu1280_world();
+    let (hns, out) = (w.host.host_ns.clone(), w.host.outside_ns.clone());
     let c1_6: Ipv6Addr = "fd00:114::2".parse().unwrap();
     let desired = w.desired(vec![port6(Proto::Udp, 5353, c1_6, 53)]);
     let cfg = w.config();
@@ -698,16 +755,7 @@ fn ipv6_datagrams_larger_than_the_mtu_arrive_whole_through_nat() {
         let mut dp = EbpfDataplane::new(cfg);
         dp.start().expect("start");
         dp.sync(&desired).expect("sync");
-        let srv = udp_echo6(&c1.ns, 53, 1);
-        let r = udp_roundtrip6(&out, &format!("[{HOST6}]:5353"), 4000);
-        let peers = srv.join().unwrap();
-        assert_eq!(r, Ok(()), "4000 bytes to a published port and back");
-        assert_eq!(peers[0].ip().to_string(), OUTSIDE6, "client address kept");
-        let srv = udp_echo6(&out, 7300, 1);
-        let r = udp_roundtrip6(&c1.ns, &format!("[{OUTSIDE6}]:7300"), 4000);
-        let peers = srv.join().unwrap();
-        assert_eq!(r, Ok(()), "4000 bytes out through masquerade and back");
-        assert_eq!(peers[0].ip().to_string(), HOST6, "masqueraded");
+        large_datagrams_both_ways(&c1, &out);
         assert!(
             drops(&dp, DropReason::FragNoFirst) == 0 && drops(&dp, DropReason::NotPublished) == 0,
             "no fragment dropped"
