@@ -2,7 +2,9 @@
 //! destination picks, from that route's source address, per flow, and the
 //! replies come back through it. The host here has `uplink0` (the outside,
 //! 198.18.0.0/24) and `uplink1` (a `wan` namespace, 198.51.100.0/24) with the
-//! default route via `uplink1`; servers sit behind each.
+//! default route via `uplink1`; servers sit behind each. The IPv6 twin:
+//! fd18::/64 on `uplink0`, fd19::/64 on `uplink1` with the default IPv6
+//! route, a dual-stack network's containers (TCP, UDP, ping6).
 mod agent_util;
 
 use agent_util::*;
