@@ -72,14 +72,16 @@ pub fn serve(tcp: &[u16], udp: &[u16]) -> io::Result<()> {
     let ep = Epoll::new()?;
     let mut listeners = Vec::new();
     for &p in tcp {
-        let l = TcpListener::bind(("0.0.0.0", p))?;
+        // `::` takes both families (the IPv6 rows), `0.0.0.0` where a
+        // namespace has no IPv6.
+        let l = TcpListener::bind(("::", p)).or_else(|_| TcpListener::bind(("0.0.0.0", p)))?;
         l.set_nonblocking(true)?;
         ep.add(l.as_raw_fd(), LISTEN | listeners.len() as u64)?;
         listeners.push(l);
     }
     let mut sinks = Vec::new();
     for &p in udp {
-        let s = UdpSocket::bind(("0.0.0.0", p))?;
+        let s = UdpSocket::bind(("::", p)).or_else(|_| UdpSocket::bind(("0.0.0.0", p)))?;
         s.set_nonblocking(true)?;
         // A deep buffer, so that the sink's count measures the path, not the
         // scheduling of one process that shares the CPU with its sender.

@@ -17,4 +17,5 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod stats;
+pub mod v6;
 pub mod world;

@@ -153,7 +153,13 @@ fn ask(s: &UdpSocket, target: SocketAddr, msg: &[u8]) -> anyhow::Result<String> 
 }
 
 fn udp(p: &Params) -> anyhow::Result<LoadResult> {
-    let s = UdpSocket::bind("0.0.0.0:0")?;
+    // The target's family (the IPv6 rows dial `[fd18::1]`).
+    let any = if p.target.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let s = UdpSocket::bind(any)?;
     let reply = ask(&s, p.target, echo::UDP_RESET)?;
     anyhow::ensure!(reply == "ok", "UDP sink answered {reply:?} to reset");
     let payload = vec![0x44u8; p.size];

@@ -24,7 +24,8 @@ struct Args {
     #[arg(long, default_value = "target/pier-bench")]
     out: PathBuf,
     /// Only these dataplanes (comma separated: ceiling, plain, iptables,
-    /// netavark, docker-proxy, docker, docker+pier, pier, pier+monitor).
+    /// netavark, docker-proxy, docker, docker+pier, pier, pier+monitor,
+    /// and the IPv6 rows ceiling6, ip6tables, pier6).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The CPU that clients and servers share (default: the last one allowed).
@@ -60,7 +61,8 @@ fn main() -> anyhow::Result<()> {
                 Dataplane::parse(s).with_context(|| {
                     format!(
                         "unknown dataplane {s:?} (ceiling, plain, iptables, netavark, \
-                         docker-proxy, docker, docker+pier, pier, pier+monitor)"
+                         docker-proxy, docker, docker+pier, pier, pier+monitor, \
+                         ceiling6, ip6tables, pier6)"
                     )
                 })
             })

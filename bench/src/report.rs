@@ -233,6 +233,9 @@ fn color(d: Dataplane) -> RGBColor {
         Dataplane::DockerPier => RGBColor(100, 200, 180),
         Dataplane::Pier => RGBColor(30, 150, 70),
         Dataplane::PierMonitor => RGBColor(120, 200, 60),
+        Dataplane::Ceiling6 => RGBColor(90, 90, 90),
+        Dataplane::Ip6tables => RGBColor(240, 140, 120),
+        Dataplane::Pier6 => RGBColor(20, 100, 45),
     }
 }
 

@@ -23,10 +23,15 @@ pub enum Dataplane {
     /// pier with a `pier monitor` attached (its events written and read).
     #[serde(rename = "pier+monitor")]
     PierMonitor,
+    /// The IPv6 rows (`v6.rs`): one veth pair, Docker's ip6tables rules,
+    /// pier, dialled on the host's IPv6 address.
+    Ceiling6,
+    Ip6tables,
+    Pier6,
 }
 
 impl Dataplane {
-    pub const ALL: [Dataplane; 9] = [
+    pub const ALL: [Dataplane; 12] = [
         Dataplane::Ceiling,
         Dataplane::Plain,
         Dataplane::Iptables,
@@ -36,6 +41,9 @@ impl Dataplane {
         Dataplane::DockerPier,
         Dataplane::Pier,
         Dataplane::PierMonitor,
+        Dataplane::Ceiling6,
+        Dataplane::Ip6tables,
+        Dataplane::Pier6,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +57,9 @@ impl Dataplane {
             Dataplane::DockerPier => "docker+pier",
             Dataplane::Pier => "pier",
             Dataplane::PierMonitor => "pier+monitor",
+            Dataplane::Ceiling6 => "ceiling6",
+            Dataplane::Ip6tables => "ip6tables",
+            Dataplane::Pier6 => "pier6",
         }
     }
 
@@ -86,7 +97,7 @@ impl Dataplane {
 }
 
 /// The ratio columns of the table: numerator over denominator.
-pub const RATIOS: [(Dataplane, Dataplane); 8] = [
+pub const RATIOS: [(Dataplane, Dataplane); 10] = [
     (Dataplane::Pier, Dataplane::Ceiling),
     (Dataplane::Pier, Dataplane::Plain),
     (Dataplane::Pier, Dataplane::Iptables),
@@ -95,6 +106,8 @@ pub const RATIOS: [(Dataplane, Dataplane); 8] = [
     (Dataplane::Pier, Dataplane::Docker),
     (Dataplane::DockerPier, Dataplane::Docker),
     (Dataplane::PierMonitor, Dataplane::Pier),
+    (Dataplane::Pier6, Dataplane::Ceiling6),
+    (Dataplane::Pier6, Dataplane::Ip6tables),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -387,6 +400,7 @@ mod tests {
         assert_eq!(Dataplane::parse("docker"), Some(Dataplane::Docker));
         assert_eq!(Dataplane::parse("docker-pier"), Some(Dataplane::DockerPier));
         assert_eq!(Dataplane::parse("podman"), None);
+        assert_eq!(Dataplane::parse("ip6tables"), Some(Dataplane::Ip6tables));
         for d in Dataplane::ALL {
             assert_eq!(
                 serde_json::to_string(&d).unwrap(),

@@ -171,6 +171,7 @@ impl<'a> Runner<'a> {
                     .map(|p| Box::new(p) as Box<dyn Peer>),
                 Dataplane::Pier => Ok(Box::new(Pier::new())),
                 Dataplane::PierMonitor => Ok(Box::new(Pier::with_monitor())),
+                Dataplane::Ceiling6 | Dataplane::Ip6tables | Dataplane::Pier6 => crate::v6::peer(d),
             };
             self.bar
                 .set_message(format!("building the {} world", d.as_str()));

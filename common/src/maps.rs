@@ -42,6 +42,9 @@ pub const UPLINK: &str = "PIER_UPLINK";
 /// (`bpf_fib_lookup`). Pinned.
 pub const UPLINKS: &str = "PIER_UPLINKS";
 pub const UPLINKS_LEN: u32 = 64;
+/// Every uplink with a global IPv6 address: ifindex →
+/// [`crate::nat6::UplinkVal6`] (the route's uplink must be one). Pinned.
+pub const UPLINKS6: &str = "PIER_UPLINKS6";
 /// Container interfaces by IPv6 address: [`crate::endpoint::Addr6`] →
 /// [`crate::endpoint::EndpointVal`]. Pinned.
 pub const ENDPOINTS6: &str = "PIER_ENDPOINTS6";
@@ -94,6 +97,9 @@ pub const SOCK_NAT6: &str = "PIER_SOCK_NAT6";
 /// (not pinned: fragments live milliseconds).
 pub const FRAGS: &str = "PIER_FRAGS";
 pub const FRAGS_LEN: u32 = 8192;
+/// IPv6 fragments of translated datagrams: [`crate::frag::FragKey6`] →
+/// [`crate::frag::FragVal6`]. LRU, per load, [`FRAGS_LEN`] entries.
+pub const FRAGS6: &str = "PIER_FRAGS6";
 /// Per-CPU drop counters indexed by [`crate::drop::DropReason`]. Pinned.
 pub const DROPS: &str = "PIER_DROPS";
 pub const DROPS_LEN: u32 = 32;
@@ -125,9 +131,10 @@ pub const IF_PKTS: &str = "PIER_IF_PKTS";
 pub const IF_PKTS_LEN: u32 = 4096;
 
 /// The maps the agent pins under its bpffs directory (they outlive a restart).
-pub const PINNED: [&str; 33] = [
+pub const PINNED: [&str; 34] = [
     PORT_DROPS6,
     UPLINKS,
+    UPLINKS6,
     PORTS,
     BACKENDS,
     PORT_STATS,
@@ -173,11 +180,13 @@ const _: () = {
         HOST_ADDRS,
         UPLINK,
         UPLINKS,
+        UPLINKS6,
         CT,
         SNAT_FWD,
         SNAT_REV,
         SOCK_NAT,
         FRAGS,
+        FRAGS6,
         DROPS,
         ENDPOINTS6,
         SUBNETS6,

@@ -86,11 +86,16 @@ pub struct NatVal6 {
     pub _pad: u16,
     pub flags: u32,
     pub expires_ns: u64,
+    /// The uplink a masqueraded flow leaves by (its route's, at its first
+    /// packet); 0 in the reverse entry and for routed flows.
+    pub ifindex: u32,
+    pub _pad2: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<NatVal6>() == 32);
+const _: () = assert!(core::mem::size_of::<NatVal6>() == 40);
 
-/// The IPv6 uplink masquerade leaves by (`PIER_UPLINK6`).
+/// An IPv6 uplink masquerade leaves by (`PIER_UPLINK6`: the first;
+/// `PIER_UPLINKS6`: each by ifindex).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UplinkVal6 {

@@ -1,6 +1,6 @@
 //! IPv6: the parser (extension headers walked with a fixed bound) and what
-//! the TC programs do with IPv6 frames. Nothing IPv6 is translated yet: the
-//! rules are the same isolation IPv4 gets — a container's source must be
+//! the TC programs do with IPv6 frames (the translation itself is
+//! `nat6.rs`). The rules are the same isolation IPv4 gets — a container's source must be
 //! its own (global address on this veth, or link-local/unspecified on the
 //! link only), neighbour discovery and MLD pass untouched within the bridge
 //! but router advertisements and redirects from containers are dropped,
@@ -18,6 +18,7 @@ use aya_ebpf::{
 use pier_common::{
     drop::DropReason,
     endpoint::{Addr6, EndpointVal, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_NO_ICC},
+    frag::FragKey6,
     nat6::FlowKey6,
 };
 
@@ -85,6 +86,9 @@ pub struct Pkt6 {
     /// The extension headers were not all walked (too many, too long, or a
     /// kind pier does not know): the transport header is unknown.
     pub unwalked: bool,
+    /// A fragment's datagram as it arrived (before any rewrite): its
+    /// addresses, the fragment header's identification and next header.
+    pub frag_key: FragKey6,
 }
 
 impl Pkt6 {
@@ -118,27 +122,33 @@ pub fn is_ipv6(ctx: &TcContext) -> bool {
     matches!(ptr_at::<[u8; 2]>(ctx, 12), Some(p) if u16::from_be_bytes(unsafe { *p }) == ETH_P_IPV6)
 }
 
-/// Parse an Ethernet + IPv6 frame (the caller checked [`is_ipv6`]).
+/// Parse an Ethernet + IPv6 frame (the caller checked [`is_ipv6`]) into
+/// `pkt` (a per-CPU slot: the packet is never a copy on the stack).
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Result<Pkt6, DropReason> {
+pub fn parse(ctx: &TcContext, pkt: &mut Pkt6) -> Result<(), DropReason> {
     let ip = unsafe { &*ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN).ok_or(DropReason::Malformed)? };
     if ip.vtc_flow[0] >> 4 != 6 {
         return Err(DropReason::Malformed);
     }
     let _ = ip.payload_len_be;
-    let mut pkt = Pkt6 {
+    pkt.saddr = ip.saddr;
+    pkt.daddr = ip.daddr;
+    pkt.proto = ip.nexthdr;
+    pkt.sport = 0;
+    pkt.dport = 0;
+    pkt.l4 = L4::None;
+    pkt.l4_off = 0;
+    pkt.icmp_type = 0;
+    pkt.tcp_flags = 0;
+    pkt.hop_limit = ip.hop_limit;
+    pkt.frag = Frag::None;
+    pkt.unwalked = false;
+    pkt.frag_key = FragKey6 {
         saddr: ip.saddr,
         daddr: ip.daddr,
-        proto: ip.nexthdr,
-        sport: 0,
-        dport: 0,
-        l4: L4::None,
-        l4_off: 0,
-        icmp_type: 0,
-        tcp_flags: 0,
-        hop_limit: ip.hop_limit,
-        frag: Frag::None,
-        unwalked: false,
+        id_be: 0,
+        proto: 0,
+        _pad: [0; 3],
     };
     let mut nh = ip.nexthdr;
     let mut off = ETH_HLEN + IPV6_HLEN;
@@ -157,12 +167,14 @@ pub fn parse(ctx: &TcContext) -> Result<Pkt6, DropReason> {
             NH_FRAGMENT => {
                 let h = unsafe { *ptr_at::<[u8; 8]>(ctx, off).ok_or(DropReason::Malformed)? };
                 nh = h[0];
+                pkt.frag_key.id_be = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
+                pkt.frag_key.proto = nh;
                 let fo = u16::from_be_bytes([h[2], h[3]]);
                 if fo & 0xfff8 != 0 {
                     // A later fragment: no transport header.
                     pkt.frag = Frag::Later;
                     pkt.proto = nh;
-                    return Ok(pkt);
+                    return Ok(());
                 }
                 if fo & 1 != 0 {
                     pkt.frag = Frag::First;
@@ -174,7 +186,7 @@ pub fn parse(ctx: &TcContext) -> Result<Pkt6, DropReason> {
         off += len;
         if off > ETH_HLEN + IPV6_L4_MAX {
             pkt.unwalked = true;
-            return Ok(pkt);
+            return Ok(());
         }
     }
     pkt.proto = nh;
@@ -182,7 +194,7 @@ pub fn parse(ctx: &TcContext) -> Result<Pkt6, DropReason> {
         NH_HOPOPTS | NH_ROUTING | NH_DSTOPTS | NH_AUTH | NH_FRAGMENT | NH_MOBILITY | NH_HIP
         | NH_SHIM6 => {
             pkt.unwalked = true;
-            return Ok(pkt);
+            return Ok(());
         }
         _ => {}
     }
@@ -223,7 +235,7 @@ pub fn parse(ctx: &TcContext) -> Result<Pkt6, DropReason> {
         // ESP, no next header, other protocols: no ports.
         _ => {}
     }
-    Ok(pkt)
+    Ok(())
 }
 
 #[inline(always)]
@@ -305,8 +317,8 @@ fn veth_checks(ctx: &TcContext, out: &mut Pkt6) -> Result<Option<i32>, DropReaso
     if eth_src != veth.mac {
         return Err(DropReason::MacSpoofed);
     }
-    let pkt = parse(ctx)?;
-    *out = pkt;
+    parse(ctx, out)?;
+    let pkt = &*out;
     if is_v4_mapped(&pkt.saddr) || is_v4_mapped(&pkt.daddr) {
         return Err(DropReason::V4Mapped);
     }
@@ -392,6 +404,14 @@ fn veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         None => (false, 0),
     };
     let no_icc = flags & NET_F_NO_ICC != 0;
+    nat6::frag_first_seen(pkt);
+    // A later fragment follows its first (or goes on untranslated below,
+    // where it needs no translation).
+    if pkt.frag == Frag::Later
+        && let Some(action) = nat6::frag_follow(ctx, pkt)?
+    {
+        return Ok(action);
+    }
 
     // A reply of a published connection (from outside, or hairpin).
     if pkt.has_ports()
@@ -467,9 +487,15 @@ pub fn uplink_in_entry(ctx: &TcContext) -> i32 {
 pub fn uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     let pkt = PKT6.get_ptr_mut(1).ok_or(DropReason::Helper)?;
     let pkt = unsafe { &mut *pkt };
-    *pkt = parse(ctx)?;
+    parse(ctx, pkt)?;
     if subnet6_of(&pkt.saddr).is_some() {
         return Err(DropReason::Spoofed);
+    }
+    nat6::frag_first_seen(pkt);
+    if pkt.frag == Frag::Later
+        && let Some(action) = nat6::frag_follow(ctx, pkt)?
+    {
+        return Ok(action);
     }
     if !pkt.unwalked && pkt.frag != Frag::Later {
         if pkt.l4 == L4::Error

@@ -7,7 +7,7 @@ use pier_common::{
     ct::{CtVal, FlowKey},
     endpoint::{Addr6, EndpointVal, EndpointVal4, NetworkVal, UplinkVal, VethVal},
     event::{IfPkts, IfStats, KCOUNTERS_LEN},
-    frag::{FragKey, FragVal},
+    frag::{FragKey, FragKey6, FragVal, FragVal6},
     maps::*,
     metrics::Counter,
     nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
@@ -66,6 +66,9 @@ pub static UPLINK: Array<UplinkVal> = Array::with_max_entries(1, 0);
 #[map(name = "PIER_UPLINKS")]
 pub static UPLINKS: HashMap<u32, UplinkVal> = HashMap::with_max_entries(UPLINKS_LEN, 0);
 
+#[map(name = "PIER_UPLINKS6")]
+pub static UPLINKS6: HashMap<u32, UplinkVal6> = HashMap::with_max_entries(UPLINKS_LEN, 0);
+
 #[map(name = "PIER_CT")]
 pub static CT: LruHashMap<FlowKey, CtVal> = LruHashMap::with_max_entries(CT_LEN, 0);
 
@@ -80,6 +83,9 @@ pub static SOCK_NAT: LruHashMap<SockKey, SockVal> = LruHashMap::with_max_entries
 
 #[map(name = "PIER_FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, FragVal> = LruHashMap::with_max_entries(FRAGS_LEN, 0);
+
+#[map(name = "PIER_FRAGS6")]
+pub static FRAGS6: LruHashMap<FragKey6, FragVal6> = LruHashMap::with_max_entries(FRAGS_LEN, 0);
 
 #[map(name = "PIER_DROPS")]
 pub static DROPS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DROPS_LEN, 0);

@@ -4,6 +4,13 @@
 //! IPv4 design (`nat.rs`, `icmp.rs`, `programs/*`) with 16-byte addresses in
 //! maps of their own (`PIER_*6`, `pier_common::nat6`).
 //!
+//! Fragments: the first carries the ports and is translated like a whole
+//! packet; what it got (addresses, redirect target) is recorded under its
+//! datagram's (addresses, identification, next header) in the LRU
+//! `PIER_FRAGS6`, and later fragments get the same rewrite and redirect
+//! (`frag.rs`, the IPv4 twin). A later fragment whose first is unknown is
+//! never passed on half-translated.
+//!
 //! Checksums: IPv6 has no header checksum; TCP, UDP and ICMPv6 all cover a
 //! pseudo header with both addresses, so an address rewrite is one
 //! `bpf_csum_diff` of the 16 bytes and one `l4_csum_replace` with
@@ -14,7 +21,8 @@
 use aya_ebpf::{
     bindings::{
         BPF_F_CURRENT_NETNS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK,
-        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
+        bpf_fib_lookup, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
     },
     helpers::{
         bpf_csum_diff, bpf_get_prandom_u32, bpf_redirect_neigh, bpf_redirect_peer,
@@ -25,10 +33,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use pier_common::{
-    config::{NAT_PORT_MAX, NAT_PORT_MIN, NAT_PORT_TRIES6},
+    config::{FRAG_TIMEOUT_NS, NAT_PORT_MAX, NAT_PORT_MIN, NAT_PORT_TRIES6},
     drop::DropReason,
     endpoint::{Addr6, EndpointVal},
     event::{CT_NEW, CT_RETRACKED, EV_MASQ, EV_PUBLISH, EV_RETRACK, NAT_ALLOCATED},
+    frag::{FRAG_F_PEER, FragVal6},
     metrics::Counter,
     nat6::{CtVal6, FlowKey6, NatVal6, PortKey6, PortVal6, UplinkVal6},
     policy::{
@@ -41,10 +50,11 @@ use crate::{
     ct, events,
     ipv6::{ICMP6_ECHO_REQUEST, IPPROTO_ICMPV6, Pkt6, endpoint6, is_host_addr6, subnet6_of},
     maps::{
-        BACKENDS6, CT6, NETWORKS6, POLICY, PORT_DROPS6, PORT_STATS6, PORTS6, SNAT_FWD6, SNAT_REV6,
-        UPLINK6,
+        BACKENDS6, CT6, FRAGS6, NETWORKS6, POLICY, PORT_DROPS6, PORT_STATS6, PORTS6, SNAT_FWD6,
+        SNAT_REV6, UPLINK6,
     },
     parse::{ETH_HLEN, Frag, IPPROTO_TCP, IPPROTO_UDP, L4, ptr_at},
+    route,
 };
 
 const IP6_HOP_OFF: usize = ETH_HLEN + 7;
@@ -291,13 +301,82 @@ fn to_container6(ctx: &TcContext, pkt: &mut Pkt6, ep: &EndpointVal) -> Result<i3
     ctx.store(0, &ep.mac, 0).map_err(|_| DropReason::Helper)?;
     ctx.store(6, &ep.bridge_mac, 0)
         .map_err(|_| DropReason::Helper)?;
+    if pkt.frag == Frag::First {
+        frag_remember(pkt, ep.ifindex, FRAG_F_PEER, &ep.mac, &ep.bridge_mac);
+    }
     Ok(unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32)
 }
 
 #[inline(always)]
 fn to_uplink6(ctx: &TcContext, pkt: &mut Pkt6, ifindex: u32) -> Result<i32, DropReason> {
     hop(ctx, pkt)?;
+    if pkt.frag == Frag::First {
+        frag_remember(pkt, ifindex, 0, &[0; 6], &[0; 6]);
+    }
     Ok(unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) } as i32)
+}
+
+// ---- fragments ------------------------------------------------------------
+
+/// A first fragment arrived: forget what an older datagram with the same
+/// key got (it is translated afresh, or not at all).
+#[inline(always)]
+pub fn frag_first_seen(pkt: &Pkt6) {
+    if pkt.frag == Frag::First {
+        let _ = FRAGS6.remove(&pkt.frag_key);
+    }
+}
+
+/// Record where a translated first fragment went (`flags` `FRAG_F_PEER`:
+/// into the container on `ifindex`, with those MACs; else out of uplink
+/// `ifindex`). The value is built in a per-CPU slot, not on the stack
+/// (inlined: a frame of its own would stack on the deepest callers').
+#[inline(always)]
+fn frag_remember(pkt: &Pkt6, ifindex: u32, flags: u32, mac: &[u8; 6], bridge_mac: &[u8; 6]) {
+    let Some(v) = FRAGVAL6.get_ptr_mut(0) else {
+        return;
+    };
+    let v = unsafe { &mut *v };
+    v.saddr = pkt.saddr;
+    v.daddr = pkt.daddr;
+    v.ifindex = ifindex;
+    v.flags = flags;
+    v.mac = *mac;
+    v.bridge_mac = *bridge_mac;
+    v._pad = 0;
+    v.expires_ns = ct::now() + FRAG_TIMEOUT_NS;
+    let _ = FRAGS6.insert(&pkt.frag_key, v, 0);
+}
+
+#[map(name = "PIER_FRAGVAL6")]
+static FRAGVAL6: PerCpuArray<FragVal6> = PerCpuArray::with_max_entries(1, 0);
+
+/// A later fragment: if its first was translated, the same addresses and
+/// redirect. `Ok(None)`: its first is unknown (not seen, not translated, or
+/// forgotten); the caller decides.
+#[inline(never)]
+pub fn frag_follow(ctx: &TcContext, pkt: &mut Pkt6) -> Result<Option<i32>, DropReason> {
+    let Some(v) = (unsafe { FRAGS6.get(&pkt.frag_key) }) else {
+        return Ok(None);
+    };
+    if v.expires_ns < ct::now() {
+        return Ok(None);
+    }
+    let (saddr, daddr, ifindex, flags) = (v.saddr, v.daddr, v.ifindex, v.flags);
+    // No transport header here: the addresses alone (no checksum covers
+    // them in a later fragment).
+    snat6(ctx, pkt, &saddr, 0)?;
+    dnat6(ctx, pkt, &daddr, 0)?;
+    if flags & FRAG_F_PEER != 0 {
+        let ep = EndpointVal {
+            ifindex,
+            network_id: 0,
+            mac: v.mac,
+            bridge_mac: v.bridge_mac,
+        };
+        return to_container6(ctx, pkt, &ep).map(Some);
+    }
+    to_uplink6(ctx, pkt, ifindex).map(Some)
 }
 
 // ---- conntrack ----------------------------------------------------------
@@ -539,29 +618,39 @@ fn backend_reply(ctx: &TcContext, pkt: &mut Pkt6) -> Result<Option<i32>, DropRea
 /// own address never leaves a masquerading network).
 #[inline(always)]
 pub fn masquerade6(ctx: &TcContext, pkt: &mut Pkt6) -> Result<i32, DropReason> {
-    let Some(up) = uplink6() else {
+    if uplink6().is_none() {
         return Err(DropReason::NatUnsupported);
-    };
+    }
     if pkt.hop_limit <= 1 {
         return Ok(TC_ACT_OK);
     }
-    let fkey = pkt.flow();
+    let sc = SCRATCH6.get_ptr_mut(0).ok_or(DropReason::Helper)?;
+    let sc = unsafe { &mut *sc };
+    sc.fkey = pkt.flow();
     let now = ct::now();
-    let nat = match SNAT_FWD6.get_ptr_mut(&fkey) {
+    let (addr, port, ifindex) = match SNAT_FWD6.get_ptr_mut(&sc.fkey) {
         Some(v) => unsafe {
             (*v).flags = ct::next_flags_of((*v).flags, pkt.proto, pkt.tcp_flags, false);
             (*v).expires_ns = ct::expiry_of(now, pkt.proto, (*v).flags);
-            *v
+            ((*v).addr, (*v).port_be, (*v).ifindex)
         },
         None => {
-            let v = allocate6(ctx, &up, pkt)?;
+            // The route's uplink and source, once per flow.
+            let up = route::uplink6_for(ctx, pkt, &mut sc.fib).ok_or(DropReason::NatUnsupported)?;
+            let nat = allocate6(ctx, sc, &up, pkt)?;
             events::kcount(NAT_ALLOCATED);
-            events::trace6(ctx, EV_MASQ, &v.addr, v.port_be);
-            v
+            events::trace6(ctx, EV_MASQ, &nat.addr, nat.port_be);
+            (nat.addr, nat.port_be, up.ifindex)
         }
     };
-    snat6(ctx, pkt, &nat.addr, nat.port_be)?;
-    to_uplink6(ctx, pkt, up.ifindex)
+    // An entry from before the per-flow uplink: the first one.
+    let ifindex = if ifindex != 0 {
+        ifindex
+    } else {
+        uplink6().map_or(0, |u| u.ifindex)
+    };
+    snat6(ctx, pkt, &addr, port)?;
+    to_uplink6(ctx, pkt, ifindex)
 }
 
 #[inline(always)]
@@ -594,6 +683,8 @@ fn track_routed6(pkt: &Pkt6) {
         _pad: 0,
         flags,
         expires_ns: ct::expiry_of(now, pkt.proto, flags),
+        ifindex: 0,
+        _pad2: 0,
     };
     let rkey = FlowKey6 {
         saddr: pkt.daddr,
@@ -616,6 +707,7 @@ pub struct Scratch6 {
     rval: NatVal6,
     fval: NatVal6,
     tuple: bpf_sock_tuple,
+    fib: bpf_fib_lookup,
 }
 
 #[map(name = "PIER_SCRATCH6")]
@@ -626,11 +718,13 @@ static SCRATCH6: PerCpuArray<Scratch6> = PerCpuArray::with_max_entries(1, 0);
 /// `BPF_NOEXIST`, not published on the uplink address, no host socket
 /// owning the reply's tuple.
 #[inline(always)]
-fn allocate6(ctx: &TcContext, up: &UplinkVal6, pkt: &Pkt6) -> Result<NatVal6, DropReason> {
+fn allocate6(
+    ctx: &TcContext,
+    sc: &mut Scratch6,
+    up: &UplinkVal6,
+    pkt: &Pkt6,
+) -> Result<NatVal6, DropReason> {
     const RANGE: u32 = (NAT_PORT_MAX - NAT_PORT_MIN) as u32 + 1;
-    let sc = SCRATCH6.get_ptr_mut(0).ok_or(DropReason::Helper)?;
-    let sc = unsafe { &mut *sc };
-    sc.fkey = pkt.flow();
     let now = ct::now();
     let start = unsafe { bpf_get_prandom_u32() };
     let flags = ct::next_flags_of(0, pkt.proto, pkt.tcp_flags, false);
@@ -642,6 +736,8 @@ fn allocate6(ctx: &TcContext, up: &UplinkVal6, pkt: &Pkt6) -> Result<NatVal6, Dr
         _pad: 0,
         flags,
         expires_ns,
+        ifindex: 0,
+        _pad2: 0,
     };
     for i in 0..=NAT_PORT_TRIES6 {
         let port = if i == 0 {
@@ -677,6 +773,8 @@ fn allocate6(ctx: &TcContext, up: &UplinkVal6, pkt: &Pkt6) -> Result<NatVal6, Dr
                 _pad: 0,
                 flags,
                 expires_ns,
+                ifindex: up.ifindex,
+                _pad2: 0,
             };
             if SNAT_FWD6.insert(&sc.fkey, &sc.fval, 0).is_err() {
                 let _ = SNAT_REV6.remove(&sc.rkey);
@@ -859,7 +957,13 @@ pub fn icmp_from_container(
             && let Some(up) = uplink6()
         {
             from_receiver(ctx, pkt, &mut inner, &v.addr, v.port_be)?;
-            return to_uplink6(ctx, pkt, up.ifindex).map(Some);
+            // Out of the uplink the flow leaves by.
+            let ifindex = if v.ifindex != 0 {
+                v.ifindex
+            } else {
+                up.ifindex
+            };
+            return to_uplink6(ctx, pkt, ifindex).map(Some);
         }
     }
     if eq6(&inner.saddr, &pkt.daddr)

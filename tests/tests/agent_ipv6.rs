@@ -197,10 +197,29 @@ fn dual_stack_networks_give_containers_both_families() {
     sb.assert_firewalls_untouched();
 }
 
+/// The kernel's IPv6 tables the agent writes (endpoints, network
+/// gateways, published ports), and the IPv4 endpoints, as text.
+fn v6_maps(h: &TestHost) -> String {
+    use agent_util::consistency::hash_entries;
+    use pier_common::{
+        endpoint::{Addr6, EndpointVal, EndpointVal4},
+        maps as names,
+        nat6::{PortKey6, PortVal6},
+    };
+    let d = &h.bpffs_dir;
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n",
+        hash_entries::<Addr6, EndpointVal>(d, names::ENDPOINTS6),
+        hash_entries::<u32, Addr6>(d, names::NETWORKS6),
+        hash_entries::<PortKey6, PortVal6>(d, names::PORTS6),
+        hash_entries::<u32, EndpointVal4>(d, names::ENDPOINTS).len(),
+    )
+}
+
 /// Run `args`, expect one `Error:` line containing `want`, nothing changed
-/// (links, IPv4 and IPv6 addresses, namespaces, records).
+/// (links, IPv4 and IPv6 addresses, namespaces, records, map entries).
 fn refused(h: &TestHost, args: &[&str], want: &str) {
-    let world = || h.world() + &h.host(&["ip", "-br", "-6", "addr", "show"]);
+    let world = || h.world() + &h.host(&["ip", "-br", "-6", "addr", "show"]) + &v6_maps(h);
     let before = world();
     let err = h.pier_err(args);
     assert!(
@@ -227,6 +246,12 @@ fn bad_ipv6_input_gets_one_error_and_changes_nothing() {
     ]);
     h.pier_ok(&["network", "create", "n4"]);
     h.pier_ok(&["run", "-d", "--name", "u1", "--network", "n6"]);
+    // What `refused` compares holds u1's IPv6 endpoint and n6's gateway.
+    let maps = v6_maps(h);
+    assert!(
+        maps.contains("EndpointVal {") && maps.lines().nth(1) != Some("{}"),
+        "{maps}"
+    );
     let create = |extra: &[&'static str]| {
         let mut v = vec!["network", "create"];
         v.extend_from_slice(extra);
@@ -538,5 +563,99 @@ fn dual_stack_ports_publish_each_family_as_docker_does() {
     );
     h.pier_ok(&["rm", "-f", "w1"]);
     h.pier_ok(&["network", "rm", "p6", "p4"]);
+    sb.assert_firewalls_untouched();
+}
+
+/// Port ranges on a dual-stack container: `-p 8000-8009:8000-8009` binds
+/// both families, each port reached over IPv6 (and IPv4) from outside with
+/// the client's own address; `[::]:9000-9002:7000-7002` IPv6 only, each
+/// host port to its container port; `port` lists every row.
+#[test]
+fn ipv6_port_ranges_reach_each_port() {
+    require_root!();
+    let sb = Sandbox::new(&[]);
+    let h = &sb.host;
+    h.host(&["ip", "addr", "add", "fd18::1/64", "dev", "uplink0", "nodad"]);
+    let out = sb.outside_ns();
+    let o = out.file_name().unwrap().to_str().unwrap().to_string();
+    pier_tests::host::sh(&[
+        "ip",
+        "-n",
+        &o,
+        "addr",
+        "add",
+        "fd18::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    h.pier_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.83.0.0/24",
+        "--subnet",
+        "fd00:83::/64",
+        "r6",
+    ]);
+    h.pier_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w1",
+        "--network",
+        "r6",
+        "-p",
+        "8000-8009:8000-8009",
+        "-p",
+        "[::]:9000-9002:7000-7002",
+    ]);
+    let w1 = sb.ns_of("w1");
+    for port in 8000..=8009u16 {
+        let s = tcp_server6(&w1, port, 2);
+        assert_eq!(
+            seen_from(&out, &format!("[fd18::1]:{port}"))
+                .unwrap_or_else(|e| panic!("[fd18::1]:{port}: {e}")),
+            "fd18::2",
+            "port {port} over IPv6"
+        );
+        assert_eq!(
+            seen_from(&out, &format!("198.18.0.1:{port}"))
+                .unwrap_or_else(|e| panic!("198.18.0.1:{port}: {e}")),
+            "::ffff:198.18.0.2",
+            "port {port} over IPv4"
+        );
+        s.join().unwrap();
+    }
+    for (host_port, port) in [(9000u16, 7000u16), (9001, 7001), (9002, 7002)] {
+        let s = tcp_server6(&w1, port, 1);
+        assert_eq!(
+            seen_from(&out, &format!("[fd18::1]:{host_port}"))
+                .unwrap_or_else(|e| panic!("[fd18::1]:{host_port}: {e}")),
+            "fd18::2",
+            "[::]:{host_port}"
+        );
+        seen_from(&out, &format!("198.18.0.1:{host_port}"))
+            .expect_err("[::]:9000-9002 is not on IPv4");
+        s.join().unwrap();
+    }
+    let ports = h.pier_ok(&["port", "w1"]);
+    for port in 8000..=8009 {
+        assert!(
+            ports.contains(&format!(
+                "{port}/tcp -> 0.0.0.0:{port}\n{port}/tcp -> [::]:{port}\n"
+            )),
+            "{ports}"
+        );
+    }
+    for (host_port, port) in [(9000, 7000), (9001, 7001), (9002, 7002)] {
+        assert!(
+            ports.contains(&format!("{port}/tcp -> [::]:{host_port}\n")),
+            "{ports}"
+        );
+    }
+    h.pier_ok(&["rm", "-f", "w1"]);
+    h.pier_ok(&["network", "rm", "r6"]);
     sb.assert_firewalls_untouched();
 }

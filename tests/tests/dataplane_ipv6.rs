@@ -524,3 +524,92 @@ fn ipv6_without_icc_and_internal_networks_stay_apart() {
     });
     w.assert_firewalls_untouched();
 }
+
+/// Every ordered pair of three dual-stack networks (two masquerading, one
+/// routed without masquerade) refuses TCP, UDP and ICMPv6 echo, each
+/// counted `Isolation`; each container still reaches the outside (its own
+/// network works), masqueraded or routed.
+#[test]
+fn ipv6_isolation_holds_between_every_pair_of_three_networks() {
+    require_root!();
+    let mut w = World::new(false);
+    let mut cs = Vec::new();
+    for (id, v4, v6) in [
+        (1, "10.91.0.0/24", "fd00:91::/64"),
+        (2, "10.92.0.0/24", "fd00:92::/64"),
+        (3, "10.93.0.0/24", "fd00:93::/64"),
+    ] {
+        let n = w.network(id, v4);
+        let s = w.ipv6(id, v6);
+        if id == 3 {
+            w.networks[2].masquerade = false;
+        }
+        let name = format!("c{id}");
+        let c = w.container(&name, &n, &v4.replace(".0/24", ".2"));
+        let a6 = v6.replace("::/64", "::2");
+        w.ip6(&format!("v{name}"), &a6, s, true);
+        cs.push((c.ns.clone(), a6));
+    }
+    uplink6(&w);
+    let out = w.host.outside_ns.clone();
+    // The outside routes the routed network back to the host.
+    sh(&[
+        "ip",
+        "-n",
+        &out,
+        "-6",
+        "route",
+        "add",
+        "fd00:93::/64",
+        "via",
+        HOST6,
+    ]);
+    for (ns, _) in &cs {
+        wait_dad(ns);
+    }
+    wait_dad(&out);
+    let desired = w.desired(vec![]);
+    let cfg = w.config();
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        let before = drops(&dp, DropReason::Isolation);
+        let mut pairs = 0;
+        for (i, (from, _)) in cs.iter().enumerate() {
+            for (j, (to_ns, to)) in cs.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let _t = tcp_server_on(to_ns, "::", 8080, 1);
+                let _u = udp_server_on(to_ns, "::", 9090, 1);
+                let what = format!("c{} -> c{}", i + 1, j + 1);
+                let e = tcp_ask(from, &format!("[{to}]:8080"), "x")
+                    .expect_err(&format!("{what}: tcp across"));
+                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{what}: {e}");
+                udp_ask(from, None, &format!("[{to}]:9090"), "x")
+                    .expect_err(&format!("{what}: udp across"));
+                assert!(!ping(from, to), "{what}: ping across");
+                pairs += 1;
+                // Unblock the servers (they wait for one client each).
+                let _ = tcp_ask(to_ns, "[::1]:8080", "done");
+                let _ = udp_ask(to_ns, None, "[::1]:9090", "done");
+            }
+        }
+        assert_eq!(pairs, 6);
+        let counted = drops(&dp, DropReason::Isolation) - before;
+        assert!(counted >= 18, "{counted} isolation drops for 6 pairs x 3");
+        // Each network works: the outside sees the host's address from
+        // the masquerading ones, the container's own from the routed one.
+        for (i, (ns, addr)) in cs.iter().enumerate() {
+            let s = tcp_server_on(&out, "::", 7000, 1);
+            let a = tcp_ask(ns, &format!("[{OUTSIDE6}]:7000"), "out")
+                .unwrap_or_else(|e| panic!("c{} to the outside: {e}", i + 1));
+            s.join().unwrap();
+            let want = if i == 2 { addr.as_str() } else { HOST6 };
+            assert_eq!(peer_ip(&a), want, "c{}", i + 1);
+        }
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}

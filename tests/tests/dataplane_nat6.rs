@@ -5,7 +5,9 @@
 //! between the test's namespaces (published ports from outside with the
 //! client's address kept, TCP and UDP; masquerade of TCP, UDP and ping6 from
 //! two containers with the same source port; a network without masquerade
-//! routed).
+//! routed). Later fragments follow their first (by test run, and 4000-byte
+//! datagrams over 1280-MTU links both ways, byte-exact, as ip6tables NAT
+//! does too).
 mod dataplane_util;
 
 use std::net::Ipv6Addr;
@@ -482,6 +484,282 @@ fn ipv6_publish_and_masquerade_with_real_traffic() {
         assert_eq!(peer_ip(&a), "fd00:112::2", "{a}");
         s.join().unwrap();
         assert!(ping(&c3.ns, OUTSIDE6), "ping6 routed");
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
+
+/// The UDP datagram `udp` (header and payload, checksum over all of it)
+/// from `src` to `dst` as two IPv6 fragments of datagram `id`: the first
+/// carrying `at` bytes (a multiple of 8), the later one the rest.
+fn fragments6(src: [u8; 16], dst: [u8; 16], id: u32, udp: &[u8], at: usize) -> (Vec<u8>, Vec<u8>) {
+    let hdr = |offset: usize, more: bool| {
+        let mut h = vec![UDP, 0];
+        h.extend_from_slice(&(((offset / 8) as u16) << 3 | more as u16).to_be_bytes());
+        h.extend_from_slice(&id.to_be_bytes());
+        h
+    };
+    (
+        frame6(44, src, dst, &hdr(0, true), &udp[..at]),
+        frame6(44, src, dst, &hdr(at, false), &udp[at..]),
+    )
+}
+
+/// Addresses of an IPv6 frame with one fragment header, and what follows it.
+fn frag_view(f: &[u8]) -> ([u8; 16], [u8; 16], &[u8]) {
+    let ip = ip6_of(f);
+    assert_eq!(ip.next(), 44, "a fragment header");
+    (ip.src(), ip.dst(), &f[14 + 40 + 8..])
+}
+
+/// The UDP checksum of the datagram the two translated fragments `a`, `b`
+/// make is right for their (translated) addresses.
+fn reassembled_ok(a: &[u8], b: &[u8]) -> bool {
+    let (s, d, pa) = frag_view(a);
+    let (s2, d2, pb) = frag_view(b);
+    assert_eq!((s, d), (s2, d2), "both fragments got the same addresses");
+    let whole = [pa, pb].concat();
+    csum(&whole, pseudo6(&s, &d, UDP, whole.len())) == 0
+}
+
+#[test]
+fn ipv6_later_fragments_follow_their_first_by_test_run() {
+    pier_tests::require_root!();
+    let mut w = World::new(false);
+    let n = w.network(1, "10.113.0.0/24");
+    let s6 = w.ipv6(1, "fd00:113::/64");
+    w.container("c1", &n, "10.113.0.2");
+    w.ip6("vc1", "fd00:113::2", s6, true);
+    uplink6(&w);
+    let c1_6: Ipv6Addr = "fd00:113::2".parse().unwrap();
+    let desired = w.desired(vec![port6(Proto::Udp, 5353, c1_6, 53)]);
+    let cfg = w.config();
+    let up_ifindex = ifindex_of(&w.host.host_ns, "uplink0");
+    let c1 = w.containers[0].clone();
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        let v1 = nix::net::if_::if_nametoindex("vc1").unwrap();
+        let (out, host, k1) = (a6(OUTSIDE6), a6(HOST6), c1_6.octets());
+        let up = programs::UPLINK_IN;
+        let veth = programs::VETH_IN;
+        let body: Vec<u8> = (0..600u32).map(|i| (i % 251) as u8).collect();
+
+        // To a published port: both fragments DNATed into the container,
+        // the client's address kept, the payload untouched.
+        let q = udp6(out, host, 41000, 5353, &body);
+        let (first, later) = fragments6(out, host, 7, &q, 256);
+        let later_before = later.clone();
+        let (v, f1) = dp.test_run(up, &first, up_ifindex).unwrap();
+        assert_eq!(v, TC_ACT_REDIRECT, "first fragment: into the container");
+        assert_eq!(&frag_view(&f1).2[2..4], &53u16.to_be_bytes());
+        let (v, f2) = dp.test_run(up, &later, up_ifindex).unwrap();
+        assert_eq!(v, TC_ACT_REDIRECT, "later fragment: follows its first");
+        assert_eq!((frag_view(&f2).0, frag_view(&f2).1), (out, k1));
+        assert_eq!(frag_view(&f2).2, &later_before[62..], "payload untouched");
+        assert_eq!(&f2[0..6], &c1.mac, "to the container's MAC");
+        assert_eq!(ip6_of(&f2).hop(), 63);
+        assert!(reassembled_ok(&f1, &f2), "published: UDP checksum");
+
+        // The container's fragmented answer leaves as the published port.
+        let a = udp6(k1, out, 53, 41000, &body);
+        let (first, later) = fragments6(k1, out, 8, &a, 320);
+        let (v, f1) = dp.test_run(veth, &from(&c1, first), v1).unwrap();
+        assert_eq!(v, TC_ACT_REDIRECT, "answer's first fragment: out");
+        let (v, f2) = dp.test_run(veth, &from(&c1, later), v1).unwrap();
+        assert_eq!(v, TC_ACT_REDIRECT, "answer's later fragment: out");
+        assert_eq!((frag_view(&f2).0, frag_view(&f2).1), (host, out));
+        assert_eq!(&frag_view(&f1).2[0..2], &5353u16.to_be_bytes());
+        assert!(reassembled_ok(&f1, &f2), "answer: UDP checksum");
+
+        // Masquerade: a fragmented datagram from the container leaves from
+        // the host's address, its reply's fragments come back in.
+        let m = udp6(k1, out, 42000, 7300, &body);
+        let (first, later) = fragments6(k1, out, 9, &m, 256);
+        let (v, f1) = dp.test_run(veth, &from(&c1, first), v1).unwrap();
+        assert_eq!(v, TC_ACT_REDIRECT, "masquerade: first fragment");
+        let (v, f2) = dp.test_run(veth, &from(&c1, later), v1).unwrap();
+        assert_eq!(v, TC_ACT_REDIRECT, "masquerade: later fragment");
+        assert_eq!(frag_view(&f2).0, host, "later fragment from the host");
+        assert!(reassembled_ok(&f1, &f2), "masquerade: UDP checksum");
+        let sport = u16::from_be_bytes([frag_view(&f1).2[0], frag_view(&f1).2[1]]);
+        let r = udp6(out, host, 7300, sport, &body);
+        let (first, later) = fragments6(out, host, 10, &r, 256);
+        let (v, f1) = dp.test_run(up, &first, up_ifindex).unwrap();
+        assert_eq!(v, TC_ACT_REDIRECT, "masquerade reply: first fragment");
+        let (v, f2) = dp.test_run(up, &later, up_ifindex).unwrap();
+        assert_eq!(v, TC_ACT_REDIRECT, "masquerade reply: later fragment");
+        assert_eq!(frag_view(&f2).1, k1);
+        assert!(reassembled_ok(&f1, &f2), "masquerade reply: UDP checksum");
+
+        // A later fragment whose first was never seen: from the container
+        // dropped (`FragNoFirst`), from outside to the host untouched (the
+        // host stack's), to a container address dropped (`NotPublished`).
+        let (_, orphan) = fragments6(k1, out, 11, &m, 256);
+        let before = drops(&dp, DropReason::FragNoFirst);
+        assert_eq!(dp.test_run(veth, &from(&c1, orphan), v1).unwrap().0, 2);
+        assert_eq!(drops(&dp, DropReason::FragNoFirst), before + 1);
+        let (_, orphan) = fragments6(out, host, 12, &q, 256);
+        assert_eq!(
+            dp.test_run(up, &orphan, up_ifindex).unwrap(),
+            (TC_ACT_OK, orphan.clone())
+        );
+        let (_, orphan) = fragments6(out, k1, 13, &q, 256);
+        assert_eq!(dp.test_run(up, &orphan, up_ifindex).unwrap().0, 2);
+        // A new first fragment with a known key forgets what the old one
+        // got: one to an unpublished port is not translated, nor are the
+        // later fragments of its datagram.
+        let other = udp6(out, host, 41000, 9999, &body);
+        let (first, later) = fragments6(out, host, 7, &other, 256);
+        assert_eq!(
+            dp.test_run(up, &first, up_ifindex).unwrap(),
+            (TC_ACT_OK, first.clone())
+        );
+        assert_eq!(
+            dp.test_run(up, &later, up_ifindex).unwrap(),
+            (TC_ACT_OK, later.clone()),
+            "the old datagram's record is gone"
+        );
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
+
+/// A UDP server in `ns` on `[::]:port` echoing `n` datagrams; joins to the
+/// peers it saw.
+fn udp_echo6(ns: &str, port: u16, n: usize) -> std::thread::JoinHandle<Vec<std::net::SocketAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = spawn_in(ns, move || {
+        let s = pier_tests::net::bind_retrying(|| std::net::UdpSocket::bind(("::", port)))
+            .expect("bind udp");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        tx.send(()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut peers = Vec::new();
+        for _ in 0..n {
+            let Ok((len, peer)) = s.recv_from(&mut buf) else {
+                break;
+            };
+            let _ = s.send_to(&buf[..len], peer);
+            peers.push(peer);
+        }
+        peers
+    });
+    rx.recv_timeout(IO_TIMEOUT).expect("udp server ready");
+    h
+}
+
+/// From `ns`, a `len`-byte datagram to `dst` and its echo, byte-exact.
+fn udp_roundtrip6(ns: &str, dst: &str, len: usize) -> Result<(), String> {
+    let dst: std::net::SocketAddr = dst.parse().unwrap();
+    TestHost::in_netns(ns, move || {
+        let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+        s.connect(dst).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        s.send(&data).map_err(|e| format!("send: {e}"))?;
+        let mut buf = vec![0u8; 65536];
+        let n = s.recv(&mut buf).map_err(|e| format!("no echo: {e}"))?;
+        if buf[..n] != data[..] {
+            return Err(format!("the echo of {n} bytes differs"));
+        }
+        Ok(())
+    })
+}
+
+/// A dual-stack network with container c1 (`fd00:114::2`) where every
+/// link has a 1280-byte MTU (IPv6's minimum): each sender fragments a
+/// 4000-byte datagram into four.
+fn mtu1280_world() -> (World, Container) {
+    let mut w = World::new(false);
+    let n = w.network(1, "10.114.0.0/24");
+    let s6 = w.ipv6(1, "fd00:114::/64");
+    let c1 = w.container("c1", &n, "10.114.0.2");
+    w.ip6("vc1", "fd00:114::2", s6, true);
+    uplink6(&w);
+    let (hns, out) = (w.host.host_ns.clone(), w.host.outside_ns.clone());
+    for (ns, dev) in [
+        (hns.as_str(), "uplink0"),
+        (out.as_str(), "eth0"),
+        (hns.as_str(), "vc1"),
+        (c1.ns.as_str(), "eth0"),
+    ] {
+        sh(&["ip", "-n", ns, "link", "set", dev, "mtu", "1280"]);
+    }
+    for ns in [&c1.ns, &out] {
+        wait_dad(ns);
+    }
+    (w, c1)
+}
+
+/// 4000 bytes from outside to `[HOST6]:5353` (→ c1's port 53) and back,
+/// and from c1 to the outside's port 7300 and back, byte-exact; the
+/// servers see the client's address and the host's.
+fn large_datagrams_both_ways(c1: &Container, out: &str) {
+    let srv = udp_echo6(&c1.ns, 53, 1);
+    let r = udp_roundtrip6(out, &format!("[{HOST6}]:5353"), 4000);
+    let peers = srv.join().unwrap();
+    assert_eq!(r, Ok(()), "4000 bytes to a published port and back");
+    assert_eq!(peers[0].ip().to_string(), OUTSIDE6, "client address kept");
+    let srv = udp_echo6(out, 7300, 1);
+    let r = udp_roundtrip6(&c1.ns, &format!("[{OUTSIDE6}]:7300"), 4000);
+    let peers = srv.join().unwrap();
+    assert_eq!(r, Ok(()), "4000 bytes out through masquerade and back");
+    assert_eq!(peers[0].ip().to_string(), HOST6, "masqueraded");
+}
+
+/// The same datagrams through ip6tables DNAT and MASQUERADE instead of
+/// pier (what a Docker host with `--ipv6` does: conntrack reassembles and
+/// refragments): the same result, so pier's is the Docker behaviour.
+#[test]
+fn ipv6_datagrams_larger_than_the_mtu_arrive_whole_through_ip6tables_too() {
+    pier_tests::require_root!();
+    let (w, c1) = mtu1280_world();
+    let hns = w.host.host_ns.clone();
+    let rules = format!(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n\
+         -A PREROUTING -d {HOST6}/128 -p udp -m udp --dport 5353 -j DNAT --to-destination [fd00:114::2]:53\n\
+         -A POSTROUTING -s fd00:114::/64 ! -o br1 -j MASQUERADE\nCOMMIT\n"
+    );
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &hns, "ip6tables-restore"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip6tables-restore");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip6tables-restore");
+    large_datagrams_both_ways(&c1, &w.host.outside_ns);
+    // (The rules live in the test's namespace, gone with it.)
+    w.assert_machine_firewall_untouched();
+}
+
+#[test]
+fn ipv6_datagrams_larger_than_the_mtu_arrive_whole_through_nat() {
+    pier_tests::require_root!();
+    let (w, c1) = mtu1280_world();
+    let (hns, out) = (w.host.host_ns.clone(), w.host.outside_ns.clone());
+    let c1_6: Ipv6Addr = "fd00:114::2".parse().unwrap();
+    let desired = w.desired(vec![port6(Proto::Udp, 5353, c1_6, 53)]);
+    let cfg = w.config();
+    TestHost::in_netns(&hns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        large_datagrams_both_ways(&c1, &out);
+        assert!(
+            drops(&dp, DropReason::FragNoFirst) == 0 && drops(&dp, DropReason::NotPublished) == 0,
+            "no fragment dropped"
+        );
         dp.remove_all().unwrap();
     });
     w.assert_firewalls_untouched();

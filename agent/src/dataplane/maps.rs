@@ -645,7 +645,8 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
 }
 
 /// `PIER_HOST_ADDRS` := the host's addresses (but loopback); `PIER_UPLINK` :=
-/// the first of `uplinks` that has an address; `PIER_UPLINKS` := all of them.
+/// the first of `uplinks` that has an address; `PIER_UPLINKS` := all of them
+/// (`PIER_UPLINK6` / `PIER_UPLINKS6` likewise for global IPv6 addresses).
 pub fn write_host(
     bpf: &mut Ebpf,
     ifaces: &BTreeMap<String, Iface>,
@@ -673,6 +674,7 @@ pub fn write_host(
     let mut uplink6 = UplinkVal6::default();
     // Every uplink with an address: masquerade leaves by the one its route picks.
     let mut all: BTreeMap<u32, UplinkVal> = BTreeMap::new();
+    let mut all6: BTreeMap<u32, UplinkVal6> = BTreeMap::new();
     for name in uplinks {
         // (A missing uplink, deleted under the agent, is skipped: `start`
         // refuses one that is missing from the beginning.)
@@ -695,12 +697,15 @@ pub fn write_host(
             .addrs6
             .iter()
             .find(|a| !is_link_local6(a) && !a.is_loopback())
-            && uplink6.ifindex == 0
         {
-            uplink6 = UplinkVal6 {
+            let v = UplinkVal6 {
                 ifindex: i.ifindex,
                 addr: addr6_be(*a),
             };
+            all6.insert(i.ifindex, v);
+            if uplink6.ifindex == 0 {
+                uplink6 = v;
+            }
         }
     }
     upsert(bpf, names::HOST_ADDRS, &addrs)?;
@@ -709,6 +714,8 @@ pub fn write_host(
     prune(bpf, names::HOST_ADDRS6, &addrs6)?;
     upsert(bpf, names::UPLINKS, &all)?;
     prune(bpf, names::UPLINKS, &all)?;
+    upsert(bpf, names::UPLINKS6, &all6)?;
+    prune(bpf, names::UPLINKS6, &all6)?;
     let map = bpf
         .map_mut(names::UPLINK)
         .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK missing".into()))?;

@@ -311,9 +311,14 @@ pub fn pattern(i: usize) -> u8 {
 /// A server in `ns` on `port` for one connection: it reads to EOF, checks
 /// every byte against [`pattern`] and answers `<bytes> <mismatches>`.
 pub fn checking_server(ns: &Path, port: u16) -> JoinHandle<(usize, usize)> {
+    checking_server_on(ns, "0.0.0.0", port)
+}
+
+/// [`checking_server`] on address `addr` (`"::"`: IPv6 too).
+pub fn checking_server_on(ns: &Path, addr: &'static str, port: u16) -> JoinHandle<(usize, usize)> {
     let (tx, rx) = mpsc::channel();
     let h = spawn_in(ns, move || {
-        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+        let l = TcpListener::bind((addr, port)).expect("bind");
         tx.send(()).unwrap();
         let (mut s, _) = l.accept().expect("accept");
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
