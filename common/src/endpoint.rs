@@ -31,6 +31,19 @@ pub struct EndpointVal4 {
 
 const _: () = assert!(core::mem::size_of::<EndpointVal4>() == 32);
 
+/// A container's IPv4 endpoint by its host-side veth's ifindex (below
+/// `crate::maps::IF_PKTS_LEN`): `PIER_VETH_EP4`, a copy of the
+/// `PIER_ENDPOINTS` entry of `addr_be`, read with an array load where the
+/// hash lookup would cost tens of ns. All zero: none (the hash is asked).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VethEp4 {
+    pub addr_be: u32,
+    pub ep: EndpointVal4,
+}
+
+const _: () = assert!(core::mem::size_of::<VethEp4>() == 36);
+
 /// `EndpointVal4::flags`: a published port leads to this address, so its
 /// packets may be replies of published connections (`PIER_CT`,
 /// `PIER_BACKENDS`); without it, neither is looked up.
@@ -79,4 +92,11 @@ pub struct VethVal {
 
 const _: () = assert!(core::mem::size_of::<VethVal>() == 16);
 
-crate::pod!(EndpointVal, EndpointVal4, NetworkVal, UplinkVal, VethVal);
+crate::pod!(
+    EndpointVal,
+    EndpointVal4,
+    NetworkVal,
+    UplinkVal,
+    VethVal,
+    VethEp4
+);

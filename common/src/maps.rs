@@ -111,6 +111,18 @@ pub const PORT_CFG: &str = "PIER_PORT_CFG";
 /// them), so a lookup asks the all-addresses key alone.
 pub const PORTS_F_WILD_ONLY: u32 = 1;
 
+/// Container endpoints by veth ifindex: an array of
+/// [`crate::endpoint::VethEp4`] (ifindex below [`IF_PKTS_LEN`]), copies of
+/// `PIER_ENDPOINTS` entries. Per load (all zero until the first sync: the
+/// hash is asked).
+pub const VETH_EP4: &str = "PIER_VETH_EP4";
+
+/// One slot: a [`crate::nat::PortBits`] of the destination ports no IPv4
+/// port publishes (a packet to one skips the `PIER_PORTS` lookup), written
+/// by the agent at each sync. Per load (all zero, the safe default: every
+/// port may be published, until the first sync).
+pub const PORT_UNPUB: &str = "PIER_PORT_UNPUB";
+
 /// Monitor events: a ring buffer of [`crate::event::Event`], written only
 /// while `PIER_MON_CFG` says a monitor is attached. Per load.
 pub const EVENTS: &str = "PIER_EVENTS";
@@ -207,6 +219,8 @@ const _: () = {
         EVENTS,
         MON_CFG,
         PORT_CFG,
+        PORT_UNPUB,
+        VETH_EP4,
         KCOUNTERS,
         IF_STATS,
         IF_PKTS,

@@ -2,9 +2,9 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use pier_common::{
     endpoint::{EndpointVal, EndpointVal4, NetworkVal},
-    maps::PORTS_F_WILD_ONLY,
+    maps::{IF_PKTS_LEN, PORTS_F_WILD_ONLY},
     metrics::Counter,
-    nat::{PortKey, PortVal},
+    nat::{PORT_BITS_WORDS, PortKey, PortVal},
     policy::{
         self, POLICY_F_HOST, POLICY_F_HOST_UPLINK, POLICY_F_PORT, POLICY_F_PORT_UPLINK, PolicyKey,
         SCOPE_BITS,
@@ -12,7 +12,8 @@ use pier_common::{
 };
 
 use crate::maps::{
-    ENDPOINTS, HOST_ADDRS, NETWORKS, POLICY, PORT_CFG, PORT_DROPS, PORT_STATS, PORTS, SUBNETS,
+    ENDPOINTS, HOST_ADDRS, NETWORKS, POLICY, PORT_CFG, PORT_DROPS, PORT_STATS, PORT_UNPUB, PORTS,
+    SUBNETS, UPLINK, VETH_EP4,
 };
 
 /// Is `addr` one of the host's own addresses (or loopback)?
@@ -24,9 +25,25 @@ pub fn is_host_addr(addr: u32) -> bool {
 
 /// The published port `(addr, port, proto)` leads to, if any: a binding to
 /// that exact address first (unless the table has none, `PORTS_F_WILD_ONLY`),
-/// then one to every host address.
+/// then one to every host address. A port no IPv4 port uses
+/// (`PIER_PORT_UNPUB`) is looked up nowhere.
 #[inline(always)]
-pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, PortVal)> {
+pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, &'static PortVal)> {
+    published_at(addr, port, proto, false)
+}
+
+/// [`published`] of a packet that arrived on an uplink (`uplink`): the
+/// first uplink's own address needs no `PIER_HOST_ADDRS` lookup.
+#[inline(always)]
+pub fn published_at(
+    addr: u32,
+    port: u16,
+    proto: u8,
+    uplink: bool,
+) -> Option<(PortKey, &'static PortVal)> {
+    if !maybe_published(port) {
+        return None;
+    }
     let mut key = PortKey {
         addr_be: addr,
         port_be: port,
@@ -35,11 +52,27 @@ pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, PortVal)> 
     };
     let wild_only = PORT_CFG.get(0).is_some_and(|f| *f & PORTS_F_WILD_ONLY != 0);
     if !wild_only && let Some(v) = unsafe { PORTS.get(key) } {
-        return Some((key, *v));
+        return Some((key, v));
     }
     key.addr_be = 0;
     let v = unsafe { PORTS.get(key) }?;
-    is_host_addr(addr).then(|| (key, *v))
+    let own = uplink && UPLINK.get(0).is_some_and(|u| u.addr_be == addr);
+    (own || is_host_addr(addr)).then_some((key, v))
+}
+
+/// May destination port `port_be` be published? False when the agent
+/// marked it as used by no IPv4 published port.
+#[inline(always)]
+pub fn maybe_published(port_be: u16) -> bool {
+    let p = u16::from_be(port_be) as usize;
+    let Some(b) = PORT_UNPUB.get(0) else {
+        return true;
+    };
+    let i = p >> 6;
+    if i >= PORT_BITS_WORDS {
+        return true;
+    }
+    b.words[i] & (1u64 << (p & 63)) == 0
 }
 
 #[inline(always)]
@@ -114,6 +147,22 @@ pub fn endpoint(addr: u32) -> Option<EndpointVal> {
 #[inline(always)]
 pub fn endpoint_ref(addr: u32) -> Option<&'static EndpointVal4> {
     unsafe { ENDPOINTS.get(addr) }
+}
+
+/// The endpoint of container address `addr` behind veth `ifindex`: its
+/// `PIER_VETH_EP4` slot when that holds `addr` (an array load), else the
+/// `PIER_ENDPOINTS` entry of `addr` (which the caller checks against
+/// `ifindex` as ever).
+#[inline(always)]
+pub fn endpoint_at(ifindex: u32, addr: u32) -> Option<&'static EndpointVal4> {
+    if ifindex < IF_PKTS_LEN
+        && let Some(v) = VETH_EP4.get(ifindex)
+        && v.addr_be == addr
+        && v.ep.ep.ifindex == ifindex
+    {
+        return Some(&v.ep);
+    }
+    endpoint_ref(addr)
 }
 
 #[inline(always)]

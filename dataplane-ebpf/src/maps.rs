@@ -5,12 +5,12 @@ use aya_ebpf::{
 };
 use pier_common::{
     ct::{CtVal, FlowKey},
-    endpoint::{Addr6, EndpointVal, EndpointVal4, NetworkVal, UplinkVal, VethVal},
+    endpoint::{Addr6, EndpointVal, EndpointVal4, NetworkVal, UplinkVal, VethEp4, VethVal},
     event::{IfPkts, IfStats, KCOUNTERS_LEN},
     frag::{FragKey, FragKey6, FragVal, FragVal6},
     maps::*,
     metrics::Counter,
-    nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+    nat::{NatVal, PortBits, PortKey, PortVal, SockKey, SockVal},
     nat6::{CtVal6, FlowKey6, NatVal6, PortKey6, PortVal6, SockKey6, SockVal6, UplinkVal6},
     policy::{PolicyKey, PolicyVal},
 };
@@ -127,6 +127,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[map(name = "PIER_PORT_CFG")]
 pub static PORT_CFG: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "PIER_PORT_UNPUB")]
+pub static PORT_UNPUB: Array<PortBits> = Array::with_max_entries(1, 0);
+
+#[map(name = "PIER_VETH_EP4")]
+pub static VETH_EP4: Array<VethEp4> = Array::with_max_entries(IF_PKTS_LEN, 0);
 
 #[map(name = "PIER_MON_CFG")]
 pub static MON_CFG: Array<u32> = Array::with_max_entries(1, 0);

@@ -633,6 +633,39 @@ impl EbpfDataplane {
         Ok((r.return_value, out))
     }
 
+    /// [`Self::test_run`] `runs` times (each on a fresh copy of `packet`);
+    /// the verdict of the last and the kernel's run time of each, in ns
+    /// (`BPF_PROG_TEST_RUN`'s duration: the program plus a constant of the
+    /// harness, which a run of a frame the program passes at once shows).
+    pub fn test_run_ns(
+        &mut self,
+        program: &str,
+        packet: &[u8],
+        ifindex: u32,
+        runs: usize,
+    ) -> Result<(u32, Vec<u64>), DataplaneError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let prog = self.classifier(program)?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut ns = Vec::with_capacity(runs);
+        let mut verdict = 0;
+        for _ in 0..runs {
+            let r = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(packet),
+                    data_out: Some(&mut out),
+                    ctx_in: (ifindex != 0).then_some(&ctx[..]),
+                    ..Default::default()
+                })
+                .map_err(|e| err_chain(program, e))?;
+            verdict = r.return_value;
+            ns.push(r.duration.as_nanos() as u64);
+        }
+        Ok((verdict, ns))
+    }
+
     /// Host-side veths that currently have `pier_veth_in` attached.
     pub fn attached_veths(&self) -> Vec<String> {
         self.veths.keys().cloned().collect()

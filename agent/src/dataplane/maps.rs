@@ -18,11 +18,11 @@ use pier_common::{
     drop::DropReason,
     endpoint::{
         Addr6, EP_F_BACKEND, EndpointVal, EndpointVal4, NET_F_INTERNAL, NET_F_MASQUERADE,
-        NET_F_NO_ICC, NetworkVal, UplinkVal, VethVal,
+        NET_F_NO_ICC, NetworkVal, UplinkVal, VethEp4, VethVal,
     },
     maps as names,
     metrics::Counter,
-    nat::{NatVal, PortKey, PortVal, SockKey, SockVal},
+    nat::{NatVal, PortBits, PortKey, PortVal, SockKey, SockVal},
     nat6::{CtVal6, FlowKey6, NatVal6, PortKey6, PortVal6, SockKey6, SockVal6, UplinkVal6},
     policy::{
         FAMILY_V4, FAMILY_V6, POLICY_ALLOW, POLICY_DENY, POLICY_F_DEFAULT_DENY, POLICY_F_HOST,
@@ -415,10 +415,15 @@ impl Tables {
             if host_allows || own.iter().any(|r| !r.deny && r.uplink.is_none()) {
                 policy |= POLICY_F_DEFAULT_DENY;
             }
+            // (`net_of` holds the addresses of `t.endpoints`.)
+            let Some(ep) = t.endpoints.get(&addr_be(container_ip)).map(|v| v.ep) else {
+                continue;
+            };
             let val = PortVal {
                 backend_be: addr_be(container_ip),
                 backend_port_be: p.container_port.to_be(),
                 policy,
+                ep,
             };
             t.ports.insert(key, val);
             // Backend → the (first) host port publishing it.
@@ -505,20 +510,46 @@ fn upsert<K: Pod, V: Pod>(
     Ok(())
 }
 
-/// Remove every entry whose key is not in `want`.
+/// Remove every entry whose key is not in `want`; the keys removed.
 fn prune<K: Pod + Ord, V: Pod>(
     bpf: &mut Ebpf,
     name: &str,
     want: &BTreeMap<K, V>,
-) -> Result<(), DataplaneError> {
+) -> Result<Vec<K>, DataplaneError> {
     let mut m = hash::<K, V>(bpf, name)?;
     let stale: Vec<K> = m
         .keys()
         .filter_map(Result::ok)
         .filter(|k| !want.contains_key(k))
         .collect();
-    for k in stale {
-        m.remove(&k).map_err(|e| err(name, e))?;
+    for k in &stale {
+        m.remove(k).map_err(|e| err(name, e))?;
+    }
+    Ok(stale)
+}
+
+/// `PIER_VETH_EP4` := for each veth of `t` (ifindex below `IF_PKTS_LEN`)
+/// its container's `PIER_ENDPOINTS` entry (zero: none), and zero for the
+/// veths `gone`.
+fn veth_ep4(bpf: &mut Ebpf, t: Option<&Tables>, gone: &[u32]) -> Result<(), DataplaneError> {
+    let name = names::VETH_EP4;
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))?;
+    let mut a: Array<_, VethEp4> = Array::try_from(map).map_err(|e| err(name, e))?;
+    let mut slots: BTreeMap<u32, VethEp4> = gone.iter().map(|i| (*i, VethEp4::default())).collect();
+    if let Some(t) = t {
+        slots.extend(t.veth_vals.keys().map(|i| (*i, VethEp4::default())));
+        for (addr, ep) in &t.endpoints {
+            let v = VethEp4 {
+                addr_be: *addr,
+                ep: *ep,
+            };
+            slots.insert(ep.ep.ifindex, v);
+        }
+    }
+    for (i, v) in slots.range(..names::IF_PKTS_LEN) {
+        a.set(*i, v, 0).map_err(|e| err(name, e))?;
     }
     Ok(())
 }
@@ -571,6 +602,22 @@ fn port_cfg(bpf: &mut Ebpf, flags: u32) -> Result<(), DataplaneError> {
     a.set(0, flags, 0).map_err(|e| err(name, e))
 }
 
+/// `PIER_PORT_UNPUB[0]`: set to `bits`, or (`None`) read.
+fn port_unpub(bpf: &mut Ebpf, bits: Option<&PortBits>) -> Result<PortBits, DataplaneError> {
+    let name = names::PORT_UNPUB;
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))?;
+    let mut a: Array<_, PortBits> = Array::try_from(map).map_err(|e| err(name, e))?;
+    match bits {
+        Some(b) => {
+            a.set(0, b, 0).map_err(|e| err(name, e))?;
+            Ok(*b)
+        }
+        None => a.get(&0, 0).map_err(|e| err(name, e)),
+    }
+}
+
 /// Make the maps hold exactly `t`: add and update first (networks →
 /// endpoints → ports), remove after (ports → endpoints → networks), so no
 /// packet meets an entry pointing at a missing one. `PIER_POLICY` is
@@ -582,6 +629,7 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
     sync_lpm(bpf, names::SUBNETS6, &t.subnets6, true)?;
     upsert(bpf, names::VETHS, &t.veth_vals)?;
     upsert(bpf, names::ENDPOINTS, &t.endpoints)?;
+    veth_ep4(bpf, Some(t), &[])?;
     upsert(bpf, names::ENDPOINTS6, &t.endpoints6)?;
     // Counters start at zero for a new port and keep counting otherwise.
     port_counters(bpf, names::PORT_STATS, &t.ports)?;
@@ -607,8 +655,18 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
     if !wild_only {
         port_cfg(bpf, 0)?;
     }
+    // The unpublished ports: a new port's bit cleared before it is added,
+    // a removed one's set after it is gone.
+    let unpub = PortBits::all_but(t.ports.keys().map(|k| u16::from_be(k.port_be)));
+    let now = port_unpub(bpf, None)?;
+    if now.and(&unpub) != now {
+        port_unpub(bpf, Some(&now.and(&unpub)))?;
+    }
     upsert(bpf, names::PORTS, &t.ports)?;
     prune(bpf, names::PORTS, &t.ports)?;
+    if now != unpub {
+        port_unpub(bpf, Some(&unpub))?;
+    }
     if wild_only {
         port_cfg(bpf, names::PORTS_F_WILD_ONLY)?;
     }
@@ -637,11 +695,13 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
     prune(bpf, names::BACKENDS, &t.backends)?;
     prune(bpf, names::ENDPOINTS6, &t.endpoints6)?;
     prune(bpf, names::ENDPOINTS, &t.endpoints)?;
-    prune(bpf, names::VETHS, &t.veth_vals)?;
+    let gone = prune(bpf, names::VETHS, &t.veth_vals)?;
+    veth_ep4(bpf, None, &gone)?;
     prune(bpf, names::NETWORKS6, &t.gateways6)?;
     sync_lpm(bpf, names::SUBNETS6, &t.subnets6, false)?;
     sync_lpm(bpf, names::SUBNETS, &t.subnets, false)?;
-    prune(bpf, names::NETWORKS, &t.networks)
+    prune(bpf, names::NETWORKS, &t.networks)?;
+    Ok(())
 }
 
 /// `PIER_HOST_ADDRS` := the host's addresses (but loopback); `PIER_UPLINK` :=

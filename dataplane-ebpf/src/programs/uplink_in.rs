@@ -14,7 +14,7 @@ use pier_common::{
 use crate::{
     ct, events, frag, icmp, ipv6,
     lookup::{
-        count_port, count_port_drop, endpoint_ref, is_host_addr, policy_allows, published,
+        count_port, count_port_drop, endpoint_at, is_host_addr, policy_allows, published_at,
         subnet_of,
     },
     maps::{CT, SNAT_REV, UPLINK},
@@ -75,9 +75,30 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     if pkt.has_ports() {
         let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        // A published port (a loopback destination from outside is a
+        // martian, never one: the host drops it). The uplink's own address
+        // needs no host-address lookup.
+        let loopback = pkt.daddr.to_ne_bytes()[0] == 127;
+        let port = if loopback {
+            None
+        } else {
+            published_at(pkt.daddr, pkt.dport, pkt.proto, true)
+        };
+        // Its established connections first: a masqueraded flow never has
+        // their tuple (two connections on one wire tuple), so theirs is
+        // the only lookup. An established connection's client came from an
+        // uplink (a hairpin client's entry, from a container, does not vouch).
+        let mut ckey = FlowKey::default();
+        let mut est = None;
+        if let Some((_, port)) = port {
+            ckey = ct_key(&pkt, port.backend_be, port.backend_port_be);
+            est = ct_entry(&pkt, &ckey).filter(|v| unsafe { (**v).client_ifindex } == 0);
+        }
         // A reply to a masqueraded flow (its source is the peer a container
         // dialled: never a container subnet's).
-        if let Some(v) = SNAT_REV.get_ptr_mut(pkt.flow()) {
+        if est.is_none()
+            && let Some(v) = SNAT_REV.get_ptr_mut(pkt.flow())
+        {
             if ttl::expired(&pkt) {
                 // From the host, as Linux's forwarding answers (a routed
                 // flow's packets are addressed to the container itself).
@@ -87,7 +108,7 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
                 };
                 return ttl::answer(ctx, &pkt, src, ifindex);
             }
-            let (addr, port) = unsafe {
+            let (addr, port, veth) = unsafe {
                 ct::refresh(
                     &raw mut (*v).flags,
                     &raw mut (*v).expires_ns,
@@ -95,30 +116,23 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
                     pkt.tcp_flags,
                     true,
                 );
-                ((*v).addr_be, (*v).port_be)
+                ((*v).addr_be, (*v).port_be, (*v).ifindex)
             };
-            let ep = endpoint_ref(addr).ok_or(DropReason::NoBackend)?;
+            // (The entry names the container's veth: an array load.)
+            let ep = endpoint_at(veth, addr).ok_or(DropReason::NoBackend)?;
             nat::dnat(ctx, &mut pkt, addr, port)?;
             return redirect::to_container(ctx, &mut pkt, &ep.ep);
         }
-        // A published port (a loopback destination from outside is a
-        // martian, never one: the host drops it).
-        let loopback = pkt.daddr.to_ne_bytes()[0] == 127;
-        if !loopback && let Some((key, port)) = published(pkt.daddr, pkt.dport, pkt.proto) {
-            // An established connection's client came from an uplink (a
-            // hairpin client's entry, from a container, does not vouch).
-            let ckey = ct_key(&pkt, port.backend_be, port.backend_port_be);
-            let est = ct_entry(&pkt, &ckey).filter(|v| unsafe { (**v).client_ifindex } == 0);
+        if let Some((key, port)) = port {
             if est.is_none() && whole && subnet_of(pkt.saddr).is_some() {
                 return Err(DropReason::Spoofed);
             }
             // Who may reach it: every packet is asked (an established
             // connection whose source lost its allow is cut).
-            if !policy_allows(&key, &port, pkt.saddr, ifindex) {
+            if !policy_allows(&key, port, pkt.saddr, ifindex) {
                 count_port_drop(&key, ctx.len());
                 return Err(DropReason::PolicyDenied);
             }
-            let ep = endpoint_ref(port.backend_be).ok_or(DropReason::NoBackend)?;
             if ttl::expired(&pkt) {
                 return ttl::answer(ctx, &pkt, pkt.daddr, ifindex);
             }
@@ -131,7 +145,7 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
             }
             count_port(&key, ctx.len());
             nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
-            return redirect::to_container(ctx, &mut pkt, &ep.ep);
+            return redirect::to_container(ctx, &mut pkt, &port.ep);
         }
     }
     if whole && subnet_of(pkt.saddr).is_some() {

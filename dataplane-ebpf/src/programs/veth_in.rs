@@ -33,8 +33,8 @@ use pier_common::{
 use crate::{
     arp, ct, events, frag, icmp, ipv6,
     lookup::{
-        count_port, count_port_drop, endpoint_ref, is_host_addr, policy_allows, published,
-        subnet_of,
+        count_port, count_port_drop, endpoint_at, endpoint_ref, is_host_addr, policy_allows,
+        published, subnet_of,
     },
     maps::{BACKENDS, CT, SNAT_FWD, SNAT_REV, UPLINK},
     nat,
@@ -72,7 +72,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     // The source must be this veth's own container address. First of all:
     // every lookup below (conntrack too) is keyed by the source, and a
     // container must not reach another's entries by naming its address.
-    let src = endpoint_ref(pkt.saddr).ok_or(DropReason::Spoofed)?;
+    let src = endpoint_at(ifindex, pkt.saddr).ok_or(DropReason::Spoofed)?;
     if src.ep.ifindex != ifindex {
         return Err(DropReason::Spoofed);
     }
@@ -144,11 +144,10 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
     {
         // The same source policy as from outside (the client is this
         // container's address).
-        if !policy_allows(&key, &port, pkt.saddr, 0) {
+        if !policy_allows(&key, port, pkt.saddr, 0) {
             count_port_drop(&key, ctx.len());
             return Err(DropReason::PolicyDenied);
         }
-        let backend = endpoint_ref(port.backend_be).ok_or(DropReason::NoBackend)?;
         if ttl::expired(&pkt) {
             // Linux would route it to the backend: it answers from the gateway.
             return ttl::answer(ctx, &pkt, net.gateway_be, ifindex);
@@ -156,8 +155,9 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         count_port(&key, ctx.len());
         if port.backend_be == pkt.saddr {
             // Its own published port: a packet from its own address would be
-            // a martian, so it comes from the gateway of the backend's network.
-            let gw = backend.gateway_be;
+            // a martian, so it comes from the gateway of the backend's network
+            // (the backend is this container).
+            let gw = src.gateway_be;
             let client = pkt.saddr;
             let sport = pkt.sport;
             nat::snat(ctx, &mut pkt, gw, sport)?;
@@ -168,7 +168,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             traced_new(ctx, port.backend_be, port.backend_port_be);
         }
         nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
-        return redirect::to_container(ctx, &mut pkt, &backend.ep);
+        return redirect::to_container(ctx, &mut pkt, &port.ep);
     }
     if let Some(dst_net) = subnet_of(pkt.daddr) {
         if dst_net != src.ep.network_id {
@@ -225,14 +225,14 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
         nat::snat(ctx, &mut pkt, addr, host.port_be)?;
         return redirect::to_uplink(ctx, &mut pkt, up.ifindex);
     }
-    masquerade(ctx, &mut pkt, net.flags & NET_F_MASQUERADE != 0)
+    masquerade(ctx, &mut pkt, net.flags & NET_F_MASQUERADE != 0, ifindex)
 }
 
 /// Leaving the host: with `masq`, rewrite the source to the uplink's address
 /// and an allocated port; without, record the flow unchanged (identity entry)
 /// so its replies pass the uplink's exposure check, and let it be routed.
 #[inline(always)]
-fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropReason> {
+fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool, veth: u32) -> Result<i32, DropReason> {
     if !pkt.has_ports() {
         if masq && pkt.l4 == L4::Error {
             // Quoting no flow of this container's: nothing to translate
@@ -248,7 +248,7 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
         return Ok(TC_ACT_OK);
     }
     if !masq {
-        track_routed(pkt);
+        track_routed(pkt, veth);
         return Ok(TC_ACT_OK);
     }
     if pkt.l4 == L4::EchoReply {
@@ -279,7 +279,7 @@ fn masquerade(ctx: &TcContext, pkt: &mut Pkt, masq: bool) -> Result<i32, DropRea
             let Some(up) = route::uplink_for(ctx, pkt) else {
                 return Ok(TC_ACT_OK);
             };
-            let v = allocate(ctx, &fkey, &up, pkt, ct::now())?;
+            let v = allocate(ctx, &fkey, &up, pkt, ct::now(), veth)?;
             events::kcount(NAT_ALLOCATED);
             events::trace(ctx, EV_MASQ, v.addr_be, v.port_be);
             v
@@ -313,9 +313,10 @@ fn retrack(pkt: &Pkt, host_addr: u32, host_port: u16, uplink: u32) {
     let _ = CT.insert(pkt.flow(), val, 0);
 }
 
-/// Record a routed (not masqueraded) flow so its replies are let in.
+/// Record a routed (not masqueraded) flow of the container behind `veth`
+/// so its replies are let in.
 #[inline(always)]
-fn track_routed(pkt: &Pkt) {
+fn track_routed(pkt: &Pkt, veth: u32) {
     let now = ct::now();
     let fkey = pkt.flow();
     let flags = match SNAT_FWD.get_ptr_mut(fkey) {
@@ -330,6 +331,10 @@ fn track_routed(pkt: &Pkt) {
         flags,
         ifindex: 0,
     };
+    let rval = NatVal {
+        ifindex: veth,
+        ..val
+    };
     let rkey = FlowKey {
         saddr_be: pkt.daddr,
         daddr_be: pkt.saddr,
@@ -339,7 +344,7 @@ fn track_routed(pkt: &Pkt) {
         _pad: [0; 3],
     };
     let _ = SNAT_FWD.insert(fkey, val, 0);
-    let _ = SNAT_REV.insert(rkey, val, 0);
+    let _ = SNAT_REV.insert(rkey, rval, 0);
 }
 
 /// Pick a source port on the uplink address for `fkey` and record both
@@ -356,6 +361,7 @@ fn allocate(
     up: &UplinkVal,
     pkt: &Pkt,
     now: u64,
+    veth: u32,
 ) -> Result<NatVal, DropReason> {
     const RANGE: u32 = (NAT_PORT_MAX - NAT_PORT_MIN) as u32 + 1;
     let start = unsafe { bpf_get_prandom_u32() };
@@ -392,7 +398,7 @@ fn allocate(
             _pad: 0,
             expires_ns,
             flags,
-            ifindex: 0,
+            ifindex: veth,
         };
         if SNAT_REV.insert(rkey, rval, BPF_NOEXIST as u64).is_ok() {
             let fval = NatVal {
