@@ -423,20 +423,8 @@ fn dual_stack_ports_publish_each_family_as_docker_does() {
     require_root!();
     let sb = Sandbox::new(&[]);
     let h = &sb.host;
-    h.host(&["ip", "addr", "add", "fd18::1/64", "dev", "uplink0", "nodad"]);
+    sb.add_ipv6_uplink();
     let out = sb.outside_ns();
-    let o = out.file_name().unwrap().to_str().unwrap().to_string();
-    pier_tests::host::sh(&[
-        "ip",
-        "-n",
-        &o,
-        "addr",
-        "add",
-        "fd18::2/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
     h.pier_ok(&[
         "network",
         "create",
@@ -575,20 +563,8 @@ fn ipv6_port_ranges_reach_each_port() {
     require_root!();
     let sb = Sandbox::new(&[]);
     let h = &sb.host;
-    h.host(&["ip", "addr", "add", "fd18::1/64", "dev", "uplink0", "nodad"]);
+    sb.add_ipv6_uplink();
     let out = sb.outside_ns();
-    let o = out.file_name().unwrap().to_str().unwrap().to_string();
-    pier_tests::host::sh(&[
-        "ip",
-        "-n",
-        &o,
-        "addr",
-        "add",
-        "fd18::2/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
     h.pier_ok(&[
         "network",
         "create",

@@ -319,31 +319,12 @@ fn every_drop_reason_reaches_the_monitor_with_its_flow_and_names() {
 #[test]
 fn ipv6_traces_and_drops_carry_their_addresses() {
     require_root!();
-    const HOST6: &str = "fd18::1";
-    const OUT6: &str = "fd18::2";
+    const HOST6: &str = HOST_UPLINK_IP6;
+    const OUT6: &str = OUTSIDE_IP6;
     const METRICS: u16 = 19466;
     let s = Sandbox::new(&["--metrics-addr", &format!("127.0.0.1:{METRICS}")]);
     let h = &s.host;
-    h.host(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "fd18::1/64",
-        "dev",
-        "uplink0",
-        "nodad",
-    ]);
-    h.outside(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "fd18::2/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
+    s.add_ipv6_uplink();
     h.outside(&["ip", "-6", "route", "add", "fd00:84::/64", "via", HOST6]);
     h.pier_ok(&[
         "network",

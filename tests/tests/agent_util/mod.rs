@@ -34,7 +34,29 @@ pub struct Sandbox {
     fw_machine: String,
 }
 
+/// The IPv6 addresses [`Sandbox::add_ipv6_uplink`] gives the host's uplink
+/// and the outside's `eth0` (one /64 between them).
+pub const HOST_UPLINK_IP6: &str = "fd18::1";
+pub const OUTSIDE_IP6: &str = "fd18::2";
+
 impl Sandbox {
+    /// IPv6 on the uplink's link: [`HOST_UPLINK_IP6`] on the host's
+    /// `uplink0`, [`OUTSIDE_IP6`] on the outside's `eth0` (no DAD wait).
+    pub fn add_ipv6_uplink(&self) {
+        let a = |ip: &str| format!("{ip}/64");
+        self.host.host(&[
+            "ip",
+            "addr",
+            "add",
+            &a(HOST_UPLINK_IP6),
+            "dev",
+            "uplink0",
+            "nodad",
+        ]);
+        self.host
+            .outside(&["ip", "addr", "add", &a(OUTSIDE_IP6), "dev", "eth0", "nodad"]);
+    }
+
     /// A fresh TestHost and an agent started with `extra` flags.
     pub fn new(extra: &[&str]) -> Self {
         Self::with_agent(|h| h.start_agent(extra))
