@@ -54,6 +54,34 @@ pub fn run_prog_cost(monitor_cost: bool, args: &[String]) -> anyhow::Result<()> 
     run(&mut c)
 }
 
+/// `cargo xtask prog-cost --monitor-cost --test-run [-- ARGS]`: the monitor's
+/// cost path by path by `BPF_PROG_TEST_RUN` (the build without event code
+/// against the default one, none and one monitor attached).
+pub fn run_monitor_cost_test_run(args: &[String]) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the test-run profile builds network namespaces: run it as root");
+    }
+    setup::ensure()?;
+    build::ebpf()?;
+    let obj = build::ebpf_variant("nomon", &["--cfg=pier_no_monitor"])?;
+    let mut c = cargo();
+    c.args([
+        "test",
+        "--package",
+        "pier-tests",
+        "--test",
+        "dataplane_prog_cost",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--exact",
+        "monitor_cost_per_path",
+    ])
+    .args(args)
+    .env("PIER_NOMON_OBJECT", obj);
+    run(&mut c)
+}
+
 /// The toolchain, the kernel programs and a release agent, then the
 /// pier-bench binaries `bins` (release): the command of the first.
 fn release_bench(bins: &[&str]) -> anyhow::Result<std::process::Command> {

@@ -55,6 +55,11 @@ enum Cmd {
         /// one attached, interleaved (`pier-prog-cost --variants`).
         #[arg(long)]
         monitor_cost: bool,
+        /// With `--monitor-cost`: measure by `BPF_PROG_TEST_RUN` instead of
+        /// under load (each path of `dataplane_prog_cost::monitor_cost_per_path`,
+        /// three builds interleaved; steadier than bpf_stats under load).
+        #[arg(long, requires = "monitor_cost")]
+        test_run: bool,
         /// Extra arguments for pier-prog-cost (`--secs 5`, `--json FILE`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -100,7 +105,17 @@ fn main() -> anyhow::Result<()> {
             ]))
         }
         Cmd::Bench { quick, args } => bench::run_bench(quick, &args),
-        Cmd::ProgCost { monitor_cost, args } => bench::run_prog_cost(monitor_cost, &args),
+        Cmd::ProgCost {
+            monitor_cost,
+            test_run,
+            args,
+        } => {
+            if test_run {
+                bench::run_monitor_cost_test_run(&args)
+            } else {
+                bench::run_prog_cost(monitor_cost, &args)
+            }
+        }
         Cmd::Compat => {
             setup::ensure()?;
             build::ebpf()?;
