@@ -166,6 +166,11 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!("{}", report::table(&results));
+    let scale = report::scale_table(&results);
+    if !scale.is_empty() {
+        println!("the same figures at scale (most other ports, most containers) over at 1:");
+        println!("{scale}");
+    }
     let progs = report::prog_table(&results);
     if !progs.is_empty() {
         println!("run time per packet of pier's programs (bpf_stats, one extra run per load):");
@@ -272,6 +277,15 @@ fn docs_section(
     s.push_str(&format!(
         "\n![new connections/s vs other published ports]({chart})\n\n"
     ));
+    let scale = report::scale_markdown(results);
+    if !scale.is_empty() {
+        s.push_str(
+            "The same figures at scale (the most other published ports, the most \
+             containers on the network) over their value at 1:\n\n",
+        );
+        s.push_str(&scale);
+        s.push('\n');
+    }
     let progs = report::prog_markdown(results);
     if !progs.is_empty() {
         s.push_str(

@@ -120,6 +120,78 @@ pub fn prog_rows(res: &Results) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
+/// The figures whose value at scale is set beside their value at 1 (other
+/// published ports, or containers for `crr_containers`).
+const SCALE_FIGURES: [Figure; 6] = [
+    Figure::Throughput1,
+    Figure::Throughput4,
+    Figure::RrTps,
+    Figure::Crr,
+    Figure::UdpPps,
+    Figure::CrrContainers,
+];
+
+/// Flatness rows: for each dataplane and figure measured both at 1 and at a
+/// larger n, the median at 1, the largest n, its median, and at n over at 1.
+pub fn scale_rows(res: &Results) -> (Vec<String>, Vec<Vec<String>>) {
+    let header = [
+        "dataplane",
+        "figure",
+        "unit",
+        "at 1",
+        "n",
+        "at n",
+        "at n / at 1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut out = Vec::new();
+    for d in res.dataplanes() {
+        for f in SCALE_FIGURES {
+            let Some(one) = res.get(d, f, 1).and_then(|r| r.median) else {
+                continue;
+            };
+            let top = res
+                .records
+                .iter()
+                .filter(|r| r.dataplane == d && r.figure == f && r.ports > 1 && r.median.is_some())
+                .max_by_key(|r| r.ports);
+            let Some(top) = top else { continue };
+            let m = top.median.unwrap_or(f64::NAN);
+            out.push(vec![
+                d.as_str().to_string(),
+                f.as_str().to_string(),
+                f.unit().to_string(),
+                fmt_num(one),
+                top.ports.to_string(),
+                fmt_num(m),
+                stats::ratio(Some(m), Some(one))
+                    .map(|x| format!("{x:.2}×"))
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    (header, out)
+}
+
+/// The flatness table for the terminal ("" when nothing was measured at scale).
+pub fn scale_table(res: &Results) -> String {
+    let (h, r) = scale_rows(res);
+    if r.is_empty() {
+        return String::new();
+    }
+    text_table(h, r, 3)
+}
+
+/// The flatness table as Markdown ("" when nothing was measured at scale).
+pub fn scale_markdown(res: &Results) -> String {
+    let (h, r) = scale_rows(res);
+    if r.is_empty() {
+        return String::new();
+    }
+    md(&h, &r)
+}
+
 fn md(header: &[String], rows: &[Vec<String>]) -> String {
     let mut s = format!("| {} |\n", header.join(" | "));
     s.push_str(&format!(
@@ -331,6 +403,33 @@ mod tests {
             "not installed",
         ));
         r
+    }
+
+    #[test]
+    fn scale_rows_set_the_largest_n_beside_1() {
+        let mut r = sample();
+        for (n, v) in [(100, 12000.0), (10000, 11400.0)] {
+            r.push(Record::new(Dataplane::Pier, Figure::Crr, n, vec![v]));
+        }
+        r.push(Record::failed(Dataplane::Plain, Figure::Crr, 10000, "x"));
+        r.push(Record::new(
+            Dataplane::Pier,
+            Figure::RrTps,
+            1,
+            vec![50000.0],
+        ));
+        let (h, rows) = scale_rows(&r);
+        assert_eq!(h.len(), 7);
+        // Plain has no median at scale, rr_tps nothing beyond 1: one row.
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0][0], "pier");
+        assert_eq!(rows[0][3], "12700");
+        assert_eq!(rows[0][4], "10000");
+        assert_eq!(rows[0][6], "0.90×");
+        assert!(
+            scale_markdown(&r).contains("| pier | crr | conn/s | 12700 | 10000 | 11400 | 0.90× |")
+        );
+        assert_eq!(scale_table(&sample()), "");
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl Plan {
         let r = self.runs as u64;
         1 + 5 * r
             + self.crr_ports.len() as u64 * (1 + r)
+            + 4 * r
             + self.publish_rounds as u64
             + 1
             + self.create_count as u64
@@ -230,17 +231,29 @@ impl<'a> Runner<'a> {
             }
         }
 
-        self.throughput(&mut slots, 1, Figure::Throughput1);
-        self.throughput(&mut slots, 4, Figure::Throughput4);
-        self.rr(&mut slots);
-        self.udp(&mut slots);
+        self.throughput(&mut slots, 1, Figure::Throughput1, 1, &[]);
+        self.throughput(&mut slots, 4, Figure::Throughput4, 1, &[]);
+        self.rr(&mut slots, 1, &[]);
+        self.udp(&mut slots, 1, &[]);
         self.local(&mut slots);
         self.prog_stats(&mut slots);
         self.control_plane(&mut slots);
         // With one other published port, before crr's steps add thousands.
         self.crr_policy(&mut slots);
+        let mut skipped = Vec::new();
         for &n in &self.plan.crr_ports.clone() {
-            self.crr(&mut slots, n);
+            skipped = self.crr(&mut slots, n);
+        }
+        // The other published-path figures again with the most other ports
+        // (each peer that could publish them), to set beside 1 port.
+        if let Some(&top) = self.plan.crr_ports.last()
+            && top > 1
+        {
+            let top = top as u32;
+            self.throughput(&mut slots, 1, Figure::Throughput1, top, &skipped);
+            self.throughput(&mut slots, 4, Figure::Throughput4, top, &skipped);
+            self.rr(&mut slots, top, &skipped);
+            self.udp(&mut slots, top, &skipped);
         }
         self.containers(&mut slots);
         self.bar.finish_and_clear();
@@ -370,17 +383,46 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn throughput(&mut self, slots: &mut [Slot], streams: u32, f: Figure) {
-        let secs = self.plan.iperf_secs;
-        let acc = self.rounds(slots, f.as_str(), |ctx, p, t| {
-            Ok(vec![p.world().iperf(ctx, t.iperf, streams, secs)?])
+    /// Rounds of `sample` on every published-path peer but those in `skip`
+    /// (they sit the rounds out and get no record).
+    fn rounds_but(
+        &mut self,
+        slots: &mut [Slot],
+        what: &str,
+        skip: &[Dataplane],
+        mut sample: impl FnMut(&Ctx, &mut dyn Peer, &Targets) -> anyhow::Result<Vec<f64>>,
+    ) -> Vec<PeerRounds> {
+        let mut acc = self.rounds(slots, what, |ctx, p, t| {
+            if skip.contains(&p.dataplane()) {
+                return Ok(vec![f64::NAN; 3]);
+            }
+            sample(ctx, p, t)
         });
-        self.store(&acc, &[f], 1);
+        acc.retain(|(d, _)| !skip.contains(d));
+        acc
     }
 
-    fn rr(&mut self, slots: &mut [Slot]) {
+    /// `streams` iperf3 streams, with `ports` other published ports.
+    fn throughput(
+        &mut self,
+        slots: &mut [Slot],
+        streams: u32,
+        f: Figure,
+        ports: u32,
+        skip: &[Dataplane],
+    ) {
+        let secs = self.plan.iperf_secs;
+        let what = format!("{}, {ports} other ports", f.as_str());
+        let acc = self.rounds_but(slots, &what, skip, |ctx, p, t| {
+            Ok(vec![p.world().iperf(ctx, t.iperf, streams, secs)?])
+        });
+        self.store(&acc, &[f], ports);
+    }
+
+    fn rr(&mut self, slots: &mut [Slot], ports: u32, skip: &[Dataplane]) {
         let secs = self.plan.secs;
-        let acc = self.rounds(slots, "rr", |ctx, p, t| {
+        let what = format!("rr, {ports} other ports");
+        let acc = self.rounds_but(slots, &what, skip, |ctx, p, t| {
             let r = p.world().load(ctx, Mode::Rr, t.tcp, secs)?;
             Ok(vec![
                 r.rate,
@@ -388,17 +430,22 @@ impl<'a> Runner<'a> {
                 r.p99_us.unwrap_or(f64::NAN),
             ])
         });
-        self.store(&acc, &[Figure::RrTps, Figure::RrP50Us, Figure::RrP99Us], 1);
+        self.store(
+            &acc,
+            &[Figure::RrTps, Figure::RrP50Us, Figure::RrP99Us],
+            ports,
+        );
     }
 
-    fn udp(&mut self, slots: &mut [Slot]) {
+    fn udp(&mut self, slots: &mut [Slot], ports: u32, skip: &[Dataplane]) {
         let secs = self.plan.secs;
-        let acc = self.rounds(slots, "udp", |ctx, p, t| {
+        let what = format!("udp, {ports} other ports");
+        let acc = self.rounds_but(slots, &what, skip, |ctx, p, t| {
             let r = p.world().load(ctx, Mode::Udp, t.udp, secs)?;
             anyhow::ensure!(r.ops > 0, "no datagram reached the sink ({} sent)", r.sent);
             Ok(vec![r.rate])
         });
-        self.store(&acc, &[Figure::UdpPps], 1);
+        self.store(&acc, &[Figure::UdpPps], ports);
     }
 
     /// Host-local clients: new connections/s and one iperf3 stream from the
@@ -639,7 +686,9 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn crr(&mut self, slots: &mut [Slot], n: usize) {
+    /// crr with `n` other published ports; the peers that could not publish
+    /// them (skipped at this step).
+    fn crr(&mut self, slots: &mut [Slot], n: usize) -> Vec<Dataplane> {
         // Publish the other ports first, on every peer.
         let mut skip: Vec<(Dataplane, String)> = Vec::new();
         for s in slots.iter_mut().filter(|s| s.serving()) {
@@ -700,6 +749,7 @@ impl<'a> Runner<'a> {
         });
         acc.retain(|(d, _)| !skipped.contains(d));
         self.store(&acc, &[Figure::Crr], n as u32);
+        skipped
     }
 
     /// crr without and with `policy_rules` source-policy rules, both in
