@@ -5,7 +5,8 @@
 //! ethertype) gives the harness' constant, subtracted in the "net" column.
 //! A profile, not a check of a speed target (those are benchmarks'):
 //! `cargo test -p pier-tests --test dataplane_prog_cost -- --ignored
-//! --nocapture` (`PIER_PROG_RUNS=N` runs per path and round, default 20 000).
+//! --nocapture` (`PIER_PROG_RUNS=N` runs per path and round, default 20 000;
+//! `PIER_PROG_COST_OBJECT=path` profiles another build's eBPF object).
 mod dataplane_util;
 
 use dataplane_util::*;
@@ -18,6 +19,8 @@ const TC_ACT_REDIRECT: u32 = 7;
 const OUTSIDE: [u8; 4] = [198, 18, 0, 2];
 const HOST: [u8; 4] = [198, 18, 0, 1];
 const C1: [u8; 4] = [10, 107, 0, 2];
+/// A container of a network without masquerade (routed flows).
+const C2: [u8; 4] = [10, 108, 0, 2];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
@@ -64,13 +67,30 @@ fn run_time_per_packet_of_each_path() {
     let mut w = World::new(false);
     let net = w.network(1, "10.107.0.0/24");
     let c1 = w.container("c1", &net, "10.107.0.2");
+    let mut routed = w.network(2, "10.108.0.0/24");
+    routed.masquerade = false;
+    w.networks[1].masquerade = false;
+    let c2 = w.container("c2", &routed, "10.108.0.2");
     let desired = w.desired(vec![tcp(8081, c1.ip, 8080), udp(8083, c1.ip, 9090)]);
     let cfg = w.config();
+    // Another object to profile (`PIER_PROG_COST_OBJECT=path`: an older
+    // build's, for a before/after with the same harness).
+    let object = std::env::var_os("PIER_PROG_COST_OBJECT")
+        .map(|p| std::fs::read(&p).unwrap_or_else(|e| panic!("{p:?}: {e}")));
     TestHost::in_netns(&w.host.host_ns.clone(), || {
         let mut dp = EbpfDataplane::new(cfg);
+        if let Some(o) = object {
+            dp = dp.with_object(o);
+        }
         dp.start().expect("start");
         dp.sync(&desired).expect("sync");
         let vc1 = nix::net::if_::if_nametoindex("vc1").unwrap();
+        let vc2 = nix::net::if_::if_nametoindex("vc2").unwrap();
+        let with_mac2 = |f: Vec<u8>| {
+            let mut f = f;
+            f[6..12].copy_from_slice(&c2.mac);
+            f
+        };
         let up = programs::UPLINK_IN;
         let veth = programs::VETH_IN;
         let with_mac = |f: Vec<u8>| {
@@ -94,6 +114,11 @@ fn run_time_per_packet_of_each_path() {
             let (v, _) = dp.test_run_ns(prog, f, *ifindex, 1).unwrap();
             assert_eq!(v, TC_ACT_REDIRECT, "{prog}: opening frame");
         }
+        // A routed flow (recorded, not translated): its SYN is routed by
+        // the host stack.
+        let syn = with_mac2(frame(6, C2, OUTSIDE, 40001, 7000, SYN));
+        let (v, _) = dp.test_run_ns(veth, &syn, vc2, 1).unwrap();
+        assert_eq!(v, TC_ACT_OK, "routed SYN");
         let paths: Vec<(&str, &str, u32, Vec<u8>, u32)> = vec![
             (
                 "nothing (unknown ethertype)",
@@ -146,6 +171,20 @@ fn run_time_per_packet_of_each_path() {
                 up,
                 0,
                 frame(6, OUTSIDE, HOST, 7000, 40000, ACK),
+                TC_ACT_REDIRECT,
+            ),
+            (
+                "veth: routed TCP (no masquerade), established",
+                veth,
+                vc2,
+                with_mac2(frame(6, C2, OUTSIDE, 40001, 7000, ACK)),
+                TC_ACT_OK,
+            ),
+            (
+                "uplink: routed TCP reply, established",
+                up,
+                0,
+                frame(6, OUTSIDE, C2, 7000, 40001, ACK),
                 TC_ACT_REDIRECT,
             ),
         ];
