@@ -454,8 +454,12 @@ sys.stdin.read()
         }
         let secs = t0.elapsed().as_secs_f64();
         assert_eq!(made.len(), ok);
+        // The agent's gc (every 15 s) retires none of them: timed, as it
+        // walks every entry.
+        let g0 = std::time::Instant::now();
+        let held_counts = dp.gc_conntrack().unwrap();
+        let gc_ms = g0.elapsed().as_secs_f64() * 1e3;
         // Every held connection has both its entries, now.
-        let held_counts = dp.ct_counts().unwrap();
         let (fwd, rev) = dp.snat_entries().unwrap();
         let fwd: std::collections::HashMap<_, _> = fwd
             .into_iter()
@@ -523,9 +527,9 @@ sys.stdin.read()
         println!(
             "masquerade: {ok} of {n} concurrent connections from {containers} container(s) \
              ({failed} failed, {exhausted} SYNs dropped as NatExhausted, {secs:.1} s); the \
-             servers held {held}; while held snat_fwd {} snat_rev {} ct {} (held flows \
-             without a forward entry {no_fwd}, closed {closed}, without their reverse \
-             {no_rev}); after snat_fwd {}; drops {drops:?}",
+             servers held {held}; while held, after a gc pass of {gc_ms:.0} ms, snat_fwd {} \
+             snat_rev {} ct {} (held flows without a forward entry {no_fwd}, closed \
+             {closed}, without their reverse {no_rev}); after snat_fwd {}; drops {drops:?}",
             held_counts.snat_fwd, held_counts.snat_rev, held_counts.ct, counts.snat_fwd
         );
         assert!(ok >= min, "{ok} connections of {n}");
