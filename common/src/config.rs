@@ -47,7 +47,7 @@ pub const ICMP_ERROR_TTL: u8 = 64;
 pub const PROF_REPS: u32 = 32;
 /// `pier_prof`'s primitives (byte 14 of its frame → what it runs, and on
 /// which key: bytes 16.. of the frame). 0 runs nothing (the harness).
-pub const PROF_OPS: [(u8, &str); 13] = [
+pub const PROF_OPS: [(u8, &str); 16] = [
     (1, "PIER_PORTS lookup (hash, 8-byte key)"),
     (2, "PIER_CT lookup (LRU hash, 16-byte key)"),
     (3, "PIER_SNAT_FWD lookup (hash, no prealloc, 16-byte key)"),
@@ -61,4 +61,10 @@ pub const PROF_OPS: [(u8, &str); 13] = [
     (9, "bpf_ktime_get_ns"),
     (10, "l4_csum_replace (2 bytes)"),
     (11, "bpf_get_prandom_u32"),
+    (14, "bpf_redirect_peer"),
+    (15, "bpf_redirect_neigh"),
+    (
+        0x45,
+        "parse::ipv4 (Ethernet + IPv4 + TCP headers into a Pkt)",
+    ),
 ];

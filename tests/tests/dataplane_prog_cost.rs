@@ -297,10 +297,14 @@ fn run_time_of_each_primitive() {
             3 => flow(C, OUTSIDE, 40000, 7000),
             13 => flow(OUTSIDE, HOST, 7000, 40000),
             5 | 12 => addr.clone(),
-            6 | 7 => index.clone(),
+            6 | 7 | 14 | 15 => index.clone(),
             _ => vec![0; 16],
         };
         let prof_frame = |op: u8| {
+            if op == 0x45 {
+                // A whole TCP frame (its version byte names the parse).
+                return frame(6, OUTSIDE, HOST, 5555, 8081, ACK);
+            }
             let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x88, 0xb5];
             f.extend_from_slice(&[op, 0]);
             f.extend_from_slice(&key_of(op));

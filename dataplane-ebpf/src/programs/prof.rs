@@ -7,7 +7,10 @@
 //! how many found their entry.
 use aya_ebpf::{
     bindings::TC_ACT_OK,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_redirect_neigh,
+        bpf_redirect_peer,
+    },
     macros::classifier,
     maps::lpm_trie::Key,
     programs::TcContext,
@@ -16,7 +19,7 @@ use pier_common::{config::PROF_REPS, ct::FlowKey, nat::PortKey};
 
 use crate::{
     maps::{CT, ENDPOINTS, IF_PKTS, PORT_STATS, PORTS, SNAT_FWD, SNAT_REV, SUBNETS, VETH_EP4},
-    parse::ptr_at,
+    parse::{self, ptr_at},
 };
 
 #[classifier]
@@ -104,6 +107,25 @@ pub fn pier_prof(ctx: TcContext) -> i32 {
         13 => {
             for _ in 0..PROF_REPS {
                 hits += u32::from(SNAT_REV.get_ptr(&flow).is_some());
+            }
+        }
+        14 => {
+            for _ in 0..PROF_REPS {
+                hits += u32::from(unsafe { bpf_redirect_peer(addr, 0) } == 7);
+            }
+        }
+        15 => {
+            for _ in 0..PROF_REPS {
+                let r = unsafe { bpf_redirect_neigh(addr, core::ptr::null_mut(), 0, 0) };
+                hits += u32::from(r == 7);
+            }
+        }
+        // An IPv4 frame's byte 14 (version 4, 5 words): its parse.
+        0x45 => {
+            for _ in 0..PROF_REPS {
+                // (Memory may have changed: each parse reads the frame anew.)
+                core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+                hits += u32::from(matches!(parse::ipv4(&ctx), Ok(Some(_))));
             }
         }
         _ => {}
