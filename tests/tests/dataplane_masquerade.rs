@@ -318,7 +318,8 @@ fn a_full_masquerade_table_drops_new_flows_counted_and_keeps_the_live_ones() {
 /// container's whole ephemeral range, 28 232 by default). Minutes of
 /// connects: `cargo test -p pier-tests --test dataplane_masquerade -- \
 /// --ignored --nocapture many_concurrent` (`PIER_MASQ_CONNS=N` to change
-/// the 28 000). The file limit here is 20 000 per process, so two client
+/// the 28 000; `PIER_MASQ_OBJECT=path` and `PIER_MASQ_SNAT_LEN=N` run another
+/// build's object and table size, for a diagnosis). The file limit here is 20 000 per process, so two client
 /// processes per container and `SO_REUSEPORT` servers outside share the work.
 #[test]
 #[ignore]
@@ -404,8 +405,16 @@ sys.stdin.read()
     let out = w.host.outside_ns.clone();
     let desired = w.desired(vec![]);
     let cfg = w.config();
+    // Diagnosis: another build's object (`PIER_MASQ_OBJECT=path`) and
+    // another table size (`PIER_MASQ_SNAT_LEN=N`).
+    let object = std::env::var_os("PIER_MASQ_OBJECT")
+        .map(|p| std::fs::read(&p).unwrap_or_else(|e| panic!("{p:?}: {e}")));
+    let snat_len = env_count("PIER_MASQ_SNAT_LEN", pier_common::maps::SNAT_LEN as usize);
     TestHost::in_netns(&w.host.host_ns.clone(), || {
-        let mut dp = EbpfDataplane::new(cfg);
+        let mut dp = EbpfDataplane::new(cfg).with_snat_len(snat_len as u32);
+        if let Some(o) = object {
+            dp = dp.with_object(o);
+        }
         dp.start().expect("start");
         dp.sync(&desired).expect("sync");
         let py = |ns: &str, code: &str, args: &[&str]| {
