@@ -5,8 +5,7 @@
 //! ethertype) gives the harness' constant, subtracted in the "net" column.
 //! A profile, not a check of a speed target (those are benchmarks'):
 //! `cargo test -p pier-tests --test dataplane_prog_cost -- --ignored
-//! --nocapture` (`PIER_PROG_RUNS=N` runs per path and round, default 20 000;
-//! `PIER_PROG_COST_OBJECT=path` profiles another build's eBPF object).
+//! --nocapture` (`PIER_PROG_RUNS=N` runs per path and round, default 20 000).
 mod dataplane_util;
 
 use dataplane_util::*;
@@ -19,8 +18,6 @@ const TC_ACT_REDIRECT: u32 = 7;
 const OUTSIDE: [u8; 4] = [198, 18, 0, 2];
 const HOST: [u8; 4] = [198, 18, 0, 1];
 const C1: [u8; 4] = [10, 107, 0, 2];
-/// A container of a network without masquerade (routed flows).
-const C2: [u8; 4] = [10, 108, 0, 2];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
@@ -67,30 +64,13 @@ fn run_time_per_packet_of_each_path() {
     let mut w = World::new(false);
     let net = w.network(1, "10.107.0.0/24");
     let c1 = w.container("c1", &net, "10.107.0.2");
-    let mut routed = w.network(2, "10.108.0.0/24");
-    routed.masquerade = false;
-    w.networks[1].masquerade = false;
-    let c2 = w.container("c2", &routed, "10.108.0.2");
     let desired = w.desired(vec![tcp(8081, c1.ip, 8080), udp(8083, c1.ip, 9090)]);
     let cfg = w.config();
-    // Another object to profile (`PIER_PROG_COST_OBJECT=path`: an older
-    // build's, for a before/after with the same harness).
-    let object = std::env::var_os("PIER_PROG_COST_OBJECT")
-        .map(|p| std::fs::read(&p).unwrap_or_else(|e| panic!("{p:?}: {e}")));
     TestHost::in_netns(&w.host.host_ns.clone(), || {
         let mut dp = EbpfDataplane::new(cfg);
-        if let Some(o) = object {
-            dp = dp.with_object(o);
-        }
         dp.start().expect("start");
         dp.sync(&desired).expect("sync");
         let vc1 = nix::net::if_::if_nametoindex("vc1").unwrap();
-        let vc2 = nix::net::if_::if_nametoindex("vc2").unwrap();
-        let with_mac2 = |f: Vec<u8>| {
-            let mut f = f;
-            f[6..12].copy_from_slice(&c2.mac);
-            f
-        };
         let up = programs::UPLINK_IN;
         let veth = programs::VETH_IN;
         let with_mac = |f: Vec<u8>| {
@@ -114,11 +94,6 @@ fn run_time_per_packet_of_each_path() {
             let (v, _) = dp.test_run_ns(prog, f, *ifindex, 1).unwrap();
             assert_eq!(v, TC_ACT_REDIRECT, "{prog}: opening frame");
         }
-        // A routed flow (recorded, not translated): its SYN is routed by
-        // the host stack.
-        let syn = with_mac2(frame(6, C2, OUTSIDE, 40001, 7000, SYN));
-        let (v, _) = dp.test_run_ns(veth, &syn, vc2, 1).unwrap();
-        assert_eq!(v, TC_ACT_OK, "routed SYN");
         let paths: Vec<(&str, &str, u32, Vec<u8>, u32)> = vec![
             (
                 "nothing (unknown ethertype)",
@@ -173,20 +148,6 @@ fn run_time_per_packet_of_each_path() {
                 frame(6, OUTSIDE, HOST, 7000, 40000, ACK),
                 TC_ACT_REDIRECT,
             ),
-            (
-                "veth: routed TCP (no masquerade), established",
-                veth,
-                vc2,
-                with_mac2(frame(6, C2, OUTSIDE, 40001, 7000, ACK)),
-                TC_ACT_OK,
-            ),
-            (
-                "uplink: routed TCP reply, established",
-                up,
-                0,
-                frame(6, OUTSIDE, C2, 7000, 40001, ACK),
-                TC_ACT_REDIRECT,
-            ),
         ];
         // Rounds, interleaved: the spread between them is the noise (other
         // work on the machine); the lowest median is the figure.
@@ -211,129 +172,6 @@ fn run_time_per_packet_of_each_path() {
                 med.join(" / "),
                 b.saturating_sub(base)
             );
-        }
-        dp.remove_all().unwrap();
-    });
-}
-
-/// Where the nanoseconds of those paths go: what one primitive costs —
-/// each kind of map lookup the programs make (on an entry present), the
-/// clock, checksum and random helpers — from `pier_prof`, which runs the
-/// one a frame names `PROF_REPS` times (less the same frame naming none,
-/// divided by the repetitions). A profile, not a check: `cargo test -p
-/// pier-tests --test dataplane_prog_cost -- --ignored --nocapture primitive`.
-#[test]
-#[ignore]
-fn run_time_of_each_primitive() {
-    use pier_common::config::{PROF_OPS, PROF_REPS};
-    require_root!();
-    let runs: usize = std::env::var("PIER_PROG_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
-    let mut w = World::new(false);
-    let net = w.network(1, "10.109.0.0/24");
-    let c1 = w.container("c1", &net, "10.109.0.2");
-    const C: [u8; 4] = [10, 109, 0, 2];
-    let desired = w.desired(vec![tcp(8081, c1.ip, 8080)]);
-    let cfg = w.config();
-    TestHost::in_netns(&w.host.host_ns.clone(), || {
-        let mut dp = EbpfDataplane::new(cfg);
-        dp.start().expect("start");
-        dp.sync(&desired).expect("sync");
-        let vc1 = nix::net::if_::if_nametoindex("vc1").unwrap();
-        let with_mac = |f: Vec<u8>| {
-            let mut f = f;
-            f[6..12].copy_from_slice(&c1.mac);
-            f
-        };
-        // The entries looked up: a published connection's (PIER_CT) and a
-        // masqueraded flow's (PIER_SNAT_*), made by their first packets.
-        let open = [
-            (
-                programs::UPLINK_IN,
-                0,
-                frame(6, OUTSIDE, HOST, 5555, 8081, SYN),
-            ),
-            (
-                programs::VETH_IN,
-                vc1,
-                with_mac(frame(6, C, OUTSIDE, 40000, 7000, SYN)),
-            ),
-        ];
-        for (prog, ifindex, f) in &open {
-            let (v, _) = dp.test_run_ns(prog, f, *ifindex, 1).unwrap();
-            assert_eq!(v, TC_ACT_REDIRECT, "{prog}: opening frame");
-        }
-        let flow = |s: [u8; 4], d: [u8; 4], sp: u16, dp: u16| {
-            let mut k = Vec::new();
-            k.extend_from_slice(&s);
-            k.extend_from_slice(&d);
-            k.extend_from_slice(&sp.to_be_bytes());
-            k.extend_from_slice(&dp.to_be_bytes());
-            k.extend_from_slice(&[6, 0, 0, 0]);
-            k
-        };
-        let port_key = {
-            let mut k = vec![0, 0, 0, 0];
-            k.extend_from_slice(&8081u16.to_be_bytes());
-            k.extend_from_slice(&[6, 0]);
-            k.resize(16, 0);
-            k
-        };
-        let index = {
-            let mut k = vc1.to_ne_bytes().to_vec();
-            k.resize(16, 0);
-            k
-        };
-        let addr = {
-            let mut k = C.to_vec();
-            k.resize(16, 0);
-            k
-        };
-        let key_of = |op: u8| match op {
-            1 | 4 => port_key.clone(),
-            2 => flow(C, OUTSIDE, 8080, 5555),
-            3 => flow(C, OUTSIDE, 40000, 7000),
-            13 => flow(OUTSIDE, HOST, 7000, 40000),
-            5 | 12 => addr.clone(),
-            6 | 7 | 14 | 15 => index.clone(),
-            _ => vec![0; 16],
-        };
-        let prof_frame = |op: u8| {
-            if op == 0x45 {
-                // A whole TCP frame (its version byte names the parse).
-                return frame(6, OUTSIDE, HOST, 5555, 8081, ACK);
-            }
-            let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x88, 0xb5];
-            f.extend_from_slice(&[op, 0]);
-            f.extend_from_slice(&key_of(op));
-            f.resize(96, 0);
-            f
-        };
-        let ops: Vec<(u8, &str)> = std::iter::once((0, "nothing (the harness and loop)"))
-            .chain(PROF_OPS.iter().copied())
-            .collect();
-        const ROUNDS: usize = 5;
-        let mut res: Vec<Vec<u64>> = vec![Vec::new(); ops.len()];
-        for _ in 0..ROUNDS {
-            for (i, (op, name)) in ops.iter().enumerate() {
-                let (v, ns) = dp
-                    .test_run_ns(programs::PROF, &prof_frame(*op), 0, runs)
-                    .unwrap();
-                let want = if *op == 0 { 0 } else { PROF_REPS };
-                assert_eq!(v, want, "{name}: found its entry each time");
-                res[i].push(stats(ns).0);
-            }
-        }
-        let best = |r: &[u64]| r.iter().copied().min().unwrap_or(0);
-        let base = best(&res[0]);
-        println!("| primitive | median ns of {PROF_REPS} per round | ns each, net |");
-        println!("| --- | --- | --- |");
-        for (i, (_, name)) in ops.iter().enumerate() {
-            let med: Vec<String> = res[i].iter().map(|r| r.to_string()).collect();
-            let each = best(&res[i]).saturating_sub(base) as f64 / PROF_REPS as f64;
-            println!("| {name} | {} | {each:.1} |", med.join(" / "));
         }
         dp.remove_all().unwrap();
     });

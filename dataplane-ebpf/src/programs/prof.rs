@@ -1,6 +1,6 @@
 //! `pier_prof`: what one primitive of the TC programs costs — a map lookup
 //! of each kind they use, a clock or checksum helper — for the run-time
-//! profile of issue 15 (`dataplane_prog_cost`). Never attached: run with
+//! profile of issue 15 (`dataplane_prim_cost`). Never attached: run with
 //! `BPF_PROG_TEST_RUN` on a frame whose byte 14 (after the Ethernet header)
 //! names the primitive ([`pier_common::config::PROF_OPS`]) and whose bytes
 //! 16.. hold the key; it runs the primitive `PROF_REPS` times and returns
