@@ -59,11 +59,23 @@ pub const VETHS: &str = "PIER_VETHS";
 /// ([`crate::ct::FlowKey`] → [`crate::ct::CtVal`]). LRU, pinned.
 pub const CT: &str = "PIER_CT";
 pub const CT_LEN: u32 = 65536;
-/// Masquerade, outbound: container flow → allocated (address, port). LRU, pinned.
+/// Masquerade, outbound: container flow → allocated (address, port). A plain
+/// hash, not LRU ([`SNAT_FLAGS`]), pinned: an LRU evicts live flows'
+/// entries before it is full; this one refuses a new flow when full
+/// (`DropReason::NatExhausted`, counted) and the agent's conntrack gc
+/// retires expired and closed flows.
 pub const SNAT_FWD: &str = "PIER_SNAT_FWD";
-/// Masquerade, inbound: reply flow → container (address, port). LRU, pinned.
+/// Masquerade, inbound: reply flow → container (address, port). Hash as
+/// [`SNAT_FWD`], pinned.
 pub const SNAT_REV: &str = "PIER_SNAT_REV";
-pub const SNAT_LEN: u32 = 65536;
+/// Entries of each `PIER_SNAT_*` map (IPv6 too): room for every port of the
+/// pool towards one peer (64 512) twice over, so closing flows awaiting gc
+/// do not crowd out live ones.
+pub const SNAT_LEN: u32 = 131072;
+/// Map flags of the `PIER_SNAT_*` maps: `BPF_F_NO_PREALLOC` (memory for the
+/// entries present only; a freed entry is reused after an RCU grace period,
+/// never under a reader's pointer).
+pub const SNAT_FLAGS: u32 = 1;
 /// Socket-hook translations: [`crate::nat::SockKey`] → [`crate::nat::SockVal`]. LRU, pinned.
 pub const SOCK_NAT: &str = "PIER_SOCK_NAT";
 pub const SOCK_NAT_LEN: u32 = 65536;
@@ -86,9 +98,11 @@ pub const UPLINK6: &str = "PIER_UPLINK6";
 /// IPv6 published-connection tracking, keyed by the reply direction
 /// ([`crate::nat6::FlowKey6`] → [`crate::nat6::CtVal6`]). LRU, pinned.
 pub const CT6: &str = "PIER_CT6";
-/// IPv6 masquerade, outbound: container flow → [`crate::nat6::NatVal6`]. LRU, pinned.
+/// IPv6 masquerade, outbound: container flow → [`crate::nat6::NatVal6`].
+/// Hash as [`SNAT_FWD`] ([`SNAT_LEN`], [`SNAT_FLAGS`]), pinned.
 pub const SNAT_FWD6: &str = "PIER_SNAT_FWD6";
-/// IPv6 masquerade, inbound: reply flow → container (address, port). LRU, pinned.
+/// IPv6 masquerade, inbound: reply flow → container (address, port). Hash
+/// as [`SNAT_FWD`], pinned.
 pub const SNAT_REV6: &str = "PIER_SNAT_REV6";
 /// IPv6 socket-hook translations: [`crate::nat6::SockKey6`] → [`crate::nat6::SockVal6`]. LRU, pinned.
 pub const SOCK_NAT6: &str = "PIER_SOCK_NAT6";

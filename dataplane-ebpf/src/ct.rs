@@ -73,8 +73,11 @@ pub fn next_flags_of(flags: u32, proto: u8, tcp_flags: u8, reply: bool) -> u32 {
         return flags;
     }
     let f = tcp_flags;
-    if f & TCP_SYN != 0 && f & TCP_RST == 0 && !reply {
-        // A new connection on a reused tuple starts afresh.
+    if f & TCP_SYN != 0 && f & TCP_RST == 0 {
+        // A new connection on a reused tuple starts afresh, in both
+        // directions' entries (its SYN resets the originator's, its SYN-ACK
+        // the other: a masquerade pair's reverse half keeping a closed
+        // connection's flags would have the gc retire the new one early).
         return 0;
     }
     let mut flags = flags;

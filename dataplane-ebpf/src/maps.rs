@@ -73,10 +73,10 @@ pub static UPLINKS6: HashMap<u32, UplinkVal6> = HashMap::with_max_entries(UPLINK
 pub static CT: LruHashMap<FlowKey, CtVal> = LruHashMap::with_max_entries(CT_LEN, 0);
 
 #[map(name = "PIER_SNAT_FWD")]
-pub static SNAT_FWD: LruHashMap<FlowKey, NatVal> = LruHashMap::with_max_entries(SNAT_LEN, 0);
+pub static SNAT_FWD: HashMap<FlowKey, NatVal> = HashMap::with_max_entries(SNAT_LEN, SNAT_FLAGS);
 
 #[map(name = "PIER_SNAT_REV")]
-pub static SNAT_REV: LruHashMap<FlowKey, NatVal> = LruHashMap::with_max_entries(SNAT_LEN, 0);
+pub static SNAT_REV: HashMap<FlowKey, NatVal> = HashMap::with_max_entries(SNAT_LEN, SNAT_FLAGS);
 
 #[map(name = "PIER_SOCK_NAT")]
 pub static SOCK_NAT: LruHashMap<SockKey, SockVal> = LruHashMap::with_max_entries(SOCK_NAT_LEN, 0);
@@ -114,10 +114,10 @@ pub static UPLINK6: Array<UplinkVal6> = Array::with_max_entries(1, 0);
 pub static CT6: LruHashMap<FlowKey6, CtVal6> = LruHashMap::with_max_entries(CT_LEN, 0);
 
 #[map(name = "PIER_SNAT_FWD6")]
-pub static SNAT_FWD6: LruHashMap<FlowKey6, NatVal6> = LruHashMap::with_max_entries(SNAT_LEN, 0);
+pub static SNAT_FWD6: HashMap<FlowKey6, NatVal6> = HashMap::with_max_entries(SNAT_LEN, SNAT_FLAGS);
 
 #[map(name = "PIER_SNAT_REV6")]
-pub static SNAT_REV6: LruHashMap<FlowKey6, NatVal6> = LruHashMap::with_max_entries(SNAT_LEN, 0);
+pub static SNAT_REV6: HashMap<FlowKey6, NatVal6> = HashMap::with_max_entries(SNAT_LEN, SNAT_FLAGS);
 
 #[map(name = "PIER_SOCK_NAT6")]
 pub static SOCK_NAT6: LruHashMap<SockKey6, SockVal6> =

@@ -5,7 +5,8 @@
 //! between the test's namespaces (published ports from outside with the
 //! client's address kept, TCP and UDP; masquerade of TCP, UDP and ping6 from
 //! two containers with the same source port; a network without masquerade
-//! routed). Later fragments follow their first (by test run, and 4000-byte
+//! routed; a full masquerade table refusing new flows, counted, keeping the
+//! live ones). Later fragments follow their first (by test run, and 4000-byte
 //! datagrams over 1280-MTU links both ways, byte-exact, as ip6tables NAT
 //! does too).
 mod dataplane_util;
@@ -760,6 +761,80 @@ fn ipv6_datagrams_larger_than_the_mtu_arrive_whole_through_nat() {
             drops(&dp, DropReason::FragNoFirst) == 0 && drops(&dp, DropReason::NotPublished) == 0,
             "no fragment dropped"
         );
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
+
+/// The IPv6 twin of `dataplane_masquerade`'s full-table case: a full
+/// `PIER_SNAT_*6` table (a plain hash) refuses new flows, each packet a
+/// counted `NatExhausted` drop, keeps the live ones, and takes new flows
+/// again once the gc retired the expired. (A table of 8.)
+#[test]
+fn a_full_ipv6_masquerade_table_drops_new_flows_counted_and_keeps_the_live_ones() {
+    use pier_agent::dataplane::ebpf::CtTimeouts;
+    use std::time::Duration;
+    pier_tests::require_root!();
+    const LEN: u16 = 8;
+    let mut w = World::new(false);
+    let n = w.network(1, "10.113.0.0/24");
+    let s6 = w.ipv6(1, "fd00:113::/64");
+    let c1 = w.container("c1", &n, "10.113.0.2");
+    w.ip6("vc1", "fd00:113::2", s6, true);
+    uplink6(&w);
+    let out = w.host.outside_ns.clone();
+    for ns in [&c1.ns, &out] {
+        wait_dad(ns);
+    }
+    let desired = w.desired(vec![]);
+    let cfg = w.config();
+    let timeouts = CtTimeouts {
+        udp: Duration::from_secs(2),
+        ..CtTimeouts::default()
+    };
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg)
+            .with_ct_timeouts(timeouts)
+            .with_snat_len(LEN.into());
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        let exhausted = |dp: &EbpfDataplane| {
+            dp.drop_counts()
+                .unwrap()
+                .iter()
+                .find(|(r, _)| *r == DropReason::NatExhausted)
+                .map_or(0, |(_, c)| c.packets)
+        };
+        let server = format!("[{OUTSIDE6}]:7003");
+        let u = udp_server_on(&out, "::", 7003, 2 * LEN as usize + 1);
+        let ask = |port: u16| udp_ask(&c1.ns, Some(&format!("[::]:{port}")), &server, "x");
+        for i in 0..LEN {
+            ask(41000 + i).unwrap_or_else(|e| panic!("flow {i} of {LEN}: {e}"));
+        }
+        let counts = dp.ct_counts().unwrap();
+        assert_eq!(
+            (counts.snat_fwd6, counts.snat_rev6),
+            (LEN.into(), LEN.into())
+        );
+        let before = exhausted(&dp);
+        assert!(
+            ask(42000).is_err() && ask(42001).is_err(),
+            "a ninth flow got through"
+        );
+        assert_eq!(exhausted(&dp) - before, 2);
+        for i in 0..LEN {
+            ask(41000 + i).unwrap_or_else(|e| panic!("live flow {i} after the refusals: {e}"));
+        }
+        let counts = dp.ct_counts().unwrap();
+        assert_eq!(
+            (counts.snat_fwd6, counts.snat_rev6),
+            (LEN.into(), LEN.into())
+        );
+        std::thread::sleep(Duration::from_millis(2500));
+        let counts = dp.gc_conntrack().unwrap();
+        assert_eq!((counts.snat_fwd6, counts.snat_rev6), (0, 0), "{counts:?}");
+        ask(42000).expect("a new flow once the gc made room");
+        assert_eq!(u.join().unwrap().len(), 2 * LEN as usize + 1);
         dp.remove_all().unwrap();
     });
     w.assert_firewalls_untouched();

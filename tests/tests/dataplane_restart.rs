@@ -185,7 +185,8 @@ fn a_new_dataplane_on_the_same_pins_takes_over_without_cutting_connections() {
 }
 
 /// A pinned map of another layout (what an older pier left: a smaller
-/// conntrack value, a smaller endpoint value) is made afresh at start,
+/// conntrack value, a smaller endpoint value, an LRU masquerade table) is
+/// made afresh at start,
 /// while pins of the same layout are taken over as they are (same map).
 #[test]
 fn pins_of_another_layout_are_made_afresh_and_the_others_kept() {
@@ -206,10 +207,14 @@ fn pins_of_another_layout_are_made_afresh_and_the_others_kept() {
         drop(dp);
         let id = |n: &str| MapInfo::from_pin(dir.join(n)).expect(n).id();
         let ports = id(names::PORTS);
-        // What an older layout pinned: 32-byte conntrack values, 20-byte endpoints.
-        for (name, kind, key, value) in [
-            (names::CT, "lru_hash", 16, 32),
-            (names::ENDPOINTS, "hash", 4, 20),
+        // What an older layout pinned: 32-byte conntrack values, 20-byte
+        // endpoints, and an LRU masquerade table of today's key, value and
+        // size (only its type differs).
+        let snat = names::SNAT_LEN.to_string();
+        for (name, kind, key, value, entries) in [
+            (names::CT, "lru_hash", 16, 32, "16"),
+            (names::ENDPOINTS, "hash", 4, 20, "16"),
+            (names::SNAT_FWD, "lru_hash", 16, 24, snat.as_str()),
         ] {
             let pin = dir.join(name);
             std::fs::remove_file(&pin).unwrap();
@@ -217,12 +222,13 @@ fn pins_of_another_layout_are_made_afresh_and_the_others_kept() {
                 .args(["map", "create"])
                 .arg(&pin)
                 .args(["type", kind, "key", &key.to_string(), "value"])
-                .args([&value.to_string(), "entries", "16", "name", name])
+                .args([&value.to_string(), "entries", entries, "name", name])
                 .status()
                 .expect("bpftool");
             assert!(st.success(), "bpftool map create {name}");
         }
         let old_ct = id(names::CT);
+        let old_snat = id(names::SNAT_FWD);
         let mut dp = EbpfDataplane::new(cfg);
         dp.start().expect("start over pins of another layout");
         dp.sync(&desired).expect("sync");
@@ -234,6 +240,10 @@ fn pins_of_another_layout_are_made_afresh_and_the_others_kept() {
             ep.value_size() as usize,
             std::mem::size_of::<EndpointVal4>()
         );
+        let fwd = MapInfo::from_pin(dir.join(names::SNAT_FWD)).unwrap();
+        assert_ne!(fwd.id(), old_snat, "PIER_SNAT_FWD made afresh");
+        assert_eq!(fwd.map_type().unwrap(), aya::maps::MapType::Hash);
+        assert_eq!(fwd.map_flags(), names::SNAT_FLAGS);
         assert_eq!(id(names::PORTS), ports, "PIER_PORTS kept");
         // And the port is served through the new maps.
         let s = tcp_server(&c1.ns, 8080, 1);

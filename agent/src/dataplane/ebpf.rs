@@ -15,11 +15,13 @@ use aya::{
 };
 use pier_common::{
     config::{self, GLOBAL_HOST_NETNS_COOKIE},
+    ct::FlowKey,
     drop::DropReason,
     endpoint::EndpointVal,
     maps as names,
     metrics::Counter,
-    nat::{PortKey, PortVal},
+    nat::{NatVal, PortKey, PortVal},
+    nat6::{FlowKey6, NatVal6},
 };
 
 pub use super::maps::{
@@ -40,12 +42,17 @@ fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> DataplaneErro
 }
 
 /// Remove the pins under `dir` whose map is not the one `object` defines
-/// (key or value size, or size of the table, differ: an older pier's
-/// layout), so the load makes them afresh instead of handing the programs
-/// maps they would misread. Their entries are lost (conntrack of a layout
-/// change: established connections through it are cut once); pins of the
-/// same layout are kept, entries and all. Returns the names removed.
-pub fn drop_stale_pins(object: &[u8], dir: &Path) -> Result<Vec<String>, DataplaneError> {
+/// (type, flags, key or value size, or size of the table — as `sizes`
+/// overrides it — differ: an older pier's layout, e.g. the LRU `PIER_SNAT_*`
+/// maps of before), so the load makes them afresh instead of handing the
+/// programs maps they would misread. Their entries are lost (conntrack of a
+/// layout change: established connections through it are cut once); pins
+/// of the same layout are kept, entries and all. Returns the names removed.
+pub fn drop_stale_pins(
+    object: &[u8],
+    dir: &Path,
+    sizes: &BTreeMap<&str, u32>,
+) -> Result<Vec<String>, DataplaneError> {
     let obj = aya_obj::Object::parse(object).map_err(|e| err("parsing the eBPF object", e))?;
     let mut removed = Vec::new();
     for name in names::PINNED {
@@ -61,18 +68,24 @@ pub fn drop_stale_pins(object: &[u8], dir: &Path) -> Result<Vec<String>, Datapla
             }
             continue;
         };
-        let same = info.key_size() == def.key_size()
+        let entries = sizes.get(name).copied().unwrap_or(def.max_entries());
+        let map_type = info.map_type().map_or(u32::MAX, |t| t as u32);
+        let same = map_type == def.map_type()
+            && info.map_flags() == def.map_flags()
+            && info.key_size() == def.key_size()
             && info.value_size() == def.value_size()
-            && info.max_entries() == def.max_entries();
+            && info.max_entries() == entries;
         if !same {
             tracing::warn!(
-                "pinned map {name} has another layout (key {} value {} entries {}, now {} {} {}): made afresh",
+                "pinned map {name} has another layout (type {map_type} flags {:#x} key {} value {} entries {}, now {} {:#x} {} {} {entries}): made afresh",
+                info.map_flags(),
                 info.key_size(),
                 info.value_size(),
                 info.max_entries(),
+                def.map_type(),
+                def.map_flags(),
                 def.key_size(),
                 def.value_size(),
-                def.max_entries()
             );
             std::fs::remove_file(&path).map_err(|e| err(path.display(), e))?;
             removed.push(name.to_string());
@@ -169,6 +182,9 @@ pub struct EbpfDataplane {
     monitor_bytes: u32,
     /// Interfaces with a `PIER_IF_STATS` entry (veths and uplinks), by name.
     if_names: BTreeMap<String, u32>,
+    /// Entries of each `PIER_SNAT_*` map ([`names::SNAT_LEN`]; tests fill a
+    /// smaller one).
+    snat_len: u32,
 }
 
 impl EbpfDataplane {
@@ -186,7 +202,28 @@ impl EbpfDataplane {
             monitor: None,
             monitor_bytes: names::EVENTS_BYTES,
             if_names: BTreeMap::new(),
+            snat_len: names::SNAT_LEN,
         }
+    }
+
+    /// Make the `PIER_SNAT_*` maps (both families) `entries` long (before
+    /// `start`; tests that fill them).
+    pub fn with_snat_len(mut self, entries: u32) -> Self {
+        self.snat_len = entries;
+        self
+    }
+
+    /// The maps whose size is not the object's, with their size.
+    fn map_sizes(&self) -> BTreeMap<&'static str, u32> {
+        [
+            names::SNAT_FWD,
+            names::SNAT_REV,
+            names::SNAT_FWD6,
+            names::SNAT_REV6,
+        ]
+        .into_iter()
+        .map(|n| (n, self.snat_len))
+        .collect()
     }
 
     /// The monitor's ring buffer size in bytes (a power of two, at least a
@@ -464,6 +501,16 @@ impl EbpfDataplane {
     }
 
     /// `PIER_PORTS` as the kernel holds it.
+    /// Every IPv4 masquerade entry: `(PIER_SNAT_FWD, PIER_SNAT_REV)`.
+    pub fn snat_entries(&self) -> Result<maps::SnatEntries<FlowKey, NatVal>, DataplaneError> {
+        maps::snat_entries(self.bpf_ref()?, names::SNAT_FWD, names::SNAT_REV)
+    }
+
+    /// Every IPv6 masquerade entry: `(PIER_SNAT_FWD6, PIER_SNAT_REV6)`.
+    pub fn snat6_entries(&self) -> Result<maps::SnatEntries<FlowKey6, NatVal6>, DataplaneError> {
+        maps::snat_entries(self.bpf_ref()?, names::SNAT_FWD6, names::SNAT_REV6)
+    }
+
     pub fn port_entries(&self) -> Result<Vec<(PortKey, PortVal)>, DataplaneError> {
         maps::ports(self.bpf_ref()?)
     }
@@ -527,8 +574,12 @@ impl EbpfDataplane {
             ns(t.icmp),
         );
         let object = aligned(self.object.as_deref().unwrap_or(EBPF_OBJECT));
-        drop_stale_pins(&object, &self.cfg.bpffs_dir)?;
+        let sizes = self.map_sizes();
+        drop_stale_pins(&object, &self.cfg.bpffs_dir, &sizes)?;
         let mut loader = EbpfLoader::new();
+        for (name, n) in &sizes {
+            loader.map_max_entries(name, *n);
+        }
         // Pinned explicitly, by name, under this agent's directory only: a
         // plain `Ebpf::load` of the object (tests, benchmarks) pins nothing.
         let pins: Vec<(&str, PathBuf)> = names::PINNED
@@ -1103,5 +1154,22 @@ mod tests {
         assert_eq!(t.veth_vals[&12].network_id, 1);
         assert_eq!(t.veth_vals[&13].network_id, 2);
         assert_eq!(t.veth_vals[&13].bridge_mac, [2, 0, 0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn a_masquerade_pair_lives_while_a_half_does_unless_its_connection_closed() {
+        use pier_common::ct::{CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_RST};
+        let exp = maps::pair_expires;
+        // Open: the newest half (a one-way flow refreshes one only).
+        assert_eq!(exp((0, 10), Some((0, 50))), 50);
+        assert_eq!(exp((0, 10), None), 10);
+        // Half closed: still open.
+        assert_eq!(exp((CT_F_FIN_ORIG, 10), Some((0, 50))), 50);
+        // Closed (a FIN each way, or a reset from either side): the halves
+        // that saw the close, not the established lifetime of the other.
+        assert_eq!(exp((CT_F_FIN_ORIG, 10), Some((CT_F_FIN_REPLY, 12))), 12);
+        assert_eq!(exp((CT_F_RST, 10), Some((0, 99))), 10);
+        assert_eq!(exp((0, 99), Some((CT_F_RST, 10))), 10);
+        assert_eq!(exp((CT_F_RST, 10), None), 10);
     }
 }

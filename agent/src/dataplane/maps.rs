@@ -14,7 +14,7 @@ use aya::{
     },
 };
 use pier_common::{
-    ct::{CtVal, FlowKey},
+    ct::{CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_RST, CtVal, FlowKey},
     drop::DropReason,
     endpoint::{
         Addr6, EP_F_BACKEND, EndpointVal, EndpointVal4, NET_F_INTERNAL, NET_F_MASQUERADE,
@@ -805,6 +805,8 @@ trait Flows {
     const REV: &'static str;
     fn ct_expires(v: &Self::Ct) -> u64;
     fn nat_expires(v: &Self::Nat) -> u64;
+    /// `CT_F_*` of a masquerade entry.
+    fn nat_flags(v: &Self::Nat) -> u32;
     /// The reverse entry's key of forward entry `(k, v)`.
     fn reply_key(k: &Self::Key, v: &Self::Nat) -> Self::Key;
     fn tuple(k: &Self::Key) -> Self::Tuple;
@@ -826,6 +828,9 @@ impl Flows for V4 {
     }
     fn nat_expires(v: &NatVal) -> u64 {
         v.expires_ns
+    }
+    fn nat_flags(v: &NatVal) -> u32 {
+        v.flags
     }
     fn reply_key(k: &FlowKey, v: &NatVal) -> FlowKey {
         FlowKey {
@@ -856,6 +861,9 @@ impl Flows for V6 {
     fn nat_expires(v: &NatVal6) -> u64 {
         v.expires_ns
     }
+    fn nat_flags(v: &NatVal6) -> u32 {
+        v.flags
+    }
     fn reply_key(k: &FlowKey6, v: &NatVal6) -> FlowKey6 {
         FlowKey6 {
             saddr: k.daddr,
@@ -871,9 +879,29 @@ impl Flows for V6 {
     }
 }
 
+/// When a masquerade pair (forward half, reverse half if any: `(CT_F_*
+/// flags, expiry)` each) may go. An open flow's pair lives while either
+/// half does (a one-way flow refreshes one only). A closed TCP connection —
+/// a reset, or a FIN each way, seen by either half — goes when the halves
+/// that saw the close expired (their closing lifetime): the other half
+/// keeps the established lifetime of its last packet, and with plain hash
+/// maps nothing else would ever retire it.
+pub fn pair_expires(fwd: (u32, u64), rev: Option<(u32, u64)>) -> u64 {
+    let halves = [Some(fwd), rev];
+    let halves = halves.iter().flatten();
+    let flags = halves.clone().fold(0, |f, h| f | h.0);
+    let closed = flags & CT_F_RST != 0
+        || flags & (CT_F_FIN_ORIG | CT_F_FIN_REPLY) == CT_F_FIN_ORIG | CT_F_FIN_REPLY;
+    halves
+        .filter(|h| !closed || h.0 != 0)
+        .map(|h| h.1)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Remove conntrack and NAT entries whose lifetime ended before `now`
-/// (CLOCK_MONOTONIC ns), both families. A masquerade pair goes when both
-/// halves expired.
+/// (CLOCK_MONOTONIC ns), both families. A masquerade pair goes as
+/// [`pair_expires`] says.
 pub fn gc(bpf: &mut Ebpf, now: u64) -> Result<(), DataplaneError> {
     gc_family::<V4>(bpf, now)?;
     gc_family::<V6>(bpf, now)
@@ -907,9 +935,8 @@ fn gc_family<F: Flows>(bpf: &mut Ebpf, now: u64) -> Result<(), DataplaneError> {
     for (k, v) in fwd_entries {
         let rkey = F::reply_key(&k, &v);
         let r = rev.get(&rkey, 0).ok();
-        let mine = F::nat_expires(&v);
-        let newest = r.map_or(mine, |r| F::nat_expires(&r).max(mine));
-        if newest < now {
+        let half = |v: &F::Nat| (F::nat_flags(v), F::nat_expires(v));
+        if pair_expires(half(&v), r.as_ref().map(half)) < now {
             let _ = fwd.remove(&k);
             let _ = rev.remove(&rkey);
         } else {
@@ -949,6 +976,24 @@ pub fn counts(bpf: &Ebpf) -> Result<CtCounts, DataplaneError> {
         snat_rev6: count::<FlowKey6, NatVal6>(bpf, names::SNAT_REV6)?,
         sock_nat6: count::<SockKey6, SockVal6>(bpf, names::SOCK_NAT6)?,
     })
+}
+
+/// A family's masquerade entries: `(forward, reverse)`.
+pub type SnatEntries<K, V> = (Vec<(K, V)>, Vec<(K, V)>);
+
+/// Every entry of the masquerade maps `fwd` and `rev` (tests, inspection).
+pub fn snat_entries<K: Pod, V: Pod>(
+    bpf: &Ebpf,
+    fwd: &str,
+    rev: &str,
+) -> Result<SnatEntries<K, V>, DataplaneError> {
+    let all = |name| -> Result<Vec<(K, V)>, DataplaneError> {
+        Ok(hash_ro::<K, V>(bpf, name)?
+            .iter()
+            .filter_map(Result::ok)
+            .collect())
+    };
+    Ok((all(fwd)?, all(rev)?))
 }
 
 pub fn ports(bpf: &Ebpf) -> Result<Vec<(PortKey, PortVal)>, DataplaneError> {

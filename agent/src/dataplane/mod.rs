@@ -33,6 +33,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PIER_EBPF_OBJE
 pub mod programs {
     /// TC smoke test: counts packets into `SMOKE_COUNTERS`.
     pub const SMOKE: &str = "pier_smoke";
+    /// TC, never attached: the cost of one primitive (map lookup, helper)
+    /// under `BPF_PROG_TEST_RUN` (`pier_common::config::PROF_OPS`).
+    pub const PROF: &str = "pier_prof";
     /// TC ingress of each uplink: publishing, masquerade replies, exposure.
     pub const UPLINK_IN: &str = "pier_uplink_in";
     /// TC ingress of each container's host-side veth: replies, isolation,

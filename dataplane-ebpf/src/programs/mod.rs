@@ -3,6 +3,7 @@ pub mod connect4;
 pub mod connect6;
 pub mod getpeername4;
 pub mod getpeername6;
+pub mod prof;
 pub mod recvmsg4;
 pub mod recvmsg6;
 pub mod sendmsg4;
