@@ -160,9 +160,13 @@ pub struct EbpfDataplane {
     object: Option<Vec<u8>>,
     /// The ifindex each uplink had when `pier_uplink_in` was attached.
     uplinks: BTreeMap<String, u32>,
-    /// `PIER_POLICY` as the last sync wrote it (the next one writes the
+    /// The map entries as the last sync wrote them (the next one writes the
     /// difference); `None` after start or a failed sync.
-    policy_written: Option<maps::PolicyTable>,
+    written: Option<Tables>,
+    /// The host's interfaces as last read: read whole at start, for a new
+    /// bridge and after the host changed (`host_changed`); a new veth is
+    /// looked up by name alone.
+    ifaces: Option<BTreeMap<String, sys::Iface>>,
     /// The monitor's maps and reader (taken from the object at start).
     monitor: Option<std::sync::Arc<MonitorHub>>,
     /// Size of `PIER_EVENTS` in bytes.
@@ -182,7 +186,8 @@ impl EbpfDataplane {
             timeouts: CtTimeouts::default(),
             object: None,
             uplinks: BTreeMap::new(),
-            policy_written: None,
+            written: None,
+            ifaces: None,
             monitor: None,
             monitor_bytes: names::EVENTS_BYTES,
             if_names: BTreeMap::new(),
@@ -196,10 +201,12 @@ impl EbpfDataplane {
         self
     }
 
-    /// One `PIER_IF_STATS` entry per attached veth and uplink.
+    /// One `PIER_IF_STATS` entry per attached veth and uplink: the map
+    /// compared whole when `full`, else the difference from the last call.
     fn sync_if_stats(
         &mut self,
         ifaces: &BTreeMap<String, sys::Iface>,
+        full: bool,
     ) -> Result<(), DataplaneError> {
         let names: BTreeMap<String, u32> = self
             .veths
@@ -207,10 +214,62 @@ impl EbpfDataplane {
             .chain(self.cfg.uplinks.iter())
             .filter_map(|n| Some((n.clone(), ifaces.get(n)?.ifindex)))
             .collect();
-        let want = names.values().copied().collect();
-        observe::sync_if_stats(self.bpf()?, &want)?;
+        let want: BTreeSet<u32> = names.values().copied().collect();
+        if full {
+            observe::sync_if_stats(self.bpf()?, &want)?;
+        } else {
+            let had: BTreeSet<u32> = self.if_names.values().copied().collect();
+            let new: Vec<u32> = want.difference(&had).copied().collect();
+            let gone: Vec<u32> = had.difference(&want).copied().collect();
+            maps::if_stats_diff(self.bpf()?, &new, &gone)?;
+        }
         self.if_names = names;
         Ok(())
+    }
+
+    /// The interfaces `desired` needs: the cached ones, with each veth not
+    /// in the last applied state looked up by name (one ioctl), and those
+    /// no longer desired dropped (a name made again is looked up again).
+    /// Read whole (`true`) at the first sync and when a bridge is not known
+    /// yet.
+    fn interfaces_for(
+        &mut self,
+        desired: &DesiredState,
+    ) -> Result<(BTreeMap<String, sys::Iface>, bool), DataplaneError> {
+        let Some(mut c) = self
+            .ifaces
+            .take()
+            .filter(|c| desired.networks.iter().all(|n| c.contains_key(&n.bridge)))
+        else {
+            return Ok((sys::interfaces()?, true));
+        };
+        let known: BTreeSet<&str> = self
+            .applied
+            .endpoints
+            .iter()
+            .map(|e| e.host_ifname.as_str())
+            .collect();
+        let want: BTreeSet<&str> = desired
+            .endpoints
+            .iter()
+            .map(|e| e.host_ifname.as_str())
+            .collect();
+        c.retain(|n, _| want.contains(n.as_str()) || !known.contains(n.as_str()));
+        for name in want {
+            if known.contains(name) && c.contains_key(name) {
+                continue;
+            }
+            match nix::net::if_::if_nametoindex(name) {
+                Ok(i) => {
+                    let e = c.entry(name.to_string()).or_default();
+                    e.ifindex = i;
+                }
+                Err(_) => {
+                    c.remove(name);
+                }
+            }
+        }
+        Ok((c, false))
     }
 
     /// Load this ELF object instead of the embedded one (tests).
@@ -506,7 +565,8 @@ impl EbpfDataplane {
     }
 
     fn start_inner(&mut self) -> Result<(), DataplaneError> {
-        self.policy_written = None;
+        self.written = None;
+        self.ifaces = None;
         sys::raise_nofile();
         // A mistyped --uplink is refused before anything is loaded or pinned.
         let present = sys::interfaces()?;
@@ -803,14 +863,18 @@ impl Dataplane for EbpfDataplane {
         {
             sys::set_sysctl("net.ipv6.conf.all.forwarding", "1")?;
         }
-        let ifaces = sys::interfaces()?;
-        let tables = Tables::new(desired, &ifaces)?;
+        let (ifaces, full) = self.interfaces_for(desired)?;
+        let tables = Tables::new(desired, &ifaces);
+        // Cached again whatever happens next (the interfaces are facts of
+        // the host, not of this sync).
+        self.ifaces = Some(ifaces);
+        let tables = tables?;
         let t_tables = t0.elapsed();
         let new = self.reserve_ports(desired)?;
         let mut t_veths = t_tables;
+        let prev = self.written.take();
         let applied = self.sync_veths(&tables.veths).and_then(|()| {
             t_veths = t0.elapsed();
-            let prev = self.policy_written.take();
             maps::write(self.bpf()?, &tables, prev.as_ref())
         });
         if let Err(e) = applied {
@@ -822,19 +886,27 @@ impl Dataplane for EbpfDataplane {
         let want: BTreeSet<PortId> = desired.ports.iter().map(port_id).collect();
         self.reservations.retain(|id, _| want.contains(id));
         self.applied = desired.clone();
-        self.policy_written = Some(tables.policy.clone());
+        self.written = Some(tables);
         let t_maps = t0.elapsed();
-        self.sync_host_with(&ifaces)?;
-        self.sync_if_stats(&ifaces)?;
-        let t_host = t0.elapsed();
-        self.gc_conntrack()?;
+        let ifaces = self.ifaces.take().unwrap_or_default();
+        // The host's own addresses and uplinks only when they were read
+        // (otherwise `host_changed` follows them).
+        let host = if full {
+            self.sync_host_with(&ifaces)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.sync_if_stats(&ifaces, full));
+        self.ifaces = Some(ifaces);
+        host?;
+        // (Expired conntrack entries go on the agent's GC timer, not here.)
         tracing::debug!(
-            "dataplane sync: tables {:?}, veths {:?}, maps {:?}, host {:?}, gc {:?}",
+            "dataplane sync: tables {:?} (interfaces read {}), veths {:?}, maps {:?}, host {:?}",
             t_tables,
+            if full { "whole" } else { "by name" },
             t_veths - t_tables,
             t_maps - t_veths,
-            t_host - t_maps,
-            t0.elapsed() - t_host
+            t0.elapsed() - t_maps,
         );
         Ok(())
     }
@@ -850,7 +922,10 @@ impl Dataplane for EbpfDataplane {
         let ifaces = sys::interfaces()?;
         self.sync_host_with(&ifaces)?;
         self.attach_uplinks(&ifaces)?;
-        self.sync_if_stats(&ifaces)
+        let r = self.sync_if_stats(&ifaces, true);
+        // The next sync works from what was just read.
+        self.ifaces = Some(ifaces);
+        r
     }
 
     fn if_stats(&self) -> Result<Vec<IfCounters>, DataplaneError> {
