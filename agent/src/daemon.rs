@@ -1163,7 +1163,7 @@ impl Daemon {
                 ports_on: None,
                 publish_allow: publish_allow.clone(),
             };
-            txn.state.containers.insert(id.clone(), c);
+            txn.state.containers.insert(id.clone(), c.into());
             let dir = self.cfg.container_dir(&id);
             txn.on_fail(Action::RemoveDir(dir));
             match &mode {

@@ -609,7 +609,7 @@ impl<'a> Runner<'a> {
                     let text =
                         String::from_utf8_lossy(&text[(log_from as usize).min(text.len())..])
                             .into_owned();
-                    if let Some(b) = step_breakdown(&text) {
+                    if let Some(b) = step_breakdown(&text, &["run", "rm"]) {
                         self.note(format!("{}: at {n} containers, {b}", d.as_str()));
                     }
                 }
@@ -938,7 +938,10 @@ fn debug_ms(t: &str) -> Option<f64> {
 /// `change:` lines (apply, dataplane sync, store commit, cleanup+names),
 /// `dataplane sync:` lines (tables, veths, maps, host), `names hook` and
 /// the host re-reads (`host change followed in`). `None`: no such lines.
-pub fn step_breakdown(log: &str) -> Option<String> {
+/// `cycle` names the changes in turn (`["run", "rm"]`: the first change is
+/// a run, the second an rm, ...); a change's lines are those up to its
+/// `change:` line, which the agent logs last.
+pub fn step_breakdown(log: &str, cycle: &[&str]) -> Option<String> {
     const KINDS: [(&str, &str); 4] = [
         ("change: ", "change"),
         ("dataplane sync: ", "dataplane sync"),
@@ -955,6 +958,12 @@ pub fn step_breakdown(log: &str) -> Option<String> {
         else {
             continue;
         };
+        // The change this line belongs to: the changes logged before it.
+        let of = match cycle.len() {
+            0 => String::new(),
+            n => format!("{} ", cycle[count[0] % n]),
+        };
+        let kind = &format!("{of}{kind}");
         count[k] += 1;
         let rest = &line[line.find(marker).unwrap_or(0) + marker.len()..];
         for seg in rest.split(", ") {
@@ -1011,7 +1020,7 @@ mod tests {
 2026-12-06T22:00:01Z DEBUG pier_agent::daemon: names hook 800µs
 unrelated line 5ms
 ";
-        let b = step_breakdown(log).unwrap();
+        let b = step_breakdown(log, &[]).unwrap();
         assert!(b.contains("3 change"), "{b}");
         assert!(b.contains("change: apply 4.00 ms"), "{b}");
         assert!(b.contains("change: store commit 1.50 ms"), "{b}");
@@ -1019,7 +1028,15 @@ unrelated line 5ms
         assert!(b.contains("dataplane sync: veths 0.20 ms"), "{b}");
         assert!(b.contains("names hook 0.80 ms"), "{b}");
         assert!(!b.contains("unrelated"), "{b}");
-        assert_eq!(step_breakdown("nothing here\n"), None);
+        assert_eq!(step_breakdown("nothing here\n", &[]), None);
+        // Changes in turn: run (2 ms, 6 ms: median of two is the upper),
+        // rm (4 ms); the sync line before the first change is the run's,
+        // the names hook after the third change belongs to a fourth (rm).
+        let b = step_breakdown(log, &["run", "rm"]).unwrap();
+        assert!(b.contains("run change: apply 6.00 ms"), "{b}");
+        assert!(b.contains("rm change: apply 4.00 ms"), "{b}");
+        assert!(b.contains("run dataplane sync: maps 3.00 ms"), "{b}");
+        assert!(b.contains("rm names hook 0.80 ms"), "{b}");
         assert_eq!(debug_ms("1.5s"), Some(1500.0));
         assert!(debug_ms("40ns").is_some_and(|v| (v - 4e-5).abs() < 1e-12));
         assert_eq!(debug_ms("12"), None);

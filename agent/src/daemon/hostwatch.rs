@@ -126,6 +126,25 @@ pub fn is_host_change(ty: u16, body: &[u8]) -> bool {
     }
 }
 
+/// The interface a link or address message is about (for the debug log).
+fn describe(ty: u16, body: &[u8]) -> String {
+    match ty {
+        RTM_NEWLINK | RTM_DELLINK => attrs(body, 16)
+            .find(|(t, _)| *t == IFLA_IFNAME)
+            .map(|(_, v)| {
+                String::from_utf8_lossy(v)
+                    .trim_end_matches('\0')
+                    .to_string()
+            })
+            .unwrap_or_default(),
+        RTM_NEWADDR | RTM_DELADDR if body.len() >= 8 => {
+            let index = u32::from_ne_bytes([body[4], body[5], body[6], body[7]]);
+            format!("family {}, ifindex {index}", body[0])
+        }
+        _ => String::new(),
+    }
+}
+
 /// Whether a buffer of rtnetlink messages holds one [`is_host_change`].
 fn has_host_change(mut buf: &[u8]) -> bool {
     while buf.len() >= NLMSG_HDRLEN {
@@ -135,6 +154,10 @@ fn has_host_change(mut buf: &[u8]) -> bool {
             return true;
         }
         if is_host_change(ty, &buf[NLMSG_HDRLEN..len]) {
+            tracing::debug!(
+                "host change: rtnetlink message type {ty} ({})",
+                describe(ty, &buf[NLMSG_HDRLEN..len])
+            );
             return true;
         }
         buf = buf.get(align4(len)..).unwrap_or_default();
@@ -181,6 +204,7 @@ pub fn wait(fd: &OwnedFd, timeout: Option<Duration>) -> io::Result<bool> {
                 Some(libc::EAGAIN) => return Ok(changed),
                 // Messages were lost: the host changed in some way.
                 Some(libc::ENOBUFS) => {
+                    tracing::debug!("host change: rtnetlink messages were lost (ENOBUFS)");
                     changed = true;
                     continue;
                 }

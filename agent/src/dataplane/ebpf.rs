@@ -201,30 +201,46 @@ impl EbpfDataplane {
         self
     }
 
-    /// One `PIER_IF_STATS` entry per attached veth and uplink: the map
-    /// compared whole when `full`, else the difference from the last call.
+    /// One `PIER_IF_STATS` entry per attached veth and uplink: all of them
+    /// read and the map compared whole when `changed` is `None`, else only
+    /// the veths attached and detached since (`changed`) are written.
     fn sync_if_stats(
         &mut self,
         ifaces: &BTreeMap<String, sys::Iface>,
-        full: bool,
+        changed: Option<(&[String], &[String])>,
     ) -> Result<(), DataplaneError> {
-        let names: BTreeMap<String, u32> = self
-            .veths
-            .keys()
-            .chain(self.cfg.uplinks.iter())
-            .filter_map(|n| Some((n.clone(), ifaces.get(n)?.ifindex)))
-            .collect();
-        let want: BTreeSet<u32> = names.values().copied().collect();
-        if full {
+        let Some((added, gone)) = changed else {
+            let names: BTreeMap<String, u32> = self
+                .veths
+                .keys()
+                .chain(self.cfg.uplinks.iter())
+                .filter_map(|n| Some((n.clone(), ifaces.get(n)?.ifindex)))
+                .collect();
+            let want: BTreeSet<u32> = names.values().copied().collect();
             observe::sync_if_stats(self.bpf()?, &want)?;
-        } else {
-            let had: BTreeSet<u32> = self.if_names.values().copied().collect();
-            let new: Vec<u32> = want.difference(&had).copied().collect();
-            let gone: Vec<u32> = had.difference(&want).copied().collect();
-            maps::if_stats_diff(self.bpf()?, &new, &gone)?;
+            self.if_names = names;
+            return Ok(());
+        };
+        let mut new = Vec::new();
+        for n in added {
+            if let Some(i) = ifaces.get(n)
+                && self.if_names.insert(n.clone(), i.ifindex) != Some(i.ifindex)
+            {
+                new.push(i.ifindex);
+            }
         }
-        self.if_names = names;
-        Ok(())
+        let mut old = Vec::new();
+        for n in gone {
+            if self.cfg.uplinks.contains(n) {
+                continue;
+            }
+            if let Some(i) = self.if_names.remove(n) {
+                old.push(i);
+            }
+        }
+        // An ifindex still named (reused by a new veth) keeps its entry.
+        old.retain(|i| !self.if_names.values().any(|v| v == i));
+        maps::if_stats_diff(self.bpf()?, &new, &old)
     }
 
     /// The interfaces `desired` needs: the cached ones, with each veth not
@@ -445,9 +461,14 @@ impl EbpfDataplane {
         Ok(())
     }
 
-    /// Attach `pier_veth_in` to every desired host-side veth; detach the rest.
-    fn sync_veths(&mut self, want: &BTreeSet<String>) -> Result<(), DataplaneError> {
+    /// Attach `pier_veth_in` to every desired host-side veth; detach the
+    /// rest. The names attached and detached.
+    fn sync_veths(
+        &mut self,
+        want: &BTreeSet<String>,
+    ) -> Result<(Vec<String>, Vec<String>), DataplaneError> {
         let dir = self.cfg.bpffs_dir.clone();
+        let mut added = Vec::new();
         for ifname in want {
             if self.veths.contains_key(ifname) {
                 continue;
@@ -456,19 +477,24 @@ impl EbpfDataplane {
             let prog = self.classifier(programs::VETH_IN)?;
             attach::attach_tc_netlink(prog, programs::VETH_IN, ifname, &marker)?;
             self.veths.insert(ifname.to_string(), marker);
+            added.push(ifname.clone());
         }
-        let gone: Vec<String> = self
-            .veths
-            .keys()
-            .filter(|k| !want.contains(*k))
-            .cloned()
-            .collect();
-        for ifname in gone {
-            if let Some(record) = self.veths.remove(&ifname) {
+        let gone: Vec<String> = if self.veths.len() == want.len() {
+            // Every attached one is wanted (all wanted ones are attached).
+            Vec::new()
+        } else {
+            self.veths
+                .keys()
+                .filter(|k| !want.contains(*k))
+                .cloned()
+                .collect()
+        };
+        for ifname in &gone {
+            if let Some(record) = self.veths.remove(ifname) {
                 attach::detach_entry(&record);
             }
         }
-        Ok(())
+        Ok((added, gone))
     }
 
     /// Reserve the desired ports not yet reserved; on failure release what this
@@ -873,7 +899,9 @@ impl Dataplane for EbpfDataplane {
         let new = self.reserve_ports(desired)?;
         let mut t_veths = t_tables;
         let prev = self.written.take();
-        let applied = self.sync_veths(&tables.veths).and_then(|()| {
+        let mut attached = (Vec::new(), Vec::new());
+        let applied = self.sync_veths(&tables.veths).and_then(|a| {
+            attached = a;
             t_veths = t0.elapsed();
             maps::write(self.bpf()?, &tables, prev.as_ref())
         });
@@ -881,6 +909,9 @@ impl Dataplane for EbpfDataplane {
             for id in &new {
                 self.reservations.remove(id);
             }
+            // The next sync reads the host whole (and compares the
+            // statistics map whole: attachments may be half made).
+            self.ifaces = None;
             return Err(e);
         }
         let want: BTreeSet<PortId> = desired.ports.iter().map(port_id).collect();
@@ -896,7 +927,10 @@ impl Dataplane for EbpfDataplane {
         } else {
             Ok(())
         }
-        .and_then(|()| self.sync_if_stats(&ifaces, full));
+        .and_then(|()| {
+            let changed = (!full).then_some((attached.0.as_slice(), attached.1.as_slice()));
+            self.sync_if_stats(&ifaces, changed)
+        });
         self.ifaces = Some(ifaces);
         host?;
         // (Expired conntrack entries go on the agent's GC timer, not here.)
@@ -922,7 +956,7 @@ impl Dataplane for EbpfDataplane {
         let ifaces = sys::interfaces()?;
         self.sync_host_with(&ifaces)?;
         self.attach_uplinks(&ifaces)?;
-        let r = self.sync_if_stats(&ifaces, true);
+        let r = self.sync_if_stats(&ifaces, None);
         // The next sync works from what was just read.
         self.ifaces = Some(ifaces);
         r
