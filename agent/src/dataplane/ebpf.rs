@@ -259,18 +259,21 @@ impl EbpfDataplane {
         else {
             return Ok((sys::interfaces()?, true));
         };
-        let known: BTreeSet<&str> = self
+        // (Hash sets: a thousand veth names share their first letters.)
+        let known: std::collections::HashSet<&str> = self
             .applied
             .endpoints
             .iter()
             .map(|e| e.host_ifname.as_str())
             .collect();
-        let want: BTreeSet<&str> = desired
+        let want: std::collections::HashSet<&str> = desired
             .endpoints
             .iter()
             .map(|e| e.host_ifname.as_str())
             .collect();
-        c.retain(|n, _| want.contains(n.as_str()) || !known.contains(n.as_str()));
+        for gone in known.iter().filter(|n| !want.contains(*n)) {
+            c.remove(*gone);
+        }
         for name in want {
             if known.contains(name) && c.contains_key(name) {
                 continue;
