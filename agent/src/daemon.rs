@@ -70,7 +70,13 @@ pub struct Daemon {
 }
 
 struct Inner {
-    state: State,
+    /// The committed state; shared (not copied) with readers of a whole
+    /// snapshot such as the names hook.
+    state: std::sync::Arc<State>,
+    /// What the dataplane was last synced to (`desired_state(&state)`
+    /// once a sync succeeded): the next change compares with it instead of
+    /// deriving it again.
+    desired: DesiredState,
     store: Store,
     dataplane: Box<dyn Dataplane>,
 }
@@ -341,7 +347,8 @@ impl Daemon {
             topo,
             runner,
             inner: Mutex::new(Inner {
-                state,
+                desired: desired_state(&state),
+                state: std::sync::Arc::new(state),
                 store,
                 dataplane,
             }),
@@ -373,6 +380,11 @@ impl Daemon {
 
     /// A copy of the current state (for reads).
     pub fn snapshot(&self) -> State {
+        State::clone(&self.lock_inner().state)
+    }
+
+    /// The current state, shared: no copy (for whole-state readers).
+    pub fn shared_snapshot(&self) -> std::sync::Arc<State> {
         self.lock_inner().state.clone()
     }
 
@@ -412,7 +424,7 @@ impl Daemon {
         let mut inner = self.lock_inner();
         let mut txn = Txn {
             d: self,
-            state: inner.state.clone(),
+            state: State::clone(&inner.state),
             undo: Vec::new(),
             after: Vec::new(),
         };
@@ -432,7 +444,7 @@ impl Daemon {
                 .is_none_or(|c| st.containers.contains_key(c))
         });
         let desired = desired_state(&txn.state);
-        let synced = desired != desired_state(&inner.state);
+        let synced = desired != inner.desired;
         if synced && let Err(e) = inner.dataplane.sync(&desired) {
             self.run_actions(txn.undo.into_iter().rev(), "rollback");
             return Err(e.into());
@@ -444,14 +456,19 @@ impl Daemon {
         let old = inner.state.clone();
         if let Err(e) = inner.store.commit(&old, &txn.state) {
             self.run_actions(txn.undo.into_iter().rev(), "rollback");
-            let old_desired = desired_state(&old);
-            if let Err(e2) = inner.dataplane.sync(&old_desired) {
-                tracing::error!("restoring the dataplane after a failed commit: {e2}");
+            if synced {
+                let old_desired = inner.desired.clone();
+                if let Err(e2) = inner.dataplane.sync(&old_desired) {
+                    tracing::error!("restoring the dataplane after a failed commit: {e2}");
+                }
             }
             return Err(e);
         }
         let t_commit = t0.elapsed();
-        inner.state = txn.state;
+        if synced {
+            inner.desired = desired;
+        }
+        inner.state = std::sync::Arc::new(txn.state);
         let after = std::mem::take(&mut txn.after);
         let changed_names =
             old.containers != inner.state.containers || old.networks != inner.state.networks;
@@ -515,7 +532,7 @@ impl Daemon {
         if let Some(h) = &self.names_hook {
             let t0 = std::time::Instant::now();
             let _g = self.hook_lock.lock().unwrap_or_else(|e| e.into_inner());
-            h(&self.snapshot());
+            h(&self.shared_snapshot());
             tracing::debug!("names hook {:?}", t0.elapsed());
         }
     }
@@ -1146,7 +1163,7 @@ impl Daemon {
                 ports_on: None,
                 publish_allow: publish_allow.clone(),
             };
-            txn.state.containers.insert(id.clone(), c);
+            txn.state.containers.insert(id.clone(), c.into());
             let dir = self.cfg.container_dir(&id);
             txn.on_fail(Action::RemoveDir(dir));
             match &mode {

@@ -37,6 +37,19 @@ struct Args {
     /// Runs per figure (overrides the plan).
     #[arg(long)]
     runs: Option<usize>,
+    /// Steps of the container axis (containers on the measured network,
+    /// comma separated; overrides the plan), e.g. `1,1000`.
+    #[arg(long, value_delimiter = ',')]
+    container_steps: Vec<usize>,
+    /// Containers created and removed at each container step (overrides
+    /// the plan).
+    #[arg(long)]
+    axis_count: Option<usize>,
+    /// Measure the container axis only (create/remove at each step, new
+    /// connections through the published port, agent memory after the
+    /// last step): minutes instead of the whole bench.
+    #[arg(long)]
+    containers_only: bool,
     /// Write the results into this Markdown file, between its pier-bench
     /// markers (e.g. docs/benchmarks.md), and the chart next to it.
     #[arg(long)]
@@ -53,6 +66,18 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!((1..=50).contains(&r), "--runs must be 1..=50");
         plan.runs = r;
     }
+    if !a.container_steps.is_empty() {
+        anyhow::ensure!(
+            a.container_steps.iter().all(|n| (1..=5000).contains(n)),
+            "--container-steps must be 1..=5000 each"
+        );
+        plan.container_steps = a.container_steps.clone();
+    }
+    if let Some(n) = a.axis_count {
+        anyhow::ensure!((1..=500).contains(&n), "--axis-count must be 1..=500");
+        plan.axis_count = n;
+    }
+    plan.containers_only = a.containers_only;
     if !a.only.is_empty() {
         plan.peers = a
             .only

@@ -70,6 +70,10 @@ pub trait Peer {
     fn pier_bpffs(&self) -> Option<PathBuf> {
         None
     }
+    /// The log file of this peer's pier agent.
+    fn agent_log(&self) -> Option<PathBuf> {
+        None
+    }
     /// Make exactly `n` source-policy rules exist (0: none); `None`: this
     /// peer has no such thing.
     fn set_policy_rules(&mut self, _ctx: &Ctx, _n: usize) -> anyhow::Result<Option<Duration>> {
@@ -813,7 +817,12 @@ pub fn start_pier_agent(
     c.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .env("RUST_LOG", "warn")
+        // `PIER_BENCH_AGENT_LOG=pier_agent=debug`: the agent's step timings
+        // (the container axis reads them from this log).
+        .env(
+            "RUST_LOG",
+            std::env::var("PIER_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .process_group(0);
     let tail = || log_reason(&std::fs::read_to_string(&log_path).unwrap_or_default());
     let mut child = c.spawn().context("starting pier agent")?;
@@ -1031,6 +1040,10 @@ impl Peer for Pier {
 
     fn pier_bpffs(&self) -> Option<PathBuf> {
         Some(self.bpffs.clone())
+    }
+
+    fn agent_log(&self) -> Option<PathBuf> {
+        Some(self.log.clone())
     }
 
     fn rss_mib(&self) -> anyhow::Result<Option<f64>> {

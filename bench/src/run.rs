@@ -38,6 +38,11 @@ pub struct Plan {
     pub docker_max_containers: usize,
     /// Source-policy rules of the `crr_policy` figure (pier only).
     pub policy_rules: usize,
+    /// Measure the container axis only (no traffic figures but its own).
+    pub containers_only: bool,
+    /// Other published ports for the agent-memory note after the last
+    /// container step (pier only; 0: none).
+    pub rss_ports: usize,
     pub peers: Vec<Dataplane>,
 }
 
@@ -55,6 +60,8 @@ impl Plan {
             axis_count: 5,
             docker_max_containers: 100,
             policy_rules: 10_000,
+            containers_only: false,
+            rss_ports: 0,
             peers: Dataplane::ALL.to_vec(),
         }
     }
@@ -72,6 +79,8 @@ impl Plan {
             axis_count: 20,
             docker_max_containers: 100,
             policy_rules: 10_000,
+            containers_only: false,
+            rss_ports: 10_000,
             peers: Dataplane::ALL.to_vec(),
         }
     }
@@ -79,6 +88,9 @@ impl Plan {
     /// Progress steps per peer (one per measurement or change).
     fn steps_per_peer(&self) -> u64 {
         let r = self.runs as u64;
+        if self.containers_only {
+            return 1 + self.container_steps.len() as u64 * (1 + self.axis_count as u64 + r);
+        }
         1 + 5 * r
             + self.crr_ports.len() as u64 * (1 + r)
             + 4 * r
@@ -231,29 +243,31 @@ impl<'a> Runner<'a> {
             }
         }
 
-        self.throughput(&mut slots, 1, Figure::Throughput1, 1, &[]);
-        self.throughput(&mut slots, 4, Figure::Throughput4, 1, &[]);
-        self.rr(&mut slots, 1, &[]);
-        self.udp(&mut slots, 1, &[]);
-        self.local(&mut slots);
-        self.prog_stats(&mut slots);
-        self.control_plane(&mut slots);
-        // With one other published port, before crr's steps add thousands.
-        self.crr_policy(&mut slots);
-        let mut skipped = Vec::new();
-        for &n in &self.plan.crr_ports.clone() {
-            skipped = self.crr(&mut slots, n);
-        }
-        // The other published-path figures again with the most other ports
-        // (each peer that could publish them), to set beside 1 port.
-        if let Some(&top) = self.plan.crr_ports.last()
-            && top > 1
-        {
-            let top = top as u32;
-            self.throughput(&mut slots, 1, Figure::Throughput1, top, &skipped);
-            self.throughput(&mut slots, 4, Figure::Throughput4, top, &skipped);
-            self.rr(&mut slots, top, &skipped);
-            self.udp(&mut slots, top, &skipped);
+        if !self.plan.containers_only {
+            self.throughput(&mut slots, 1, Figure::Throughput1, 1, &[]);
+            self.throughput(&mut slots, 4, Figure::Throughput4, 1, &[]);
+            self.rr(&mut slots, 1, &[]);
+            self.udp(&mut slots, 1, &[]);
+            self.local(&mut slots);
+            self.prog_stats(&mut slots);
+            self.control_plane(&mut slots);
+            // With one other published port, before crr's steps add thousands.
+            self.crr_policy(&mut slots);
+            let mut skipped = Vec::new();
+            for &n in &self.plan.crr_ports.clone() {
+                skipped = self.crr(&mut slots, n);
+            }
+            // The other published-path figures again with the most other
+            // ports (each peer that could publish them), beside 1 port.
+            if let Some(&top) = self.plan.crr_ports.last()
+                && top > 1
+            {
+                let top = top as u32;
+                self.throughput(&mut slots, 1, Figure::Throughput1, top, &skipped);
+                self.throughput(&mut slots, 4, Figure::Throughput4, top, &skipped);
+                self.rr(&mut slots, top, &skipped);
+                self.udp(&mut slots, top, &skipped);
+            }
         }
         self.containers(&mut slots);
         self.bar.finish_and_clear();
@@ -611,6 +625,11 @@ impl<'a> Runner<'a> {
                     }
                 }
                 self.bar.inc(1);
+                let log = s.peer.agent_log();
+                let log_from = log
+                    .as_ref()
+                    .and_then(|l| std::fs::metadata(l).ok())
+                    .map_or(0, |m| m.len());
                 let (mut run, mut rm) = (Vec::new(), Vec::new());
                 let mut err = None;
                 for i in 0..self.plan.axis_count {
@@ -632,6 +651,14 @@ impl<'a> Runner<'a> {
                         }
                     }
                     self.bar.inc(1);
+                }
+                if let Some(text) = log.and_then(|l| std::fs::read(l).ok()) {
+                    let text =
+                        String::from_utf8_lossy(&text[(log_from as usize).min(text.len())..])
+                            .into_owned();
+                    if let Some(b) = step_breakdown(&text, &["run", "rm"]) {
+                        self.note(format!("{}: at {n} containers, {b}", d.as_str()));
+                    }
                 }
                 match err {
                     Some(e) => {
@@ -683,6 +710,40 @@ impl<'a> Runner<'a> {
             );
             acc.retain(|(d, _)| !skipped.contains(d));
             self.store(&acc, &[Figure::CrrContainers], n as u32);
+        }
+        // Agent memory with the most containers and many published ports.
+        let (ports, most) = (
+            self.plan.rss_ports,
+            self.plan.container_steps.iter().max().copied().unwrap_or(0),
+        );
+        if ports == 0 {
+            return;
+        }
+        for s in slots.iter_mut().filter(|s| pick(s)) {
+            let d = s.peer.dataplane();
+            if d != Dataplane::Pier {
+                continue;
+            }
+            self.bar.set_message(format!(
+                "{}: memory with {most} containers and {ports} published ports",
+                d.as_str()
+            ));
+            let r = s
+                .peer
+                .set_other_ports(self.ctx, ports)
+                .and_then(|_| s.peer.rss_mib());
+            match r {
+                Ok(Some(m)) => self.note(format!(
+                    "{}: agent RSS with {most} containers and {ports} other published ports: {m:.1} MiB",
+                    d.as_str()
+                )),
+                Ok(None) => {}
+                Err(e) => self.note(format!(
+                    "{}: agent RSS with {most} containers and {ports} ports: {}",
+                    d.as_str(),
+                    one_line(&e)
+                )),
+            }
         }
     }
 
@@ -903,4 +964,131 @@ impl<'a> Runner<'a> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// A `Duration`'s `Debug` text (`812.3µs`, `2.1ms`, `1.5s`, `40ns`) in ms.
+fn debug_ms(t: &str) -> Option<f64> {
+    let t = t.trim_end_matches([')', ',']);
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix("µs") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix("ns") {
+        (n, 1e-6)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * scale)
+}
+
+/// The median of each step the agent logs at debug level
+/// (`PIER_BENCH_AGENT_LOG=pier_agent=debug`) in this part of its log: its
+/// `change:` lines (apply, dataplane sync, store commit, cleanup+names),
+/// `dataplane sync:` lines (tables, veths, maps, host), `names hook` and
+/// the host re-reads (`host change followed in`). `None`: no such lines.
+/// `cycle` names the changes in turn (`["run", "rm"]`: the first change is
+/// a run, the second an rm, ...); a change's lines are those up to its
+/// `change:` line, which the agent logs last.
+pub fn step_breakdown(log: &str, cycle: &[&str]) -> Option<String> {
+    const KINDS: [(&str, &str); 4] = [
+        ("change: ", "change"),
+        ("dataplane sync: ", "dataplane sync"),
+        ("names hook ", "names hook"),
+        ("host change followed in ", "host re-read"),
+    ];
+    let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut count = [0usize; KINDS.len()];
+    for line in log.lines() {
+        let Some((k, (marker, kind))) = KINDS
+            .iter()
+            .enumerate()
+            .find(|(_, (m, _))| line.contains(m))
+        else {
+            continue;
+        };
+        // The change this line belongs to: the changes logged before it.
+        let of = match cycle.len() {
+            0 => String::new(),
+            n => format!("{} ", cycle[count[0] % n]),
+        };
+        let kind = &format!("{of}{kind}");
+        count[k] += 1;
+        let rest = &line[line.find(marker).unwrap_or(0) + marker.len()..];
+        for seg in rest.split(", ") {
+            let words: Vec<&str> = seg.split_whitespace().collect();
+            let Some(i) = words.iter().position(|w| debug_ms(w).is_some()) else {
+                continue;
+            };
+            let label = if i == 0 {
+                kind.to_string()
+            } else {
+                format!("{kind}: {}", words[..i].join(" "))
+            };
+            let v = debug_ms(words[i]).unwrap_or_default();
+            match steps.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, vs)) => vs.push(v),
+                None => steps.push((label, vec![v])),
+            }
+        }
+    }
+    if steps.is_empty() {
+        return None;
+    }
+    let counts: Vec<String> = KINDS
+        .iter()
+        .zip(count)
+        .filter(|(_, c)| *c > 0)
+        .map(|((_, kind), c)| format!("{c} {kind}"))
+        .collect();
+    let parts: Vec<String> = steps
+        .into_iter()
+        .map(|(l, mut vs)| {
+            vs.sort_by(f64::total_cmp);
+            format!("{l} {:.2} ms", vs[vs.len() / 2])
+        })
+        .collect();
+    Some(format!(
+        "agent step medians ({}): {}",
+        counts.join(", "),
+        parts.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breakdown_of_agent_debug_lines() {
+        let log = "\
+2026-12-06T22:00:00Z DEBUG pier_agent::dataplane::ebpf: dataplane sync: tables 1.5ms (interfaces read by name), veths 200µs, maps 3ms, host 10µs
+2026-12-06T22:00:00Z DEBUG pier_agent::daemon: change: apply 2ms, dataplane sync 5ms, store commit 500µs, cleanup+names 1ms
+2026-12-06T22:00:01Z DEBUG pier_agent::daemon: change: apply 4ms, dataplane sync 7ms, store commit 1.5ms, cleanup+names 3ms
+2026-12-06T22:00:01Z DEBUG pier_agent::daemon: change: apply 6ms, dataplane sync 9ms, store commit 2.5ms, cleanup+names 5ms
+2026-12-06T22:00:01Z DEBUG pier_agent::daemon: names hook 800µs
+unrelated line 5ms
+";
+        let b = step_breakdown(log, &[]).unwrap();
+        assert!(b.contains("3 change"), "{b}");
+        assert!(b.contains("change: apply 4.00 ms"), "{b}");
+        assert!(b.contains("change: store commit 1.50 ms"), "{b}");
+        assert!(b.contains("dataplane sync: tables 1.50 ms"), "{b}");
+        assert!(b.contains("dataplane sync: veths 0.20 ms"), "{b}");
+        assert!(b.contains("names hook 0.80 ms"), "{b}");
+        assert!(!b.contains("unrelated"), "{b}");
+        assert_eq!(step_breakdown("nothing here\n", &[]), None);
+        // Changes in turn: run (2 ms, 6 ms: median of two is the upper),
+        // rm (4 ms); the sync line before the first change is the run's,
+        // the names hook after the third change belongs to a fourth (rm).
+        let b = step_breakdown(log, &["run", "rm"]).unwrap();
+        assert!(b.contains("run change: apply 6.00 ms"), "{b}");
+        assert!(b.contains("rm change: apply 4.00 ms"), "{b}");
+        assert!(b.contains("run dataplane sync: maps 3.00 ms"), "{b}");
+        assert!(b.contains("rm names hook 0.80 ms"), "{b}");
+        assert_eq!(debug_ms("1.5s"), Some(1500.0));
+        assert!(debug_ms("40ns").is_some_and(|v| (v - 4e-5).abs() < 1e-12));
+        assert_eq!(debug_ms("12"), None);
+    }
 }

@@ -324,7 +324,8 @@ impl Daemon {
                             sandbox.to_path_buf(),
                             owner,
                             None,
-                        ),
+                        )
+                        .into(),
                     );
                     id
                 }
@@ -501,7 +502,7 @@ impl Daemon {
             .containers
             .values()
             .find(|c| c.owner == owner && c.engine_id.as_deref() == Some(engine_id))
-            .cloned()
+            .map(|c| Container::clone(c))
     }
 
     /// Attach the engine's container to a network in its namespace; the
@@ -556,7 +557,7 @@ impl Daemon {
                             .unwrap_or_default()
                     )));
                 }
-                c.id
+                c.id.clone()
             }
             None => {
                 let id = new_id();
@@ -577,7 +578,8 @@ impl Daemon {
                         req.netns.clone(),
                         req.owner,
                         Some(req.engine_id.clone()),
-                    ),
+                    )
+                    .into(),
                 );
                 id
             }

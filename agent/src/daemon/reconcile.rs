@@ -242,6 +242,7 @@ impl Daemon {
         let mut inner = self.lock_inner();
         let desired = super::desired_state(&inner.state);
         inner.dataplane.sync(&desired)?;
+        inner.desired = desired;
         let unchanged =
             inner.state.containers == before.containers && inner.state.networks == before.networks;
         drop(inner);

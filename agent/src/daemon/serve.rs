@@ -333,6 +333,16 @@ fn dns_hook(dns: Arc<crate::dns::DnsService>) -> NamesHook {
                     .filter(|c| c.running)
                     .filter_map(|c| {
                         let e = c.endpoint_on(&n.id)?;
+                        // Without names (the default bridge) a member is
+                        // only an asker: its names and addresses go unused.
+                        if n.default {
+                            return Some(MemberInput {
+                                container_id: c.id.clone(),
+                                name: String::new(),
+                                aliases: Vec::new(),
+                                ips: Vec::new(),
+                            });
+                        }
                         Some(MemberInput {
                             container_id: c.id.clone(),
                             name: c.name.clone(),

@@ -173,9 +173,13 @@ pub struct EbpfDataplane {
     object: Option<Vec<u8>>,
     /// The ifindex each uplink had when `pier_uplink_in` was attached.
     uplinks: BTreeMap<String, u32>,
-    /// `PIER_POLICY` as the last sync wrote it (the next one writes the
+    /// The map entries as the last sync wrote them (the next one writes the
     /// difference); `None` after start or a failed sync.
-    policy_written: Option<maps::PolicyTable>,
+    written: Option<Tables>,
+    /// The host's interfaces as last read: read whole at start, for a new
+    /// bridge and after the host changed (`host_changed`); a new veth is
+    /// looked up by name alone.
+    ifaces: Option<BTreeMap<String, sys::Iface>>,
     /// The monitor's maps and reader (taken from the object at start).
     monitor: Option<std::sync::Arc<MonitorHub>>,
     /// Size of `PIER_EVENTS` in bytes.
@@ -198,7 +202,8 @@ impl EbpfDataplane {
             timeouts: CtTimeouts::default(),
             object: None,
             uplinks: BTreeMap::new(),
-            policy_written: None,
+            written: None,
+            ifaces: None,
             monitor: None,
             monitor_bytes: names::EVENTS_BYTES,
             if_names: BTreeMap::new(),
@@ -233,21 +238,94 @@ impl EbpfDataplane {
         self
     }
 
-    /// One `PIER_IF_STATS` entry per attached veth and uplink.
+    /// One `PIER_IF_STATS` entry per attached veth and uplink: all of them
+    /// read and the map compared whole when `changed` is `None`, else only
+    /// the veths attached and detached since (`changed`) are written.
     fn sync_if_stats(
         &mut self,
         ifaces: &BTreeMap<String, sys::Iface>,
+        changed: Option<(&[String], &[String])>,
     ) -> Result<(), DataplaneError> {
-        let names: BTreeMap<String, u32> = self
-            .veths
-            .keys()
-            .chain(self.cfg.uplinks.iter())
-            .filter_map(|n| Some((n.clone(), ifaces.get(n)?.ifindex)))
+        let Some((added, gone)) = changed else {
+            let names: BTreeMap<String, u32> = self
+                .veths
+                .keys()
+                .chain(self.cfg.uplinks.iter())
+                .filter_map(|n| Some((n.clone(), ifaces.get(n)?.ifindex)))
+                .collect();
+            let want: BTreeSet<u32> = names.values().copied().collect();
+            observe::sync_if_stats(self.bpf()?, &want)?;
+            self.if_names = names;
+            return Ok(());
+        };
+        let mut new = Vec::new();
+        for n in added {
+            if let Some(i) = ifaces.get(n)
+                && self.if_names.insert(n.clone(), i.ifindex) != Some(i.ifindex)
+            {
+                new.push(i.ifindex);
+            }
+        }
+        let mut old = Vec::new();
+        for n in gone {
+            if self.cfg.uplinks.contains(n) {
+                continue;
+            }
+            if let Some(i) = self.if_names.remove(n) {
+                old.push(i);
+            }
+        }
+        // An ifindex still named (reused by a new veth) keeps its entry.
+        old.retain(|i| !self.if_names.values().any(|v| v == i));
+        maps::if_stats_diff(self.bpf()?, &new, &old)
+    }
+
+    /// The interfaces `desired` needs: the cached ones, with each veth not
+    /// in the last applied state looked up by name (one ioctl), and those
+    /// no longer desired dropped (a name made again is looked up again).
+    /// Read whole (`true`) at the first sync and when a bridge is not known
+    /// yet.
+    fn interfaces_for(
+        &mut self,
+        desired: &DesiredState,
+    ) -> Result<(BTreeMap<String, sys::Iface>, bool), DataplaneError> {
+        let Some(mut c) = self
+            .ifaces
+            .take()
+            .filter(|c| desired.networks.iter().all(|n| c.contains_key(&n.bridge)))
+        else {
+            return Ok((sys::interfaces()?, true));
+        };
+        // (Hash sets: a thousand veth names share their first letters.)
+        let known: std::collections::HashSet<&str> = self
+            .applied
+            .endpoints
+            .iter()
+            .map(|e| e.host_ifname.as_str())
             .collect();
-        let want = names.values().copied().collect();
-        observe::sync_if_stats(self.bpf()?, &want)?;
-        self.if_names = names;
-        Ok(())
+        let want: std::collections::HashSet<&str> = desired
+            .endpoints
+            .iter()
+            .map(|e| e.host_ifname.as_str())
+            .collect();
+        for gone in known.iter().filter(|n| !want.contains(*n)) {
+            c.remove(*gone);
+        }
+        for name in want {
+            if known.contains(name) && c.contains_key(name) {
+                continue;
+            }
+            match nix::net::if_::if_nametoindex(name) {
+                Ok(i) => {
+                    let e = c.entry(name.to_string()).or_default();
+                    e.ifindex = i;
+                }
+                Err(_) => {
+                    c.remove(name);
+                }
+            }
+        }
+        Ok((c, false))
     }
 
     /// Load this ELF object instead of the embedded one (tests).
@@ -423,9 +501,14 @@ impl EbpfDataplane {
         Ok(())
     }
 
-    /// Attach `pier_veth_in` to every desired host-side veth; detach the rest.
-    fn sync_veths(&mut self, want: &BTreeSet<String>) -> Result<(), DataplaneError> {
+    /// Attach `pier_veth_in` to every desired host-side veth; detach the
+    /// rest. The names attached and detached.
+    fn sync_veths(
+        &mut self,
+        want: &BTreeSet<String>,
+    ) -> Result<(Vec<String>, Vec<String>), DataplaneError> {
         let dir = self.cfg.bpffs_dir.clone();
+        let mut added = Vec::new();
         for ifname in want {
             if self.veths.contains_key(ifname) {
                 continue;
@@ -434,19 +517,24 @@ impl EbpfDataplane {
             let prog = self.classifier(programs::VETH_IN)?;
             attach::attach_tc_netlink(prog, programs::VETH_IN, ifname, &marker)?;
             self.veths.insert(ifname.to_string(), marker);
+            added.push(ifname.clone());
         }
-        let gone: Vec<String> = self
-            .veths
-            .keys()
-            .filter(|k| !want.contains(*k))
-            .cloned()
-            .collect();
-        for ifname in gone {
-            if let Some(record) = self.veths.remove(&ifname) {
+        let gone: Vec<String> = if self.veths.len() == want.len() {
+            // Every attached one is wanted (all wanted ones are attached).
+            Vec::new()
+        } else {
+            self.veths
+                .keys()
+                .filter(|k| !want.contains(*k))
+                .cloned()
+                .collect()
+        };
+        for ifname in &gone {
+            if let Some(record) = self.veths.remove(ifname) {
                 attach::detach_entry(&record);
             }
         }
-        Ok(())
+        Ok((added, gone))
     }
 
     /// Reserve the desired ports not yet reserved; on failure release what this
@@ -553,7 +641,8 @@ impl EbpfDataplane {
     }
 
     fn start_inner(&mut self) -> Result<(), DataplaneError> {
-        self.policy_written = None;
+        self.written = None;
+        self.ifaces = None;
         sys::raise_nofile();
         // A mistyped --uplink is refused before anything is loaded or pinned.
         let present = sys::interfaces()?;
@@ -854,38 +943,58 @@ impl Dataplane for EbpfDataplane {
         {
             sys::set_sysctl("net.ipv6.conf.all.forwarding", "1")?;
         }
-        let ifaces = sys::interfaces()?;
-        let tables = Tables::new(desired, &ifaces)?;
+        let (ifaces, full) = self.interfaces_for(desired)?;
+        let tables = Tables::new(desired, &ifaces);
+        // Cached again whatever happens next (the interfaces are facts of
+        // the host, not of this sync).
+        self.ifaces = Some(ifaces);
+        let tables = tables?;
         let t_tables = t0.elapsed();
         let new = self.reserve_ports(desired)?;
         let mut t_veths = t_tables;
-        let applied = self.sync_veths(&tables.veths).and_then(|()| {
+        let prev = self.written.take();
+        let mut attached = (Vec::new(), Vec::new());
+        let applied = self.sync_veths(&tables.veths).and_then(|a| {
+            attached = a;
             t_veths = t0.elapsed();
-            let prev = self.policy_written.take();
             maps::write(self.bpf()?, &tables, prev.as_ref())
         });
         if let Err(e) = applied {
             for id in &new {
                 self.reservations.remove(id);
             }
+            // The next sync reads the host whole (and compares the
+            // statistics map whole: attachments may be half made).
+            self.ifaces = None;
             return Err(e);
         }
         let want: BTreeSet<PortId> = desired.ports.iter().map(port_id).collect();
         self.reservations.retain(|id, _| want.contains(id));
         self.applied = desired.clone();
-        self.policy_written = Some(tables.policy.clone());
+        self.written = Some(tables);
         let t_maps = t0.elapsed();
-        self.sync_host_with(&ifaces)?;
-        self.sync_if_stats(&ifaces)?;
-        let t_host = t0.elapsed();
-        self.gc_conntrack()?;
+        let ifaces = self.ifaces.take().unwrap_or_default();
+        // The host's own addresses and uplinks only when they were read
+        // (otherwise `host_changed` follows them).
+        let host = if full {
+            self.sync_host_with(&ifaces)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| {
+            let changed = (!full).then_some((attached.0.as_slice(), attached.1.as_slice()));
+            self.sync_if_stats(&ifaces, changed)
+        });
+        self.ifaces = Some(ifaces);
+        host?;
+        // (Expired conntrack entries go on the agent's GC timer, not here.)
         tracing::debug!(
-            "dataplane sync: tables {:?}, veths {:?}, maps {:?}, host {:?}, gc {:?}",
+            "dataplane sync: tables {:?} (interfaces read {}), veths {:?}, maps {:?}, host {:?}",
             t_tables,
+            if full { "whole" } else { "by name" },
             t_veths - t_tables,
             t_maps - t_veths,
-            t_host - t_maps,
-            t0.elapsed() - t_host
+            t0.elapsed() - t_maps,
         );
         Ok(())
     }
@@ -901,7 +1010,10 @@ impl Dataplane for EbpfDataplane {
         let ifaces = sys::interfaces()?;
         self.sync_host_with(&ifaces)?;
         self.attach_uplinks(&ifaces)?;
-        self.sync_if_stats(&ifaces)
+        let r = self.sync_if_stats(&ifaces, None);
+        // The next sync works from what was just read.
+        self.ifaces = Some(ifaces);
+        r
     }
 
     fn if_stats(&self) -> Result<Vec<IfCounters>, DataplaneError> {

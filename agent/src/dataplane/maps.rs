@@ -116,7 +116,7 @@ pub struct CtCounts {
 }
 
 /// Every map entry a [`DesiredState`] stands for.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Tables {
     pub networks: BTreeMap<u32, NetworkVal>,
     /// (prefix length, network `_be`) → network id.
@@ -471,85 +471,123 @@ fn lpm<'a, K: Pod>(
     LpmTrie::try_from(map).map_err(|e| err(name, e))
 }
 
-/// Make LPM trie `name` hold exactly `want` ((prefix length, data) → id).
+/// Make LPM trie `name` hold exactly `want` ((prefix length, data) → id):
+/// `add` inserts what `prev` (the last written, if known) lacks or has
+/// otherwise, else removes what `want` lacks (from `prev`, or from the
+/// whole map when `prev` is not known).
 fn sync_lpm<K: Pod + Ord>(
     bpf: &mut Ebpf,
     name: &str,
     want: &BTreeMap<(u32, K), u32>,
+    prev: Option<&BTreeMap<(u32, K), u32>>,
     add: bool,
 ) -> Result<(), DataplaneError> {
     let mut m = lpm::<K>(bpf, name)?;
     if add {
         for ((len, net), id) in want {
+            if prev.is_some_and(|p| p.get(&(*len, *net)) == Some(id)) {
+                continue;
+            }
             m.insert(&Key::new(*len, *net), id, 0)
                 .map_err(|e| err(name, e))?;
         }
         return Ok(());
     }
-    let stale: Vec<Key<K>> = m
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !want.contains_key(&(k.prefix_len(), k.data())))
-        .collect();
+    let stale: Vec<Key<K>> = match prev {
+        Some(p) => p
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .map(|(len, k)| Key::new(*len, *k))
+            .collect(),
+        None => m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains_key(&(k.prefix_len(), k.data())))
+            .collect(),
+    };
     for k in stale {
         m.remove(&k).map_err(|e| err(name, e))?;
     }
     Ok(())
 }
 
-/// Insert or update every entry of `want`.
-fn upsert<K: Pod, V: Pod>(
+/// Insert or update every entry of `want` that `prev` (the last written,
+/// if known) does not hold as it is.
+fn upsert<K: Pod + Ord, V: Pod + PartialEq>(
     bpf: &mut Ebpf,
     name: &str,
     want: &BTreeMap<K, V>,
+    prev: Option<&BTreeMap<K, V>>,
 ) -> Result<(), DataplaneError> {
     let mut m = hash::<K, V>(bpf, name)?;
     for (k, v) in want {
+        if prev.is_some_and(|p| p.get(k) == Some(v)) {
+            continue;
+        }
         m.insert(k, v, 0).map_err(|e| err(name, e))?;
     }
     Ok(())
 }
 
-/// Remove every entry whose key is not in `want`; the keys removed.
+/// Remove every entry whose key is not in `want` (of `prev`, the last
+/// written, when known; else of the whole map); the keys removed.
 fn prune<K: Pod + Ord, V: Pod>(
     bpf: &mut Ebpf,
     name: &str,
     want: &BTreeMap<K, V>,
+    prev: Option<&BTreeMap<K, V>>,
 ) -> Result<Vec<K>, DataplaneError> {
     let mut m = hash::<K, V>(bpf, name)?;
-    let stale: Vec<K> = m
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !want.contains_key(k))
-        .collect();
+    let stale: Vec<K> = match prev {
+        Some(p) => p
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .copied()
+            .collect(),
+        None => m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains_key(k))
+            .collect(),
+    };
     for k in &stale {
         m.remove(k).map_err(|e| err(name, e))?;
     }
     Ok(stale)
 }
 
-/// `PIER_VETH_EP4` := for each veth of `t` (ifindex below `IF_PKTS_LEN`)
-/// its container's `PIER_ENDPOINTS` entry (zero: none), and zero for the
-/// veths `gone`.
-fn veth_ep4(bpf: &mut Ebpf, t: Option<&Tables>, gone: &[u32]) -> Result<(), DataplaneError> {
+/// What `PIER_VETH_EP4` holds for `t`: for each veth its container's
+/// `PIER_ENDPOINTS` entry (zero: none).
+fn veth_slots(t: &Tables) -> BTreeMap<u32, VethEp4> {
+    let mut slots: BTreeMap<u32, VethEp4> = t
+        .veth_vals
+        .keys()
+        .map(|i| (*i, VethEp4::default()))
+        .collect();
+    for (addr, ep) in &t.endpoints {
+        let v = VethEp4 {
+            addr_be: *addr,
+            ep: *ep,
+        };
+        slots.insert(ep.ep.ifindex, v);
+    }
+    slots
+}
+
+/// Set these `PIER_VETH_EP4` slots (those of an ifindex below `IF_PKTS_LEN`).
+fn veth_ep4<'a>(
+    bpf: &mut Ebpf,
+    slots: impl IntoIterator<Item = (&'a u32, &'a VethEp4)>,
+) -> Result<(), DataplaneError> {
     let name = names::VETH_EP4;
     let map = bpf
         .map_mut(name)
         .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))?;
     let mut a: Array<_, VethEp4> = Array::try_from(map).map_err(|e| err(name, e))?;
-    let mut slots: BTreeMap<u32, VethEp4> = gone.iter().map(|i| (*i, VethEp4::default())).collect();
-    if let Some(t) = t {
-        slots.extend(t.veth_vals.keys().map(|i| (*i, VethEp4::default())));
-        for (addr, ep) in &t.endpoints {
-            let v = VethEp4 {
-                addr_be: *addr,
-                ep: *ep,
-            };
-            slots.insert(ep.ep.ifindex, v);
+    for (i, v) in slots {
+        if *i < names::IF_PKTS_LEN {
+            a.set(*i, v, 0).map_err(|e| err(name, e))?;
         }
-    }
-    for (i, v) in slots.range(..names::IF_PKTS_LEN) {
-        a.set(*i, v, 0).map_err(|e| err(name, e))?;
     }
     Ok(())
 }
@@ -564,19 +602,27 @@ fn policy_map(
 }
 
 /// Per-CPU counter map `name` (keyed by published port): a zeroed entry
-/// for each new port of `ports`, none for a port that is gone.
+/// for each new port of `ports`, none for a port that is gone. New and gone
+/// against `prev` (the ports last written) when known, else against the map.
 fn port_counters<K: Pod + Ord, V>(
     bpf: &mut Ebpf,
     name: &str,
     ports: &BTreeMap<K, V>,
+    prev: Option<&BTreeMap<K, V>>,
 ) -> Result<(), DataplaneError> {
+    if prev.is_some_and(|p| p.len() == ports.len() && p.keys().eq(ports.keys())) {
+        return Ok(());
+    }
     let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
     let map = bpf
         .map_mut(name)
         .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
     let mut stats: PerCpuHashMap<_, K, Counter> =
         PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
-    let have: BTreeSet<K> = stats.keys().filter_map(Result::ok).collect();
+    let have: BTreeSet<K> = match prev {
+        Some(p) => p.keys().copied().collect(),
+        None => stats.keys().filter_map(Result::ok).collect(),
+    };
     for k in ports.keys().filter(|k| !have.contains(k)) {
         let zero =
             PerCpuValues::try_from(vec![Counter::default(); ncpu]).map_err(|e| err(name, e))?;
@@ -588,9 +634,41 @@ fn port_counters<K: Pod + Ord, V>(
     Ok(())
 }
 
-/// `PIER_POLICY` as the last successful [`write`] left it (`None`: not
-/// known, e.g. after a restart: the whole map is compared then).
-pub type PolicyTable = BTreeMap<(u32, PolicyKey), PolicyVal>;
+/// `PIER_IF_STATS` (and `PIER_IF_PKTS` below `IF_PKTS_LEN`): zeroed
+/// entries for the interfaces `new`, none for those `gone` (the difference
+/// from the last sync; `observe::sync_if_stats` compares the whole map).
+pub fn if_stats_diff(bpf: &mut Ebpf, new: &[u32], gone: &[u32]) -> Result<(), DataplaneError> {
+    use pier_common::event::{IfPkts, IfStats};
+    if new.is_empty() && gone.is_empty() {
+        return Ok(());
+    }
+    let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
+    let name = names::IF_STATS;
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
+    let mut m: PerCpuHashMap<_, u32, IfStats> =
+        PerCpuHashMap::try_from(map).map_err(|e| err(name, e))?;
+    for k in new {
+        let zero =
+            PerCpuValues::try_from(vec![IfStats::default(); ncpu]).map_err(|e| err(name, e))?;
+        m.insert(k, zero, 0).map_err(|e| err(name, e))?;
+    }
+    for k in gone {
+        let _ = m.remove(k);
+    }
+    let name = names::IF_PKTS;
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
+    let mut a: PerCpuArray<_, IfPkts> = PerCpuArray::try_from(map).map_err(|e| err(name, e))?;
+    for k in new.iter().filter(|k| **k < names::IF_PKTS_LEN) {
+        let zero =
+            PerCpuValues::try_from(vec![IfPkts::default(); ncpu]).map_err(|e| err(name, e))?;
+        a.set(*k, zero, 0).map_err(|e| err(name, e))?;
+    }
+    Ok(())
+}
 
 /// Set `PIER_PORT_CFG[0]`.
 fn port_cfg(bpf: &mut Ebpf, flags: u32) -> Result<(), DataplaneError> {
@@ -620,64 +698,117 @@ fn port_unpub(bpf: &mut Ebpf, bits: Option<&PortBits>) -> Result<PortBits, Datap
 
 /// Make the maps hold exactly `t`: add and update first (networks →
 /// endpoints → ports), remove after (ports → endpoints → networks), so no
-/// packet meets an entry pointing at a missing one. `PIER_POLICY` is
-/// written as the difference from `prev` (thousands of rules cost nothing
-/// in a change that does not touch them).
-pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(), DataplaneError> {
-    upsert(bpf, names::NETWORKS, &t.networks)?;
-    sync_lpm(bpf, names::SUBNETS, &t.subnets, true)?;
-    sync_lpm(bpf, names::SUBNETS6, &t.subnets6, true)?;
-    upsert(bpf, names::VETHS, &t.veth_vals)?;
-    upsert(bpf, names::ENDPOINTS, &t.endpoints)?;
-    veth_ep4(bpf, Some(t), &[])?;
-    upsert(bpf, names::ENDPOINTS6, &t.endpoints6)?;
+/// packet meets an entry pointing at a missing one. `prev` is what the last
+/// successful write left (`None`: not known, e.g. after a start or a
+/// failed write: every entry is written and each map compared whole);
+/// with it only the difference is written, so a change costs what it
+/// changes, not what the host holds.
+pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&Tables>) -> Result<(), DataplaneError> {
+    upsert(bpf, names::NETWORKS, &t.networks, prev.map(|p| &p.networks))?;
+    sync_lpm(
+        bpf,
+        names::SUBNETS,
+        &t.subnets,
+        prev.map(|p| &p.subnets),
+        true,
+    )?;
+    sync_lpm(
+        bpf,
+        names::SUBNETS6,
+        &t.subnets6,
+        prev.map(|p| &p.subnets6),
+        true,
+    )?;
+    upsert(bpf, names::VETHS, &t.veth_vals, prev.map(|p| &p.veth_vals))?;
+    upsert(
+        bpf,
+        names::ENDPOINTS,
+        &t.endpoints,
+        prev.map(|p| &p.endpoints),
+    )?;
+    let slots = veth_slots(t);
+    let prev_slots = prev.map(veth_slots);
+    veth_ep4(
+        bpf,
+        slots
+            .iter()
+            .filter(|(i, v)| prev_slots.as_ref().is_none_or(|p| p.get(i) != Some(v))),
+    )?;
+    upsert(
+        bpf,
+        names::ENDPOINTS6,
+        &t.endpoints6,
+        prev.map(|p| &p.endpoints6),
+    )?;
     // Counters start at zero for a new port and keep counting otherwise.
-    port_counters(bpf, names::PORT_STATS, &t.ports)?;
-    port_counters(bpf, names::PORT_DROPS, &t.ports)?;
+    port_counters(bpf, names::PORT_STATS, &t.ports, prev.map(|p| &p.ports))?;
+    port_counters(bpf, names::PORT_DROPS, &t.ports, prev.map(|p| &p.ports))?;
     // Rules before the ports that ask for them, stale ones after.
     {
         let mut m = policy_map(bpf)?;
         for ((len, k), v) in &t.policy {
-            if prev.is_some_and(|p| p.get(&(*len, *k)) == Some(v)) {
+            if prev.is_some_and(|p| p.policy.get(&(*len, *k)) == Some(v)) {
                 continue;
             }
             m.insert(&Key::new(*len, *k), v, 0)
                 .map_err(|e| err(names::POLICY, e))?;
         }
     }
-    upsert(bpf, names::NETWORKS6, &t.gateways6)?;
-    port_counters(bpf, names::PORT_STATS6, &t.ports6)?;
-    port_counters(bpf, names::PORT_DROPS6, &t.ports6)?;
-    upsert(bpf, names::BACKENDS, &t.backends)?;
+    upsert(
+        bpf,
+        names::NETWORKS6,
+        &t.gateways6,
+        prev.map(|p| &p.gateways6),
+    )?;
+    port_counters(bpf, names::PORT_STATS6, &t.ports6, prev.map(|p| &p.ports6))?;
+    port_counters(bpf, names::PORT_DROPS6, &t.ports6, prev.map(|p| &p.ports6))?;
+    upsert(bpf, names::BACKENDS, &t.backends, prev.map(|p| &p.backends))?;
     // No port bound to one address: lookups ask the all-addresses key only.
     // Cleared before such a binding is added, set after the last is gone.
     let wild_only = t.ports.keys().all(|k| k.addr_be == 0);
-    if !wild_only {
+    let was_wild_only = prev.map(|p| p.ports.keys().all(|k| k.addr_be == 0));
+    if !wild_only && was_wild_only != Some(false) {
         port_cfg(bpf, 0)?;
     }
     // The unpublished ports: a new port's bit cleared before it is added,
     // a removed one's set after it is gone.
+    let same_ports = prev.is_some_and(|p| p.ports.keys().eq(t.ports.keys()));
     let unpub = PortBits::all_but(t.ports.keys().map(|k| u16::from_be(k.port_be)));
-    let now = port_unpub(bpf, None)?;
+    let now = if same_ports {
+        unpub
+    } else {
+        port_unpub(bpf, None)?
+    };
     if now.and(&unpub) != now {
         port_unpub(bpf, Some(&now.and(&unpub)))?;
     }
-    upsert(bpf, names::PORTS, &t.ports)?;
-    prune(bpf, names::PORTS, &t.ports)?;
+    upsert(bpf, names::PORTS, &t.ports, prev.map(|p| &p.ports))?;
+    prune(bpf, names::PORTS, &t.ports, prev.map(|p| &p.ports))?;
     if now != unpub {
         port_unpub(bpf, Some(&unpub))?;
     }
-    if wild_only {
+    if wild_only && was_wild_only != Some(true) {
         port_cfg(bpf, names::PORTS_F_WILD_ONLY)?;
     }
-    upsert(bpf, names::BACKENDS6, &t.backends6)?;
-    upsert(bpf, names::PORTS6, &t.ports6)?;
-    prune(bpf, names::PORTS6, &t.ports6)?;
-    prune(bpf, names::BACKENDS6, &t.backends6)?;
+    upsert(
+        bpf,
+        names::BACKENDS6,
+        &t.backends6,
+        prev.map(|p| &p.backends6),
+    )?;
+    upsert(bpf, names::PORTS6, &t.ports6, prev.map(|p| &p.ports6))?;
+    prune(bpf, names::PORTS6, &t.ports6, prev.map(|p| &p.ports6))?;
+    prune(
+        bpf,
+        names::BACKENDS6,
+        &t.backends6,
+        prev.map(|p| &p.backends6),
+    )?;
     {
         let mut m = policy_map(bpf)?;
         let stale: Vec<Key<PolicyKey>> = match prev {
             Some(p) => p
+                .policy
                 .keys()
                 .filter(|k| !t.policy.contains_key(k))
                 .map(|(len, k)| Key::new(*len, *k))
@@ -692,15 +823,48 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&PolicyTable>) -> Result<(
             m.remove(&k).map_err(|e| err(names::POLICY, e))?;
         }
     }
-    prune(bpf, names::BACKENDS, &t.backends)?;
-    prune(bpf, names::ENDPOINTS6, &t.endpoints6)?;
-    prune(bpf, names::ENDPOINTS, &t.endpoints)?;
-    let gone = prune(bpf, names::VETHS, &t.veth_vals)?;
-    veth_ep4(bpf, None, &gone)?;
-    prune(bpf, names::NETWORKS6, &t.gateways6)?;
-    sync_lpm(bpf, names::SUBNETS6, &t.subnets6, false)?;
-    sync_lpm(bpf, names::SUBNETS, &t.subnets, false)?;
-    prune(bpf, names::NETWORKS, &t.networks)?;
+    prune(bpf, names::BACKENDS, &t.backends, prev.map(|p| &p.backends))?;
+    prune(
+        bpf,
+        names::ENDPOINTS6,
+        &t.endpoints6,
+        prev.map(|p| &p.endpoints6),
+    )?;
+    prune(
+        bpf,
+        names::ENDPOINTS,
+        &t.endpoints,
+        prev.map(|p| &p.endpoints),
+    )?;
+    let gone = prune(bpf, names::VETHS, &t.veth_vals, prev.map(|p| &p.veth_vals))?;
+    let zero = VethEp4::default();
+    veth_ep4(
+        bpf,
+        gone.iter()
+            .filter(|i| !slots.contains_key(i))
+            .map(|i| (i, &zero)),
+    )?;
+    prune(
+        bpf,
+        names::NETWORKS6,
+        &t.gateways6,
+        prev.map(|p| &p.gateways6),
+    )?;
+    sync_lpm(
+        bpf,
+        names::SUBNETS6,
+        &t.subnets6,
+        prev.map(|p| &p.subnets6),
+        false,
+    )?;
+    sync_lpm(
+        bpf,
+        names::SUBNETS,
+        &t.subnets,
+        prev.map(|p| &p.subnets),
+        false,
+    )?;
+    prune(bpf, names::NETWORKS, &t.networks, prev.map(|p| &p.networks))?;
     Ok(())
 }
 
@@ -768,14 +932,14 @@ pub fn write_host(
             }
         }
     }
-    upsert(bpf, names::HOST_ADDRS, &addrs)?;
-    prune(bpf, names::HOST_ADDRS, &addrs)?;
-    upsert(bpf, names::HOST_ADDRS6, &addrs6)?;
-    prune(bpf, names::HOST_ADDRS6, &addrs6)?;
-    upsert(bpf, names::UPLINKS, &all)?;
-    prune(bpf, names::UPLINKS, &all)?;
-    upsert(bpf, names::UPLINKS6, &all6)?;
-    prune(bpf, names::UPLINKS6, &all6)?;
+    upsert(bpf, names::HOST_ADDRS, &addrs, None)?;
+    prune(bpf, names::HOST_ADDRS, &addrs, None)?;
+    upsert(bpf, names::HOST_ADDRS6, &addrs6, None)?;
+    prune(bpf, names::HOST_ADDRS6, &addrs6, None)?;
+    upsert(bpf, names::UPLINKS, &all, None)?;
+    prune(bpf, names::UPLINKS, &all, None)?;
+    upsert(bpf, names::UPLINKS6, &all6, None)?;
+    prune(bpf, names::UPLINKS6, &all6, None)?;
     let map = bpf
         .map_mut(names::UPLINK)
         .ok_or_else(|| DataplaneError::Other("map PIER_UPLINK missing".into()))?;

@@ -406,11 +406,76 @@ impl Container {
     }
 }
 
+/// A record shared between copies of the [`State`] until one of them
+/// changes it (copy on write: `DerefMut` copies it first when it is
+/// shared). A change copies the state; with its records shared, that copy,
+/// its comparison with the old one (store commit, names) and the old one's
+/// drop cost one pointer per record, not a deep copy of every container.
+#[derive(Default)]
+pub struct Shared<T>(std::sync::Arc<T>);
+
+impl<T> Shared<T> {
+    pub fn new(v: T) -> Self {
+        Shared(std::sync::Arc::new(v))
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> From<T> for Shared<T> {
+    fn from(v: T) -> Self {
+        Shared::new(v)
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Clone> std::ops::DerefMut for Shared<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<T: PartialEq> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl<T: Eq> Eq for Shared<T> {}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<T: Serialize> Serialize for Shared<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shared<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(Shared::new)
+    }
+}
+
 /// Everything the agent records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub networks: BTreeMap<String, Network>,
-    pub containers: BTreeMap<String, Container>,
+    pub containers: BTreeMap<String, Shared<Container>>,
     pub next_net_num: u32,
     /// `pier policy` rules by id.
     #[serde(default)]
@@ -510,6 +575,7 @@ impl State {
                 NetMode::None => net.driver == DRIVER_NULL,
                 NetMode::Container(_) => false,
             })
+            .map(|c| &**c)
             .collect()
     }
 
@@ -550,6 +616,7 @@ impl State {
         self.containers
             .values()
             .find(|c| c.endpoints.iter().any(|e| e.id == endpoint_id))
+            .map(|c| &**c)
     }
 
     /// Containers that share `id`'s namespace (`--network container:<id>`).
@@ -557,6 +624,7 @@ impl State {
         self.containers
             .values()
             .filter(|c| c.mode == NetMode::Container(id.to_string()))
+            .map(|c| &**c)
             .collect()
     }
 }
@@ -641,6 +709,29 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn shared_records_are_copied_on_write_only() {
+        let a: Shared<Vec<u32>> = vec![1, 2].into();
+        let mut b = a.clone();
+        // Shared: equal without a deep comparison, one allocation.
+        assert!(std::sync::Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, b);
+        b.push(3);
+        // Written: b has its own copy, a is as it was.
+        assert!(!std::sync::Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(*a, vec![1, 2]);
+        assert_eq!(*b, vec![1, 2, 3]);
+        assert_ne!(a, b);
+        // Equal contents in different allocations are still equal.
+        let c: Shared<Vec<u32>> = vec![1, 2].into();
+        assert_eq!(a, c);
+        // Serialized as the record itself.
+        let j = serde_json::to_string(&b).unwrap();
+        assert_eq!(j, "[1,2,3]");
+        let d: Shared<Vec<u32>> = serde_json::from_str(&j).unwrap();
+        assert_eq!(d, b);
+    }
 
     #[test]
     fn mac_is_docker_style() {

@@ -83,7 +83,7 @@ impl Store {
             let (k, v) = row.map_err(store_err)?;
             let c: Container = serde_json::from_slice(v.value())
                 .map_err(|e| AgentError::Store(format!("container {}: {e}", k.value())))?;
-            st.containers.insert(c.id.clone(), c);
+            st.containers.insert(c.id.clone(), c.into());
         }
         let t = tx.open_table(POLICIES).map_err(store_err)?;
         for row in t.iter().map_err(store_err)? {
