@@ -7,7 +7,7 @@
 //! --nocapture` (`PIER_PROG_RUNS=N` runs per case and round, default 20 000).
 mod dataplane_util;
 
-use dataplane_util::*;
+use dataplane_util::{progrun::*, *};
 use pier_agent::dataplane::{Dataplane, EbpfDataplane, programs};
 use pier_tests::{TestHost, require_root};
 
@@ -19,36 +19,10 @@ const HOST: [u8; 4] = [198, 18, 0, 1];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
-/// An Ethernet + IPv4 + TCP frame (checksums left zero: the programs update
-/// them incrementally and never verify them).
-fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    l4.extend_from_slice(&[0x61; 32]);
-    let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00];
-    let total = (20 + l4.len()) as u16;
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&total.to_be_bytes());
-    f.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, proto, 0, 0]);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&l4);
-    f
-}
-
 /// Median of `ns`.
 fn median(mut ns: Vec<u64>) -> u64 {
     ns.sort_unstable();
     ns[ns.len() / 2]
-}
-
-fn runs() -> usize {
-    std::env::var("PIER_PROG_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000)
 }
 
 /// A routed flow's established packets, both ways, next to a masqueraded
@@ -59,7 +33,7 @@ fn runs() -> usize {
 #[ignore]
 fn run_time_of_routed_and_masqueraded_flows() {
     require_root!();
-    let runs = runs();
+    let runs = runs_per_round();
     let mut w = World::new(false);
     let net = w.network(1, "10.107.0.0/24");
     let c1 = w.container("c1", &net, "10.107.0.2");
@@ -165,7 +139,7 @@ fn run_time_of_routed_and_masqueraded_flows() {
 fn run_time_of_each_primitive() {
     use pier_common::config::{PROF_OPS, PROF_REPS};
     require_root!();
-    let runs = runs();
+    let runs = runs_per_round();
     let mut w = World::new(false);
     let net = w.network(1, "10.109.0.0/24");
     let c1 = w.container("c1", &net, "10.109.0.2");

@@ -8,7 +8,7 @@
 //! --nocapture` (`PIER_PROG_RUNS=N` runs per path and round, default 20 000).
 mod dataplane_util;
 
-use dataplane_util::*;
+use dataplane_util::{progrun::*, *};
 use pier_agent::dataplane::{Dataplane, EbpfDataplane, programs};
 use pier_tests::{TestHost, require_root};
 
@@ -20,29 +20,6 @@ const HOST: [u8; 4] = [198, 18, 0, 1];
 const C1: [u8; 4] = [10, 107, 0, 2];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
-
-/// An Ethernet + IPv4 + TCP/UDP frame (checksums left zero: the programs
-/// update them incrementally and never verify them).
-fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    if proto == 6 {
-        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    } else {
-        l4.extend_from_slice(&[0, 8 + 32, 0, 0]);
-    }
-    l4.extend_from_slice(&[0x61; 32]);
-    let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00];
-    let total = (20 + l4.len()) as u16;
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&total.to_be_bytes());
-    f.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, proto, 0, 0]);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&l4);
-    f
-}
 
 /// Median and the mean of the middle 80 % of `ns`.
 fn stats(mut ns: Vec<u64>) -> (u64, f64) {
@@ -57,13 +34,6 @@ fn stats(mut ns: Vec<u64>) -> (u64, f64) {
 type Path = (&'static str, &'static str, u32, Vec<u8>, u32);
 
 const TC_ACT_SHOT: u32 = 2;
-
-fn runs_per_round() -> usize {
-    std::env::var("PIER_PROG_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000)
-}
 
 /// One host with one network, container `c1` and two published ports, its
 /// dataplane started (from `object`, or the embedded programs) and the

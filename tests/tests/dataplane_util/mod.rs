@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pkt;
+pub mod progrun;
 
 use std::{
     io::{Read, Write},
