@@ -20,6 +20,7 @@ pub mod docker;
 pub mod error;
 pub mod features;
 pub mod ipam;
+pub mod memory;
 pub mod mountns;
 pub mod netavark;
 pub mod observe;

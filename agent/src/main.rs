@@ -5,6 +5,8 @@ use pier_agent::{
 };
 
 fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::Result<()> {
+    // Before any thread: one malloc arena, fixed thresholds (see `memory`).
+    let tuned = pier_agent::memory::tune();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -12,6 +14,9 @@ fn agent(socket: std::path::PathBuf, a: pier_agent::cli::AgentArgs) -> anyhow::R
         )
         .with_writer(std::io::stderr)
         .init();
+    if !tuned {
+        tracing::debug!("the C library took no malloc settings: memory stays as it allocates");
+    }
     // `ip netns exec`: the DNS upstreams are that namespace's resolv.conf
     // (its /etc/netns bind mount), read before leaving its mount namespace.
     let mut dns_upstreams = a.dns_upstreams.clone();

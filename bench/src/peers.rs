@@ -36,6 +36,11 @@ pub trait Peer {
     fn rss_mib(&self) -> anyhow::Result<Option<f64>> {
         Ok(None)
     }
+    /// What the resident memory is made of (anonymous, file, shared), for
+    /// the notes. `None`: not known.
+    fn rss_parts(&self) -> Option<String> {
+        None
+    }
     /// iptables rules (`-A` lines of iptables-save) in the host namespace.
     fn rule_count(&self) -> anyhow::Result<Option<usize>> {
         let out = run(&mut cmd_in(&self.world().host, "iptables-save"))?;
@@ -1054,6 +1059,11 @@ impl Peer for Pier {
             vm_rss_mib(&status).context("no VmRSS in /proc/PID/status")?,
         ))
     }
+
+    fn rss_parts(&self) -> Option<String> {
+        let pid = self.agent_pid?;
+        rss_parts(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    }
 }
 
 /// The first network's IPAddress of `pier inspect` output (an object, or an
@@ -1089,9 +1099,34 @@ fn published_behind_netfilter(w: &World) -> anyhow::Result<Targets> {
     Ok(t)
 }
 
+/// `anon A, file F, shmem S MiB` of a /proc/PID/status text.
+pub fn rss_parts(status: &str) -> Option<String> {
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some(format!(
+        "anon {:.1}, file {:.1}, shmem {:.1} MiB",
+        field("RssAnon:")?,
+        field("RssFile:")?,
+        field("RssShmem:")?
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rss_parts_from_status() {
+        let s = "VmRSS:\t 6144 kB\nRssAnon:\t 4096 kB\nRssFile:\t 1536 kB\nRssShmem:\t 512 kB\n";
+        assert_eq!(
+            rss_parts(s).as_deref(),
+            Some("anon 4.0, file 1.5, shmem 0.5 MiB")
+        );
+        assert_eq!(rss_parts("VmRSS:\t1 kB\n"), None);
+    }
 
     #[test]
     fn rss_from_status() {

@@ -733,10 +733,17 @@ impl<'a> Runner<'a> {
                 .set_other_ports(self.ctx, ports)
                 .and_then(|_| s.peer.rss_mib());
             match r {
-                Ok(Some(m)) => self.note(format!(
-                    "{}: agent RSS with {most} containers and {ports} other published ports: {m:.1} MiB",
-                    d.as_str()
-                )),
+                Ok(Some(m)) => {
+                    let parts = s
+                        .peer
+                        .rss_parts()
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default();
+                    self.note(format!(
+                        "{}: agent RSS with {most} containers and {ports} other published ports: {m:.1} MiB{parts}",
+                        d.as_str()
+                    ));
+                }
                 Ok(None) => {}
                 Err(e) => self.note(format!(
                     "{}: agent RSS with {most} containers and {ports} ports: {}",

@@ -19,8 +19,11 @@ fn host_ip_text(ip: Option<std::net::IpAddr>) -> String {
 
 impl Daemon {
     /// Retire expired conntrack and NAT entries (run on [`CT_GC_INTERVAL`]).
+    /// The allocator's free pages go back to the kernel after each pass.
     pub fn dataplane_gc(&self) -> Result<()> {
-        Ok(self.lock_inner().dataplane.gc()?)
+        let r = self.lock_inner().dataplane.gc();
+        crate::memory::trim();
+        Ok(r?)
     }
 
     /// The host changed under the agent (`hostwatch`): the dataplane reads

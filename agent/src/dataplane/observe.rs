@@ -148,14 +148,22 @@ pub fn if_stats(
 pub struct MonitorHub {
     cfg: Mutex<Array<MapData, u32>>,
     kcounters: PerCpuArray<MapData, u64>,
-    subscribers: Mutex<usize>,
-    tx: tokio::sync::broadcast::Sender<Event>,
+    /// Attached monitors, and the channel to them: made by the first to
+    /// attach and dropped with the last (its ring of `FANOUT_DEPTH` events
+    /// is 7 MiB, held only while someone listens).
+    subscribers: Mutex<Fanout>,
     /// Events read from the ring since load.
     pub read: AtomicU64,
 }
 
 /// Events a subscriber may fall behind by before it loses some.
 const FANOUT_DEPTH: usize = 1 << 16;
+
+#[derive(Default)]
+struct Fanout {
+    n: usize,
+    tx: Option<tokio::sync::broadcast::Sender<Event>>,
+}
 
 impl MonitorHub {
     /// Take the monitor's maps out of `bpf` and start the reader thread.
@@ -173,12 +181,10 @@ impl MonitorHub {
         let kcounters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(take(bpf, names::KCOUNTERS)?)
                 .map_err(|e| err(names::KCOUNTERS, e))?;
-        let (tx, _) = tokio::sync::broadcast::channel(FANOUT_DEPTH);
         let hub = Arc::new(MonitorHub {
             cfg: Mutex::new(cfg),
             kcounters,
-            subscribers: Mutex::new(0),
-            tx,
+            subscribers: Mutex::new(Fanout::default()),
             read: AtomicU64::new(0),
         });
         let h = Arc::downgrade(&hub);
@@ -208,21 +214,33 @@ impl MonitorHub {
 
     /// How many monitors are attached.
     pub fn attached(&self) -> usize {
-        *self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+        self.fanout().n
+    }
+
+    fn fanout(&self) -> std::sync::MutexGuard<'_, Fanout> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A sender to the attached monitors, if any.
+    fn sender(&self) -> Option<tokio::sync::broadcast::Sender<Event>> {
+        self.fanout().tx.clone()
     }
 
     /// Attach a monitor: from now on the kernel writes events.
     pub fn subscribe(self: &Arc<Self>) -> Result<Subscription, DataplaneError> {
-        let rx = self.tx.subscribe();
-        let mut n = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        if *n == 0 {
+        let mut f = self.fanout();
+        if f.n == 0 {
             self.cfg
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .set(0, MON_ON, 0)
                 .map_err(|e| err(names::MON_CFG, e))?;
         }
-        *n += 1;
+        let rx =
+            f.tx.get_or_insert_with(|| tokio::sync::broadcast::channel(FANOUT_DEPTH).0)
+                .subscribe();
+        f.n += 1;
+        drop(f);
         Ok(Subscription {
             hub: self.clone(),
             rx,
@@ -232,14 +250,17 @@ impl MonitorHub {
     }
 
     fn unsubscribe(&self) {
-        let mut n = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        *n = n.saturating_sub(1);
-        if *n == 0
-            && let Err(e) = self
-                .cfg
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .set(0, 0, 0)
+        let mut f = self.fanout();
+        f.n = f.n.saturating_sub(1);
+        if f.n > 0 {
+            return;
+        }
+        f.tx = None;
+        if let Err(e) = self
+            .cfg
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(0, 0, 0)
         {
             tracing::warn!("monitor off: {e}");
         }
@@ -276,11 +297,14 @@ fn drain(mut ring: RingBuf<MapData>, hub: std::sync::Weak<MonitorHub>) {
             POLL_IDLE_MS
         };
         let mut n = 0u64;
+        let tx = h.sender();
         while let Some(item) = ring.next() {
-            if item.len() >= std::mem::size_of::<Event>() {
+            if let Some(tx) = &tx
+                && item.len() >= std::mem::size_of::<Event>()
+            {
                 // SAFETY: the kernel wrote a whole `Event` (plain integers).
                 let e: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                let _ = h.tx.send(e);
+                let _ = tx.send(e);
             }
             n += 1;
         }

@@ -19,6 +19,10 @@ const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 const POLICIES: TableDefinition<u64, &[u8]> = TableDefinition::new("policies");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// redb's page cache (its default is 1 GiB, which it fills with every page
+/// ever written: 3.3 MiB of resident memory at 1 000 containers). The store
+/// is read whole once at start; a change writes a few records.
+const STORE_CACHE: usize = 1 << 20;
 const NEXT_NET_NUM: &str = "next_net_num";
 const NEXT_POLICY_ID: &str = "next_policy_id";
 
@@ -52,7 +56,10 @@ impl Store {
                     dir.display()
                 ))
             })?;
-        let db = Database::create(dir.join("pier.redb")).map_err(store_err)?;
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE)
+            .create(dir.join("pier.redb"))
+            .map_err(store_err)?;
         let s = Store {
             db,
             _lock: lock,
