@@ -253,6 +253,10 @@ struct Pins(PathBuf);
 impl Drop for Pins {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        // The root as well when this test's pins were all it held.
+        if let Some(root) = self.0.parent() {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 }
 
