@@ -77,6 +77,9 @@ struct Inner {
     /// once a sync succeeded): the next change compares with it instead of
     /// deriving it again.
     desired: DesiredState,
+    /// A change panicked after the dataplane may have seen it: the next
+    /// change syncs whatever it compares equal to.
+    resync: bool,
     store: Store,
     dataplane: Box<dyn Dataplane>,
 }
@@ -348,6 +351,7 @@ impl Daemon {
             runner,
             inner: Mutex::new(Inner {
                 desired: desired_state(&state),
+                resync: false,
                 state: std::sync::Arc::new(state),
                 store,
                 dataplane,
@@ -428,50 +432,26 @@ impl Daemon {
             undo: Vec::new(),
             after: Vec::new(),
         };
-        let r = match f(&mut txn) {
-            Ok(r) => r,
-            Err(e) => {
-                self.run_actions(txn.undo.into_iter().rev(), "rollback");
-                return Err(e);
+        // A bug that panics mid-change must not leave its interfaces,
+        // namespaces or processes behind: undo them as a failure would, make
+        // the next change sync the dataplane, and let the panic go on.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.apply_and_commit(&mut inner, &mut txn, f, t0)
+        }));
+        let (r, t_apply, t_sync, t_commit, changed_names) = match done {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => {
+                inner.resync = true;
+                drop(inner);
+                self.run_actions(
+                    std::mem::take(&mut txn.undo).into_iter().rev(),
+                    "rollback after a panic",
+                );
+                std::panic::resume_unwind(panic);
             }
         };
-        let t_apply = t0.elapsed();
-        // A container's policy rules go with it (whichever front end removed it).
-        let st = &mut txn.state;
-        st.policies.retain(|_, r| {
-            r.container
-                .as_ref()
-                .is_none_or(|c| st.containers.contains_key(c))
-        });
-        let desired = desired_state(&txn.state);
-        let synced = desired != inner.desired;
-        if synced && let Err(e) = inner.dataplane.sync(&desired) {
-            self.run_actions(txn.undo.into_iter().rev(), "rollback");
-            return Err(e.into());
-        }
-        let t_sync = t0.elapsed();
-        if synced {
-            crate::observe::metrics::observe_sync((t_sync - t_apply).as_secs_f64());
-        }
-        let old = inner.state.clone();
-        if let Err(e) = inner.store.commit(&old, &txn.state) {
-            self.run_actions(txn.undo.into_iter().rev(), "rollback");
-            if synced {
-                let old_desired = inner.desired.clone();
-                if let Err(e2) = inner.dataplane.sync(&old_desired) {
-                    tracing::error!("restoring the dataplane after a failed commit: {e2}");
-                }
-            }
-            return Err(e);
-        }
-        let t_commit = t0.elapsed();
-        if synced {
-            inner.desired = desired;
-        }
-        inner.state = std::sync::Arc::new(txn.state);
         let after = std::mem::take(&mut txn.after);
-        let changed_names =
-            old.containers != inner.state.containers || old.networks != inner.state.networks;
         drop(inner);
         self.run_actions(after.into_iter(), "cleanup");
         if changed_names {
@@ -485,6 +465,77 @@ impl Daemon {
             t0.elapsed() - t_commit
         );
         Ok(r)
+    }
+
+    /// The steps of [`Daemon::change`] under the state lock: `f`, the
+    /// dataplane sync, the store commit. A failure runs the undo list; a
+    /// commit empties it. The result, the times at which apply, sync and
+    /// commit ended, and whether names changed.
+    #[allow(clippy::type_complexity)]
+    fn apply_and_commit<R>(
+        &self,
+        inner: &mut Inner,
+        txn: &mut Txn,
+        f: impl FnOnce(&mut Txn) -> Result<R>,
+        t0: std::time::Instant,
+    ) -> Result<(
+        R,
+        std::time::Duration,
+        std::time::Duration,
+        std::time::Duration,
+        bool,
+    )> {
+        let rollback = |txn: &mut Txn| {
+            self.run_actions(std::mem::take(&mut txn.undo).into_iter().rev(), "rollback");
+        };
+        let r = match f(txn) {
+            Ok(r) => r,
+            Err(e) => {
+                rollback(txn);
+                return Err(e);
+            }
+        };
+        let t_apply = t0.elapsed();
+        // A container's policy rules go with it (whichever front end removed it).
+        let st = &mut txn.state;
+        st.policies.retain(|_, r| {
+            r.container
+                .as_ref()
+                .is_none_or(|c| st.containers.contains_key(c))
+        });
+        let desired = desired_state(&txn.state);
+        let synced = inner.resync || desired != inner.desired;
+        if synced && let Err(e) = inner.dataplane.sync(&desired) {
+            rollback(txn);
+            return Err(e.into());
+        }
+        let t_sync = t0.elapsed();
+        if synced {
+            crate::observe::metrics::observe_sync((t_sync - t_apply).as_secs_f64());
+        }
+        let old = inner.state.clone();
+        if let Err(e) = inner.store.commit(&old, &txn.state) {
+            rollback(txn);
+            if synced {
+                let old_desired = inner.desired.clone();
+                if let Err(e2) = inner.dataplane.sync(&old_desired) {
+                    tracing::error!("restoring the dataplane after a failed commit: {e2}");
+                    inner.resync = true;
+                }
+            }
+            return Err(e);
+        }
+        let t_commit = t0.elapsed();
+        // Committed: nothing to undo any more, whatever happens next.
+        txn.undo.clear();
+        if synced {
+            inner.desired = desired;
+            inner.resync = false;
+        }
+        inner.state = std::sync::Arc::new(std::mem::take(&mut txn.state));
+        let changed_names =
+            old.containers != inner.state.containers || old.networks != inner.state.networks;
+        Ok((r, t_apply, t_sync, t_commit, changed_names))
     }
 
     fn run_actions(&self, actions: impl Iterator<Item = Action>, what: &str) -> ErrorList {

@@ -103,6 +103,11 @@ impl Dataplane for FakeDataplane {
         if d.ports.iter().any(|p| p.host_port == 9999) {
             return Err(DataplaneError::PortInUse("0.0.0.0:9999/tcp".into()));
         }
+        // A bug's stand-in: port 9998 panics mid-sync.
+        assert!(
+            d.ports.iter().all(|p| p.host_port != 9998),
+            "injected panic"
+        );
         self.synced.lock().unwrap().push(d.clone());
         Ok(())
     }
@@ -191,6 +196,34 @@ fn start_creates_defaults_and_syncs_once() {
     let synced = env.dp.synced.lock().unwrap().clone();
     assert_eq!(synced.last().unwrap().networks.len(), 1);
     assert_eq!(synced.last().unwrap().networks[0].bridge, "pier0");
+}
+
+#[test]
+fn a_panic_mid_change_undoes_its_steps_and_the_next_change_syncs() {
+    let env = Env::new("panic");
+    let d = env.start();
+    d.container_create(run("ok", None, &["8080:80"])).unwrap();
+    let (kernel, state) = (env.kernel(), d.snapshot());
+    let syncs = env.dp.synced.lock().unwrap().len();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.container_create(run("bad", None, &["9998:80"]))
+    }));
+    assert!(r.is_err(), "the panic goes on to the caller");
+    // Its namespace and veth are gone again, nothing was committed.
+    assert_eq!(env.kernel(), kernel);
+    assert_eq!(d.snapshot(), state);
+    assert_eq!(env.dp.synced.lock().unwrap().len(), syncs);
+    // The lock is usable, and a change the dataplane would otherwise not
+    // see (nothing it reflects differs) syncs it once.
+    d.change(|_| Ok(())).unwrap();
+    let synced = env.dp.synced.lock().unwrap().clone();
+    assert_eq!(synced.len(), syncs + 1);
+    assert_eq!(synced.last().unwrap().ports.len(), 1);
+    d.change(|_| Ok(())).unwrap();
+    assert_eq!(env.dp.synced.lock().unwrap().len(), syncs + 1);
+    drop(d);
+    // A restart finds what was committed.
+    assert_eq!(env.start().snapshot().containers.len(), 1);
 }
 
 #[test]
