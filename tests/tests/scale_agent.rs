@@ -278,3 +278,37 @@ fn many_containers_many_ports_and_a_restart() {
         total >> 20,
     );
 }
+
+/// A Linux bridge takes 1 023 ports (Docker's bridge stops there too,
+/// moby/moby#44973): the 1 023rd container on one network runs, the next is
+/// refused in words and leaves nothing behind, and another network takes it.
+#[test]
+fn a_full_bridge_refuses_the_next_container_in_words() {
+    require_root!();
+    const MAX: usize = 1023;
+    let s = Sandbox::new(&[]);
+    let t0 = Instant::now();
+    for i in 0..MAX {
+        s.host.pier_ok(&["run", "-d", "--name", &format!("f{i}")]);
+    }
+    println!(
+        "scale: {MAX} containers on one bridge in {:?}",
+        t0.elapsed()
+    );
+    let before = s.host.world();
+    let e = s.host.pier_err(&["run", "-d", "--name", "one-too-many"]);
+    assert!(
+        e.contains("network bridge is full") && e.contains("1023"),
+        "{e}"
+    );
+    assert_eq!(
+        s.host.world(),
+        before,
+        "the refused container left something"
+    );
+    s.host.pier_ok(&["network", "create", "more"]);
+    s.host
+        .pier_ok(&["run", "-d", "--name", "one-too-many", "--network", "more"]);
+    let ns = s.ns_of("one-too-many");
+    assert!(ns.exists(), "its namespace");
+}

@@ -42,6 +42,11 @@ pub struct EndpointReq {
     pub ifname: Option<String>,
 }
 
+/// Ports a Linux bridge takes: the kernel numbers them in 10 bits
+/// (`BR_MAX_PORTS` 1 024) and never uses 0, so the 1 024th interface gets
+/// EXFULL. Docker's bridge stops there too (moby/moby#44973).
+pub const BRIDGE_MAX_PORTS: usize = 1023;
+
 impl Daemon {
     /// A new bridge network: name, subnet (given, else the next free one),
     /// gateway, range and Docker's options checked; its bridge made.
@@ -267,6 +272,30 @@ impl Daemon {
     ) -> Result<Endpoint> {
         let c = txn.state.containers.get(cid).expect("container").clone();
         let netns = c.netns.clone().expect("bridge mode has a namespace");
+        if let Some(bridge) = &net.bridge {
+            // Refused here, before any address or interface is taken, in
+            // words instead of the kernel's EXFULL.
+            let on_bridge = txn
+                .state
+                .containers
+                .values()
+                .flat_map(|c| c.endpoints.iter())
+                .filter(|e| e.network_id == net.id)
+                .count()
+                + net
+                    .pending
+                    .iter()
+                    .filter(|(id, p)| p.host_ifname.is_some() && req.id.as_ref() != Some(*id))
+                    .count();
+            if on_bridge >= BRIDGE_MAX_PORTS {
+                return Err(conflict(format!(
+                    "network {} is full: its bridge {bridge} has {on_bridge} container \
+                     interfaces, the most a Linux bridge takes; connect the container to \
+                     another network",
+                    net.name
+                )));
+            }
+        }
         let ip = match (net.subnet, net.gateway) {
             (Some(subnet), Some(gateway)) => {
                 let mut used = txn.state.used_ips(&net.id);

@@ -227,6 +227,37 @@ fn a_panic_mid_change_undoes_its_steps_and_the_next_change_syncs() {
 }
 
 #[test]
+fn a_bridge_takes_1023_containers_and_the_next_is_refused_in_words() {
+    let env = Env::new("full");
+    let d = env.start();
+    for i in 0..super::core::BRIDGE_MAX_PORTS {
+        d.container_create(run(&format!("c{i}"), None, &[]))
+            .unwrap();
+    }
+    // pier0 and a veth per container.
+    assert_eq!(env.kernel().links.len(), 1 + super::core::BRIDGE_MAX_PORTS);
+    let (kernel, state) = (env.kernel(), d.snapshot());
+    let e = d
+        .container_create(run("one-too-many", None, &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("network bridge is full") && e.contains("1023"),
+        "{e}"
+    );
+    assert_eq!(env.kernel(), kernel, "nothing made");
+    assert_eq!(d.snapshot(), state, "nothing recorded");
+    // Another network takes it.
+    d.network_create(NetworkCreate {
+        name: "more".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    d.container_create(run("one-too-many", Some("more"), &[]))
+        .unwrap();
+}
+
+#[test]
 fn dataplane_refusal_rolls_everything_back() {
     let env = Env::new("dp");
     let d = env.start();

@@ -33,6 +33,7 @@ use super::{
 
 const ENODEV: i32 = libc::ENODEV;
 const EEXIST: i32 = libc::EEXIST;
+const EXFULL: i32 = libc::EXFULL;
 
 /// The kernel-backed topology.
 pub struct NetlinkTopology {
@@ -91,13 +92,22 @@ impl NetlinkTopology {
             let msg = host
                 .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
                 .build();
-            h.link()
-                .add(msg)
-                .execute()
-                .await
-                .map_err(nl(format!("create veth {} / {peer}", ep.host_ifname)))
+            h.link().add(msg).execute().await.map_err(|e| {
+                if errno(&e) == Some(EXFULL) {
+                    bridge_full(&ep.bridge)
+                } else {
+                    nl(format!("create veth {} / {peer}", ep.host_ifname))(e)
+                }
+            })
         })
     }
+}
+
+/// The kernel's refusal of a bridge's 1 024th port, in words.
+fn bridge_full(bridge: &str) -> TopologyError {
+    TopologyError::Invalid(format!(
+        "bridge {bridge} is full: a Linux bridge takes at most 1023 interfaces"
+    ))
 }
 
 /// The errno of a netlink error reply, if it is one.
@@ -559,6 +569,8 @@ impl Topology for NetlinkTopology {
                         ep.ifname,
                         ep.netns.display()
                     ))
+                } else if errno(&e) == Some(EXFULL) {
+                    bridge_full(&ep.bridge)
                 } else {
                     nl(format!("create veth {} / {}", ep.host_ifname, ep.ifname))(e)
                 }
