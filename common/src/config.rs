@@ -47,18 +47,23 @@ pub const ICMP_ERROR_TTL: u8 = 64;
 pub const PROF_REPS: u32 = 32;
 /// `pier_prof`'s primitives (byte 14 of its frame → what it runs, and on
 /// which key: bytes 16.. of the frame). 0 runs nothing (the harness).
-pub const PROF_OPS: [(u8, &str); 16] = [
+pub const PROF_OPS: [(u8, &str); 18] = [
     (1, "PIER_PORTS lookup (hash, 8-byte key)"),
     (2, "PIER_CT lookup (LRU hash, 16-byte key)"),
     (3, "PIER_SNAT_FWD lookup (hash, no prealloc, 16-byte key)"),
     (13, "PIER_SNAT_REV lookup (hash, no prealloc, 16-byte key)"),
-    (4, "PIER_PORT_STATS lookup + add (per-CPU hash, 8-byte key)"),
+    (
+        4,
+        "PIER_PORT_DROPS lookup + add (per-CPU hash, 8-byte key: PIER_PORT_STATS before slots)",
+    ),
+    (16, "PIER_PORT_STATS lookup + add (per-CPU array, by slot)"),
     (5, "PIER_ENDPOINTS lookup (hash, 4-byte key)"),
     (6, "PIER_VETH_EP4 lookup (array)"),
     (7, "PIER_IF_PKTS lookup + add (per-CPU array)"),
     (12, "PIER_SUBNETS lookup (LPM trie, /32)"),
     (8, "bpf_ktime_get_coarse_ns"),
     (9, "bpf_ktime_get_ns"),
+    (17, "bpf_jiffies64"),
     (10, "l4_csum_replace (2 bytes)"),
     (11, "bpf_get_prandom_u32"),
     (14, "bpf_redirect_peer"),

@@ -948,7 +948,7 @@ impl Dataplane for EbpfDataplane {
         // Cached again whatever happens next (the interfaces are facts of
         // the host, not of this sync).
         self.ifaces = Some(ifaces);
-        let tables = tables?;
+        let mut tables = tables?;
         let t_tables = t0.elapsed();
         let new = self.reserve_ports(desired)?;
         let mut t_veths = t_tables;
@@ -957,7 +957,7 @@ impl Dataplane for EbpfDataplane {
         let applied = self.sync_veths(&tables.veths).and_then(|a| {
             attached = a;
             t_veths = t0.elapsed();
-            maps::write(self.bpf()?, &tables, prev.as_ref())
+            maps::write(self.bpf()?, &mut tables, prev.as_ref())
         });
         if let Err(e) = applied {
             for id in &new {
@@ -1040,22 +1040,31 @@ impl Dataplane for EbpfDataplane {
 
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
         let bpf = self.bpf_ref()?;
+        // Each port's counter slot as last written (after a failed write,
+        // as the kernel's map holds it); a port with none counted nothing.
+        let written = self.written.as_ref();
         self.applied
             .ports
             .iter()
             .map(|p| {
-                if p.is_v6() {
-                    let c = maps::port_counter6(bpf, &maps::port_key6(p))?;
-                    let d = maps::port_denied6(bpf, &maps::port_key6(p))?;
-                    return Ok(PortStats {
-                        port: p.clone(),
-                        packets: c.packets,
-                        bytes: c.bytes,
-                        denied: d.packets,
-                    });
-                }
-                let c = maps::port_counter(bpf, &port_key(p))?;
-                let d = maps::port_denied(bpf, &port_key(p))?;
+                let (c, d) = if p.is_v6() {
+                    let key = maps::port_key6(p);
+                    let slot = match written {
+                        Some(t) => t.ports6.get(&key).map(|v| v.slot),
+                        None => maps::port_slot6(bpf, &key)?,
+                    };
+                    let c = slot.map(|s| maps::port_counter6(bpf, s)).transpose()?;
+                    (c, maps::port_denied6(bpf, &key)?)
+                } else {
+                    let key = port_key(p);
+                    let slot = match written {
+                        Some(t) => t.ports.get(&key).map(|v| v.slot),
+                        None => maps::port_slot(bpf, &key)?,
+                    };
+                    let c = slot.map(|s| maps::port_counter(bpf, s)).transpose()?;
+                    (c, maps::port_denied(bpf, &key)?)
+                };
+                let c = c.unwrap_or_default();
                 Ok(PortStats {
                     port: p.clone(),
                     packets: c.packets,
