@@ -337,3 +337,62 @@ fn monitor_cost_per_path() {
         ratio(sum1, sum0)
     );
 }
+
+/// A before/after of the programs, path by path, by `BPF_PROG_TEST_RUN`:
+/// the object named by `PIER_PROG_COST_OBJECT` (another build of the same
+/// maps' layout, e.g. the previous commit's `target/ebpf/pier-dataplane.o`)
+/// against this build's, two hosts measured interleaved (the order turning
+/// each round), over `PIER_PROG_LOADS` loads (default 3) as
+/// `monitor_cost_per_path`. `cargo test -p pier-tests --test
+/// dataplane_prog_cost -- --ignored --nocapture object_against`.
+#[test]
+#[ignore]
+fn object_against_this_build_per_path() {
+    require_root!();
+    let Some(path) = std::env::var_os("PIER_PROG_COST_OBJECT") else {
+        eprintln!("skipped: PIER_PROG_COST_OBJECT names no object");
+        return;
+    };
+    let obj = std::fs::read(&path).expect("read PIER_PROG_COST_OBJECT");
+    let runs = runs_per_round();
+    let rounds = rounds();
+    let loads: usize = std::env::var("PIER_PROG_LOADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut best: Vec<[f64; 2]> = Vec::new();
+    let mut names = Vec::new();
+    for _ in 0..loads {
+        let mut v = [Bench::new(Some(obj.clone())), Bench::new(None)];
+        let n = v[0].paths.len();
+        let mut res = vec![[f64::INFINITY; 2]; n];
+        for round in 0..rounds {
+            for (i, r) in res.iter_mut().enumerate() {
+                for j in 0..2 {
+                    let k = (j + round) % 2;
+                    r[k] = r[k].min(v[k].run(i, runs).1);
+                }
+            }
+        }
+        if best.is_empty() {
+            best = vec![[0.0; 2]; n];
+        }
+        for (b, r) in best.iter_mut().zip(&res) {
+            for k in 0..2 {
+                b[k] += r[k] / loads as f64;
+            }
+        }
+        names = v[0].paths.iter().map(|p| p.0).collect();
+    }
+    let net = |k: usize, i: usize| best[i][k] - best[0][k];
+    println!(
+        "{runs} runs per path and round, {rounds} rounds, {loads} loads; ns net of each build's harness constant (mean over the loads of the lowest round's middle-80 % mean); other = {}",
+        path.to_string_lossy()
+    );
+    println!("| path | other | this build | this / other |");
+    println!("| --- | --- | --- | --- |");
+    for (i, name) in names.iter().enumerate().skip(1) {
+        let (a, b) = (net(0, i), net(1, i));
+        println!("| {name} | {a:.1} | {b:.1} | {:.3} |", b / a);
+    }
+}
