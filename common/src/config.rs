@@ -30,7 +30,29 @@ pub const GLOBAL_CT_TCP_CLOSING_NS: &str = "CT_TCP_CLOSING_NS";
 pub const GLOBAL_CT_UDP_NS: &str = "CT_UDP_NS";
 pub const GLOBAL_CT_ICMP_NS: &str = "CT_ICMP_NS";
 
-/// Default conntrack lifetimes (nanoseconds, `bpf_ktime_get_ns` clock).
+/// Globals: the clock conntrack and fragment lifetimes are stamped with.
+/// With `CLOCK_TICK_NS` set (the kernel's `TICK_NSEC`: `(10^9 + HZ/2) /
+/// HZ`, from its `CONFIG_HZ`), the programs read `(jiffies64 -
+/// CLOCK_JIFFIES0) * CLOCK_TICK_NS` (`bpf_jiffies64` is inlined, ~1 ns;
+/// `CLOCK_JIFFIES0` the kernel's `INITIAL_JIFFIES`, so the clock is near
+/// `CLOCK_MONOTONIC`); left 0 (the kernel's HZ not known), they read
+/// `bpf_ktime_get_coarse_ns` (~20 ns). The agent reads the same clock with
+/// `pier_clock`.
+pub const GLOBAL_CLOCK_TICK_NS: &str = "CLOCK_TICK_NS";
+pub const GLOBAL_CLOCK_JIFFIES0: &str = "CLOCK_JIFFIES0";
+
+/// The kernel's `INITIAL_JIFFIES` on a 64-bit kernel of `HZ` `hz`:
+/// `(unsigned long)(unsigned int)(-300 * HZ)`.
+pub const fn initial_jiffies(hz: u64) -> u64 {
+    (0u32.wrapping_sub((300 * hz) as u32)) as u64
+}
+
+/// The kernel's `TICK_NSEC` for `HZ` `hz`.
+pub const fn tick_nsec(hz: u64) -> u64 {
+    (1_000_000_000 + hz / 2) / hz
+}
+
+/// Default conntrack lifetimes (nanoseconds of the programs' clock, `GLOBAL_CLOCK_TICK_NS`).
 pub const CT_TCP_ESTABLISHED_NS: u64 = 6 * 3600 * 1_000_000_000;
 pub const CT_TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
 pub const CT_UDP_NS: u64 = 60 * 1_000_000_000;
@@ -47,18 +69,24 @@ pub const ICMP_ERROR_TTL: u8 = 64;
 pub const PROF_REPS: u32 = 32;
 /// `pier_prof`'s primitives (byte 14 of its frame → what it runs, and on
 /// which key: bytes 16.. of the frame). 0 runs nothing (the harness).
-pub const PROF_OPS: [(u8, &str); 16] = [
+pub const PROF_OPS: [(u8, &str); 19] = [
     (1, "PIER_PORTS lookup (hash, 8-byte key)"),
     (2, "PIER_CT lookup (LRU hash, 16-byte key)"),
     (3, "PIER_SNAT_FWD lookup (hash, no prealloc, 16-byte key)"),
     (13, "PIER_SNAT_REV lookup (hash, no prealloc, 16-byte key)"),
-    (4, "PIER_PORT_STATS lookup + add (per-CPU hash, 8-byte key)"),
+    (
+        4,
+        "PIER_PORT_DROPS lookup + add (per-CPU hash, 8-byte key: PIER_PORT_STATS before slots)",
+    ),
+    (16, "PIER_PORT_STATS lookup + add (per-CPU array, by slot)"),
     (5, "PIER_ENDPOINTS lookup (hash, 4-byte key)"),
     (6, "PIER_VETH_EP4 lookup (array)"),
     (7, "PIER_IF_PKTS lookup + add (per-CPU array)"),
     (12, "PIER_SUBNETS lookup (LPM trie, /32)"),
     (8, "bpf_ktime_get_coarse_ns"),
     (9, "bpf_ktime_get_ns"),
+    (17, "bpf_jiffies64"),
+    (18, "ct::now (the programs' clock, as loaded)"),
     (10, "l4_csum_replace (2 bytes)"),
     (11, "bpf_get_prandom_u32"),
     (14, "bpf_redirect_peer"),

@@ -33,7 +33,7 @@ pub struct CtVal {
     pub client_ifindex: u32,
     /// The uplink the client's packets arrived on.
     pub uplink_ifindex: u32,
-    /// `bpf_ktime_get_ns` after which the entry may be retired.
+    /// The programs' clock (`ct::now`, ns) after which the entry may be retired.
     pub expires_ns: u64,
     pub flags: u32,
     /// A hairpin client dialling its own published port is seen by itself

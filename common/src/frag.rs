@@ -32,7 +32,7 @@ pub struct FragVal {
     pub mac: [u8; 6],
     pub bridge_mac: [u8; 6],
     pub _pad: u32,
-    /// `bpf_ktime_get_ns` after which later fragments no longer match.
+    /// The programs' clock (`ct::now`, ns) after which later fragments no longer match.
     pub expires_ns: u64,
 }
 

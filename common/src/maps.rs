@@ -15,7 +15,9 @@ pub const PORTS_LEN: u32 = 65536;
 /// (address, port, proto) → the host side's `PortKey`. Lets a reply whose
 /// conntrack entry was evicted still leave with the published address. Pinned.
 pub const BACKENDS: &str = "PIER_BACKENDS";
-/// Per published port counters: [`crate::nat::PortKey`] → per-CPU [`crate::metrics::Counter`]. Pinned.
+/// Per published port counters: a per-CPU array of [`crate::metrics::Counter`]
+/// indexed by the port's `crate::nat::PortVal::slot` ([`PORTS_LEN`] slots).
+/// Pinned.
 pub const PORT_STATS: &str = "PIER_PORT_STATS";
 /// Denied packets per published port: [`crate::nat::PortKey`] → per-CPU
 /// [`crate::metrics::Counter`] (source policy, `DropReason::PolicyDenied`). Pinned.
@@ -84,8 +86,9 @@ pub const PORTS6: &str = "PIER_PORTS6";
 /// IPv6 published backends: container side [`crate::nat6::PortKey6`] → the
 /// host side's (a reply whose conntrack entry is gone). Pinned.
 pub const BACKENDS6: &str = "PIER_BACKENDS6";
-/// Per IPv6 published port counters: [`crate::nat6::PortKey6`] → per-CPU
-/// [`crate::metrics::Counter`]. Pinned.
+/// Per IPv6 published port counters: a per-CPU array of
+/// [`crate::metrics::Counter`] indexed by `crate::nat6::PortVal6::slot`
+/// ([`PORTS_LEN`] slots). Pinned.
 pub const PORT_STATS6: &str = "PIER_PORT_STAT6";
 /// Per-CPU packets the source policy dropped, per IPv6 published port
 /// (`PortKey6`; entries made by the agent). Pinned.

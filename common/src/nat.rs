@@ -24,9 +24,14 @@ pub struct PortVal {
     /// The backend's interface, as its `PIER_ENDPOINTS` entry has it: a
     /// packet to the port is redirected with no endpoint lookup.
     pub ep: EndpointVal,
+    /// The port's counter in `PIER_PORT_STATS` (a per-CPU array: an index,
+    /// no hash lookup), assigned by the agent: a port keeps its slot while
+    /// it is published (across syncs and restarts); a slot is zeroed before
+    /// it is given to a new port.
+    pub slot: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PortVal>() == 28);
+const _: () = assert!(core::mem::size_of::<PortVal>() == 32);
 
 /// A masquerade translation: the address and port to write.
 #[repr(C)]

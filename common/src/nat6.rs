@@ -28,9 +28,12 @@ pub struct PortVal6 {
     /// agent publishes on (at most [`crate::policy::SCOPES6`]). Packed: the
     /// IPv6 uplink path's stack has no 4 bytes to spare.
     pub policy: u16,
+    /// The port's counter in `PIER_PORT_STAT6` (per-CPU array), as
+    /// `crate::nat::PortVal::slot`.
+    pub slot: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PortVal6>() == 20);
+const _: () = assert!(core::mem::size_of::<PortVal6>() == 24);
 
 impl PortVal6 {
     pub const fn flags(&self) -> u16 {

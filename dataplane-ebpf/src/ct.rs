@@ -1,6 +1,9 @@
 //! Connection tracking: lifetimes and TCP close detection shared by the
 //! publishing conntrack (`PIER_CT`) and masquerade (`PIER_SNAT_*`).
-use aya_ebpf::{Global, helpers::bpf_ktime_get_coarse_ns};
+use aya_ebpf::{
+    Global,
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+};
 use pier_common::{
     config::{
         CT_ICMP_NS as CT_ICMP_DEFAULT, CT_TCP_CLOSING_NS as CT_TCP_CLOSING_DEFAULT,
@@ -21,12 +24,28 @@ static CT_UDP_NS: Global<u64> = Global::new(CT_UDP_DEFAULT);
 #[unsafe(no_mangle)]
 static CT_ICMP_NS: Global<u64> = Global::new(CT_ICMP_DEFAULT);
 
-/// The clock lifetimes are stamped with: `CLOCK_MONOTONIC_COARSE` (a
-/// tick's resolution, a few ns to read; the agent's `CLOCK_MONOTONIC` runs
-/// at most a tick ahead of it).
+// The clock (`pier_common::config::GLOBAL_CLOCK_TICK_NS`): set at load.
+#[unsafe(no_mangle)]
+static CLOCK_TICK_NS: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static CLOCK_JIFFIES0: Global<u64> = Global::new(0);
+
+/// The clock lifetimes are stamped with, in ns: the kernel's jiffies times
+/// its tick (`bpf_jiffies64`, inlined by the verifier: a load where a
+/// helper call costs ~20 ns) when the agent gave the tick, else
+/// `CLOCK_MONOTONIC_COARSE`. Either has a tick's resolution; the agent
+/// reads the same one (`pier_clock`). (The globals are constants of the
+/// load: the verifier keeps one branch.)
 #[inline(always)]
 pub fn now() -> u64 {
-    unsafe { bpf_ktime_get_coarse_ns() }
+    let tick = CLOCK_TICK_NS.load();
+    if tick != 0 {
+        unsafe { bpf_jiffies64() }
+            .wrapping_sub(CLOCK_JIFFIES0.load())
+            .wrapping_mul(tick)
+    } else {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
 }
 
 /// Bring an entry's flags and expiry up to date with a packet, writing only

@@ -75,9 +75,11 @@ pub fn maybe_published(port_be: u16) -> bool {
     b.words[i] & (1u64 << (p & 63)) == 0
 }
 
+/// Count a packet of the published port whose counter is `slot`
+/// (`PortVal::slot`: an array index, no hash lookup).
 #[inline(always)]
-pub fn count_port(key: &PortKey, len: u32) {
-    if let Some(c) = PORT_STATS.get_ptr_mut(key) {
+pub fn count_port(slot: u32, len: u32) {
+    if let Some(c) = PORT_STATS.get_ptr_mut(slot) {
         let c: *mut Counter = c;
         // Per-CPU value: no other writer races with us.
         unsafe {

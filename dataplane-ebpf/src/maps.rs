@@ -26,8 +26,7 @@ pub static PORTS: HashMap<PortKey, PortVal> = HashMap::with_max_entries(PORTS_LE
 pub static BACKENDS: HashMap<PortKey, PortKey> = HashMap::with_max_entries(PORTS_LEN, 0);
 
 #[map(name = "PIER_PORT_STATS")]
-pub static PORT_STATS: PerCpuHashMap<PortKey, Counter> =
-    PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
+pub static PORT_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(PORTS_LEN, 0);
 
 #[map(name = "PIER_PORT_DROPS")]
 pub static PORT_DROPS: PerCpuHashMap<PortKey, Counter> =
@@ -97,8 +96,7 @@ pub static PORTS6: HashMap<PortKey6, PortVal6> = HashMap::with_max_entries(PORTS
 pub static BACKENDS6: HashMap<PortKey6, PortKey6> = HashMap::with_max_entries(PORTS_LEN, 0);
 
 #[map(name = "PIER_PORT_STAT6")]
-pub static PORT_STATS6: PerCpuHashMap<PortKey6, Counter> =
-    PerCpuHashMap::with_max_entries(PORTS_LEN, 0);
+pub static PORT_STATS6: PerCpuArray<Counter> = PerCpuArray::with_max_entries(PORTS_LEN, 0);
 
 #[map(name = "PIER_PORT_DROP6")]
 pub static PORT_DROPS6: PerCpuHashMap<PortKey6, Counter> =

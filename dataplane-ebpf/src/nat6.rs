@@ -157,8 +157,8 @@ fn count_port_drop6(key: &PortKey6, len: u32) {
 }
 
 #[inline(always)]
-fn count_port6(key: &PortKey6, len: u32) {
-    if let Some(c) = PORT_STATS6.get_ptr_mut(key) {
+fn count_port6(slot: u32, len: u32) {
+    if let Some(c) = PORT_STATS6.get_ptr_mut(slot) {
         let c: *mut Counter = c;
         unsafe {
             (*c).packets += 1;
@@ -462,7 +462,7 @@ pub fn uplink_ports(ctx: &TcContext, pkt: &mut Pkt6) -> Result<Option<i32>, Drop
         ifindex,
         &ZERO6,
     );
-    count_port6(&key, ctx.len());
+    count_port6(port.slot, ctx.len());
     dnat6(ctx, pkt, &port.backend, port.backend_port_be)?;
     to_container6(ctx, pkt, &ep).map(Some)
 }
@@ -512,7 +512,7 @@ pub fn hairpin(ctx: &TcContext, pkt: &mut Pkt6, ifindex: u32) -> Result<Option<i
         return Err(DropReason::PolicyDenied);
     }
     let backend = endpoint6(&port.backend).ok_or(DropReason::NoBackend)?;
-    count_port6(&key, ctx.len());
+    count_port6(port.slot, ctx.len());
     if eq6(&port.backend, &pkt.saddr) {
         let gw = unsafe { NETWORKS6.get(&backend.network_id) }
             .copied()

@@ -149,7 +149,9 @@ impl Fixture {
             w += &format!("{sub}: {v:?}\n");
         }
         let b = &self.s.host.bpffs_dir;
-        let ports: BTreeMap<PortKey, PortVal> = consistency::hash_entries(b, names::PORTS);
+        let mut ports: BTreeMap<PortKey, PortVal> = consistency::hash_entries(b, names::PORTS);
+        // (A port made again may get another counter slot: not state.)
+        ports.values_mut().for_each(|v| v.slot = 0);
         w += &format!("PIER_PORTS: {ports:?}\n");
         let eps: BTreeMap<u32, EndpointVal4> = consistency::hash_entries(b, names::ENDPOINTS);
         w += &format!("PIER_ENDPOINTS: {eps:?}\n");

@@ -252,3 +252,74 @@ fn a_reply_whose_entry_is_gone_still_leaves_as_the_published_port() {
     });
     w.assert_firewalls_untouched();
 }
+
+/// The programs stamp expiries with their clock (`ct::now`: jiffies times
+/// the tick when the kernel's HZ is known) and the agent's gc reads the
+/// very same clock (`pier_clock`): a new flow's expiry is its lifetime
+/// after the clock as read around its first packet, the clock keeps
+/// CLOCK_MONOTONIC's pace, and gc keeps the flow until that expiry and
+/// retires it after.
+#[test]
+fn the_gc_reads_the_clock_the_programs_stamp_expiries_with() {
+    require_root!();
+    use dataplane_util::progrun::frame;
+    let mut w = World::new(false);
+    let net = w.network(1, "10.114.0.0/24");
+    let c1 = w.container("c1", &net, "10.114.0.2");
+    let desired = w.desired(vec![]);
+    let cfg = w.config();
+    let udp_life = Duration::from_millis(600);
+    let timeouts = CtTimeouts {
+        udp: udp_life,
+        ..CtTimeouts::default()
+    };
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let mut dp = EbpfDataplane::new(cfg).with_ct_timeouts(timeouts);
+        dp.start().expect("start");
+        dp.sync(&desired).expect("sync");
+        // The clock keeps CLOCK_MONOTONIC's pace, to a tick or two (it
+        // reads 1 ms to 10 ms steps).
+        let (k0, m0) = (
+            dp.kernel_now().unwrap(),
+            pier_agent::dataplane::sys::monotonic_ns(),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let (k1, m1) = (
+            dp.kernel_now().unwrap(),
+            pier_agent::dataplane::sys::monotonic_ns(),
+        );
+        let (dk, dm) = (k1 as i64 - k0 as i64, m1 as i64 - m0 as i64);
+        assert!(
+            (dk - dm).abs() <= 21_000_000,
+            "clock {dk} ns, monotonic {dm} ns"
+        );
+        // A masqueraded UDP flow's first packet.
+        let vc1 = nix::net::if_::if_nametoindex("vc1").unwrap();
+        let mut f = frame(17, [10, 114, 0, 2], [198, 18, 0, 2], 40000, 7000, 0);
+        f[6..12].copy_from_slice(&c1.mac);
+        let before = dp.kernel_now().unwrap();
+        let (v, _) = dp
+            .test_run(pier_agent::dataplane::programs::VETH_IN, &f, vc1)
+            .unwrap();
+        let after = dp.kernel_now().unwrap();
+        assert_eq!(v, 7, "redirected (masqueraded)");
+        let (fwd, rev) = dp.snat_entries().unwrap();
+        assert_eq!((fwd.len(), rev.len()), (1, 1));
+        let life = udp_life.as_nanos() as u64;
+        let exp = fwd[0].1.expires_ns;
+        assert!(
+            before + life <= exp && exp <= after + life,
+            "expiry {exp}, clock {before}..{after} + {life}"
+        );
+        // Kept by a gc before its expiry, retired by one after.
+        dp.gc_conntrack().unwrap();
+        assert_eq!(dp.snat_entries().unwrap().0.len(), 1, "kept while live");
+        while dp.kernel_now().unwrap() <= exp {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let c = dp.gc_conntrack().unwrap();
+        assert_eq!((c.snat_fwd, c.snat_rev), (0, 0), "retired once expired");
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}

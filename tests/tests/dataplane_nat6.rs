@@ -452,6 +452,29 @@ fn ipv6_publish_and_masquerade_with_real_traffic() {
         let a = udp_ask(&out, None, &format!("[{HOST6}]:5353"), "udp6").expect("udp publish");
         assert_eq!(peer_ip(&a), OUTSIDE6, "{a}");
         u.join().unwrap();
+        // Each port counted in a slot of its own (`PIER_PORT_STAT6`): the
+        // one datagram on the UDP port, the connections on the TCP ones.
+        let slots: std::collections::BTreeSet<u32> = dp
+            .port6_entries()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v.slot)
+            .collect();
+        assert_eq!(slots.len(), 3, "{slots:?}");
+        let stats = dp.port_stats().unwrap();
+        let of = |port: u16, v6: bool| {
+            let s = stats
+                .iter()
+                .find(|s| s.port.host_port == port && s.port.is_v6() == v6)
+                .unwrap();
+            (s.packets, s.bytes)
+        };
+        assert_eq!(of(5353, true).0, 1, "{stats:?}");
+        // (Ethernet 14 + IPv6 40 + UDP 8 + "udp6".)
+        assert_eq!(of(5353, true).1, 14 + 40 + 8 + 4, "{stats:?}");
+        assert!(of(8081, true).0 >= 3, "{stats:?}");
+        assert!(of(8080, true).0 >= 3, "{stats:?}");
+        assert!(of(8080, false).0 >= 3, "{stats:?}");
 
         // Masquerade: two containers from the same source port; the peer
         // sees the host's address, on two ports.

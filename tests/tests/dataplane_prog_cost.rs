@@ -201,16 +201,23 @@ fn run_time_per_packet_of_each_path() {
         }
     }
     let best = |r: &[(u64, f64)]| r.iter().map(|x| x.0).min().unwrap_or(0);
+    // The lowest round's mean of the middle 80 % (the clock's ~10 ns steps
+    // hide a few ns in a median; a before/after compares these).
+    let best_mean = |r: &[(u64, f64)]| r.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
     let base = best(&res[0]);
-    println!("| path | program | median ns per round | lowest | net of the harness |");
-    println!("| --- | --- | --- | --- | --- |");
+    let base_mean = best_mean(&res[0]);
+    println!(
+        "| path | program | median ns per round | lowest | net of the harness | lowest mean, net |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
     for (i, (name, prog, ..)) in b.paths.iter().enumerate() {
         let med: Vec<String> = res[i].iter().map(|r| r.0.to_string()).collect();
         let lo = best(&res[i]);
         println!(
-            "| {name} | `{prog}` | {} | {lo} | {} |",
+            "| {name} | `{prog}` | {} | {lo} | {} | {:.1} |",
             med.join(" / "),
-            lo.saturating_sub(base)
+            lo.saturating_sub(base),
+            best_mean(&res[i]) - base_mean
         );
     }
 }
@@ -329,4 +336,63 @@ fn monitor_cost_per_path() {
         "sum over the forwarded paths: none attached / no event code = {}",
         ratio(sum1, sum0)
     );
+}
+
+/// A before/after of the programs, path by path, by `BPF_PROG_TEST_RUN`:
+/// the object named by `PIER_PROG_COST_OBJECT` (another build of the same
+/// maps' layout, e.g. the previous commit's `target/ebpf/pier-dataplane.o`)
+/// against this build's, two hosts measured interleaved (the order turning
+/// each round), over `PIER_PROG_LOADS` loads (default 3) as
+/// `monitor_cost_per_path`. `cargo test -p pier-tests --test
+/// dataplane_prog_cost -- --ignored --nocapture object_against`.
+#[test]
+#[ignore]
+fn object_against_this_build_per_path() {
+    require_root!();
+    let Some(path) = std::env::var_os("PIER_PROG_COST_OBJECT") else {
+        eprintln!("skipped: PIER_PROG_COST_OBJECT names no object");
+        return;
+    };
+    let obj = std::fs::read(&path).expect("read PIER_PROG_COST_OBJECT");
+    let runs = runs_per_round();
+    let rounds = rounds();
+    let loads: usize = std::env::var("PIER_PROG_LOADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut best: Vec<[f64; 2]> = Vec::new();
+    let mut names = Vec::new();
+    for _ in 0..loads {
+        let mut v = [Bench::new(Some(obj.clone())), Bench::new(None)];
+        let n = v[0].paths.len();
+        let mut res = vec![[f64::INFINITY; 2]; n];
+        for round in 0..rounds {
+            for (i, r) in res.iter_mut().enumerate() {
+                for j in 0..2 {
+                    let k = (j + round) % 2;
+                    r[k] = r[k].min(v[k].run(i, runs).1);
+                }
+            }
+        }
+        if best.is_empty() {
+            best = vec![[0.0; 2]; n];
+        }
+        for (b, r) in best.iter_mut().zip(&res) {
+            for k in 0..2 {
+                b[k] += r[k] / loads as f64;
+            }
+        }
+        names = v[0].paths.iter().map(|p| p.0).collect();
+    }
+    let net = |k: usize, i: usize| best[i][k] - best[0][k];
+    println!(
+        "{runs} runs per path and round, {rounds} rounds, {loads} loads; ns net of each build's harness constant (mean over the loads of the lowest round's middle-80 % mean); other = {}",
+        path.to_string_lossy()
+    );
+    println!("| path | other | this build | this / other |");
+    println!("| --- | --- | --- | --- |");
+    for (i, name) in names.iter().enumerate().skip(1) {
+        let (a, b) = (net(0, i), net(1, i));
+        println!("| {name} | {a:.1} | {b:.1} | {:.3} |", b / a);
+    }
 }

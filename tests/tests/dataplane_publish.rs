@@ -271,6 +271,94 @@ fn port_stats_count_exactly_what_each_published_port_carried() {
     w.assert_firewalls_untouched();
 }
 
+/// A port's counter lives in a slot of `PIER_PORT_STATS` (a per-CPU array)
+/// that its `PIER_PORTS` entry names: it keeps the slot, and its count,
+/// across syncs and a restart of the dataplane on the same pins; a slot
+/// freed by one sync is not given out by the same sync, and a port given
+/// a used slot starts at zero.
+#[test]
+fn port_counters_keep_their_slot_and_a_reused_slot_starts_at_zero() {
+    require_root!();
+    let mut w = World::new(false);
+    let net = w.network(1, "10.113.0.0/24");
+    let c1 = w.container("c1", &net, "10.113.0.2");
+    let out = w.host.outside_ns.clone();
+    let (a, b, c) = (
+        udp(8083, c1.ip, 9090),
+        udp(8084, c1.ip, 9091),
+        udp(8085, c1.ip, 9092),
+    );
+    let cfg = w.config();
+    const LEN: usize = 100;
+    let bytes = |n: usize| (n * (14 + 20 + 8 + LEN)) as u64;
+    let send = |port: u16, to: u16, n: usize| {
+        let u = udp_server(&c1.ns, to, n);
+        pier_tests::net::send_udp(&out, &format!("{HOST_UPLINK_IP}:{port}"), n, LEN);
+        assert_eq!(
+            u.join().unwrap().len(),
+            n,
+            "every datagram to {port} arrived"
+        );
+    };
+    let s1 = w.desired(vec![a.clone(), b.clone()]);
+    let s2 = w.desired(vec![b.clone()]);
+    let s3 = w.desired(vec![b.clone(), c.clone()]);
+    TestHost::in_netns(&w.host.host_ns.clone(), || {
+        let counts = |dp: &EbpfDataplane| -> Vec<(u16, u64, u64)> {
+            let mut v: Vec<_> = dp
+                .port_stats()
+                .unwrap()
+                .iter()
+                .map(|s| (s.port.host_port, s.packets, s.bytes))
+                .collect();
+            v.sort();
+            v
+        };
+        let slot_of = |dp: &EbpfDataplane, port: u16| {
+            dp.port_entries()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| u16::from_be(k.port_be) == port)
+                .map(|(_, v)| v.slot)
+                .unwrap()
+        };
+        let mut dp = EbpfDataplane::new(cfg.clone());
+        dp.start().expect("start");
+        dp.sync(&s1).expect("sync");
+        let (sa, sb) = (slot_of(&dp, 8083), slot_of(&dp, 8084));
+        assert_ne!(sa, sb);
+        send(8083, 9090, 7);
+        send(8084, 9091, 3);
+        assert_eq!(counts(&dp), vec![(8083, 7, bytes(7)), (8084, 3, bytes(3))]);
+        // 8083 goes and 8085 comes in one sync: 8085 gets neither slot.
+        dp.sync(&s3).expect("sync: 8083 replaced by 8085");
+        let sc = slot_of(&dp, 8085);
+        assert!(sc != sa && sc != sb, "{sc} {sa} {sb}");
+        assert_eq!(slot_of(&dp, 8084), sb, "8084 keeps its slot");
+        assert_eq!(counts(&dp), vec![(8084, 3, bytes(3)), (8085, 0, 0)]);
+        // 8085 goes, then 8083 comes back: the lowest free slot, 8083's
+        // old one (7 packets in it), given zeroed.
+        dp.sync(&s2).expect("sync: 8085 removed");
+        dp.sync(&s1).expect("sync: 8083 back");
+        assert_eq!(slot_of(&dp, 8083), sa.min(sc));
+        assert_eq!(counts(&dp), vec![(8083, 0, 0), (8084, 3, bytes(3))]);
+        send(8083, 9090, 2);
+        // A new dataplane on the same pins: every port keeps its slot and
+        // its count.
+        drop(dp);
+        let mut dp = EbpfDataplane::new(cfg);
+        dp.start().expect("restart");
+        assert_eq!(counts(&dp), vec![], "no port applied before the first sync");
+        dp.sync(&s1).expect("sync after restart");
+        assert_eq!(slot_of(&dp, 8084), sb);
+        assert_eq!(counts(&dp), vec![(8083, 2, bytes(2)), (8084, 3, bytes(3))]);
+        send(8084, 9091, 1);
+        assert_eq!(counts(&dp), vec![(8083, 2, bytes(2)), (8084, 4, bytes(4))]);
+        dp.remove_all().unwrap();
+    });
+    w.assert_firewalls_untouched();
+}
+
 #[test]
 fn ten_thousand_published_ports_are_all_served() {
     require_root!();

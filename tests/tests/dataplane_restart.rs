@@ -215,6 +215,8 @@ fn pins_of_another_layout_are_made_afresh_and_the_others_kept() {
             (names::CT, "lru_hash", 16, 32, "16"),
             (names::ENDPOINTS, "hash", 4, 20, "16"),
             (names::SNAT_FWD, "lru_hash", 16, 24, snat.as_str()),
+            // Port counters keyed by port (before slots).
+            (names::PORT_STATS, "percpu_hash", 8, 16, "65536"),
         ] {
             let pin = dir.join(name);
             std::fs::remove_file(&pin).unwrap();
@@ -229,6 +231,7 @@ fn pins_of_another_layout_are_made_afresh_and_the_others_kept() {
         }
         let old_ct = id(names::CT);
         let old_snat = id(names::SNAT_FWD);
+        let old_stats = id(names::PORT_STATS);
         let mut dp = EbpfDataplane::new(cfg);
         dp.start().expect("start over pins of another layout");
         dp.sync(&desired).expect("sync");
@@ -244,6 +247,9 @@ fn pins_of_another_layout_are_made_afresh_and_the_others_kept() {
         assert_ne!(fwd.id(), old_snat, "PIER_SNAT_FWD made afresh");
         assert_eq!(fwd.map_type().unwrap(), aya::maps::MapType::Hash);
         assert_eq!(fwd.map_flags(), names::SNAT_FLAGS);
+        let stats = MapInfo::from_pin(dir.join(names::PORT_STATS)).unwrap();
+        assert_ne!(stats.id(), old_stats, "PIER_PORT_STATS made afresh");
+        assert_eq!(stats.map_type().unwrap(), aya::maps::MapType::PerCpuArray);
         assert_eq!(id(names::PORTS), ports, "PIER_PORTS kept");
         // And the port is served through the new maps.
         let s = tcp_server(&c1.ns, 8080, 1);

@@ -566,8 +566,24 @@ impl EbpfDataplane {
     /// every `sync`; the agent may call it on a timer). A masquerade pair goes
     /// when both halves have expired.
     pub fn gc_conntrack(&mut self) -> Result<CtCounts, DataplaneError> {
-        maps::gc(self.bpf()?, sys::monotonic_ns())?;
+        let now = self.kernel_now()?;
+        maps::gc(self.bpf()?, now)?;
         self.ct_counts()
+    }
+
+    /// The programs' clock now (`pier_clock`: the very `ct::now` they stamp
+    /// expiries with). An object without `pier_clock` stamps with
+    /// CLOCK_MONOTONIC_COARSE, which CLOCK_MONOTONIC leads by at most a tick.
+    pub fn kernel_now(&mut self) -> Result<u64, DataplaneError> {
+        if self.bpf()?.program(programs::CLOCK).is_none() {
+            return Ok(sys::monotonic_ns());
+        }
+        let (_, out) = self.test_run(programs::CLOCK, &[0u8; 64], 0)?;
+        let b: [u8; 8] = out
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| DataplaneError::Other("pier_clock: no output".into()))?;
+        Ok(u64::from_ne_bytes(b))
     }
 
     /// Forget every published connection (like `conntrack -F` for `PIER_CT`).
@@ -662,6 +678,15 @@ impl EbpfDataplane {
             ns(t.udp),
             ns(t.icmp),
         );
+        // The programs' clock: jiffies times the tick, when the kernel's HZ
+        // is known (else the programs read CLOCK_MONOTONIC_COARSE).
+        let hz = sys::kernel_hz();
+        let (tick, jiffies0) = hz.map_or((0, 0), |hz| {
+            (config::tick_nsec(hz), config::initial_jiffies(hz))
+        });
+        if hz.is_none() {
+            tracing::debug!("the kernel's HZ is not known: the programs read the coarse clock");
+        }
         let object = aligned(self.object.as_deref().unwrap_or(EBPF_OBJECT));
         let sizes = self.map_sizes();
         drop_stale_pins(&object, &self.cfg.bpffs_dir, &sizes)?;
@@ -687,6 +712,9 @@ impl EbpfDataplane {
             .override_global(config::GLOBAL_CT_TCP_CLOSING_NS, &closing, true)
             .override_global(config::GLOBAL_CT_UDP_NS, &udp, true)
             .override_global(config::GLOBAL_CT_ICMP_NS, &icmp, true)
+            // (Not in an older object, which another may be: measurements.)
+            .override_global(config::GLOBAL_CLOCK_TICK_NS, &tick, false)
+            .override_global(config::GLOBAL_CLOCK_JIFFIES0, &jiffies0, false)
             .override_global(aya_log::LEVEL, &kernel_log_level(), false)
             .load(&object)
             .map_err(|e| err_chain("loading the eBPF object", e))?;
@@ -948,7 +976,7 @@ impl Dataplane for EbpfDataplane {
         // Cached again whatever happens next (the interfaces are facts of
         // the host, not of this sync).
         self.ifaces = Some(ifaces);
-        let tables = tables?;
+        let mut tables = tables?;
         let t_tables = t0.elapsed();
         let new = self.reserve_ports(desired)?;
         let mut t_veths = t_tables;
@@ -957,7 +985,7 @@ impl Dataplane for EbpfDataplane {
         let applied = self.sync_veths(&tables.veths).and_then(|a| {
             attached = a;
             t_veths = t0.elapsed();
-            maps::write(self.bpf()?, &tables, prev.as_ref())
+            maps::write(self.bpf()?, &mut tables, prev.as_ref())
         });
         if let Err(e) = applied {
             for id in &new {
@@ -1040,22 +1068,31 @@ impl Dataplane for EbpfDataplane {
 
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
         let bpf = self.bpf_ref()?;
+        // Each port's counter slot as last written (after a failed write,
+        // as the kernel's map holds it); a port with none counted nothing.
+        let written = self.written.as_ref();
         self.applied
             .ports
             .iter()
             .map(|p| {
-                if p.is_v6() {
-                    let c = maps::port_counter6(bpf, &maps::port_key6(p))?;
-                    let d = maps::port_denied6(bpf, &maps::port_key6(p))?;
-                    return Ok(PortStats {
-                        port: p.clone(),
-                        packets: c.packets,
-                        bytes: c.bytes,
-                        denied: d.packets,
-                    });
-                }
-                let c = maps::port_counter(bpf, &port_key(p))?;
-                let d = maps::port_denied(bpf, &port_key(p))?;
+                let (c, d) = if p.is_v6() {
+                    let key = maps::port_key6(p);
+                    let slot = match written {
+                        Some(t) => t.ports6.get(&key).map(|v| v.slot),
+                        None => maps::port_slot6(bpf, &key)?,
+                    };
+                    let c = slot.map(|s| maps::port_counter6(bpf, s)).transpose()?;
+                    (c, maps::port_denied6(bpf, &key)?)
+                } else {
+                    let key = port_key(p);
+                    let slot = match written {
+                        Some(t) => t.ports.get(&key).map(|v| v.slot),
+                        None => maps::port_slot(bpf, &key)?,
+                    };
+                    let c = slot.map(|s| maps::port_counter(bpf, s)).transpose()?;
+                    (c, maps::port_denied(bpf, &key)?)
+                };
+                let c = c.unwrap_or_default();
                 Ok(PortStats {
                     port: p.clone(),
                     packets: c.packets,

@@ -384,6 +384,7 @@ impl Tables {
                     backend: addr6_be(backend),
                     backend_port_be: p.container_port.to_be(),
                     policy: policy | (scope_id as u16) << 8,
+                    slot: 0,
                 };
                 t.ports6.insert(key, val);
                 let b = PortKey6 {
@@ -424,6 +425,7 @@ impl Tables {
                 backend_port_be: p.container_port.to_be(),
                 policy,
                 ep,
+                slot: 0,
             };
             t.ports.insert(key, val);
             // Backend → the (first) host port publishing it.
@@ -601,6 +603,132 @@ fn policy_map(
     LpmTrie::try_from(map).map_err(|e| err(names::POLICY, e))
 }
 
+/// A published port's value, which names its counter's slot in a per-CPU
+/// array (`PIER_PORT_STATS`, `PIER_PORT_STAT6`).
+pub trait Slotted {
+    fn slot(&self) -> u32;
+    fn set_slot(&mut self, slot: u32);
+}
+
+impl Slotted for PortVal {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+    fn set_slot(&mut self, slot: u32) {
+        self.slot = slot;
+    }
+}
+
+impl Slotted for PortVal6 {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+    fn set_slot(&mut self, slot: u32) {
+        self.slot = slot;
+    }
+}
+
+/// Give each port of `ports` its counter slot (below `len`): the one it
+/// has in `had` (what the last write left, or the pinned map after a
+/// start), else the lowest slot that no port holds now or held in `had`:
+/// a slot freed by this sync is reused only by a later one (a packet that
+/// found the old entry may still count into it). Only when every slot is
+/// taken so is a just-freed one reused. Returns the slots given anew, to
+/// be zeroed before their ports' entries are written.
+pub fn assign_slots<K: Ord, V: Slotted>(
+    ports: &mut BTreeMap<K, V>,
+    had: &BTreeMap<K, V>,
+    len: u32,
+) -> Vec<u32> {
+    let words = (len as usize).div_ceil(64);
+    let mut kept = vec![0u64; words];
+    let taken = |bits: &[u64], s: u32| bits[s as usize / 64] & (1 << (s % 64)) != 0;
+    let mut pending = Vec::new();
+    // Both maps in key order, walked side by side (a sync of 10 000 ports
+    // that changes none costs a merge, not 10 000 lookups).
+    let mut old = had.iter().peekable();
+    for (k, v) in ports.iter_mut() {
+        while old.next_if(|(o, _)| *o < k).is_some() {}
+        let prev = old.next_if(|(o, _)| *o == k).map(|(_, p)| p.slot());
+        match prev {
+            Some(s) if s < len && !taken(&kept, s) => {
+                kept[s as usize / 64] |= 1 << (s % 64);
+                v.set_slot(s);
+            }
+            _ => pending.push(v),
+        }
+    }
+    if pending.is_empty() {
+        return Vec::new();
+    }
+    let mut busy = kept.clone();
+    for s in had.values().map(Slotted::slot).filter(|s| *s < len) {
+        busy[s as usize / 64] |= 1 << (s % 64);
+    }
+    let mut fresh = Vec::with_capacity(pending.len());
+    let (mut next, mut fallback) = (0u32, 0u32);
+    for v in pending {
+        while next < len && taken(&busy, next) {
+            next += 1;
+        }
+        let s = if next < len {
+            next
+        } else {
+            // Every slot held now or at the last write: one freed just now.
+            while fallback < len && taken(&kept, fallback) {
+                fallback += 1;
+            }
+            fallback
+        };
+        if s >= len {
+            // More ports than slots (the map would refuse them anyway).
+            break;
+        }
+        busy[s as usize / 64] |= 1 << (s % 64);
+        kept[s as usize / 64] |= 1 << (s % 64);
+        v.set_slot(s);
+        fresh.push(s);
+    }
+    fresh
+}
+
+/// [`assign_slots`] for the ports of hash `ports_map` (`PIER_PORTS` or
+/// `PIER_PORTS6`), from `prev` when known, else from the map as pinned (a
+/// restart keeps every port's counter), and the slots given anew zeroed in
+/// per-CPU array `stats`.
+fn port_slots<K: Pod + Ord, V: Pod + Slotted>(
+    bpf: &mut Ebpf,
+    ports_map: &str,
+    stats: &str,
+    ports: &mut BTreeMap<K, V>,
+    prev: Option<&BTreeMap<K, V>>,
+) -> Result<(), DataplaneError> {
+    let fresh = match prev {
+        Some(p) => assign_slots(ports, p, names::PORTS_LEN),
+        None => {
+            let pinned: BTreeMap<K, V> = hash_ro::<K, V>(bpf, ports_map)?
+                .iter()
+                .filter_map(Result::ok)
+                .collect();
+            assign_slots(ports, &pinned, names::PORTS_LEN)
+        }
+    };
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let ncpu = aya::util::nr_cpus().map_err(|(w, e)| err(w, e))?;
+    let map = bpf
+        .map_mut(stats)
+        .ok_or_else(|| DataplaneError::Other(format!("map {stats} missing")))?;
+    let mut a: PerCpuArray<_, Counter> = PerCpuArray::try_from(map).map_err(|e| err(stats, e))?;
+    for s in fresh {
+        let zero =
+            PerCpuValues::try_from(vec![Counter::default(); ncpu]).map_err(|e| err(stats, e))?;
+        a.set(s, zero, 0).map_err(|e| err(stats, e))?;
+    }
+    Ok(())
+}
+
 /// Per-CPU counter map `name` (keyed by published port): a zeroed entry
 /// for each new port of `ports`, none for a port that is gone. New and gone
 /// against `prev` (the ports last written) when known, else against the map.
@@ -703,7 +831,23 @@ fn port_unpub(bpf: &mut Ebpf, bits: Option<&PortBits>) -> Result<PortBits, Datap
 /// failed write: every entry is written and each map compared whole);
 /// with it only the difference is written, so a change costs what it
 /// changes, not what the host holds.
-pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&Tables>) -> Result<(), DataplaneError> {
+pub fn write(bpf: &mut Ebpf, t: &mut Tables, prev: Option<&Tables>) -> Result<(), DataplaneError> {
+    // Each port's counter slot first (the values written below name it).
+    port_slots(
+        bpf,
+        names::PORTS,
+        names::PORT_STATS,
+        &mut t.ports,
+        prev.map(|p| &p.ports),
+    )?;
+    port_slots(
+        bpf,
+        names::PORTS6,
+        names::PORT_STATS6,
+        &mut t.ports6,
+        prev.map(|p| &p.ports6),
+    )?;
+    let t = &*t;
     upsert(bpf, names::NETWORKS, &t.networks, prev.map(|p| &p.networks))?;
     sync_lpm(
         bpf,
@@ -740,8 +884,8 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&Tables>) -> Result<(), Da
         &t.endpoints6,
         prev.map(|p| &p.endpoints6),
     )?;
-    // Counters start at zero for a new port and keep counting otherwise.
-    port_counters(bpf, names::PORT_STATS, &t.ports, prev.map(|p| &p.ports))?;
+    // Counters start at zero for a new port and keep counting otherwise
+    // (`PIER_PORT_STATS`' slots were zeroed by `port_slots`).
     port_counters(bpf, names::PORT_DROPS, &t.ports, prev.map(|p| &p.ports))?;
     // Rules before the ports that ask for them, stale ones after.
     {
@@ -760,7 +904,6 @@ pub fn write(bpf: &mut Ebpf, t: &Tables, prev: Option<&Tables>) -> Result<(), Da
         &t.gateways6,
         prev.map(|p| &p.gateways6),
     )?;
-    port_counters(bpf, names::PORT_STATS6, &t.ports6, prev.map(|p| &p.ports6))?;
     port_counters(bpf, names::PORT_DROPS6, &t.ports6, prev.map(|p| &p.ports6))?;
     upsert(bpf, names::BACKENDS, &t.backends, prev.map(|p| &p.backends))?;
     // No port bound to one address: lookups ask the all-addresses key only.
@@ -1214,14 +1357,40 @@ fn per_port(bpf: &Ebpf, name: &str, key: &PortKey) -> Result<Counter, DataplaneE
     Ok(m.get(key, 0).map(|v| sum(v.iter())).unwrap_or_default())
 }
 
-/// Packets and bytes of published port `key`, summed over the CPUs.
-pub fn port_counter(bpf: &Ebpf, key: &PortKey) -> Result<Counter, DataplaneError> {
-    per_port(bpf, names::PORT_STATS, key)
+/// Counter slot `slot` of per-CPU array `name`, summed over the CPUs.
+fn per_slot(bpf: &Ebpf, name: &str, slot: u32) -> Result<Counter, DataplaneError> {
+    let map = bpf
+        .map(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing")))?;
+    let m: PerCpuArray<_, Counter> = PerCpuArray::try_from(map).map_err(|e| err(name, e))?;
+    Ok(m.get(&slot, 0).map(|v| sum(v.iter())).unwrap_or_default())
 }
 
-/// [`port_counter`] of an IPv6 published port.
-pub fn port_counter6(bpf: &Ebpf, key: &PortKey6) -> Result<Counter, DataplaneError> {
-    per_port6(bpf, names::PORT_STATS6, key)
+/// Packets and bytes of the published port whose counter is `slot`
+/// (`PortVal::slot`), summed over the CPUs.
+pub fn port_counter(bpf: &Ebpf, slot: u32) -> Result<Counter, DataplaneError> {
+    per_slot(bpf, names::PORT_STATS, slot)
+}
+
+/// [`port_counter`] of an IPv6 published port (`PortVal6::slot`).
+pub fn port_counter6(bpf: &Ebpf, slot: u32) -> Result<Counter, DataplaneError> {
+    per_slot(bpf, names::PORT_STATS6, slot)
+}
+
+/// The counter slot of published port `key` as `PIER_PORTS` holds it.
+pub fn port_slot(bpf: &Ebpf, key: &PortKey) -> Result<Option<u32>, DataplaneError> {
+    Ok(hash_ro::<PortKey, PortVal>(bpf, names::PORTS)?
+        .get(key, 0)
+        .ok()
+        .map(|v| v.slot))
+}
+
+/// The counter slot of IPv6 published port `key` as `PIER_PORTS6` holds it.
+pub fn port_slot6(bpf: &Ebpf, key: &PortKey6) -> Result<Option<u32>, DataplaneError> {
+    Ok(hash_ro::<PortKey6, PortVal6>(bpf, names::PORTS6)?
+        .get(key, 0)
+        .ok()
+        .map(|v| v.slot))
 }
 
 /// [`port_denied`] of an IPv6 published port.
@@ -1262,4 +1431,71 @@ pub fn policy(bpf: &Ebpf) -> Result<Vec<(u32, PolicyKey, PolicyVal)>, DataplaneE
         .filter_map(Result::ok)
         .map(|(k, v)| (k.prefix_len(), k.data(), v))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val(slot: u32) -> PortVal {
+        PortVal {
+            slot,
+            ..PortVal::default()
+        }
+    }
+
+    fn slots(m: &BTreeMap<u16, PortVal>) -> Vec<(u16, u32)> {
+        m.iter().map(|(k, v)| (*k, v.slot)).collect()
+    }
+
+    #[test]
+    fn a_port_keeps_its_slot_and_a_new_one_takes_the_lowest_free() {
+        let had: BTreeMap<u16, PortVal> = [(10, val(0)), (20, val(2)), (30, val(1))].into();
+        // 20 goes, 40 and 5 come; every value arrives with slot 0 (as
+        // `Tables::new` makes them).
+        let mut now: BTreeMap<u16, PortVal> =
+            [(5, val(0)), (10, val(0)), (30, val(0)), (40, val(0))].into();
+        let fresh = assign_slots(&mut now, &had, 8);
+        // 10 and 30 keep theirs; slot 2 (20's, freed by this sync) is not
+        // reused yet: 5 and 40 get 3 and 4.
+        assert_eq!(slots(&now), vec![(5, 3), (10, 0), (30, 1), (40, 4)]);
+        assert_eq!(fresh, vec![3, 4]);
+        // The next sync may reuse 2, the lowest free.
+        let had = now.clone();
+        let mut next = now.clone();
+        next.insert(50, val(0));
+        assert_eq!(assign_slots(&mut next, &had, 8), vec![2]);
+        assert_eq!(next[&50].slot, 2);
+        // Nothing new: nothing to zero, every slot as it was.
+        let had = next.clone();
+        let mut same = next.clone();
+        same.values_mut().for_each(|v| v.slot = 0);
+        assert!(assign_slots(&mut same, &had, 8).is_empty());
+        assert_eq!(same, next);
+    }
+
+    #[test]
+    fn a_slot_claimed_twice_or_out_of_range_is_given_anew() {
+        // (A map written by a failed sync, or by hand.)
+        let had: BTreeMap<u16, PortVal> = [(1, val(3)), (2, val(3)), (3, val(99))].into();
+        let mut now: BTreeMap<u16, PortVal> = [(1, val(0)), (2, val(0)), (3, val(0))].into();
+        let fresh = assign_slots(&mut now, &had, 8);
+        assert_eq!(slots(&now), vec![(1, 3), (2, 0), (3, 1)]);
+        assert_eq!(fresh, vec![0, 1]);
+    }
+
+    #[test]
+    fn when_every_slot_is_taken_a_just_freed_one_is_reused() {
+        let had: BTreeMap<u16, PortVal> = (0..4).map(|i| (i, val(i as u32))).collect();
+        // 0 and 1 go, 10 and 11 come: all four slots were held.
+        let mut now: BTreeMap<u16, PortVal> =
+            [(2, val(0)), (3, val(0)), (10, val(0)), (11, val(0))].into();
+        let fresh = assign_slots(&mut now, &had, 4);
+        assert_eq!(slots(&now), vec![(2, 2), (3, 3), (10, 0), (11, 1)]);
+        assert_eq!(fresh, vec![0, 1]);
+        // More ports than slots: the rest get none given (slot 0 left as is).
+        let mut over: BTreeMap<u16, PortVal> = (0..5).map(|i| (i, val(0))).collect();
+        let fresh = assign_slots(&mut over, &BTreeMap::new(), 4);
+        assert_eq!(fresh, vec![0, 1, 2, 3]);
+    }
 }

@@ -36,6 +36,9 @@ pub mod programs {
     /// TC, never attached: the cost of one primitive (map lookup, helper)
     /// under `BPF_PROG_TEST_RUN` (`pier_common::config::PROF_OPS`).
     pub const PROF: &str = "pier_prof";
+    /// TC, never attached: the dataplane's clock (`ct::now`) for the
+    /// agent's conntrack gc, by `BPF_PROG_TEST_RUN`.
+    pub const CLOCK: &str = "pier_clock";
     /// TC ingress of each uplink: publishing, masquerade replies, exposure.
     pub const UPLINK_IN: &str = "pier_uplink_in";
     /// TC ingress of each container's host-side veth: replies, isolation,

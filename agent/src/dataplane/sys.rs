@@ -131,6 +131,56 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The running kernel's `CONFIG_HZ`, from its configuration as the kernel
+/// ships it: `/boot/config-<release>`, else `/proc/config.gz`
+/// (`CONFIG_IKCONFIG_PROC`). `None` when neither is readable or names it.
+pub fn kernel_hz() -> Option<u64> {
+    let release = nix::sys::utsname::uname()
+        .ok()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(format!("/boot/config-{release}"))
+        .ok()
+        .or_else(|| {
+            let gz = std::fs::read("/proc/config.gz").ok()?;
+            String::from_utf8(gunzip(&gz)?).ok()
+        })?;
+    config_hz(&text)
+}
+
+/// `CONFIG_HZ` of a kernel configuration's text.
+pub fn config_hz(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|hz| *hz > 0)
+}
+
+/// The data of a gzip member (RFC 1952): its header skipped, the deflate
+/// stream inflated.
+fn gunzip(gz: &[u8]) -> Option<Vec<u8>> {
+    if gz.len() < 18 || gz[0] != 0x1f || gz[1] != 0x8b || gz[2] != 8 {
+        return None;
+    }
+    let flags = gz[3];
+    let mut at = 10;
+    if flags & 4 != 0 {
+        let xlen = u16::from_le_bytes([*gz.get(at)?, *gz.get(at + 1)?]) as usize;
+        at += 2 + xlen;
+    }
+    // Name, then comment: each ends with a zero byte.
+    for bit in [8, 16] {
+        if flags & bit != 0 {
+            at += gz.get(at..)?.iter().position(|b| *b == 0)? + 1;
+        }
+    }
+    if flags & 2 != 0 {
+        at += 2;
+    }
+    miniz_oxide::inflate::decompress_to_vec(gz.get(at..)?).ok()
+}
+
 /// Raise the soft open-files limit to the hard one: every published port
 /// holds a reservation socket.
 pub fn raise_nofile() {
@@ -206,4 +256,42 @@ pub fn del_clsact(ifindex: u32) -> Result<(), DataplaneError> {
 /// Whether interface `ifname` exists in the calling thread's namespace.
 pub fn interfaces_has(ifname: &str) -> bool {
     nix::net::if_::if_nametoindex(ifname).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_hz_is_read_from_a_plain_or_gzipped_configuration() {
+        assert_eq!(config_hz("CONFIG_HZ_250=y\nCONFIG_HZ=250\n"), Some(250));
+        assert_eq!(config_hz("# CONFIG_HZ is not set\n"), None);
+        // (Python's gzip, without and with a file name in the header.)
+        let gz = [
+            31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 83, 86, 72, 206, 207, 205, 77, 205, 43, 225, 114, 246,
+            247, 115, 243, 116, 143, 247, 136, 138, 55, 54, 48, 176, 173, 68, 240, 109, 129, 124,
+            46, 0, 107, 242, 198, 106, 40, 0, 0, 0,
+        ];
+        let text = String::from_utf8(gunzip(&gz).unwrap()).unwrap();
+        assert_eq!(config_hz(&text), Some(300));
+        let named = [
+            31, 139, 8, 8, 0, 0, 0, 0, 2, 255, 99, 111, 110, 102, 105, 103, 0, 115, 246, 247, 115,
+            243, 116, 143, 247, 136, 178, 53, 52, 48, 48, 224, 2, 0, 195, 67, 110, 77, 15, 0, 0, 0,
+        ];
+        let text = String::from_utf8(gunzip(&named).unwrap()).unwrap();
+        assert_eq!(config_hz(&text), Some(1000));
+        assert_eq!(gunzip(&gz[..9]), None);
+        assert_eq!(gunzip(b"CONFIG_HZ=250 and more bytes"), None);
+    }
+
+    #[test]
+    fn tick_and_initial_jiffies_are_the_kernels() {
+        use pier_common::config::{initial_jiffies, tick_nsec};
+        assert_eq!(tick_nsec(250), 4_000_000);
+        assert_eq!(tick_nsec(300), 3_333_333);
+        assert_eq!(tick_nsec(1000), 1_000_000);
+        // (unsigned int)(-300 * HZ)
+        assert_eq!(initial_jiffies(250), (1u64 << 32) - 75_000);
+        assert_eq!(initial_jiffies(1000), (1u64 << 32) - 300_000);
+    }
 }

@@ -1,4 +1,5 @@
 //! One file per attach point; each holds a thin entry that calls shared logic.
+pub mod clock;
 pub mod connect4;
 pub mod connect6;
 pub mod getpeername4;

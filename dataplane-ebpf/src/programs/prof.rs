@@ -8,8 +8,8 @@
 use aya_ebpf::{
     bindings::TC_ACT_OK,
     helpers::{
-        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_redirect_neigh,
-        bpf_redirect_peer,
+        bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
+        bpf_redirect_neigh, bpf_redirect_peer,
     },
     macros::classifier,
     maps::lpm_trie::Key,
@@ -18,7 +18,10 @@ use aya_ebpf::{
 use pier_common::{config::PROF_REPS, ct::FlowKey, nat::PortKey};
 
 use crate::{
-    maps::{CT, ENDPOINTS, IF_PKTS, PORT_STATS, PORTS, SNAT_FWD, SNAT_REV, SUBNETS, VETH_EP4},
+    maps::{
+        CT, ENDPOINTS, IF_PKTS, PORT_DROPS, PORT_STATS, PORTS, SNAT_FWD, SNAT_REV, SUBNETS,
+        VETH_EP4,
+    },
     parse::{self, ptr_at},
 };
 
@@ -52,9 +55,10 @@ pub fn pier_prof(ctx: TcContext) -> i32 {
                 hits += u32::from(SNAT_FWD.get_ptr(&flow).is_some());
             }
         }
+        // A per-CPU hash keyed by `PortKey` (what `PIER_PORT_STATS` was).
         4 => {
             for _ in 0..PROF_REPS {
-                if let Some(c) = PORT_STATS.get_ptr_mut(&port) {
+                if let Some(c) = PORT_DROPS.get_ptr_mut(&port) {
                     unsafe { (*c).packets += 1 };
                     hits += 1;
                 }
@@ -118,6 +122,24 @@ pub fn pier_prof(ctx: TcContext) -> i32 {
             for _ in 0..PROF_REPS {
                 let r = unsafe { bpf_redirect_neigh(addr, core::ptr::null_mut(), 0, 0) };
                 hits += u32::from(r == 7);
+            }
+        }
+        16 => {
+            for _ in 0..PROF_REPS {
+                if let Some(c) = PORT_STATS.get_ptr_mut(addr & 0xffff) {
+                    unsafe { (*c).packets += 1 };
+                    hits += 1;
+                }
+            }
+        }
+        17 => {
+            for _ in 0..PROF_REPS {
+                hits += u32::from(unsafe { bpf_jiffies64() } != 0);
+            }
+        }
+        18 => {
+            for _ in 0..PROF_REPS {
+                hits += u32::from(crate::ct::now() != 0);
             }
         }
         // An IPv4 frame's byte 14 (version 4, 5 words): its parse.

@@ -143,7 +143,7 @@ fn try_uplink_in(ctx: &TcContext) -> Result<i32, DropReason> {
                     traced_new(ctx, port.backend_be, port.backend_port_be);
                 }
             }
-            count_port(&key, ctx.len());
+            count_port(port.slot, ctx.len());
             nat::dnat(ctx, &mut pkt, port.backend_be, port.backend_port_be)?;
             return redirect::to_container(ctx, &mut pkt, &port.ep);
         }

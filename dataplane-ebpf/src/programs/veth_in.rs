@@ -152,7 +152,7 @@ fn try_veth_in(ctx: &TcContext) -> Result<i32, DropReason> {
             // Linux would route it to the backend: it answers from the gateway.
             return ttl::answer(ctx, &pkt, net.gateway_be, ifindex);
         }
-        count_port(&key, ctx.len());
+        count_port(port.slot, ctx.len());
         if port.backend_be == pkt.saddr {
             // Its own published port: a packet from its own address would be
             // a martian, so it comes from the gateway of the backend's network
