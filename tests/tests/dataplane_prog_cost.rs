@@ -176,6 +176,15 @@ fn paths(vc1: u32, mac: [u8; 6]) -> (Vec<(&'static str, u32, Vec<u8>)>, Vec<Path
     (open, paths)
 }
 
+/// Loads per build (`PIER_PROG_LOADS`, default 3): each places the programs
+/// anew (their JIT images, the maps).
+fn loads() -> usize {
+    std::env::var("PIER_PROG_LOADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+}
+
 /// Rounds of every path, interleaved (`PIER_PROG_ROUNDS`, default 5): the
 /// spread between rounds is the noise (other work on the machine); the
 /// lowest is the figure.
@@ -244,10 +253,7 @@ fn monitor_cost_per_path() {
     // Each load places the programs anew (their JIT images, the maps): the
     // figure of a build is the mean over `PIER_PROG_LOADS` loads (default 3)
     // of its lowest round.
-    let loads: usize = std::env::var("PIER_PROG_LOADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let loads = loads();
     let builds = 3;
     // best[path][build]: the sum over the loads of the lowest round's mean
     // of the middle 80 % of its runs (the kernel's clock ticks in steps of
@@ -356,10 +362,7 @@ fn object_against_this_build_per_path() {
     let obj = std::fs::read(&path).expect("read PIER_PROG_COST_OBJECT");
     let runs = runs_per_round();
     let rounds = rounds();
-    let loads: usize = std::env::var("PIER_PROG_LOADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let loads = loads();
     let mut best: Vec<[f64; 2]> = Vec::new();
     let mut names = Vec::new();
     for _ in 0..loads {
