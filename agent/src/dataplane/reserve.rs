@@ -25,6 +25,9 @@ pub fn describe(id: &PortId) -> String {
     format!("{}/{proto}", SocketAddr::new(*ip, *port))
 }
 
+/// Binds tried again after EADDRINUSE, 2 ms apart (see [`reserve`]).
+const BIND_RETRIES: usize = 5;
+
 /// Bind a socket on `id` in the calling thread's namespace.
 pub fn reserve(id: &PortId) -> Result<OwnedFd, DataplaneError> {
     let (ip, proto, port) = *id;
@@ -45,7 +48,20 @@ pub fn reserve(id: &PortId) -> Result<OwnedFd, DataplaneError> {
             .map_err(|e| DataplaneError::Other(format!("IPV6_V6ONLY: {e}")))?;
     }
     let addr = SockaddrStorage::from(SocketAddr::new(ip, port));
-    match bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+    let mut r = bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
+    // A reservation this agent closed a moment ago can still be bound: a
+    // process forked at that moment (by this agent, or a test's thread)
+    // holds a copy of every descriptor until its exec closes them. That
+    // lasts microseconds to milliseconds, so a few short waits tell it
+    // from a port a host process really holds.
+    for _ in 0..BIND_RETRIES {
+        if r != Err(nix::errno::Errno::EADDRINUSE) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        r = bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
+    }
+    match r {
         Ok(()) => Ok(fd),
         Err(nix::errno::Errno::EADDRINUSE) => Err(DataplaneError::PortInUse(format!(
             "{} (held by a host process)",
