@@ -279,6 +279,36 @@ fn tally(r: &BTreeMap<String, Outcome>) -> String {
     )
 }
 
+/// What the suite's calls without `--config` leave in netavark's default
+/// config dir (`/tmp`): the agentless core's state, aardvark-dns' config
+/// and lock. Those that did not exist before the suite are removed when
+/// this is dropped (also on failure); existing ones may be a real podman's.
+struct DefaultConfigLeft(Vec<&'static str>);
+
+impl DefaultConfigLeft {
+    fn before() -> Self {
+        DefaultConfigLeft(
+            ["/tmp/pier", "/tmp/aardvark-dns", "/tmp/aardvark.lock"]
+                .into_iter()
+                .filter(|p| !Path::new(p).exists())
+                .collect(),
+        )
+    }
+}
+
+impl Drop for DefaultConfigLeft {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let p = Path::new(p);
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            };
+        }
+    }
+}
+
 pub fn run() -> anyhow::Result<()> {
     for tool in ["bats", "jq", "nsenter", "unshare"] {
         if crate::util::output(cmd("sh").args(["-c", &format!("command -v {tool}")])).is_none() {
@@ -286,6 +316,7 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
     let dir = suite_dir()?;
+    let _left = DefaultConfigLeft::before();
     let pier = root().join("target/debug/netavark");
     let pier_r = run_suite(&dir, &pier, "pier")?;
     let debian = Path::new(DEBIAN_NETAVARK);
