@@ -84,6 +84,16 @@ struct Inner {
     dataplane: Box<dyn Dataplane>,
 }
 
+/// A committed change: `f`'s result, when (since the change began) apply,
+/// sync and commit ended, and whether names changed.
+struct Committed<R> {
+    r: R,
+    t_apply: std::time::Duration,
+    t_sync: std::time::Duration,
+    t_commit: std::time::Duration,
+    changed_names: bool,
+}
+
 /// A change in progress: the new state plus what to undo or finish.
 pub struct Txn<'a> {
     d: &'a Daemon,
@@ -438,7 +448,13 @@ impl Daemon {
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.apply_and_commit(&mut inner, &mut txn, f, t0)
         }));
-        let (r, t_apply, t_sync, t_commit, changed_names) = match done {
+        let Committed {
+            r,
+            t_apply,
+            t_sync,
+            t_commit,
+            changed_names,
+        } = match done {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(e),
             Err(panic) => {
@@ -469,22 +485,14 @@ impl Daemon {
 
     /// The steps of [`Daemon::change`] under the state lock: `f`, the
     /// dataplane sync, the store commit. A failure runs the undo list; a
-    /// commit empties it. The result, the times at which apply, sync and
-    /// commit ended, and whether names changed.
-    #[allow(clippy::type_complexity)]
+    /// commit empties it.
     fn apply_and_commit<R>(
         &self,
         inner: &mut Inner,
         txn: &mut Txn,
         f: impl FnOnce(&mut Txn) -> Result<R>,
         t0: std::time::Instant,
-    ) -> Result<(
-        R,
-        std::time::Duration,
-        std::time::Duration,
-        std::time::Duration,
-        bool,
-    )> {
+    ) -> Result<Committed<R>> {
         let rollback = |txn: &mut Txn| {
             self.run_actions(std::mem::take(&mut txn.undo).into_iter().rev(), "rollback");
         };
@@ -535,7 +543,13 @@ impl Daemon {
         inner.state = std::sync::Arc::new(std::mem::take(&mut txn.state));
         let changed_names =
             old.containers != inner.state.containers || old.networks != inner.state.networks;
-        Ok((r, t_apply, t_sync, t_commit, changed_names))
+        Ok(Committed {
+            r,
+            t_apply,
+            t_sync,
+            t_commit,
+            changed_names,
+        })
     }
 
     fn run_actions(&self, actions: impl Iterator<Item = Action>, what: &str) -> ErrorList {
