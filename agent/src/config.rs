@@ -110,14 +110,16 @@ pub fn exec_socket_path(api: &Path) -> PathBuf {
     api.with_extension("exec.sock")
 }
 
-/// A Linux interface name: 1..=15 bytes, no `/`, `:`, whitespace, not `.`/`..`.
+/// A Linux interface name: 1..=15 printable ASCII bytes, no `/`, `:`, `%`
+/// (which makes the kernel read it as a template), not `.`/`..`.
 pub fn valid_ifname(s: &str) -> bool {
+    // (`%` makes the kernel read the name as a template such as `eth%d`.)
     !s.is_empty()
         && s.len() <= 15
         && s != "."
         && s != ".."
         && s.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':' && b != b'%')
 }
 
 #[cfg(test)]
@@ -138,5 +140,7 @@ mod tests {
         assert!(!valid_ifname("br-0123456789abc"));
         assert!(!valid_ifname("a/b"));
         assert!(!valid_ifname(""));
+        assert!(!valid_ifname("%00%ff"));
+        assert!(!valid_ifname("eth%d"));
     }
 }

@@ -53,6 +53,13 @@ const REGRESSIONS: &[(&str, &str, &str)] = &[
         "/cni/add",
         r#"{"aliases":["fzalias"],"containerId":"fzcni1","ifname":"eth0","netns":"@CNI_NS@","network":{"gateway":"10.88.0.1","gateway6":null,"internal":false,"ipv6":false,"name":"fzcninet","options":{"com.docker.network.bridge.enable_icc":"true"},"subnet":"10.88.0.0/24","subnet6":null},"ports":[{"container_port":80,"container_port_end":81,"host_ip":null,"host_port":18200,"host_port_end":2,"proto":"Tcp"}],"prevIps":[],"queuedMs":null,"valid":[]}"#,
     ),
+    // A `%` in the interface name: the kernel reads it as a template
+    // (`eth%d`) and refused it with EINVAL, a 500 (seed 1796612153694676804).
+    (
+        "POST",
+        "/cni/add",
+        r#"{"aliases":["fzalias"],"containerId":"fzcni1","ifname":"%00%ff","netns":"@CNI_NS@","network":{"gateway":"10.88.0.1","gateway6":null,"internal":false,"ipv6":false,"name":"fzcninet","options":{"com.docker.network.bridge.enable_icc":"true"},"subnet":"10.88.0.0/24","subnet6":null},"ports":[{"container_port":80,"container_port_end":81,"host_ip":null,"host_port":18200,"host_port_end":18201,"proto":"Tcp"}],"prevIps":[],"queuedMs":null,"valid":[]}"#,
+    ),
     // An invalid interface name: refused (400), but `lo` was up already.
     (
         "POST",

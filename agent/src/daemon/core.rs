@@ -74,7 +74,7 @@ impl Daemon {
             Some(b) => {
                 if !crate::config::valid_ifname(b) {
                     return Err(invalid(format!(
-                        "invalid bridge name {b:?}: 1 to 15 characters, no '/', ':' or spaces"
+                        "invalid bridge name {b:?}: 1 to 15 printable ASCII bytes, no '/', ':', '%' or spaces"
                     )));
                 }
                 b.clone()

@@ -129,20 +129,14 @@ fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> TopologyError {
     }
 }
 
-/// Validate an interface name the way the kernel does (`dev_valid_name`).
+/// Validate an interface name as the front ends do
+/// ([`crate::config::valid_ifname`]), before the kernel sees it.
 pub fn check_ifname(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 15
-        && name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
-    if ok {
+    if crate::config::valid_ifname(name) {
         Ok(())
     } else {
         Err(TopologyError::Invalid(format!(
-            "invalid interface name {name:?}: 1 to 15 bytes, no '/', ':' or spaces"
+            "invalid interface name {name:?}: 1 to 15 printable ASCII bytes, no '/', ':', '%' or spaces"
         )))
     }
 }
